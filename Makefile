@@ -1,0 +1,42 @@
+# fusionnet-keras: every target does its own setup (creates .venv and installs the package).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= cpu
+RESULTS ?= results
+export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+
+.PHONY: help install test test-slow isbi2012 zebrafish benchmark clean
+
+help: ## List the targets
+	@echo "fusionnet-keras targets (PRESET=cpu|paper, FUSIONNET_DATA_DIR=$(FUSIONNET_DATA_DIR)):"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dask]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the package with its test tools
+
+test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.installed ## Run the slow end-to-end tests too
+	$(PY) -m pytest -q -m "slow or not slow"
+
+isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write results/isbi2012/report.md
+	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --out $(RESULTS)/isbi2012
+
+zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
+	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
+
+benchmark: $(VENV)/.installed ## Prediction and training throughput benchmarks
+	$(PY) benchmarks/predict_throughput.py
+	$(PY) benchmarks/train_throughput.py
+
+clean: ## Remove the virtualenv, caches and build files (not results/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache

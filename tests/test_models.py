@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import keras
+
+from fusionnet_keras import models
+from fusionnet_keras.models import FusionNet, FusionNetW, UNet, ConvBlock, ResidualBlock
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+    """The paper's configuration, built once (no training)."""
+    return FusionNet(nb_filters=64, depth=4, input_shape=(640, 640, 1))
+
+
+def test_paper_level_shapes(paper_model):
+    shapes = dict(models.level_shapes(paper_model))
+    expected = {
+        "down1_conv_out": (640, 640, 64),
+        "down1_pool": (320, 320, 64),
+        "down2_conv_out": (320, 320, 128),
+        "down3_conv_out": (160, 160, 256),
+        "down4_conv_out": (80, 80, 512),
+        "down4_pool": (40, 40, 512),
+        "bridge_conv_out": (40, 40, 1024),
+        "up4_conv_out": (80, 80, 512),
+        "up3_conv_out": (160, 160, 256),
+        "up2_conv_out": (320, 320, 128),
+        "up1_conv_out": (640, 640, 64),
+        "output": (640, 640, 1),
+    }
+    for name, shape in expected.items():
+        assert shapes[name] == shape, name
+
+
+def test_paper_layer_counts(paper_model):
+    convs = [l for l in paper_model.layers if isinstance(l, ConvBlock)]
+    res = [l for l in paper_model.layers if isinstance(l, ResidualBlock)]
+    # 9 levels x (conv + res(3 convs) + conv) = 45 level convs, plus the 1x1 output conv
+    assert len(convs) == 18 and len(res) == 9
+    assert len(convs) + 3 * len(res) == 45
+    assert paper_model.get_layer("output").kernel_size == (1, 1)
+    merges = [l for l in paper_model.layers if l.name.endswith("_merge")]
+    assert len(merges) == 4 and all(isinstance(l, keras.layers.Add) for l in merges)
+    assert paper_model.count_params() == 75_080_897
+
+
+def test_every_layer_named_and_unique(paper_model):
+    names = [l.name for l in paper_model.layers]
+    assert len(names) == len(set(names))
+
+
+def test_tiny_forward_range(rng):
+    model = FusionNet(**TINY)
+    x = rng.random((2, 64, 64, 1), dtype=np.float32)
+    y = keras.ops.convert_to_numpy(model(x, training=False))
+    assert y.shape == (2, 64, 64, 1)
+    assert np.all((y >= 0) & (y <= 1))
+
+
+@pytest.mark.parametrize("cls,kwargs", [(FusionNet, {}), (UNet, {}), (FusionNetW, {"units": 2})])
+def test_save_load_round_trip(tmp_path, rng, cls, kwargs):
+    model = cls(**TINY, **kwargs)
+    x = rng.random((1, 64, 64, 1), dtype=np.float32)
+    before = model.predict(x, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects needed
+    assert type(loaded) is cls
+    assert loaded.get_config() == model.get_config()
+    after = loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=1e-6)
+
+
+def test_get_config_complete():
+    model = FusionNetW(units=3, nb_filters=8, depth=2, input_shape=(64, 64, 1))
+    clone = FusionNetW.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+    assert clone.units == 3 and clone.nb_filters == 8
+
+
+def test_indivisible_size_raises():
+    with pytest.raises(ValueError, match="not divisible by 2\\*\\*depth = 16"):
+        FusionNet(input_shape=(100, 100, 1))
+    model = FusionNet(**TINY)
+    with pytest.raises(ValueError, match="not divisible"):
+        model(np.zeros((1, 62, 64, 1), "float32"))
+
+
+def test_bad_hyperparameters():
+    with pytest.raises(ValueError, match="nb_filters"):
+        FusionNet(nb_filters=0)
+    with pytest.raises(ValueError, match="units"):
+        FusionNetW(units=0)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_model("resnet")
+
+
+def test_fusionnet_w_chaining_and_freezing(rng):
+    model = FusionNetW(units=2, **TINY)
+    outs = model(rng.random((1, 64, 64, 1), dtype=np.float32))
+    assert len(outs) == 2
+    # unit 2 takes unit 1's output: its first conv has a single input channel
+    assert model.get_layer("unit2_down1_conv_in").conv.kernel.shape[2] == 1
+    model.set_trainable_unit(2)
+    unit1 = {id(w) for l in model.unit_layers(1) for w in l.weights}
+    trainable = {id(w) for w in model.trainable_weights}
+    assert trainable and not (trainable & unit1)
+    model.set_trainable_unit(1)
+    assert {id(w) for w in model.trainable_weights} <= unit1
+
+
+def test_unet_concatenates_skips():
+    model = UNet(**TINY)
+    merges = [l for l in model.layers if l.name.endswith("_merge")]
+    assert merges and all(isinstance(l, keras.layers.Concatenate) for l in merges)
+
+
+def test_flops_per_pixel_hand_count():
+    # depth 0 FusionNet with 2 filters: 5 convs 3x3 (1->2, then 2->2 x4) + 1x1 output (2->1)
+    model = FusionNet(nb_filters=2, depth=0)
+    macs = 9 * 1 * 2 + 4 * 9 * 2 * 2 + 2 * 1
+    assert models.flops_per_pixel(model) == pytest.approx(2 * macs)
+
+
+def test_paper_flops(paper_model):
+    # about 3.16 GFLOP per 1000 pixels for the paper configuration
+    assert models.flops_per_pixel(paper_model) == pytest.approx(3.1634e6, rel=1e-3)
