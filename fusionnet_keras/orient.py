@@ -9,23 +9,46 @@ trains on all 8 orientations and averages the 8 turned-back predictions at test 
 
 import numpy as np
 
-N_ORIENTATIONS = 8
+from .errors import FusionNetError
+
+NUM_ORIENTATIONS = 8
+N_ORIENTATIONS = NUM_ORIENTATIONS
 
 
-def orient(x: np.ndarray, k: int, axes=(-2, -1)) -> np.ndarray:
-    """Return orientation ``k`` of ``x`` over ``axes`` (default: the last two)."""
-    if not 0 <= k < N_ORIENTATIONS:
-        raise ValueError(f"orientation must be in 0..7, got {k}")
+def _check_k(k):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise FusionNetError(f"orientation index must be an integer 0-7, got {k!r}")
+    k = int(k)
+    if not 0 <= k < NUM_ORIENTATIONS:
+        raise FusionNetError(f"orientation index must be in 0-7, got {k}")
+    return k
+
+
+def orient(x, k, axes=(-2, -1)):
+    """Return orientation ``k`` (0-7) of ``x`` over ``axes`` (default last two).
+
+    For channels-last batches ``(N, H, W, C)`` pass ``axes=(1, 2)``.
+    ``k >= 4``: mirror (reverse ``axes[1]``) first, then ``np.rot90`` by
+    ``k % 4``. Returns a view when possible.
+    """
+    k = _check_k(k)
+    x = np.asarray(x)
     if k >= 4:
         x = np.flip(x, axis=axes[1])
     return np.rot90(x, k % 4, axes=axes)
 
 
-def unorient(x: np.ndarray, k: int, axes=(-2, -1)) -> np.ndarray:
-    """Undo :func:`orient`: ``unorient(orient(x, k), k) == x``."""
-    if not 0 <= k < N_ORIENTATIONS:
-        raise ValueError(f"orientation must be in 0..7, got {k}")
-    x = np.rot90(x, -(k % 4), axes=axes)
+def unorient(x, k, axes=(-2, -1)):
+    """Inverse of :func:`orient`: ``unorient(orient(x, k), k) == x``."""
+    k = _check_k(k)
+    x = np.rot90(np.asarray(x), -(k % 4), axes=axes)
     if k >= 4:
         x = np.flip(x, axis=axes[1])
     return x
+
+
+def orientations(x, axes=(-2, -1)):
+    """Return the list of the 8 orientations ``[orient(x, k) for k in 0..7]``."""
+    return [orient(x, k, axes=axes) for k in range(NUM_ORIENTATIONS)]
+
+
