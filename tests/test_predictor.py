@@ -12,7 +12,7 @@ from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.orient import orient, unorient
-from fusionnet_keras.predict import (
+from fusionnet_keras.predictor import (
     pad_for_model,
     predict,
     predict_section,
