@@ -74,16 +74,17 @@ class ConvBlock(layers.Layer):
         (1, 16, 16, 8)
     """
 
-    def __init__(self, filters, kernel_size=3, kernel_initializer="he_normal", **kwargs):
+    def __init__(self, filters, kernel_size=3, kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
         self.conv = layers.Conv2D(
             filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, name="conv"
         )
         self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(name="bn")
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, name="bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -103,6 +104,7 @@ class ConvBlock(layers.Layer):
             filters=self.filters,
             kernel_size=self.kernel_size,
             kernel_initializer=self.kernel_initializer,
+            bn_momentum=self.bn_momentum,
         )
         return config
 
@@ -125,13 +127,14 @@ class ResidualBlock(layers.Layer):
         (2, 8, 8, 4)
     """
 
-    def __init__(self, filters, n_convs=3, kernel_initializer="he_normal", **kwargs):
+    def __init__(self, filters, n_convs=3, kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.n_convs = n_convs
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
         self.convs = [
-            ConvBlock(filters, kernel_initializer=kernel_initializer, name=f"conv{i + 1}")
+            ConvBlock(filters, kernel_initializer=kernel_initializer, bn_momentum=bn_momentum, name=f"conv{i + 1}")
             for i in range(n_convs)
         ]
         self.add = layers.Add(name="skip_add")
@@ -159,7 +162,10 @@ class ResidualBlock(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            filters=self.filters, n_convs=self.n_convs, kernel_initializer=self.kernel_initializer
+            filters=self.filters,
+            n_convs=self.n_convs,
+            kernel_initializer=self.kernel_initializer,
+            bn_momentum=self.bn_momentum,
         )
         return config
 
@@ -178,15 +184,16 @@ class UpConv(layers.Layer):
         (1, 16, 16, 4)
     """
 
-    def __init__(self, filters, kernel_initializer="he_normal", **kwargs):
+    def __init__(self, filters, kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
         self.deconv = layers.Conv2DTranspose(
             filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, name="deconv"
         )
         self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(name="bn")
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, name="bn")
 
     def build(self, input_shape):
         self.deconv.build(input_shape)
@@ -201,17 +208,20 @@ class UpConv(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_initializer=self.kernel_initializer)
+        config.update(
+            filters=self.filters, kernel_initializer=self.kernel_initializer, bn_momentum=self.bn_momentum
+        )
         return config
 
 
-def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer):
+def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum=0.99):
     """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
+    kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
 
     def level(x, name, filters):
-        x = ConvBlock(filters, kernel_initializer=kernel_initializer, name=f"{name}_conv_in")(x)
-        x = ResidualBlock(filters, kernel_initializer=kernel_initializer, name=f"{name}_res")(x)
-        return ConvBlock(filters, kernel_initializer=kernel_initializer, name=f"{name}_conv_out")(x)
+        x = ConvBlock(filters, **kw, name=f"{name}_conv_in")(x)
+        x = ResidualBlock(filters, **kw, name=f"{name}_res")(x)
+        return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
 
     skips = []
     for i in range(depth):
@@ -221,7 +231,7 @@ def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer):
     x = level(x, f"{prefix}bridge", nb_filters * 2**depth)
     for i in reversed(range(depth)):
         filters = nb_filters * 2**i
-        x = UpConv(filters, kernel_initializer=kernel_initializer, name=f"{prefix}up{i + 1}_deconv")(x)
+        x = UpConv(filters, **kw, name=f"{prefix}up{i + 1}_deconv")(x)
         x = layers.Add(name=f"{prefix}up{i + 1}_merge")([x, skips[i]])
         x = level(x, f"{prefix}up{i + 1}", filters)
     return layers.Conv2D(1, 1, activation="sigmoid", name=f"{prefix}output")(x)
@@ -230,8 +240,6 @@ def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer):
 class _SegmentationModel(keras.Model):
     """Common checks for the segmentation models: input size divisibility."""
 
-    def _init_common(self, depth, input_shape):
-        self._multiple = 2**depth
 
     @property
     def size_multiple(self):
@@ -269,6 +277,8 @@ class FusionNet(_SegmentationModel):
         input_shape: ``(height, width, 1)``; ``None`` sizes accept any multiple of
             ``2**depth`` (the paper trains on 640x640: 512 + 2 * 64 mirror padding).
         kernel_initializer: initializer for every convolution.
+        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
+            0.99; lower values track the weights faster on short schedules).
         name: model name.
 
     Example:
@@ -284,6 +294,7 @@ class FusionNet(_SegmentationModel):
         depth=4,
         input_shape=(None, None, 1),
         kernel_initializer="he_normal",
+        bn_momentum=0.99,
         name="fusionnet",
         **kwargs,
     ):
@@ -292,12 +303,13 @@ class FusionNet(_SegmentationModel):
         input_shape = tuple(input_shape)
         _check_input_shape(input_shape, depth)
         inputs = keras.Input(shape=input_shape, name="image")
-        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer)
+        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.nb_filters = nb_filters
         self.depth = depth
         self.image_shape = input_shape
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
 
     def get_config(self):
         return {
@@ -305,6 +317,7 @@ class FusionNet(_SegmentationModel):
             "depth": self.depth,
             "input_shape": list(self.image_shape),
             "kernel_initializer": self.kernel_initializer,
+            "bn_momentum": self.bn_momentum,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -329,6 +342,8 @@ class FusionNetW(_SegmentationModel):
         depth: max-pooling steps in every unit.
         input_shape: ``(height, width, 1)``.
         kernel_initializer: initializer for every convolution.
+        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
+            0.99; lower values track the weights faster on short schedules).
         name: model name.
 
     Example:
@@ -345,6 +360,7 @@ class FusionNetW(_SegmentationModel):
         depth=4,
         input_shape=(None, None, 1),
         kernel_initializer="he_normal",
+        bn_momentum=0.99,
         name="fusionnet_w",
         **kwargs,
     ):
@@ -357,7 +373,7 @@ class FusionNetW(_SegmentationModel):
         x = inputs
         outputs = []
         for u in range(units):
-            x = _fusionnet_graph(x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer)
+            x = _fusionnet_graph(x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum)
             outputs.append(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.units = units
@@ -365,6 +381,7 @@ class FusionNetW(_SegmentationModel):
         self.depth = depth
         self.image_shape = input_shape
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
 
     def unit_layers(self, unit):
         """The layers of unit ``unit`` (1-based)."""
@@ -390,6 +407,7 @@ class FusionNetW(_SegmentationModel):
             "depth": self.depth,
             "input_shape": list(self.image_shape),
             "kernel_initializer": self.kernel_initializer,
+            "bn_momentum": self.bn_momentum,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -413,6 +431,8 @@ class UNet(_SegmentationModel):
         depth: number of max-pooling steps.
         input_shape: ``(height, width, 1)``.
         kernel_initializer: initializer for every convolution.
+        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
+            0.99; lower values track the weights faster on short schedules).
         name: model name.
 
     Example:
@@ -428,6 +448,7 @@ class UNet(_SegmentationModel):
         depth=4,
         input_shape=(None, None, 1),
         kernel_initializer="he_normal",
+        bn_momentum=0.99,
         name="unet",
         **kwargs,
     ):
@@ -436,11 +457,11 @@ class UNet(_SegmentationModel):
         input_shape = tuple(input_shape)
         _check_input_shape(input_shape, depth)
         inputs = keras.Input(shape=input_shape, name="image")
-        ki = kernel_initializer
+        kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
 
         def level(x, name, filters):
-            x = ConvBlock(filters, kernel_initializer=ki, name=f"{name}_conv1")(x)
-            return ConvBlock(filters, kernel_initializer=ki, name=f"{name}_conv2")(x)
+            x = ConvBlock(filters, **kw, name=f"{name}_conv1")(x)
+            return ConvBlock(filters, **kw, name=f"{name}_conv2")(x)
 
         x = inputs
         skips = []
@@ -451,7 +472,7 @@ class UNet(_SegmentationModel):
         x = level(x, "bridge", nb_filters * 2**depth)
         for i in reversed(range(depth)):
             filters = nb_filters * 2**i
-            x = UpConv(filters, kernel_initializer=ki, name=f"up{i + 1}_deconv")(x)
+            x = UpConv(filters, **kw, name=f"up{i + 1}_deconv")(x)
             x = layers.Concatenate(name=f"up{i + 1}_merge")([skips[i], x])
             x = level(x, f"up{i + 1}", filters)
         outputs = layers.Conv2D(1, 1, activation="sigmoid", name="output")(x)
@@ -460,6 +481,7 @@ class UNet(_SegmentationModel):
         self.depth = depth
         self.image_shape = input_shape
         self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
 
     def get_config(self):
         return {
@@ -467,6 +489,7 @@ class UNet(_SegmentationModel):
             "depth": self.depth,
             "input_shape": list(self.image_shape),
             "kernel_initializer": self.kernel_initializer,
+            "bn_momentum": self.bn_momentum,
             "name": self.name,
             "trainable": self.trainable,
         }
