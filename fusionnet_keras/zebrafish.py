@@ -1,0 +1,337 @@
+"""The zebrafish nucleus experiment: 3-D nucleus segmentation, Table 3 scores and morphology.
+
+Used by ``experiments/zebrafish/run.py`` (``make zebrafish``). The paper's
+protocol (Quan et al. 2016, sec. 4.2): two training volumes, three quarters
+of each for training and one quarter for validation, a separate labelled test
+volume; FusionNet and U-Net are trained on 2-D sections, the test volume is
+predicted section by section with 8-orientation averaging, thresholded, and
+3-D connected components give the nuclei. Scores: foreground-restricted 3-D
+V^Rand / V^Info and the Dice coefficient of the masks. Then the morphology of
+every nucleus (volume, surface area, sphericity, K-means) and the figures.
+
+The data is described by ``experiments/zebrafish/experiment.toml``:
+``source = "synthetic"`` (default; the seeded generator of
+:mod:`fusionnet_keras.synthetic`, announced as such) or ``source = "files"``
+with paths to real volumes (relative to ``$FUSIONNET_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from . import config as cfg
+from .atomic import atomic_write_text
+from .errors import FusionNetError
+
+PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
+    "fusionnet": (0.991844302, 0.994208722, 0.946099985),
+    "unet": (0.987366177, 0.992482059, 0.908491647),
+}
+MODELS = ("fusionnet", "unet")
+LABELS = {"fusionnet": "FusionNet", "unet": "U-Net"}
+
+EXPERIMENT_KEYS = {
+    "source": (str, "synthetic"),
+    "seed": (int, 0),
+    # voxel size in nm, (Z, Y, X); the paper: 56.4 x 56.4 x ~60 nm
+    "voxel_size": (list, [60.0, 56.4, 56.4]),
+    "clusters": (int, 3),
+    "min_voxels": (int, 200),
+    # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.io)
+    "train_images": (list, []),
+    "train_labels": (list, []),
+    "test_image": (str, ""),
+    "test_labels": (str, ""),
+    # fraction of each training volume used for validation (the last sections)
+    "val_fraction": (float, 0.25),
+}
+
+
+def load_experiment(path) -> dict:
+    """Read and validate ``experiment.toml`` (unknown keys are refused)."""
+    out = {k: (list(v[1]) if isinstance(v[1], list) else v[1]) for k, v in EXPERIMENT_KEYS.items()}
+    if path is not None and Path(path).exists():
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise FusionNetError(f"invalid TOML in {path}: {e}") from None
+        for key, value in data.items():
+            if key not in EXPERIMENT_KEYS:
+                raise FusionNetError(f"unknown config key {key!r} in {path}")
+            typ = EXPERIMENT_KEYS[key][0]
+            if typ is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, typ) or isinstance(value, bool):
+                raise FusionNetError(f"config key {key!r} must be {typ.__name__}, got {value!r}")
+            out[key] = value
+    if out["source"] not in ("synthetic", "files"):
+        raise FusionNetError(f"config key 'source' must be synthetic or files, got {out['source']!r}")
+    vs = out["voxel_size"]
+    if len(vs) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in vs):
+        raise FusionNetError(f"config key 'voxel_size' must be 3 positive numbers (Z, Y, X) in nm, got {vs!r}")
+    if out["source"] == "files":
+        for key in ("train_images", "train_labels", "test_image", "test_labels"):
+            if not out[key]:
+                raise FusionNetError(f"config key {key!r} is required with source = \"files\"")
+        if len(out["train_images"]) != len(out["train_labels"]):
+            raise FusionNetError("config keys 'train_images' and 'train_labels' must list the same number of volumes")
+    if not 0 < out["val_fraction"] < 1:
+        raise FusionNetError(f"config key 'val_fraction' must be in (0, 1), got {out['val_fraction']}")
+    return out
+
+
+def _read_pair(image_spec, label_spec):
+    from .io import load_image, read_volume
+    from .train import resolve_data_path
+
+    image = load_image(resolve_data_path(image_spec))
+    labels = read_volume(resolve_data_path(label_spec))
+    if image.ndim != 3:
+        raise FusionNetError(f"{image_spec}: expected a 3-D volume (Z, Y, X), got shape {image.shape}")
+    if labels.shape != image.shape:
+        raise FusionNetError(f"label volume {label_spec} has shape {labels.shape}, image has {image.shape}")
+    return image, labels
+
+
+def prepare_data(exp: dict, preset: str, data_out: Path):
+    """Write the training stack and test volume under ``data_out``; return paths and section ranges.
+
+    Training volumes are stacked along z (they must share their (Y, X) size);
+    the last ``val_fraction`` of each volume validates.
+    """
+    from .io import write_volume
+
+    marker = data_out / "data.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    if exp["source"] == "synthetic":
+        from .synthetic import make_dataset_volumes
+
+        print(f"== SYNTHETIC data: seeded EM-like nucleus volumes ({preset} preset, seed {exp['seed']}); "
+              "set source = \"files\" in experiments/zebrafish/experiment.toml for real volumes ==", flush=True)
+        vols = make_dataset_volumes(preset, seed=exp["seed"], voxel_size=tuple(exp["voxel_size"]))
+        train = [(np.asarray(i), np.asarray(l)) for i, l in vols["train"]]
+        test_image, test_labels = vols["test"]
+        train = [(i.astype(np.float32) / 255.0, l) for i, l in train]
+        test_image = test_image.astype(np.float32) / 255.0
+    else:
+        train = [_read_pair(i, l) for i, l in zip(exp["train_images"], exp["train_labels"])]
+        test_image, test_labels = _read_pair(exp["test_image"], exp["test_labels"])
+    shapes = {v[0].shape[1:] for v in train}
+    if len(shapes) != 1:
+        raise FusionNetError(f"training volumes must share their (Y, X) size, got {sorted(shapes)}")
+    train_ranges, val_ranges, start = [], [], 1
+    for image, _ in train:
+        z = image.shape[0]
+        n_val = int(round(z * exp["val_fraction"]))
+        if z < 4 or n_val < 1 or z - n_val < 1:
+            raise FusionNetError(f"a training volume of {z} sections is too small for a train/validation split")
+        train_ranges.append(f"{start}-{start + z - n_val - 1}")
+        val_ranges.append(f"{start + z - n_val}-{start + z - 1}")
+        start += z
+    images = np.concatenate([i for i, _ in train]).astype(np.float32)
+    masks = np.concatenate([(np.asarray(l) > 0) for _, l in train]).astype(np.uint8)
+    data_out.mkdir(parents=True, exist_ok=True)
+    write_volume(data_out / "train-image.tif", images, overwrite=True)
+    write_volume(data_out / "train-labels.tif", masks * 255, overwrite=True)
+    write_volume(data_out / "test-image.tif", test_image.astype(np.float32), overwrite=True)
+    write_volume(data_out / "test-labels.tif", np.asarray(test_labels).astype(np.int32), overwrite=True)
+    info = {
+        "train_images": str(data_out / "train-image.tif"),
+        "train_labels": str(data_out / "train-labels.tif"),
+        "test_image": str(data_out / "test-image.tif"),
+        "test_labels": str(data_out / "test-labels.tif"),
+        "train_sections": ",".join(train_ranges),
+        "val_sections": ",".join(val_ranges),
+        "train_shapes": [list(i.shape) for i, _ in train],
+        "test_shape": list(test_image.shape),
+        "source": exp["source"],
+    }
+    atomic_write_text(marker, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def segment(prob: np.ndarray, threshold=0.5, min_voxels=0) -> np.ndarray:
+    """Threshold a probability volume and label its 3-D connected components (6-connectivity).
+
+    Components smaller than ``min_voxels`` are removed; labels are 1..N.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(prob) > threshold
+    labels, n = ndimage.label(mask)
+    if n and min_voxels:
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= min_voxels
+        keep[0] = False
+        lut = np.zeros(n + 1, np.int32)
+        lut[keep] = np.arange(1, keep.sum() + 1)
+        labels = lut[labels]
+    return labels.astype(np.int32)
+
+
+def score(instances: np.ndarray, gt: np.ndarray) -> dict:
+    """3-D V^Rand / V^Info (restricted to ground-truth nucleus voxels) and Dice of the masks."""
+    from .metrics import dice, vrand_vinfo_3d
+
+    s = vrand_vinfo_3d(instances, gt)
+    return {
+        "vrand": float(s["vrand"]),
+        "vinfo": float(s["vinfo"]),
+        "dice": float(dice(instances > 0, np.asarray(gt) > 0)),
+        "n_nuclei": int(instances.max()),
+        "n_gt_nuclei": int(len(np.unique(gt[gt > 0]))),
+    }
+
+
+def write_report(out: Path, preset: str, exp: dict, info: dict, configs, trains, results, records, total):
+    lines = ["# Zebrafish nucleus segmentation: FusionNet vs U-Net, and nucleus morphology", ""]
+    if exp["source"] == "synthetic":
+        lines += [
+            "**SYNTHETIC DATA.** The paper's zebrafish volumes are not available here with labels, so this run "
+            "uses the project's seeded generator of EM-like nucleus volumes (`fusionnet_keras.synthetic`: "
+            "textured neuropil, irregular ellipsoidal nuclei with a dark envelope and chromatin texture, "
+            "touching neighbours, section jitter, noise). The numbers are not comparable with the paper's; "
+            "set `source = \"files\"` in `experiments/zebrafish/experiment.toml` to run on real volumes.",
+            "",
+        ]
+    if preset == "cpu":
+        lines += [
+            "**CPU preset**: smaller networks, crops and a short schedule so the target finishes on 2 CPU cores "
+            "(`experiments/zebrafish/cpu.toml`); `make zebrafish PRESET=paper` runs the paper's configuration.",
+            "",
+        ]
+    vs = exp["voxel_size"]
+    lines += [
+        f"Training volumes {info['train_shapes']} (sections {info['train_sections']} train, "
+        f"{info['val_sections']} validate), test volume {info['test_shape']}, voxel size "
+        f"{vs[0]} x {vs[1]} x {vs[2]} nm (Z, Y, X). Test predictions: 8-orientation averaging, threshold 0.5, "
+        f"3-D connected components (6-connectivity), components under {exp['min_voxels']} voxels removed.",
+        "",
+        "## Table 3 layout",
+        "",
+        "| metric | FusionNet | U-Net | paper FusionNet | paper U-Net |",
+        "|---|---|---|---|---|",
+    ]
+    for i, key in enumerate(("vrand", "vinfo", "dice")):
+        name = {"vrand": "V^Rand", "vinfo": "V^Info", "dice": "V^Dice"}[key]
+        lines.append(
+            f"| {name} | {results['fusionnet'][key]:.5f} | {results['unet'][key]:.5f} | "
+            f"{PAPER_TABLE3['fusionnet'][i]:.5f} | {PAPER_TABLE3['unet'][i]:.5f} |"
+        )
+    lines.append(
+        f"| nuclei found (ground truth {results['fusionnet']['n_gt_nuclei']}) | {results['fusionnet']['n_nuclei']} "
+        f"| {results['unet']['n_nuclei']} | | |"
+    )
+    lines += ["", "## Training", "", "| model | nb_filters | depth | epochs | train time (min) | best epoch |",
+              "|---|---|---|---|---|---|"]
+    for name in MODELS:
+        c, t = configs[name], trains[name]
+        lines.append(f"| {LABELS[name]} | {c['model']['nb_filters']} | {c['model']['depth']} | {t['epochs']} | "
+                     f"{(t.get('train_seconds') or 0) / 60:.1f} | {t['best_epoch']} |")
+    lines += ["", "## Morphology (FusionNet nuclei of the test volume)", ""]
+    if not records:
+        lines += ["No nuclei were found in the test volume: no morphology to report."]
+    else:
+        vol = np.array([r["volume_um3"] for r in records])
+        area = np.array([r["surface_area_um2"] for r in records])
+        sph = np.array([r["sphericity"] for r in records])
+        outl = sum(bool(r["outlier"]) for r in records)
+        lines += [
+            f"{len(records)} nuclei; {outl} flagged as outliers (robust z-score > 3.5 of volume or area, or "
+            "sphericity < 0.6). Per-nucleus values in `morphology.csv`.",
+            "",
+            "| | median | 5th percentile | 95th percentile |",
+            "|---|---|---|---|",
+            f"| volume (um^3) | {np.median(vol):.1f} | {np.percentile(vol, 5):.1f} | {np.percentile(vol, 95):.1f} |",
+            f"| surface area (um^2) | {np.median(area):.1f} | {np.percentile(area, 5):.1f} | {np.percentile(area, 95):.1f} |",
+            f"| sphericity | {np.median(sph):.3f} | {np.percentile(sph, 5):.3f} | {np.percentile(sph, 95):.3f} |",
+            "",
+            f"K-means (k = {exp['clusters']}) on standardised (volume, surface area, sphericity):",
+            "",
+            "| cluster | nuclei | mean volume (um^3) | mean area (um^2) | mean sphericity |",
+            "|---|---|---|---|---|",
+        ]
+        for c in sorted({r["cluster"] for r in records}):
+            sel = [r for r in records if r["cluster"] == c]
+            lines.append(
+                f"| {c} | {len(sel)} | {np.mean([r['volume_um3'] for r in sel]):.1f} | "
+                f"{np.mean([r['surface_area_um2'] for r in sel]):.1f} | {np.mean([r['sphericity'] for r in sel]):.3f} |"
+            )
+    lines += [
+        "",
+        "![segmentation coloured by sphericity (Fig. 9)](fig9_overlay.png)",
+        "",
+        "![morphology against the horizontal coordinate (Fig. 10)](fig10_features.png)",
+        "",
+        f"Total wall time: {total / 60:.1f} min. Models: `fusionnet/best.keras`, `unet/best.keras`.",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def run(preset: str, out, experiment_dir, tta=8) -> dict:
+    import keras
+
+    from . import morphology
+    from .io import read_volume, write_volume
+    from .predictor import predict
+    from .train import train
+
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    experiment_dir = Path(experiment_dir)
+    exp = load_experiment(experiment_dir / "experiment.toml")
+    if preset == "cpu":
+        print("== CPU preset: reduced networks and schedule for 2 CPU cores (PRESET=paper for the paper's) ==",
+              flush=True)
+    info = prepare_data(exp, preset, out / "data")
+
+    configs, trains = {}, {}
+    for name in MODELS:
+        files = [experiment_dir / f"{name}.toml"]
+        if (experiment_dir / f"{preset}.toml").exists():
+            files.append(experiment_dir / f"{preset}.toml")
+        overrides = [f"data.{k}={json.dumps(info[k])}" for k in ("train_sections", "val_sections")]
+        overrides += [f"data.images={json.dumps(info['train_images'])}", f"data.labels={json.dumps(info['train_labels'])}"]
+        configs[name] = cfg.load_config(files, overrides)
+        print(f"== training {LABELS[name]} ==", flush=True)
+        trains[name] = train(configs[name], out / name, resume=True)
+
+    from .io import load_image
+
+    test_image = load_image(info["test_image"])
+    test_gt = read_volume(info["test_labels"])
+    results, instances = {}, {}
+    for name in MODELS:
+        print(f"== predicting the test volume with {LABELS[name]} (tta {tta}) ==", flush=True)
+        net = keras.saving.load_model(out / name / "best.keras", compile=False)
+        prob = predict(net, test_image, tta=tta, pad=configs[name]["predict"]["pad"], progress=True)
+        write_volume(out / name / "test-prediction.tif", prob, overwrite=True)
+        inst = segment(prob, configs[name]["predict"]["threshold"], exp["min_voxels"])
+        write_volume(out / name / "test-instances.tif", inst, overwrite=True)
+        instances[name] = inst
+        results[name] = score(inst, test_gt)
+        r = results[name]
+        print(f"   V^Rand {r['vrand']:.5f}  V^Info {r['vinfo']:.5f}  Dice {r['dice']:.5f}  "
+              f"nuclei {r['n_nuclei']} (ground truth {r['n_gt_nuclei']})", flush=True)
+
+    print("== morphology of the FusionNet nuclei ==", flush=True)
+    records = morphology.analyze_nuclei(instances["fusionnet"], tuple(exp["voxel_size"]), k=exp["clusters"],
+                                        seed=exp["seed"])
+    morphology.write_csv(records, out / "morphology.csv")
+    morphology.plot_overlay(test_image, instances["fusionnet"], records, out / "fig9_overlay.png",
+                            voxel_size=tuple(exp["voxel_size"]))
+    morphology.plot_features(records, out / "fig10_features.png")
+    total = time.time() - t0
+    summary = {"preset": preset, "source": exp["source"], "results": results, "train": trains,
+               "n_nuclei": len(records), "total_seconds": total}
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_report(out, preset, exp, info, configs, trains, results, records, total)
+    print(f"== wrote {out / 'report.md'} ({total / 60:.1f} min) ==", flush=True)
+    return summary
