@@ -2,6 +2,7 @@
 
 import math
 import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.metrics import (
+    DEFAULT_THRESHOLDS,
     adapted_rand_error,
     dice,
     isbi_scores,
@@ -60,12 +62,15 @@ def test_thin_borders_odd_width_dam_in_the_middle():
     assert seg[0, 0] != seg[0, 4]
 
 
-def test_thin_borders_single_seed_absorbs_everything_and_unseeded_stays_zero():
+def test_thin_borders_single_seed_absorbs_everything_and_seedless_border_is_one_basin():
     b = np.zeros((5, 5), dtype=bool)
     b[2, 2] = True
     seg = thin_borders(b)
     assert np.all(seg == seg[2, 2]) and seg[2, 2] > 0
-    assert np.all(thin_borders(np.zeros((4, 4), dtype=bool)) == 0)
+    # no interior at all: Fiji's flooding finds a new minimum at the border
+    # level, so the whole (connected) border is one basin, not dams
+    empty = thin_borders(np.zeros((4, 4), dtype=bool))
+    assert np.all(empty == empty[0, 0]) and empty[0, 0] > 0
     full = thin_borders(np.ones((3, 3), dtype=bool))
     assert np.all(full == 1)
 
@@ -77,6 +82,96 @@ def test_thin_borders_diagonal_seeds_are_separate_components():
     assert seg[0, 0] != seg[1, 1]
     # each border pixel touches both seeds -> both are dams
     assert seg[0, 1] == 0 and seg[1, 0] == 0
+
+
+def test_thin_borders_queue_is_column_major_and_earlier_pixels_count():
+    # seeds A = (row 2, col 0) and B = (row 0, col 1). All four border pixels
+    # touch a seed; Fiji queues them in column-major order: (0,0), (1,0),
+    # (1,1), (2,1). (0,0) sees B -> B; (1,0) sees B above and A below -> dam;
+    # (1,1) sees the dam and B -> B; (2,1) sees A and (1,1) = B -> dam.
+    b = np.array([[0, 1], [0, 0], [1, 0]], dtype=bool)
+    seg = thin_borders(b)
+    a_lab, b_lab = seg[2, 0], seg[0, 1]
+    assert a_lab > 0 and b_lab > 0 and a_lab != b_lab
+    np.testing.assert_array_equal(seg, [[b_lab, b_lab], [0, b_lab], [a_lab, 0]])
+
+
+def test_thin_borders_pixel_reached_only_from_dams_is_a_dam():
+    b = np.array([[1, 0, 1], [0, 0, 0], [1, 0, 1]], dtype=bool)
+    seg = thin_borders(b)
+    assert len({seg[0, 0], seg[0, 2], seg[2, 0], seg[2, 2]}) == 4
+    assert np.all(seg[~b] == 0)
+
+
+def _fiji_watershed_literal(binary):
+    """Pixel-by-pixel transliteration of Fiji's WatershedTransform2D.apply()
+    (4-connectivity) on the image interior = 0, border = 255 (test oracle)."""
+    mask_, wshed, init, inqueue = -2, 0, -1, -3
+    h_img, w_img = binary.shape
+    lab = {(x, y): init for x in range(w_img) for y in range(h_img)}
+    # pixel list sorted by value; ties in creation order (x outer, y inner)
+    pixels = [(x, y) for x in range(w_img) for y in range(h_img)]
+    levels = [[p for p in pixels if binary[p[1], p[0]]], [p for p in pixels if not binary[p[1], p[0]]]]
+
+    def neighbours(x, y):
+        for u, v in ((x - 1, y), (x, y - 1), (x + 1, y), (x, y + 1)):
+            if 0 <= u < w_img and 0 <= v < h_img:
+                yield u, v
+
+    current, flag, fifo = 0, False, deque()
+    for level in levels:
+        for p in level:
+            lab[p] = mask_
+            if any(lab[q] >= wshed for q in neighbours(*p)):
+                fifo.append(p)
+                lab[p] = inqueue
+        while fifo:
+            p = fifo.popleft()
+            for q in neighbours(*p):
+                if lab[q] > 0:
+                    if lab[p] == inqueue or (lab[p] == wshed and flag):
+                        lab[p] = lab[q]
+                    elif lab[p] > 0 and lab[p] != lab[q]:
+                        lab[p], flag = wshed, False
+                elif lab[q] == wshed:
+                    if lab[p] == inqueue:
+                        lab[p], flag = wshed, True
+                elif lab[q] == mask_:
+                    lab[q] = inqueue
+                    fifo.append(q)
+        for p in level:
+            if lab[p] == mask_:
+                current += 1
+                lab[p] = current
+                fifo.append(p)
+                while fifo:
+                    for q in neighbours(*fifo.popleft()):
+                        if lab[q] == mask_:
+                            lab[q] = current
+                            fifo.append(q)
+    out = np.zeros(binary.shape, dtype=np.int64)
+    for (x, y), v in lab.items():
+        out[y, x] = max(v, 0)
+    return out
+
+
+def _same_partition(a, b):
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def test_thin_borders_matches_literal_fiji_flooding_on_random_images():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(2012)
+    cases = [rng.random(tuple(rng.integers(1, 10, size=2))) < rng.uniform(0.1, 0.8) for _ in range(300)]
+    for _ in range(8):
+        noise = ndimage.gaussian_filter(rng.random((40, 33)), rng.uniform(0.7, 2.5))
+        cases.append(noise > np.quantile(noise, rng.uniform(0.3, 0.7)))
+    for b in cases:
+        assert _same_partition(thin_borders(b), _fiji_watershed_literal(b)), b.astype(int)
 
 
 # --------------------------------------------------------------------------
@@ -101,28 +196,55 @@ def test_merge_of_two_cells_hand_computed():
     assert sc["vrand_split"] == pytest.approx(162 / 162)
     assert sc["vrand_merge"] == pytest.approx(162 / 324)
     assert sc["vrand"] == pytest.approx(2 / 3)
-    assert sc["vinfo_merge"] == pytest.approx(0.0)  # I = 0 < H(T) = log 2
+    # one proposal segment: H(S) = 0, so I = 0; Fiji then sets precision
+    # (merge) = 1 and recall (split) = 0
+    assert sc["vinfo_merge"] == pytest.approx(1.0)
+    assert sc["vinfo_split"] == pytest.approx(0.0)
     assert sc["vinfo"] == pytest.approx(0.0)
+
+
+def test_default_thresholds_are_fijis_accumulated_doubles():
+    assert len(DEFAULT_THRESHOLDS) == 11
+    assert DEFAULT_THRESHOLDS[0] == 0.0
+    assert DEFAULT_THRESHOLDS[3] == 0.1 + 0.1 + 0.1  # 0.30000000000000004
+    assert DEFAULT_THRESHOLDS[-1] == 0.9999999999999999
+    # a proposal of exactly 1.0 is still interior at the last threshold
+    gt = _two_cells()
+    res = isbi_scores(gt / 255.0, gt)
+    assert [t["vrand"] for t in res["per_threshold"]] == [pytest.approx(1.0)] * 11
 
 
 def test_isbi_scores_maximise_rand_and_info_independently():
     gt = _two_cells()
-    res = isbi_scores(np.ones((3, 7)), gt)
-    # thresholds 0.0 .. 0.9: one merged segment (see above)
+    # checkerboard: 0.95 on (row + col) even pixels, 0.05 elsewhere
+    yy, xx = np.mgrid[0:3, 0:7]
+    prop = np.where((xx + yy) % 2 == 0, 0.95, 0.05)
+    res = isbi_scores(prop, gt)
+    # threshold 0.0: everything is interior -> one segment over both 9-pixel
+    # cells (n=18, t=(9,9), s=(18,)): Rand split 1, merge 1/2, F 2/3; V^Info 0
+    first = res["per_threshold"][0]
+    assert first["vrand"] == pytest.approx(2 / 3)
+    assert first["vinfo"] == pytest.approx(0.0)
     assert res["vrand"] == pytest.approx(2 / 3)
     assert res["vrand_threshold"] == pytest.approx(0.0)
     assert res["vrand_split"] == pytest.approx(1.0)
     assert res["vrand_merge"] == pytest.approx(0.5)
-    # threshold 1.0: no interior left, all 18 pixels are single-pixel segments:
-    # H(S) = log 18, H(T) = log 2, I = log 2 -> V^Info = 2 log 2 / log 36
+    # thresholds 0.1 .. 0.9: isolated interior pixels, every border pixel is a
+    # dam -> 18 single-pixel segments: H(S) = log 18, H(T) = log 2,
+    # I = log 2 -> V^Info = 2 log 2 / log 36 (first of the tied thresholds)
     assert res["vinfo"] == pytest.approx(2 * math.log(2) / math.log(36))
-    assert res["vinfo_threshold"] == pytest.approx(1.0)
+    assert res["vinfo_threshold"] == pytest.approx(0.1)
     assert res["vinfo_merge"] == pytest.approx(1.0)
     assert res["vinfo_split"] == pytest.approx(math.log(2) / math.log(18))
+    mid = res["per_threshold"][5]
+    # Rand with singletons: sum s^2 = 18, sum n_ij^2 = 18, sum t^2 = 162
+    assert mid["vrand_merge"] == pytest.approx(1.0)
+    assert mid["vrand_split"] == pytest.approx(18 / 162)
+    # last threshold (0.9999999999999999): no interior pixel; the whole border
+    # becomes one basin, i.e. one merged segment again
     last = res["per_threshold"][-1]
-    # Rand at threshold 1.0: sum s^2 = 18, sum n_ij^2 = 18, sum t^2 = 162
-    assert last["vrand_merge"] == pytest.approx(1.0)
-    assert last["vrand_split"] == pytest.approx(18 / 162)
+    assert last["vrand"] == pytest.approx(2 / 3)
+    assert last["vinfo"] == pytest.approx(0.0)
 
 
 def test_split_of_one_cell_hand_computed():
@@ -136,8 +258,10 @@ def test_split_of_one_cell_hand_computed():
     assert sc["vrand_split"] == pytest.approx(split)
     assert sc["vrand_merge"] == pytest.approx(merge)
     assert sc["vrand"] == pytest.approx(2 * split * merge / (split + merge))
-    # one ground-truth cell: H(T) = 0, so I = 0 and V^Info split = 0
-    assert sc["vinfo_split"] == pytest.approx(0.0)
+    # one ground-truth cell: H(T) = 0, so I = 0; Fiji then sets precision
+    # (merge) = 0 and recall (split) = 1
+    assert sc["vinfo_merge"] == pytest.approx(0.0)
+    assert sc["vinfo_split"] == pytest.approx(1.0)
     assert sc["vinfo"] == pytest.approx(0.0)
 
 
@@ -300,7 +424,8 @@ def test_isbi_reference_figure():
     disk = (xx**2 + yy**2) <= 4  # 13-pixel disk of radius 2
     prop = np.stack([~ndimage.binary_dilation(s == 0, structure=disk) for s in labels]).astype(np.float32)
     res = isbi_scores(prop, labels)
-    # Fiji: V^Rand = 0.9979948184, V^Info = 0.9966767228
-    assert res["vrand"] == pytest.approx(0.9979948184, abs=1e-6)
-    assert res["vinfo"] == pytest.approx(0.9966767228, abs=2e-5)
+    # Fiji: V^Rand = 0.9979948184, V^Info = 0.9966767228 (quoted to 1e-10);
+    # this module: 0.997994818376 and 0.996676722841
+    assert res["vrand"] == pytest.approx(0.9979948184, abs=1e-9)
+    assert res["vinfo"] == pytest.approx(0.9966767228, abs=1e-9)
     assert 0.99 < res["vrand_split"] < 1.0 and 0.99 < res["vrand_merge"] < 1.0
