@@ -28,6 +28,7 @@ def atomic_path(path, suffix=None):
     )
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -35,6 +36,12 @@ def atomic_path(path, suffix=None):
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -121,10 +121,16 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
     check_output(output_path, overwrite)
     image = load_image(input_path)
     model = load_weights(weights)
-    from .predict import predict as run_predict
+    from .predictor import predict as run_predict
 
-    out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
-                      progress=image.ndim == 3)
+    try:
+        out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
+                          progress=image.ndim == 3)
+    except FusionNetError:
+        raise
+    except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FusionNetError(f"cannot run the model {weights} on {input_path}: {reason[:200]}") from None
     write_volume(output_path, out, overwrite=overwrite, dtype=dtype)
     click.echo(f"wrote {output_path} {out.shape} {dtype}")
 
@@ -201,6 +207,11 @@ def info(weights, size, architecture):
         import keras
 
         model = keras.saving.load_model(weights, compile=False)
+        if not isinstance(model, tuple(models.ARCHITECTURES.values())):
+            raise FusionNetError(
+                f"cannot describe {weights}: not a FusionNet, FusionNetW or U-Net model of fusionnet-keras "
+                f"(got {type(model).__name__})"
+            )
     else:
         model = models.build_model(architecture, nb_filters=64, depth=4)
     multiple = 2**model.depth

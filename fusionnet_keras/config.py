@@ -48,6 +48,8 @@ SCHEMA = {
         "nb_filters": (int, 64, (1, 4096)),
         "depth": (int, 4, (0, 8)),
         "units": (int, 1, (1, 16)),
+        # momentum of the batch-norm moving statistics (Keras' default 0.99)
+        "bn_momentum": (float, 0.99, (0.0, 1.0)),
     },
     "data": {
         # paths are relative to $FUSIONNET_DATA_DIR (default data/) unless absolute
@@ -65,7 +67,8 @@ SCHEMA = {
         # random crop size before padding; 0 = whole sections (the paper: 512 -> 640)
         "crop": (int, 0, (0, 100000)),
         "pad": (int, 64, (0, 4096)),
-        "loss": (str, "mae", ("mae", "mse")),
+        # mae (2021 paper), mse (2016 paper), bce (binary cross-entropy: not in the papers; faster on short schedules)
+        "loss": (str, "mae", ("mae", "mse", "bce")),
         "learning_rate": (float, 2e-4, (0.0, 1.0)),
         # multiplicative learning-rate decay per epoch (1.0 = constant)
         "lr_decay": (float, 0.99, (0.0, 1.0)),
@@ -86,6 +89,8 @@ SCHEMA = {
     },
     "predict": {
         "tta": (int, 8, (1, 8)),
+        # mirror padding (px) around each section at prediction time (the paper: 64)
+        "pad": (int, 64, (0, 4096)),
         "batch_size": (int, 4, (1, 4096)),
         # threshold of the binary mask for 3-D instances (zebrafish)
         "threshold": (float, 0.5, (0.0, 1.0)),
@@ -135,8 +140,22 @@ def _merge(base: dict, update: dict, source: str, prefix="") -> None:
             base[key] = _check_value(full, value, spec)
 
 
+def _is_str_key(key: str) -> bool:
+    """Whether dotted ``key`` names a string setting of :data:`SCHEMA`."""
+    spec = SCHEMA
+    for part in key.split("."):
+        if not isinstance(spec, dict) or part not in spec:
+            return False
+        spec = spec[part]
+    return isinstance(spec, tuple) and spec[0] is str
+
+
 def parse_override(text: str):
-    """Parse ``key=value`` (``train.epochs=5``) into a nested dict; values are TOML literals or bare strings."""
+    """Parse ``key=value`` (``train.epochs=5``) into a nested dict; values are TOML literals or bare strings.
+
+    String settings keep the text as given unless it is a quoted TOML string
+    (``data.val_sections=30`` is the string ``"30"``).
+    """
     if "=" not in text:
         raise FusionNetError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -145,6 +164,8 @@ def parse_override(text: str):
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if _is_str_key(key) and not isinstance(value, str):
+        value = raw.strip()  # e.g. data.val_sections=30 or name=2024-01-31: keep the text
     out = value
     for part in reversed(key.split(".")):
         out = {part: out}
@@ -192,7 +213,7 @@ def validate(config: dict) -> dict:
 def model_kwargs(config: dict) -> dict:
     """Keyword arguments for :func:`fusionnet_keras.models.build_model`."""
     m = config["model"]
-    kwargs = {"nb_filters": m["nb_filters"], "depth": m["depth"]}
+    kwargs = {"nb_filters": m["nb_filters"], "depth": m["depth"], "bn_momentum": m["bn_momentum"]}
     if m["architecture"] == "fusionnet_w":
         kwargs["units"] = m["units"]
     return kwargs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tempfile
 import urllib.request
@@ -27,11 +28,15 @@ def pixel_sha256(array: np.ndarray) -> str:
 
 
 def _download(url: str, target: Path, timeout=30) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as r, tempfile.NamedTemporaryFile(
-        dir=target.parent, delete=False, suffix=".part"
-    ) as f:
-        shutil.copyfileobj(r, f)
-    Path(f.name).replace(target)
+    """Fetch ``url`` to ``target`` atomically; a failed transfer leaves no partial file."""
+    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with open(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+            shutil.copyfileobj(r, f)
+        Path(part).replace(target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
 
 
 def isbi2012(root=None, download=True, verify=True) -> Path:
@@ -50,7 +55,7 @@ def isbi2012(root=None, download=True, verify=True) -> Path:
             try:
                 _download(ISBI_URL.format(name=name), folder / name)
                 missing.remove(name)
-            except OSError:
+            except (OSError, http.client.HTTPException):  # offline, refused, truncated transfer
                 break
     if missing:
         raise FusionNetError(

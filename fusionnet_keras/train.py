@@ -100,15 +100,22 @@ def _register():
 
         def __init__(self, kind="mae", name=None, **kwargs):
             super().__init__(name=name or f"pair_{kind}", **kwargs)
-            if kind not in ("mae", "mse"):
-                raise ValueError(f"loss must be mae or mse, got {kind!r}")
+            if kind not in ("mae", "mse", "bce"):
+                raise ValueError(f"loss must be mae, mse or bce, got {kind!r}")
             self.kind = kind
 
         def call(self, y_true, y_pred):
             from keras import ops
 
-            diff = y_pred[..., 0] - y_pred[..., 1]
-            err = ops.abs(diff) if self.kind == "mae" else ops.square(diff)
+            pred, target = y_pred[..., 0], y_pred[..., 1]
+            if self.kind == "bce":
+                eps = 1e-6
+                pred = ops.clip(pred, eps, 1.0 - eps)
+                err = -(target * ops.log(pred) + (1.0 - target) * ops.log(1.0 - pred))
+            elif self.kind == "mae":
+                err = ops.abs(pred - target)
+            else:
+                err = ops.square(pred - target)
             return ops.mean(err, axis=(1, 2))
 
         def get_config(self):
@@ -120,11 +127,33 @@ def _register():
 _PAIR_LOSS = None
 
 
-def PairLoss(kind="mae"):
+def _pair_loss_class():
     global _PAIR_LOSS
     if _PAIR_LOSS is None:
         _PAIR_LOSS = _register()
-    return _PAIR_LOSS(kind)
+    return _PAIR_LOSS
+
+
+def PairLoss(kind="mae"):
+    return _pair_loss_class()(kind)
+
+
+def register_custom_objects() -> None:
+    """Register everything a training checkpoint refers to (needed to load one in a new process)."""
+    from . import augment, models  # noqa: F401  (their classes register themselves on import)
+
+    _pair_loss_class()
+
+
+def single_output(net):
+    """``net`` itself, or for a multi-output FusionNetW a view of its last unit (weights shared)."""
+    import keras
+
+    if len(net.outputs) <= 1:
+        return net
+    view = keras.Model(net.inputs, net.outputs[-1], name=f"{net.name}_last_unit")
+    view.size_multiple = 2**net.depth
+    return view
 
 
 def build_training_model(net, input_size: int, config: dict):
@@ -179,9 +208,10 @@ def _make_callbacks(run, net, val_images, val_labels, state, total_epochs):
     import keras
 
     from .metrics import isbi_scores, pixel_error
-    from .predict import predict
+    from .predictor import predict
 
     t = run.config["train"]
+    val_net = single_output(net)  # FusionNetW: score the last unit's output
 
     class Validate(keras.callbacks.Callback):
         """V^Rand / V^Info on the validation sections; keeps best.keras."""
@@ -190,7 +220,7 @@ def _make_callbacks(run, net, val_images, val_labels, state, total_epochs):
             logs = logs if logs is not None else {}
             done = epoch + 1
             if len(val_images) and (done % t["validate_every"] == 0 or done == total_epochs):
-                prob = predict(net, val_images, tta=t["val_tta"], pad=t["pad"], batch_size=4)
+                prob = predict(val_net, val_images, tta=t["val_tta"], pad=run.config["predict"]["pad"], batch_size=4)
                 scores = isbi_scores(prob, val_labels)
                 logs["val_vrand"] = scores["vrand"]
                 logs["val_vinfo"] = scores["vinfo"]
@@ -225,6 +255,7 @@ def _make_callbacks(run, net, val_images, val_labels, state, total_epochs):
             atomic_save_model(self.model, run.ckpt)
             atomic_save_model(net, run.out / "last.keras")
             atomic_write_text(run.state_path, json.dumps(state, indent=1) + "\n")
+            write_log(run, state)
             done = epoch + 1 - self.e0
             elapsed = time.time() - self.t0
             eta = elapsed / done * (total_epochs - epoch - 1)
@@ -237,7 +268,7 @@ def _make_callbacks(run, net, val_images, val_labels, state, total_epochs):
                 flush=True,
             )
 
-    callbacks = [Validate(), Checkpoint(), keras.callbacks.CSVLogger(str(run.out / "log.csv"), append=True)]
+    callbacks = [Validate(), Checkpoint()]
     if t["tensorboard"] and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False))
     return callbacks
@@ -245,6 +276,26 @@ def _make_callbacks(run, net, val_images, val_labels, state, total_epochs):
 
 # ---------------------------------------------------------------------------
 # runs
+
+
+def write_log(run, state: dict) -> None:
+    """(Re)write ``log.csv`` from ``state["history"]``: one row per completed epoch (0-based).
+
+    Derived from state.json, so after an interruption at any point it lists
+    every completed epoch exactly once; columns are the union of the logged
+    keys (a blank cell where an epoch has no value, e.g. no validation).
+    """
+    import csv
+    import io
+
+    history = state["history"]
+    keys = sorted({k for row in history for k in row})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch"] + keys)
+    for epoch, row in enumerate(history):
+        writer.writerow([epoch] + [repr(float(row[k])) if k in row else "" for k in keys])
+    atomic_write_text(run.out / "log.csv", buf.getvalue())
 
 
 class Run:
@@ -260,7 +311,12 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
     """Create / check the run directory; return the run and its state."""
     run = Run(config, out)
     state = {"epoch": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
+    if run.out.exists() and not run.out.is_dir():
+        raise FusionNetError(f"output exists and is not a directory: {run.out}")
     exists = run.out.exists() and any(run.out.iterdir())
+    if exists and (overwrite or resume) and not (run.out / "config.json").exists():
+        # never delete (or train into) a folder that is not a run directory, e.g. --out ~
+        raise FusionNetError(f"{run.out} is not empty and is not a fusionnet-keras run directory (no config.json)")
     if exists and overwrite:
         shutil.rmtree(run.out)
         exists = False
@@ -276,6 +332,11 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
                 )
         if run.state_path.exists() and run.ckpt.exists():
             state = json.loads(run.state_path.read_text())
+            write_log(run, state)  # the rows of the completed epochs, whatever the kill interrupted
+        for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill
+            for tmp in folder.glob(".*.tmp-*"):
+                if tmp.is_file():
+                    tmp.unlink()
     run.out.mkdir(parents=True, exist_ok=True)
     cfg.save_config(config, run.out / "config.json")
     return run, state
@@ -289,13 +350,11 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     from .models import build_model
 
     config = cfg.validate(config)
-    run, state = prepare_run_dir(config, out, resume=resume, overwrite=overwrite)
     images, labels = load_pairs(config)
     train_idx, val_idx = split_sections(config, len(images))
     t = config["train"]
     m = config["model"]
     units = m["units"] if m["architecture"] == "fusionnet_w" else 1
-    keras.utils.set_random_seed(t["seed"])
 
     size = t["crop"] or images.shape[1]
     if images.shape[1] != images.shape[2] and not t["crop"]:
@@ -313,6 +372,9 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     unit_epochs = t["unit_epochs"] if units > 1 and t["unit_epochs"] else 0
     total_epochs = unit_epochs * units if unit_epochs else t["epochs"]
 
+    # only now, with the data and the sizes checked, create (or check) the run directory
+    run, state = prepare_run_dir(config, out, resume=resume, overwrite=overwrite)
+    keras.utils.set_random_seed(t["seed"])
     if state["epoch"] >= total_epochs:
         print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
         return summary(run, state)
@@ -329,9 +391,13 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
         crop=t["crop"] or None,
         drop_remainder=True,
     )
-    ds = ds.map(lambda x, y: ((x, y), y))
+    if units > 1:  # one (ignored) target per FusionNetW output
+        ds = ds.map(lambda x, y: ((x, y), (y,) * units))
+    else:
+        ds = ds.map(lambda x, y: ((x, y), y))
 
     if state["epoch"] > 0:
+        register_custom_objects()  # a new process has not imported the augmentation layers yet
         model = keras.saving.load_model(run.ckpt)
         net = model.get_layer(m["architecture"] if m["architecture"] != "fusionnet_w" else "fusionnet_w")
         print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
@@ -383,7 +449,7 @@ def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) ->
 
     from .data import kfold_splits
     from .metrics import isbi_scores, pixel_error
-    from .predict import predict
+    from .predictor import predict
 
     config = cfg.validate(config)
     images, labels = load_pairs(config)
@@ -391,9 +457,14 @@ def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) ->
     pool = np.concatenate([train_idx, val_idx])
     splits = kfold_splits(len(pool), k=folds, seed=config["train"]["seed"])
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FusionNetError(f"output exists and is not a directory: {out}")
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise FusionNetError(f"output directory exists: {out} (use --resume to continue or --overwrite)")
-    if overwrite and out.exists():
+    if overwrite and out.exists() and any(out.iterdir()):
+        is_cv = (out / "cv.json").exists() or any((p / "config.json").exists() for p in out.glob("fold*"))
+        if not is_cv:
+            raise FusionNetError(f"{out} is not empty and is not a cross-validation directory (no cv.json or fold*/)")
         shutil.rmtree(out)
     results = []
     for i, (tr, va) in enumerate(splits):
@@ -404,8 +475,8 @@ def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) ->
             "val_sections": ",".join(str(s + 1) for s in pool[va]),
         }
         summ = train(fold, out / f"fold{i + 1}", resume=resume)
-        net = keras.saving.load_model(summ["best_model"])
-        prob = predict(net, images[pool[va]], tta=config["predict"]["tta"], pad=config["train"]["pad"])
+        net = single_output(keras.saving.load_model(summ["best_model"]))
+        prob = predict(net, images[pool[va]], tta=config["predict"]["tta"], pad=config["predict"]["pad"])
         scores = isbi_scores(prob, labels[pool[va]])
         results.append(
             {

@@ -1,0 +1,297 @@
+"""Tests of fusionnet_keras.config: defaults, TOML layering, --set overrides, validation."""
+
+import json
+
+import pytest
+
+from fusionnet_keras import config as cfg
+from fusionnet_keras.errors import FusionNetError
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# defaults
+
+
+def test_defaults_are_the_papers_protocol():
+    c = cfg.load_config()
+    assert c["model"]["architecture"] == "fusionnet"
+    assert c["model"]["nb_filters"] == 64
+    assert c["model"]["depth"] == 4
+    assert c["train"]["learning_rate"] == pytest.approx(2e-4)
+    assert c["train"]["loss"] == "mae"
+    assert c["train"]["pad"] == 64
+    assert c["train"]["enrich"] is True
+    assert c["augment"]["noise_sigma"] == pytest.approx(0.1)
+    assert c["augment"]["elastic_grid"] == 12
+    assert c["predict"]["pad"] == 64
+    assert c["predict"]["tta"] == 8
+    # 512 px sections + 2 * 64 mirror padding = 640, divisible by 2**4
+    assert (512 + 2 * c["train"]["pad"]) % 2 ** c["model"]["depth"] == 0
+
+
+def test_defaults_validate_and_are_fresh_copies():
+    a = cfg.defaults()
+    assert cfg.validate(a) == a
+    a["train"]["epochs"] = 1
+    assert cfg.defaults()["train"]["epochs"] != 1
+
+
+# ---------------------------------------------------------------------------
+# TOML files
+
+
+def test_toml_overrides_only_what_it_lists(tmp_path):
+    f = _write(tmp_path / "exp.toml", 'name = "exp"\n[train]\nepochs = 5\nlearning_rate = 1e-3\n')
+    c = cfg.load_config([f])
+    assert c["name"] == "exp"
+    assert c["train"]["epochs"] == 5
+    assert c["train"]["learning_rate"] == pytest.approx(1e-3)
+    assert cfg.diff(cfg.defaults(), c) == ["name", "train.epochs", "train.learning_rate"]
+
+
+def test_later_files_override_earlier(tmp_path):
+    a = _write(tmp_path / "a.toml", "[train]\nepochs = 5\nbatch_size = 2\n[model]\ndepth = 3\n")
+    b = _write(tmp_path / "b.toml", "[train]\nepochs = 7\n")
+    c = cfg.load_config([a, b])
+    assert c["train"]["epochs"] == 7  # b wins
+    assert c["train"]["batch_size"] == 2  # only in a: kept
+    assert c["model"]["depth"] == 3
+    assert cfg.load_config([b, a])["train"]["epochs"] == 5
+    # --set comes after every file
+    assert cfg.load_config([a, b], ["train.epochs=9"])["train"]["epochs"] == 9
+
+
+def test_integer_for_float_key_is_accepted(tmp_path):
+    f = _write(tmp_path / "a.toml", "[train]\nlr_decay = 1\n")
+    c = cfg.load_config([f])
+    assert c["train"]["lr_decay"] == 1.0 and isinstance(c["train"]["lr_decay"], float)
+
+
+def test_invalid_toml_is_an_error(tmp_path):
+    f = _write(tmp_path / "bad.toml", "[train\nepochs = = 5\n")
+    with pytest.raises(FusionNetError, match="invalid TOML") as e:
+        cfg.load_config([f])
+    assert "bad.toml" in str(e.value)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(FusionNetError, match="not found"):
+        cfg.load_config([tmp_path / "nope.toml"])
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("epochs = 5\n", "epochs"),  # a train key at the top level
+        ("[train]\nepoch = 5\n", "train.epoch"),
+        ("[trainer]\nepochs = 5\n", "trainer"),
+        ("[model]\nfilters = 8\n", "model.filters"),
+    ],
+)
+def test_unknown_keys_in_files_are_refused(tmp_path, text, key):
+    f = _write(tmp_path / "x.toml", text)
+    with pytest.raises(FusionNetError, match="unknown config key") as e:
+        cfg.load_config([f])
+    assert repr(key) in str(e.value)
+    assert "x.toml" in str(e.value)
+
+
+def test_section_given_as_a_value_is_refused(tmp_path):
+    f = _write(tmp_path / "x.toml", "train = 5\n")
+    with pytest.raises(FusionNetError, match="'train'"):
+        cfg.load_config([f])
+
+
+# ---------------------------------------------------------------------------
+# --set
+
+
+@pytest.mark.parametrize(
+    "text, section, key, value",
+    [
+        ("train.epochs=5", "train", "epochs", 5),
+        ("train.epochs = 12", "train", "epochs", 12),
+        ("train.learning_rate=1e-3", "train", "learning_rate", 1e-3),
+        ("train.learning_rate=0.5", "train", "learning_rate", 0.5),
+        ("train.learning_rate=1", "train", "learning_rate", 1.0),
+        ("augment.noise_sigma=0", "augment", "noise_sigma", 0.0),
+        ("train.loss=mse", "train", "loss", "mse"),
+        ('train.loss="mse"', "train", "loss", "mse"),
+        ("train.tensorboard=false", "train", "tensorboard", False),
+        ("model.architecture=unet", "model", "architecture", "unet"),
+        ("data.images=/abs/path/with spaces/x.tif", "data", "images", "/abs/path/with spaces/x.tif"),
+        ('data.images="C:\\\\data\\\\x.tif"', "data", "images", "C:\\data\\x.tif"),
+        ("data.labels=labels.h5:stack/gt", "data", "labels", "labels.h5:stack/gt"),
+        ("data.train_sections=1-20", "data", "train_sections", "1-20"),
+        ("data.train_sections=1-10,15", "data", "train_sections", "1-10,15"),
+        ('data.val_sections=""', "data", "val_sections", ""),
+        ("data.val_sections=", "data", "val_sections", ""),
+        # a string key given something that looks like a number or a date stays a string
+        ("data.val_sections=30", "data", "val_sections", "30"),
+        ("data.val_sections=21", "data", "val_sections", "21"),
+    ],
+)
+def test_set_parsing(text, section, key, value):
+    c = cfg.load_config([], [text])
+    got = c[section][key]
+    assert got == value
+    assert type(got) is type(value)
+
+
+def test_set_top_level_strings():
+    assert cfg.load_config([], ["name=my-run"])["name"] == "my-run"
+    assert cfg.load_config([], ['name="my run"'])["name"] == "my run"
+    assert cfg.load_config([], ["name=2024"])["name"] == "2024"
+    assert cfg.load_config([], ["name=2024-01-31"])["name"] == "2024-01-31"
+
+
+def test_set_later_overrides_win():
+    c = cfg.load_config([], ["train.epochs=5", "train.epochs=6"])
+    assert c["train"]["epochs"] == 6
+
+
+def test_parse_override_nests_keys():
+    assert cfg.parse_override("train.epochs=5") == {"train": {"epochs": 5}}
+    assert cfg.parse_override("name=x") == {"name": "x"}
+
+
+def test_set_without_equals_is_an_error():
+    with pytest.raises(FusionNetError, match="key=value"):
+        cfg.load_config([], ["train.epochs"])
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("epochs=5", "epochs"),
+        ("nmae=x", "nmae"),
+        ("train.epoch=5", "train.epoch"),
+        ("model.nb_filter=8", "model.nb_filter"),
+        ("optim.lr=1", "optim"),
+        ("train.foo.bar=1", "train.foo"),
+    ],
+)
+def test_set_unknown_key_is_refused(text, key):
+    with pytest.raises(FusionNetError, match="unknown config key") as e:
+        cfg.load_config([], [text])
+    assert repr(key) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        # wrong type
+        ("train.epochs=five", "train.epochs"),
+        ("train.epochs=2.5", "train.epochs"),
+        ("train.epochs=true", "train.epochs"),
+        ("train.learning_rate=fast", "train.learning_rate"),
+        ("train.learning_rate=true", "train.learning_rate"),
+        ("train.tensorboard=yes", "train.tensorboard"),
+        ("train.tensorboard=1", "train.tensorboard"),
+        ("train.epochs.x=1", "train.epochs"),
+        ("train=5", "train"),
+        # out of range
+        ("train.epochs=0", "train.epochs"),
+        ("model.depth=9", "model.depth"),
+        ("model.depth=-1", "model.depth"),
+        ("model.nb_filters=0", "model.nb_filters"),
+        ("train.learning_rate=-1e-3", "train.learning_rate"),
+        ("train.lr_decay=1.5", "train.lr_decay"),
+        ("predict.tta=9", "predict.tta"),
+        ("train.pad=-1", "train.pad"),
+        # bad choice
+        ("train.loss=bce", "train.loss"),
+        ("model.architecture=resnet", "model.architecture"),
+    ],
+)
+def test_bad_values_name_the_key(text, key):
+    with pytest.raises(FusionNetError) as e:
+        cfg.load_config([], [text])
+    msg = str(e.value)
+    assert repr(key) in msg
+    assert "\n" not in msg
+
+
+def test_bad_value_in_file_names_the_key(tmp_path):
+    f = _write(tmp_path / "x.toml", '[train]\nloss = "hinge"\n')
+    with pytest.raises(FusionNetError, match="'train.loss'") as e:
+        cfg.load_config([f])
+    assert "mae" in str(e.value) and "mse" in str(e.value)
+
+
+def test_crop_plus_pad_must_be_divisible_by_two_to_the_depth():
+    with pytest.raises(FusionNetError, match="train.crop"):
+        cfg.load_config([], ["model.depth=2", "train.crop=30", "train.pad=16"])
+    c = cfg.load_config([], ["model.depth=2", "train.crop=32", "train.pad=16"])
+    assert c["train"]["crop"] == 32
+
+
+def test_units_only_for_fusionnet_w():
+    with pytest.raises(FusionNetError, match="model.units"):
+        cfg.load_config([], ["model.units=2"])
+    c = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=3"])
+    kw = cfg.model_kwargs(c)
+    assert (kw["nb_filters"], kw["depth"], kw["units"]) == (64, 4, 3)
+    kw = cfg.model_kwargs(cfg.defaults())
+    assert (kw["nb_filters"], kw["depth"]) == (64, 4) and "units" not in kw
+
+
+# ---------------------------------------------------------------------------
+# config.json, validate, diff
+
+
+def test_save_and_read_round_trip(tmp_path):
+    c = cfg.load_config([], ["name=rt", "train.epochs=3", "model.depth=2", "data.val_sections="])
+    path = tmp_path / "sub" / "config.json"
+    path.parent.mkdir()
+    cfg.save_config(c, path)
+    assert json.loads(path.read_text()) == c
+    back = cfg.read_config_json(path)
+    assert back == c
+    assert cfg.diff(back, c) == []
+    assert isinstance(back["train"]["learning_rate"], float)
+    # no temporary files left next to it
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.json"]
+
+
+def test_read_config_json_errors(tmp_path):
+    with pytest.raises(FusionNetError, match="not found"):
+        cfg.read_config_json(tmp_path / "config.json")
+    bad = _write(tmp_path / "bad.json", "{not json")
+    with pytest.raises(FusionNetError, match="invalid JSON"):
+        cfg.read_config_json(bad)
+    c = cfg.defaults()
+    c["train"]["warmup"] = 3
+    unknown = _write(tmp_path / "unknown.json", json.dumps(c))
+    with pytest.raises(FusionNetError, match="'train.warmup'"):
+        cfg.read_config_json(unknown)
+    c = cfg.defaults()
+    del c["augment"]
+    partial = _write(tmp_path / "partial.json", json.dumps(c))
+    with pytest.raises(FusionNetError, match="augment"):
+        cfg.read_config_json(partial)
+
+
+def test_validate_does_not_modify_its_argument():
+    c = cfg.defaults()
+    c["train"]["lr_decay"] = 1
+    checked = cfg.validate(c)
+    assert checked["train"]["lr_decay"] == 1.0 and isinstance(checked["train"]["lr_decay"], float)
+    assert c["train"]["lr_decay"] == 1 and isinstance(c["train"]["lr_decay"], int)
+
+
+def test_diff_lists_changed_keys():
+    a = cfg.defaults()
+    b = cfg.load_config([], ["train.epochs=3", "model.depth=2", "name=other"])
+    assert cfg.diff(a, b) == ["model.depth", "name", "train.epochs"]
+    assert cfg.diff(b, a) == ["model.depth", "name", "train.epochs"]
+    assert cfg.diff(a, cfg.defaults()) == []
+    # keys present on one side only count as different
+    assert cfg.diff({"x": {"y": 1}}, {"x": {}}) == ["x.y"]
+    assert cfg.diff({"x": 1}, {"x": {"y": 1}}) == ["x"]

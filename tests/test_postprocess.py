@@ -1,0 +1,92 @@
+"""Tests of fusionnet_keras.postprocess: ImageJ's circular kernel and the per-section median filter."""
+
+import numpy as np
+import pytest
+
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.postprocess import disk, median_filter
+
+
+def _imagej_kernel(radius):
+    """ImageJ RankFilters.makeLineRadii: r2 = radius^2 + 1, kRadius = int(sqrt(r2)), per-row half widths."""
+    r2 = radius * radius + 1
+    k = int(np.sqrt(r2 + 1e-10))
+    out = np.zeros((2 * k + 1, 2 * k + 1), bool)
+    for dy in range(-k, k + 1):
+        dx = int(np.sqrt(r2 - dy * dy + 1e-10))
+        out[dy + k, k - dx : k + dx + 1] = True
+    return out
+
+
+def test_disk_radius_2_is_imagejs_21_pixel_kernel():
+    d = disk(2)
+    assert d.shape == (5, 5) and d.dtype == bool
+    assert d.sum() == 21  # the 5x5 square without its 4 corners
+    expected = np.ones((5, 5), bool)
+    expected[[0, 0, -1, -1], [0, -1, 0, -1]] = False
+    np.testing.assert_array_equal(d, expected)
+
+
+@pytest.mark.parametrize("radius, count", [(0.5, 5), (1, 9), (1.5, 9), (2, 21), (2.5, 21), (3, 37), (2.9, 29)])
+def test_disk_matches_imagej(radius, count):
+    d = disk(radius)
+    assert d.sum() == count
+    np.testing.assert_array_equal(d, _imagej_kernel(radius))
+    np.testing.assert_array_equal(d, d.T)
+    np.testing.assert_array_equal(d, d[::-1])
+
+
+def test_median_removes_salt_noise_and_keeps_shape_and_dtype(rng):
+    clean = np.full((40, 48), 0.25, np.float32)
+    clean[:, 24:] = 0.75  # a vertical edge survives a median filter
+    noisy = clean.copy()
+    salt = rng.random(clean.shape) < 0.05
+    noisy[salt] = 1.0
+    pepper = rng.random(clean.shape) < 0.05
+    noisy[pepper & ~salt] = 0.0
+    out = median_filter(noisy, 2)
+    assert out.shape == noisy.shape
+    assert out.dtype == np.float32
+    # every noise pixel is gone; away from the edge the image is restored exactly
+    np.testing.assert_array_equal(out[:, :21], clean[:, :21])
+    np.testing.assert_array_equal(out[:, 27:], clean[:, 27:])
+    assert set(np.unique(out)) <= {np.float32(0.25), np.float32(0.75)}
+    # the input is not modified
+    assert (noisy == 1.0).sum() == salt.sum()
+
+
+def test_median_default_radius_is_2(rng):
+    x = rng.random((20, 21)).astype(np.float32)
+    np.testing.assert_array_equal(median_filter(x), median_filter(x, 2))
+
+
+def test_median_is_per_section_for_stacks(rng):
+    stack = rng.random((3, 24, 20)).astype(np.float32)
+    stack[1] = 0.0  # a blank section stays blank: nothing leaks in from its neighbours
+    out = median_filter(stack, 2)
+    assert out.shape == stack.shape and out.dtype == np.float32
+    assert np.all(out[1] == 0.0)
+    for z in range(3):
+        np.testing.assert_array_equal(out[z], median_filter(stack[z], 2))
+
+
+def test_median_value_at_a_pixel_is_the_median_of_the_disk(rng):
+    x = rng.random((15, 15)).astype(np.float32)
+    out = median_filter(x, 2)
+    d = disk(2)
+    window = x[5:10, 6:11][d]  # centred on (7, 8)
+    assert out[7, 8] == np.median(window)
+
+
+def test_median_keeps_integer_dtype():
+    x = np.zeros((9, 9), np.uint8)
+    x[4, 4] = 255
+    out = median_filter(x, 1)
+    assert out.dtype == np.uint8
+    assert not out.any()
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 2, 5, 5)])
+def test_median_rejects_other_dimensions(shape):
+    with pytest.raises(FusionNetError, match="2-D"):
+        median_filter(np.zeros(shape, np.float32), 2)
