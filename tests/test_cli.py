@@ -475,7 +475,7 @@ tensorboard = false
     [
         ("train.epoch=2", "'train.epoch'"),
         ("learning_rate=1", "'learning_rate'"),
-        ("train.loss=bce", "'train.loss'"),
+        ("train.loss=hinge", "'train.loss'"),
         ("train.epochs=0", "'train.epochs'"),
         ("model.depth", "key=value"),
     ],
@@ -524,3 +524,138 @@ def test_cv_too_few_sections(train_toml, tmp_path):
     assert_user_error(result, "3", "sections")
     result = run("cv", train_toml, "--folds", 4, "--out", out)
     assert_user_error(result, "4", "sections")
+
+
+# ---------------------------------------------------------------------------
+# morphology
+
+
+VOXEL = "60,56.4,56.4"
+
+
+@pytest.fixture(scope="module")
+def nuclei(tmp_path_factory):
+    """Two balls (ids 3 and 7) in a 32x48x48 int32 instance volume, its 0/255 mask, an EM-like image."""
+    d = tmp_path_factory.mktemp("morphology")
+    z, y, x = np.ogrid[:32, :48, :48]
+    labels = np.zeros((32, 48, 48), np.int32)
+    labels[(z - 16) ** 2 + (y - 14) ** 2 + (x - 14) ** 2 <= 36] = 3
+    labels[(z - 16) ** 2 + (y - 32) ** 2 + (x - 32) ** 2 <= 64] = 7
+    image = np.where(labels > 0, 180, 60).astype(np.uint8)
+    return {
+        "labels": write_tiff(d / "instances.tif", labels),
+        "mask": write_tiff(d / "mask.tif", ((labels > 0) * 255).astype(np.uint8)),
+        "image": write_tiff(d / "em.tif", image),
+        "small_image": write_tiff(d / "em-small.tif", image[:, :40]),
+        "empty": write_tiff(d / "empty.tif", np.zeros((8, 16, 16), np.uint16)),
+        "labels2d": write_tiff(d / "section.tif", labels[16]),
+        "array": labels,
+    }
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_morphology_help():
+    result = run("morphology", "--help")
+    assert_ok(result)
+    for option in ("--voxel-size", "--out", "--clusters", "--figures", "--image", "--seed", "--overwrite"):
+        assert option in result.stdout
+
+
+def test_morphology_instances_with_figures(nuclei, tmp_path):
+    out = tmp_path / "table.csv"
+    figs = tmp_path / "figs"
+    result = run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", out, "--figures", figs,
+                 "--image", nuclei["image"], "--clusters", 2, "--seed", 1)
+    assert_ok(result)
+    rows = _csv_rows(out)
+    assert [int(r["label"]) for r in rows] == [3, 7]
+    assert [int(r["n_voxels"]) for r in rows] == [int(np.sum(nuclei["array"] == i)) for i in (3, 7)]
+    vox_um3 = 0.060 * 0.0564 * 0.0564
+    assert float(rows[0]["volume_um3"]) == pytest.approx(int(rows[0]["n_voxels"]) * vox_um3, rel=1e-4)
+    assert all(0.8 < float(r["sphericity"]) <= 1.0 for r in rows)
+    assert sorted(int(r["cluster"]) for r in rows) == [0, 1]
+    assert "2 nuclei" in result.stdout and "0 outliers" in result.stdout
+    for name in ("fig9_overlay.png", "fig10_features.png"):
+        assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_morphology_binary_mask(nuclei, tmp_path):
+    out = tmp_path / "table.csv"
+    figs = tmp_path / "figs"
+    # a 0/255 mask is split into 3-D components; no --image: the labels are the background
+    assert_ok(run("morphology", nuclei["mask"], "--voxel-size", VOXEL, "--out", out, "--figures", figs))
+    rows = _csv_rows(out)
+    assert [int(r["label"]) for r in rows] == [1, 2]
+    assert sorted(int(r["n_voxels"]) for r in rows) == sorted(int(np.sum(nuclei["array"] == i)) for i in (3, 7))
+    assert (figs / "fig9_overlay.png").exists() and (figs / "fig10_features.png").exists()
+    # forced to be read as instance ids: the mask is one object
+    out2 = tmp_path / "one.csv"
+    assert_ok(run("morphology", nuclei["mask"], "--voxel-size", VOXEL, "--out", out2, "--instances"))
+    assert [int(r["label"]) for r in _csv_rows(out2)] == [255]
+
+
+def test_morphology_missing_voxel_size(nuclei, tmp_path):
+    result = run("morphology", nuclei["labels"], "--out", tmp_path / "t.csv")
+    assert result.exit_code == 2
+    assert "--voxel-size" in result.output
+    assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("bad", ["1,2", "60,56.4,-1", "a,b,c", "0,1,1", "60,56.4,56.4,1", "nan,1,1"])
+def test_morphology_bad_voxel_size(nuclei, tmp_path, bad):
+    assert_user_error(run("morphology", nuclei["labels"], "--voxel-size", bad, "--out", tmp_path / "t.csv"),
+                      "voxel-size")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_morphology_existing_output(nuclei, tmp_path):
+    out = tmp_path / "table.csv"
+    out.write_text("keep me\n")
+    assert_user_error(run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", out),
+                      "exists", "--overwrite")
+    assert out.read_text() == "keep me\n"
+    assert_ok(run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", out, "--overwrite"))
+    assert len(_csv_rows(out)) == 2
+
+
+def test_morphology_existing_figure(nuclei, tmp_path):
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "fig10_features.png").write_text("old")
+    out = tmp_path / "table.csv"
+    assert_user_error(run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", out, "--figures", figs),
+                      "fig10_features.png")
+    assert not out.exists() and (figs / "fig10_features.png").read_text() == "old"
+
+
+def test_morphology_empty_volume(nuclei, tmp_path):
+    out = tmp_path / "table.csv"
+    result = run("morphology", nuclei["empty"], "--voxel-size", VOXEL, "--out", out)
+    assert_ok(result)
+    assert "no nuclei found" in result.stdout
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("label,n_voxels,volume_um3")
+
+
+def test_morphology_2d_labels(nuclei, tmp_path):
+    assert_user_error(run("morphology", nuclei["labels2d"], "--voxel-size", VOXEL, "--out", tmp_path / "t.csv"),
+                      "3-D")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_morphology_image_shape_mismatch(nuclei, tmp_path):
+    result = run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", tmp_path / "t.csv",
+                 "--image", nuclei["small_image"], "--figures", tmp_path / "figs")
+    assert_user_error(result, "shape")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_morphology_missing_labels_file(tmp_path):
+    assert_user_error(run("morphology", tmp_path / "nope.tif", "--voxel-size", VOXEL, "--out", tmp_path / "t.csv"),
+                      "nope.tif")

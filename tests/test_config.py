@@ -206,7 +206,7 @@ def test_set_unknown_key_is_refused(text, key):
         ("predict.tta=9", "predict.tta"),
         ("train.pad=-1", "train.pad"),
         # bad choice
-        ("train.loss=bce", "train.loss"),
+        ("train.loss=hinge", "train.loss"),
         ("model.architecture=resnet", "model.architecture"),
     ],
 )
