@@ -18,6 +18,7 @@ with paths to real volumes (relative to ``$FUSIONNET_DATA_DIR``).
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
 from pathlib import Path
@@ -72,8 +73,16 @@ def load_experiment(path) -> dict:
     if out["source"] not in ("synthetic", "files"):
         raise FusionNetError(f"config key 'source' must be synthetic or files, got {out['source']!r}")
     vs = out["voxel_size"]
-    if len(vs) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in vs):
+    if len(vs) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                               for v in vs):
         raise FusionNetError(f"config key 'voxel_size' must be 3 positive numbers (Z, Y, X) in nm, got {vs!r}")
+    if out["clusters"] < 1:
+        raise FusionNetError(f"config key 'clusters' must be >= 1, got {out['clusters']}")
+    if out["min_voxels"] < 0:
+        raise FusionNetError(f"config key 'min_voxels' must be >= 0, got {out['min_voxels']}")
+    for key in ("train_images", "train_labels"):
+        if not all(isinstance(v, str) and v for v in out[key]):
+            raise FusionNetError(f"config key {key!r} must list file paths (strings), got {out[key]!r}")
     if out["source"] == "files":
         for key in ("train_images", "train_labels", "test_image", "test_labels"):
             if not out[key]:
@@ -107,8 +116,12 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
     from .io import write_volume
 
     marker = data_out / "data.json"
+    settings = {"experiment": exp, "preset": preset}
     if marker.exists():
-        return json.loads(marker.read_text())
+        info = json.loads(marker.read_text())
+        if info.get("settings") == json.loads(json.dumps(settings)):
+            return info
+        print("== experiment settings changed: preparing the data again ==", flush=True)
     if exp["source"] == "synthetic":
         from .synthetic import make_dataset_volumes
 
@@ -122,6 +135,14 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
     else:
         train = [_read_pair(i, l) for i, l in zip(exp["train_images"], exp["train_labels"])]
         test_image, test_labels = _read_pair(exp["test_image"], exp["test_labels"])
+        test_labels = np.asarray(test_labels)
+        if test_labels.dtype.kind in "biu" and test_labels.any():
+            top = test_labels.max()
+            if not np.any((test_labels != 0) & (test_labels != top)):
+                # a binary mask (0/1, 0/255): its nuclei are the 3-D components, as for the predictions
+                from scipy import ndimage
+
+                test_labels, _ = ndimage.label(test_labels != 0)
     shapes = {v[0].shape[1:] for v in train}
     if len(shapes) != 1:
         raise FusionNetError(f"training volumes must share their (Y, X) size, got {sorted(shapes)}")
@@ -151,6 +172,7 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
         "train_shapes": [list(i.shape) for i, _ in train],
         "test_shape": list(test_image.shape),
         "source": exp["source"],
+        "settings": settings,
     }
     atomic_write_text(marker, json.dumps(info, indent=2) + "\n")
     return info
