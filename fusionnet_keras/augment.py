@@ -520,10 +520,11 @@ class Augmenter(keras.layers.Layer):
             amplitude=self.elastic_amplitude,
             seed=seed,
             interpolation=interpolation,
+            dtype=self.dtype_policy,
             name="elastic",
         )
         self.noise = GaussianImageNoise(
-            sigma=self.noise_sigma, clip=self.clip, seed=noise_seed, name="noise"
+            sigma=self.noise_sigma, clip=self.clip, seed=noise_seed, dtype=self.dtype_policy, name="noise"
         )
 
     def build(self, input_shape):

@@ -79,6 +79,9 @@ SCHEMA = {
         "validate_every": (int, 1, (1, 10**7)),
         "val_tta": (int, 1, (1, 8)),
         "tensorboard": (bool, True, None),
+        # Keras dtype policy: float32, or mixed_bfloat16 (bf16 convolutions, float32 weights, warp,
+        # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs)
+        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
         "enrich": (bool, True, None),
     },
     "augment": {

@@ -234,7 +234,8 @@ def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_moment
         x = UpConv(filters, **kw, name=f"{prefix}up{i + 1}_deconv")(x)
         x = layers.Add(name=f"{prefix}up{i + 1}_merge")([x, skips[i]])
         x = level(x, f"{prefix}up{i + 1}", filters)
-    return layers.Conv2D(1, 1, activation="sigmoid", name=f"{prefix}output")(x)
+    # the output stays float32 under a mixed-precision policy
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=f"{prefix}output")(x)
 
 
 class _SegmentationModel(keras.Model):
@@ -475,7 +476,7 @@ class UNet(_SegmentationModel):
             x = UpConv(filters, **kw, name=f"up{i + 1}_deconv")(x)
             x = layers.Concatenate(name=f"up{i + 1}_merge")([skips[i], x])
             x = level(x, f"up{i + 1}", filters)
-        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="output")(x)
+        outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="output")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.nb_filters = nb_filters
         self.depth = depth

@@ -170,6 +170,7 @@ def build_training_model(net, input_size: int, config: dict):
         noise_sigma=aug["noise_sigma"],
         grid_size=aug["elastic_grid"],
         seed=config["train"]["seed"],
+        dtype="float32",  # the warp is computed in float32 under any precision policy
         name="augmenter",
     )
     warped_image, warped_label = augmenter((image, label))
@@ -177,7 +178,7 @@ def build_training_model(net, input_size: int, config: dict):
     if not isinstance(preds, (list, tuple)):
         preds = [preds]
     outputs = [
-        keras.layers.Concatenate(name=f"pair{i + 1}")([p, warped_label]) for i, p in enumerate(preds)
+        keras.layers.Concatenate(dtype="float32", name=f"pair{i + 1}")([p, warped_label]) for i, p in enumerate(preds)
     ]
     return keras.Model([image, label], outputs, name="training_model")
 
@@ -343,7 +344,21 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
 
 
 def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
-    """Train the configured network; return a summary dict (best scores, paths, timings)."""
+    """Train the configured network; return a summary dict (best scores, paths, timings).
+
+    ``config['train']['precision']`` sets the Keras dtype policy for this run only;
+    the previous global policy is restored afterwards.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, out, resume=resume, overwrite=overwrite, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
     import keras
 
     from .data import make_dataset
@@ -375,6 +390,7 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     # only now, with the data and the sizes checked, create (or check) the run directory
     run, state = prepare_run_dir(config, out, resume=resume, overwrite=overwrite)
     keras.utils.set_random_seed(t["seed"])
+    keras.mixed_precision.set_global_policy(t["precision"])
     if state["epoch"] >= total_epochs:
         print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
         return summary(run, state)
