@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as cfg
 from .atomic import atomic_path, atomic_write_text
+from .experiment import LABELS, MODELS, train_models
 
 PAPER_TABLE2 = {  # Quan et al. 2016, Table 2 (hidden ISBI test set)
     "fusionnet": (0.978042575, 0.989945379),
     "unet": (0.972760748, 0.986616590),
 }
-MODELS = ("fusionnet", "unet")
-LABELS = {"fusionnet": "FusionNet", "unet": "U-Net"}
 
 
 def _plot_curves(runs: dict, path: Path) -> None:
@@ -178,20 +176,8 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
     if preset == "cpu":
         print("== CPU preset: reduced networks and schedule so the target finishes on 2 CPU cores "
               "(PRESET=paper runs the paper's protocol) ==", flush=True)
-    from .train import train
-
-    configs, trains = {}, {}
-    for name in MODELS:
-        files = [experiment_dir / f"{name}.toml"]
-        preset_file = experiment_dir / f"{preset}.toml"
-        if preset_file.exists():
-            files.append(preset_file)
-        config = cfg.load_config(files, [f"data.images={json.dumps(str(folder / 'train-volume.tif'))}",
-                                         f"data.labels={json.dumps(str(folder / 'train-labels.tif'))}"])
-        configs[name] = config
-        print(f"== training {LABELS[name]} ({preset} preset) ==", flush=True)
-        trains[name] = train(config, out / name, resume=True)
-        trains[name]["parameters"] = f"{keras.saving.load_model(trains[name]['best_model'], compile=False).count_params():,}"
+    configs, trains = train_models(experiment_dir, preset, out, {
+        "images": folder / "train-volume.tif", "labels": folder / "train-labels.tif"})
 
     images = load_image(folder / "train-volume.tif")
     labels = read_volume(folder / "train-labels.tif")

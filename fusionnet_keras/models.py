@@ -239,7 +239,29 @@ def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_moment
 
 
 class _SegmentationModel(keras.Model):
-    """Common checks for the segmentation models: input size divisibility."""
+    """What the segmentation models share: their config and the input size check."""
+
+    def _set_hyperparameters(self, nb_filters, depth, input_shape, kernel_initializer, bn_momentum):
+        self.nb_filters = nb_filters
+        self.depth = depth
+        self.image_shape = input_shape
+        self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
+
+    def get_config(self):
+        return {
+            "nb_filters": self.nb_filters,
+            "depth": self.depth,
+            "input_shape": list(self.image_shape),
+            "kernel_initializer": self.kernel_initializer,
+            "bn_momentum": self.bn_momentum,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
     @property
@@ -306,26 +328,7 @@ class FusionNet(_SegmentationModel):
         inputs = keras.Input(shape=input_shape, name="image")
         outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.nb_filters = nb_filters
-        self.depth = depth
-        self.image_shape = input_shape
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
-
-    def get_config(self):
-        return {
-            "nb_filters": self.nb_filters,
-            "depth": self.depth,
-            "input_shape": list(self.image_shape),
-            "kernel_initializer": self.kernel_initializer,
-            "bn_momentum": self.bn_momentum,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -378,11 +381,7 @@ class FusionNetW(_SegmentationModel):
             outputs.append(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.units = units
-        self.nb_filters = nb_filters
-        self.depth = depth
-        self.image_shape = input_shape
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
+        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
 
     def unit_layers(self, unit):
         """The layers of unit ``unit`` (1-based)."""
@@ -402,20 +401,7 @@ class FusionNetW(_SegmentationModel):
                 layer.trainable = u == unit
 
     def get_config(self):
-        return {
-            "units": self.units,
-            "nb_filters": self.nb_filters,
-            "depth": self.depth,
-            "input_shape": list(self.image_shape),
-            "kernel_initializer": self.kernel_initializer,
-            "bn_momentum": self.bn_momentum,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return {"units": self.units, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -478,26 +464,7 @@ class UNet(_SegmentationModel):
             x = level(x, f"up{i + 1}", filters)
         outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="output")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.nb_filters = nb_filters
-        self.depth = depth
-        self.image_shape = input_shape
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
-
-    def get_config(self):
-        return {
-            "nb_filters": self.nb_filters,
-            "depth": self.depth,
-            "input_shape": list(self.image_shape),
-            "kernel_initializer": self.kernel_initializer,
-            "bn_momentum": self.bn_momentum,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
 
 
 ARCHITECTURES = {"fusionnet": FusionNet, "fusionnet_w": FusionNetW, "unet": UNet}

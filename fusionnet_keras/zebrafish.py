@@ -25,16 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as cfg
 from .atomic import atomic_write_text
 from .errors import FusionNetError
+from .experiment import LABELS, MODELS, train_models
 
 PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
     "fusionnet": (0.991844302, 0.994208722, 0.946099985),
     "unet": (0.987366177, 0.992482059, 0.908491647),
 }
-MODELS = ("fusionnet", "unet")
-LABELS = {"fusionnet": "FusionNet", "unet": "U-Net"}
 
 EXPERIMENT_KEYS = {
     "source": (str, "synthetic"),
@@ -302,7 +300,6 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
     from . import morphology
     from .io import read_volume, write_volume
     from .predictor import predict
-    from .train import train
 
     t0 = time.time()
     out = Path(out)
@@ -314,16 +311,9 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
               flush=True)
     info = prepare_data(exp, preset, out / "data")
 
-    configs, trains = {}, {}
-    for name in MODELS:
-        files = [experiment_dir / f"{name}.toml"]
-        if (experiment_dir / f"{preset}.toml").exists():
-            files.append(experiment_dir / f"{preset}.toml")
-        overrides = [f"data.{k}={json.dumps(info[k])}" for k in ("train_sections", "val_sections")]
-        overrides += [f"data.images={json.dumps(info['train_images'])}", f"data.labels={json.dumps(info['train_labels'])}"]
-        configs[name] = cfg.load_config(files, overrides)
-        print(f"== training {LABELS[name]} ==", flush=True)
-        trains[name] = train(configs[name], out / name, resume=True)
+    configs, trains = train_models(experiment_dir, preset, out, {
+        key: info[key] for key in ("train_sections", "val_sections")} | {
+        "images": info["train_images"], "labels": info["train_labels"]})
 
     from .io import load_image
 

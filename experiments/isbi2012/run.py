@@ -10,32 +10,11 @@ checksums). Re-running resumes: finished steps are skipped.
     python experiments/isbi2012/run.py --preset cpu --out results/isbi2012
 """
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
-                        help="cpu: reduced preset for 2 CPU cores (<= 45 min); paper: the paper's protocol (GPU)")
-    parser.add_argument("--out", default="results/isbi2012", help="output folder")
-    parser.add_argument("--tta", type=int, choices=[1, 8], default=8, help="test-time orientations")
-    args = parser.parse_args(argv)
-
-    from fusionnet_keras import isbi
-    from fusionnet_keras.errors import FusionNetError
-
-    try:
-        isbi.run(args.preset, args.out, Path(__file__).parent, tta=args.tta)
-    except FusionNetError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from fusionnet_keras.experiment import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fusionnet_keras.isbi import run
+
+    sys.exit(main(run, __doc__, "results/isbi2012"))
