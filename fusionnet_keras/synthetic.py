@@ -341,7 +341,6 @@ def make_nucleus_volume(
     J = int(max_jitter)
     canvas_shape = (Z, Y + 2 * J, X + 2 * J)
     origin = np.array([0, J, J])  # canvas index of volume voxel (0, 0, 0)
-    vs32 = vs.astype(np.float32)
     vxy = float(min(vs[1], vs[2]))
 
     # ------------------------------------------------------------- placement
