@@ -113,6 +113,7 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
     """
     from .io import write_volume
 
+    data_out = Path(data_out).resolve()  # absolute: config data paths are otherwise relative to the data dir
     marker = data_out / "data.json"
     settings = {"experiment": exp, "preset": preset}
     if marker.exists():
