@@ -291,3 +291,25 @@ def test_write_report_with_nuclei(tmp_path):
     assert "K-means (k = 3)" in text and "| 0 | 1 |" in text and "| 1 | 1 |" in text
     assert "SYNTHETIC" not in text and "CPU preset" not in text
     assert "No nuclei" not in text
+
+
+def test_segment_watershed_splits_touching_nuclei():
+    from fusionnet_keras.zebrafish import segment
+
+    z, y, x = np.mgrid[:30, :30, :60]
+    ball1 = (z - 15) ** 2 + (y - 15) ** 2 + (x - 17) ** 2 <= 12**2
+    ball2 = (z - 15) ** 2 + (y - 15) ** 2 + (x - 40) ** 2 <= 12**2
+    prob = (ball1 | ball2).astype(np.float32)
+    assert segment(prob, method="components").max() == 1  # merged by connected components
+    split = segment(prob, method="watershed", voxel_size=(1, 1, 1), h=2.0)
+    assert split.max() == 2
+    assert len(np.unique(split[ball1 & ~ball2])) == 1 and len(np.unique(split[ball2 & ~ball1])) == 1
+
+
+def test_load_experiment_instance_method(tmp_path):
+    from fusionnet_keras.zebrafish import load_experiment
+
+    path = tmp_path / "e.toml"
+    path.write_text('instances = "magic"\n')
+    with pytest.raises(FusionNetError, match="instances"):
+        load_experiment(path)
