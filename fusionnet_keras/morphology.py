@@ -295,9 +295,15 @@ def flag_outliers(features, z_max: float = 3.5, min_sphericity: float = 0.6,
     return out
 
 
-def annotate(records: list[dict], k: int = 3, seed: int = 0, **outlier_kwargs) -> list[dict]:
-    """Add ``outlier`` (:func:`flag_outliers`) and ``cluster`` (:func:`cluster`
-    fitted without the outliers) to every record, in place; returns ``records``."""
+def annotate(records: list[dict], k: int = 3, seed: int = 0, exclude_border: bool = True,
+             **outlier_kwargs) -> list[dict]:
+    """Add ``outlier`` (:func:`flag_outliers`) and ``cluster`` to every record, in place.
+
+    K-means (:func:`cluster`) is fitted without the outliers and, with
+    ``exclude_border`` (default), without the nuclei cut by the volume border
+    (their volume and shape are truncated) as long as at least ``k`` nuclei
+    remain; excluded nuclei get the cluster of the nearest centre. Returns ``records``.
+    """
     if not records:
         return records
     x = feature_matrix(records)
@@ -305,7 +311,12 @@ def annotate(records: list[dict], k: int = 3, seed: int = 0, **outlier_kwargs) -
     ok = np.all(np.isfinite(x), axis=1)
     ids = np.full(len(x), -1, dtype=np.int64)
     if ok.any():
-        ids[ok] = cluster(x[ok], k=k, seed=seed, exclude=out[ok])
+        skip = out[ok]
+        if exclude_border:
+            border = np.array([bool(r.get("touches_border")) for r in records])[ok]
+            if np.count_nonzero(~(skip | border)) >= k:
+                skip = skip | border
+        ids[ok] = cluster(x[ok], k=k, seed=seed, exclude=skip)
     for r, o, c in zip(records, out, ids):
         r["outlier"] = bool(o)
         r["cluster"] = int(c)

@@ -65,7 +65,7 @@ PRESETS = {
     # (X x Y x Z), and a separate 512^3 test volume -- given here as (Z, Y, X).
     "paper": {"train": [(512, 512, 512), (256, 512, 512)], "test": (512, 512, 512)},
     # Small CPU-friendly stand-in with the same structure and the same voxel size.
-    "cpu": {"train": [(96, 256, 256), (64, 256, 256)], "test": (96, 256, 256)},
+    "cpu": {"train": [(96, 256, 256), (64, 256, 256)], "test": (160, 224, 224)},
 }
 
 # Monomials u0^i u1^j u2^k of degree 2 and 3 (16 terms): a low-frequency basis
@@ -480,7 +480,7 @@ def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=DEFAULT_
     * ``"paper"``: training (512, 512, 512) and (256, 512, 512) -- the paper's
       512^3 and 512 x 512 x 256 (X x Y x Z) volumes -- and a (512, 512, 512) test
       volume. Each 512^3 volume takes about a minute and a few GB of memory.
-    * ``"cpu"``: training (96, 256, 256) and (64, 256, 256), test (96, 256, 256);
+    * ``"cpu"``: training (96, 256, 256) and (64, 256, 256), test (160, 224, 224) (thicker, so that fewer nuclei are cut by the volume border);
       same voxel size and nucleus sizes, a few seconds each.
 
     Each volume gets its own seed derived from ``seed``; ``kwargs`` go to

@@ -294,13 +294,18 @@ def write_report(out: Path, preset: str, exp: dict, info: dict, configs, trains,
     if not records:
         lines += ["No nuclei were found in the test volume: no morphology to report."]
     else:
-        vol = np.array([r["volume_um3"] for r in records])
-        area = np.array([r["surface_area_um2"] for r in records])
-        sph = np.array([r["sphericity"] for r in records])
+        interior = [r for r in records if not r["touches_border"]] or records
+        vol = np.array([r["volume_um3"] for r in interior])
+        area = np.array([r["surface_area_um2"] for r in interior])
+        sph = np.array([r["sphericity"] for r in interior])
         outl = sum(bool(r["outlier"]) for r in records)
+        n_border = sum(bool(r["touches_border"]) for r in records)
         lines += [
-            f"{len(records)} nuclei; {outl} flagged as outliers (robust z-score > 3.5 of volume or area, or "
-            "sphericity < 0.6). Per-nucleus values in `morphology.csv`.",
+            f"{len(records)} nuclei, {n_border} of them cut by the volume border (their size and shape are "
+            f"truncated: left out of the statistics below and of the K-means fit); {outl} flagged as outliers "
+            "(robust z-score > 3.5 of volume or area, or sphericity < 0.6). Per-nucleus values in `morphology.csv`.",
+            "",
+            f"Statistics of the {len(interior)} nuclei{' inside the volume' if len(interior) < len(records) else ''}:",
             "",
             "| | median | 5th percentile | 95th percentile |",
             "|---|---|---|---|",
