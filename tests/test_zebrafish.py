@@ -287,7 +287,7 @@ def test_write_report_with_nuclei(tmp_path):
     records = morphology.analyze_nuclei(lab, (60, 56.4, 56.4), k=3, seed=0)
     zf.write_report(*_report_args(tmp_path, records, source="files", preset="paper"))
     text = (tmp_path / "report.md").read_text()
-    assert "2 nuclei; 0 flagged as outliers" in text
+    assert "2 nuclei, 0 of them cut by the volume border" in text and "0 flagged as outliers" in text
     assert "K-means (k = 3)" in text and "| 0 | 1 |" in text and "| 1 | 1 |" in text
     assert "SYNTHETIC" not in text and "CPU preset" not in text
     assert "No nuclei" not in text
