@@ -25,8 +25,8 @@ install: $(VENV)/.installed ## Create .venv and install the package with its tes
 test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed ## Run the slow end-to-end tests too
-	$(PY) -m pytest -q -m "slow or not slow"
+test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (both experiments with tiny presets, ~2 min)
+	$(PY) -m pytest -q -m slow
 
 isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write results/isbi2012/report.md
 	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --out $(RESULTS)/isbi2012
