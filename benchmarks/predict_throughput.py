@@ -488,7 +488,8 @@ def main(argv=None):
     verdicts = [
         common.verdict("executed GFLOP/s at tta 1, % of matmul",
                        t1["executed_pct_matmul"] if t1 else None, 100 * EFFICIENCY_TARGET, ">=", " %"),
-        common.verdict("padding/overlap FLOP share", 100 * (t1 or next(iter(runs.values())))["overhead"],
+        common.verdict("padding/overlap FLOP share",
+                       100 * (t1 or next(iter(runs.values())))["overhead"] if runs else None,
                        100 * OVERHEAD_TARGET, "<=", " %"),
         common.verdict("peak RSS of the stack run (MB)", stack["peak_rss_mb"] if stack else None,
                        RSS_TARGET_MB, "<="),
