@@ -56,6 +56,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import FusionNetError
+from .morphology import check_voxel_size as _check_voxel_size
 
 DEFAULT_VOXEL_SIZE = (60.0, 56.4, 56.4)
 """Voxel size (Z, Y, X) in nm of the paper's larval zebrafish volume."""
@@ -124,16 +125,6 @@ def _relabel(labels: np.ndarray, lut: np.ndarray) -> None:
 
 def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _check_voxel_size(voxel_size) -> np.ndarray:
-    try:
-        vs = np.asarray(voxel_size, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise FusionNetError(f"voxel_size must be 3 positive numbers (Z, Y, X), got {voxel_size!r}") from None
-    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise FusionNetError(f"voxel_size must be 3 positive numbers (Z, Y, X), got {voxel_size!r}")
-    return vs
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
