@@ -69,6 +69,8 @@ SCHEMA = {
         "pad": (int, 64, (0, 4096)),
         # mae (2021 paper), mse (2016 paper), bce (binary cross-entropy: not in the papers; faster on short schedules)
         "loss": (str, "mae", ("mae", "mse", "bce")),
+        # weight of membrane (label 0) pixels in the loss; cell pixels weigh 1 (1.0 = unweighted, the papers)
+        "membrane_weight": (float, 1.0, (0.01, 100.0)),
         "learning_rate": (float, 2e-4, (0.0, 1.0)),
         # multiplicative learning-rate decay per epoch (1.0 = constant)
         "lr_decay": (float, 0.99, (0.0, 1.0)),

@@ -22,7 +22,7 @@ PAPER_TABLE2 = {  # Quan et al. 2016, Table 2 (hidden ISBI test set)
 }
 
 
-def _plot_curves(runs: dict, path: Path) -> None:
+def _plot_curves(runs: dict, path: Path, val_tta: int = 1) -> None:
     import csv
 
     import matplotlib
@@ -42,7 +42,7 @@ def _plot_curves(runs: dict, path: Path) -> None:
         if val:
             axes[1].plot(*zip(*val), marker="o", ms=3, label=LABELS[name])
     axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
-    axes[1].set(xlabel="epoch", ylabel="V^Rand (sections 21-30, tta 1)", title="validation V^Rand")
+    axes[1].set(xlabel="epoch", ylabel=f"V^Rand (sections 21-30, tta {val_tta})", title="validation V^Rand")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
@@ -151,7 +151,10 @@ def write_report(out: Path, preset: str, configs: dict, results: dict, trains: d
         "",
         "## Files",
         "",
-        "- `fusionnet/best.keras`, `unet/best.keras`: the trained models (best validation V^Rand).",
+        "- `fusionnet/best.keras`, `unet/best.keras`: the trained models, each the checkpoint with the best "
+        f"validation V^Rand on sections 21-30 (tta {configs['fusionnet']['train']['val_tta']}, every "
+        f"{configs['fusionnet']['train']['validate_every']} epochs). The table scores the same sections, so it "
+        "is the validation score of the selected checkpoint, not an independent test.",
         "- `fusionnet/val-prediction.tif`, `unet/val-prediction.tif` and `val-labels.tif`: sections 21-30, "
         "so `fusionnet-keras evaluate fusionnet/val-prediction.tif val-labels.tif` reproduces the table.",
         "- `submission.tif`: FusionNet's prediction of the 30 test sections (float32, 0 = membrane, 1 = cell), "
@@ -201,7 +204,7 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
     submission = predict(net, test, tta=tta, pad=configs["fusionnet"]["predict"]["pad"], progress=True)
     write_volume(out / "submission.tif", submission.astype(np.float32), overwrite=True)
 
-    _plot_curves({n: out / n for n in MODELS}, out / "curves.png")
+    _plot_curves({n: out / n for n in MODELS}, out / "curves.png", val_tta=configs["fusionnet"]["train"]["val_tta"])
     k = 2  # section 23
     _plot_example(images[20 + k], {n: probs[n][k] for n in MODELS}, labels[20 + k] / 255.0, out / "example.png", 21 + k)
     total = time.time() - t0

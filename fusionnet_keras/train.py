@@ -97,11 +97,14 @@ def _register():
         ``y_true`` is ignored: the label is warped inside the model together with the image.
         """
 
-        def __init__(self, kind="mae", name=None, **kwargs):
+        def __init__(self, kind="mae", membrane_weight=1.0, name=None, **kwargs):
             super().__init__(name=name or f"pair_{kind}", **kwargs)
             if kind not in ("mae", "mse", "bce"):
                 raise ValueError(f"loss must be mae, mse or bce, got {kind!r}")
+            if not membrane_weight > 0:
+                raise ValueError(f"membrane_weight must be > 0, got {membrane_weight!r}")
             self.kind = kind
+            self.membrane_weight = float(membrane_weight)
 
         def call(self, y_true, y_pred):
             from keras import ops
@@ -115,10 +118,14 @@ def _register():
                 err = ops.abs(pred - target)
             else:
                 err = ops.square(pred - target)
+            if self.membrane_weight != 1.0:
+                # membrane pixels (label 0) weigh membrane_weight, cell pixels 1
+                err = err * (1.0 + (self.membrane_weight - 1.0) * (1.0 - target))
             return ops.mean(err, axis=(1, 2))
 
         def get_config(self):
-            return {"kind": self.kind, "name": self.name, "reduction": self.reduction}
+            return {"kind": self.kind, "membrane_weight": self.membrane_weight, "name": self.name,
+                    "reduction": self.reduction}
 
     return PairLoss
 
@@ -133,8 +140,8 @@ def _pair_loss_class():
     return _PAIR_LOSS
 
 
-def PairLoss(kind="mae"):
-    return _pair_loss_class()(kind)
+def PairLoss(kind="mae", membrane_weight=1.0):
+    return _pair_loss_class()(kind, membrane_weight=membrane_weight)
 
 
 def register_custom_objects() -> None:
@@ -189,7 +196,7 @@ def _compile(model, config, steps_per_epoch, unit=None, n_outputs=1):
     schedule = keras.optimizers.schedules.ExponentialDecay(
         t["learning_rate"], decay_steps=max(1, steps_per_epoch), decay_rate=t["lr_decay"]
     )
-    losses = [PairLoss(t["loss"]) for _ in range(n_outputs)]
+    losses = [PairLoss(t["loss"], t["membrane_weight"]) for _ in range(n_outputs)]
     weights = None
     if n_outputs > 1 and unit is not None:
         weights = [1.0 if i + 1 == unit else 0.0 for i in range(n_outputs)]

@@ -405,3 +405,35 @@ def test_existing_output_without_resume(resumed):
         train(resumed["config"], out)
     assert "--resume" in str(e.value)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+
+
+# ---------------------------------------------------------------------------
+# the loss
+
+
+@pytest.mark.parametrize("kind", ["mae", "mse", "bce"])
+def test_pair_loss_membrane_weight(kind):
+    """Membrane pixels (label 0) weigh ``membrane_weight``, cell pixels 1; 1.0 is the plain loss."""
+    pred = np.array([[0.2, 0.7], [0.9, 0.4]], dtype=np.float32)
+    target = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    if kind == "mae":
+        err = np.abs(pred - target)
+    elif kind == "mse":
+        err = (pred - target) ** 2
+    else:
+        err = -(target * np.log(pred) + (1 - target) * np.log(1 - pred))
+    y_pred = np.stack([pred, target], axis=-1)[None]
+    weights = np.where(target == 0, 3.0, 1.0)
+    plain = float(train_mod.PairLoss(kind)(np.zeros(1), y_pred))
+    weighted = float(train_mod.PairLoss(kind, membrane_weight=3.0)(np.zeros(1), y_pred))
+    assert plain == pytest.approx(err.mean(), rel=1e-5)
+    assert weighted == pytest.approx((err * weights).mean(), rel=1e-5)
+    restored = train_mod.PairLoss(kind, membrane_weight=3.0).__class__.from_config(
+        train_mod.PairLoss(kind, membrane_weight=3.0).get_config()
+    )
+    assert restored.membrane_weight == 3.0
+
+
+def test_membrane_weight_is_validated():
+    with pytest.raises(FusionNetError, match="membrane_weight"):
+        cfg.load_config(overrides=["train.membrane_weight=0"])
