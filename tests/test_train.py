@@ -424,13 +424,12 @@ def test_pair_loss_membrane_weight(kind):
         err = -(target * np.log(pred) + (1 - target) * np.log(1 - pred))
     y_pred = np.stack([pred, target], axis=-1)[None]
     weights = np.where(target == 0, 3.0, 1.0)
+    weighted_loss = train_mod.PairLoss(kind, membrane_weight=3.0)
     plain = float(train_mod.PairLoss(kind)(np.zeros(1), y_pred))
-    weighted = float(train_mod.PairLoss(kind, membrane_weight=3.0)(np.zeros(1), y_pred))
+    weighted = float(weighted_loss(np.zeros(1), y_pred))
     assert plain == pytest.approx(err.mean(), rel=1e-5)
     assert weighted == pytest.approx((err * weights).mean(), rel=1e-5)
-    restored = train_mod.PairLoss(kind, membrane_weight=3.0).__class__.from_config(
-        train_mod.PairLoss(kind, membrane_weight=3.0).get_config()
-    )
+    restored = type(weighted_loss).from_config(weighted_loss.get_config())
     assert restored.membrane_weight == 3.0
 
 
