@@ -50,6 +50,9 @@ SCHEMA = {
         "units": (int, 1, (1, 16)),
         # momentum of the batch-norm moving statistics (Keras' default 0.99)
         "bn_momentum": (float, 0.99, (0.0, 1.0)),
+        # start FusionNet's residual blocks as the identity (last batch-norm scale of the branch = 0);
+        # not in the paper; no effect on the U-Net, which has no residual blocks
+        "zero_init_residual": (bool, False, None),
     },
     "data": {
         # paths are relative to $FUSIONNET_DATA_DIR (default data/) unless absolute
@@ -221,6 +224,8 @@ def model_kwargs(config: dict) -> dict:
     kwargs = {"nb_filters": m["nb_filters"], "depth": m["depth"], "bn_momentum": m["bn_momentum"]}
     if m["architecture"] == "fusionnet_w":
         kwargs["units"] = m["units"]
+    if m["architecture"] in ("fusionnet", "fusionnet_w"):
+        kwargs["zero_init_residual"] = m["zero_init_residual"]
     return kwargs
 
 

@@ -66,6 +66,9 @@ class ConvBlock(layers.Layer):
         filters: number of output feature maps.
         kernel_size: convolution window (default 3).
         kernel_initializer: Keras initializer name for the convolution.
+        bn_momentum: momentum of the batch-norm moving statistics.
+        gamma_initializer: initializer of the batch-norm scale ("zeros" makes
+            the block output 0 at initialisation; see :class:`ResidualBlock`).
 
     Example:
         >>> import numpy as np
@@ -74,17 +77,26 @@ class ConvBlock(layers.Layer):
         (1, 16, 16, 8)
     """
 
-    def __init__(self, filters, kernel_size=3, kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        kernel_initializer="he_normal",
+        bn_momentum=0.99,
+        gamma_initializer="ones",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.kernel_initializer = kernel_initializer
         self.bn_momentum = bn_momentum
+        self.gamma_initializer = gamma_initializer
         self.conv = layers.Conv2D(
             filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, name="conv"
         )
         self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, name="bn")
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer=gamma_initializer, name="bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -105,6 +117,7 @@ class ConvBlock(layers.Layer):
             kernel_size=self.kernel_size,
             kernel_initializer=self.kernel_initializer,
             bn_momentum=self.bn_momentum,
+            gamma_initializer=self.gamma_initializer,
         )
         return config
 
@@ -120,6 +133,11 @@ class ResidualBlock(layers.Layer):
         filters: number of feature maps (in and out).
         n_convs: convolutions inside the block (the paper: 3).
         kernel_initializer: Keras initializer name for the convolutions.
+        bn_momentum: momentum of the batch-norm moving statistics.
+        zero_init: initialise the scale of the last batch norm of the branch to
+            zero, so that the block starts as the identity (Goyal et al. 2017,
+            "zero-gamma"; the paper is silent on initialisation). Deep residual
+            stacks then train faster on short schedules.
 
     Example:
         >>> import numpy as np
@@ -127,14 +145,23 @@ class ResidualBlock(layers.Layer):
         (2, 8, 8, 4)
     """
 
-    def __init__(self, filters, n_convs=3, kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
+    def __init__(
+        self, filters, n_convs=3, kernel_initializer="he_normal", bn_momentum=0.99, zero_init=False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = filters
         self.n_convs = n_convs
         self.kernel_initializer = kernel_initializer
         self.bn_momentum = bn_momentum
+        self.zero_init = bool(zero_init)
         self.convs = [
-            ConvBlock(filters, kernel_initializer=kernel_initializer, bn_momentum=bn_momentum, name=f"conv{i + 1}")
+            ConvBlock(
+                filters,
+                kernel_initializer=kernel_initializer,
+                bn_momentum=bn_momentum,
+                gamma_initializer="zeros" if zero_init and i == n_convs - 1 else "ones",
+                name=f"conv{i + 1}",
+            )
             for i in range(n_convs)
         ]
         self.add = layers.Add(name="skip_add")
@@ -166,6 +193,7 @@ class ResidualBlock(layers.Layer):
             n_convs=self.n_convs,
             kernel_initializer=self.kernel_initializer,
             bn_momentum=self.bn_momentum,
+            zero_init=self.zero_init,
         )
         return config
 
@@ -214,13 +242,13 @@ class UpConv(layers.Layer):
         return config
 
 
-def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum=0.99):
+def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum=0.99, zero_init_residual=False):
     """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
     kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
 
     def level(x, name, filters):
         x = ConvBlock(filters, **kw, name=f"{name}_conv_in")(x)
-        x = ResidualBlock(filters, **kw, name=f"{name}_res")(x)
+        x = ResidualBlock(filters, **kw, zero_init=zero_init_residual, name=f"{name}_res")(x)
         return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
 
     skips = []
@@ -302,6 +330,9 @@ class FusionNet(_SegmentationModel):
         kernel_initializer: initializer for every convolution.
         bn_momentum: momentum of the batch-norm moving statistics (Keras' default
             0.99; lower values track the weights faster on short schedules).
+        zero_init_residual: start every residual block as the identity (scale of
+            the last batch norm of its branch initialised to 0; see
+            :class:`ResidualBlock`). The paper is silent; default False.
         name: model name.
 
     Example:
@@ -318,6 +349,7 @@ class FusionNet(_SegmentationModel):
         input_shape=(None, None, 1),
         kernel_initializer="he_normal",
         bn_momentum=0.99,
+        zero_init_residual=False,
         name="fusionnet",
         **kwargs,
     ):
@@ -326,9 +358,15 @@ class FusionNet(_SegmentationModel):
         input_shape = tuple(input_shape)
         _check_input_shape(input_shape, depth)
         inputs = keras.Input(shape=input_shape, name="image")
-        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum)
+        outputs = _fusionnet_graph(
+            inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, bool(zero_init_residual)
+        )
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+        self.zero_init_residual = bool(zero_init_residual)
+
+    def get_config(self):
+        return {**super().get_config(), "zero_init_residual": self.zero_init_residual}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -348,6 +386,9 @@ class FusionNetW(_SegmentationModel):
         kernel_initializer: initializer for every convolution.
         bn_momentum: momentum of the batch-norm moving statistics (Keras' default
             0.99; lower values track the weights faster on short schedules).
+        zero_init_residual: start every residual block as the identity (scale of
+            the last batch norm of its branch initialised to 0; see
+            :class:`ResidualBlock`). The paper is silent; default False.
         name: model name.
 
     Example:
@@ -365,6 +406,7 @@ class FusionNetW(_SegmentationModel):
         input_shape=(None, None, 1),
         kernel_initializer="he_normal",
         bn_momentum=0.99,
+        zero_init_residual=False,
         name="fusionnet_w",
         **kwargs,
     ):
@@ -377,10 +419,13 @@ class FusionNetW(_SegmentationModel):
         x = inputs
         outputs = []
         for u in range(units):
-            x = _fusionnet_graph(x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum)
+            x = _fusionnet_graph(
+                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, bool(zero_init_residual)
+            )
             outputs.append(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.units = units
+        self.zero_init_residual = bool(zero_init_residual)
         self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
 
     def unit_layers(self, unit):
@@ -401,7 +446,7 @@ class FusionNetW(_SegmentationModel):
                 layer.trainable = u == unit
 
     def get_config(self):
-        return {"units": self.units, **super().get_config()}
+        return {"units": self.units, **super().get_config(), "zero_init_residual": self.zero_init_residual}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -242,6 +242,17 @@ def test_units_only_for_fusionnet_w():
     assert (kw["nb_filters"], kw["depth"]) == (64, 4) and "units" not in kw
 
 
+def test_zero_init_residual_reaches_fusionnets_only():
+    c = cfg.load_config([], ["model.zero_init_residual=true"])
+    assert cfg.model_kwargs(c)["zero_init_residual"] is True
+    assert cfg.model_kwargs(cfg.defaults())["zero_init_residual"] is False
+    # the shared CPU preset also builds the U-Net, which has no residual blocks
+    c = cfg.load_config([], ["model.architecture=unet", "model.zero_init_residual=true"])
+    assert "zero_init_residual" not in cfg.model_kwargs(c)
+    with pytest.raises(FusionNetError, match="model.zero_init_residual"):
+        cfg.load_config([], ["model.zero_init_residual=3"])
+
+
 # ---------------------------------------------------------------------------
 # config.json, validate, diff
 

@@ -80,6 +80,30 @@ def test_get_config_complete():
     assert clone.units == 3 and clone.nb_filters == 8
 
 
+def test_zero_init_residual_starts_as_identity(rng):
+    x = rng.random((2, 16, 16, 4), dtype=np.float32)
+    block = ResidualBlock(4, zero_init=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(block(x, training=True)), x)
+    assert ResidualBlock.from_config(block.get_config()).zero_init
+    # the default (the paper's plain initialisation) does not
+    assert np.abs(keras.ops.convert_to_numpy(ResidualBlock(4)(x, training=True)) - x).max() > 0.1
+    # only the last batch norm of the branch starts at zero; training moves it away from zero
+    gammas = [np.asarray(c.bn.gamma) for c in block.convs]
+    assert [float(g.max()) for g in gammas] == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("cls,kwargs", [(FusionNet, {}), (FusionNetW, {"units": 2})])
+def test_zero_init_residual_model_option(tmp_path, cls, kwargs):
+    model = cls(**TINY, **kwargs, zero_init_residual=True)
+    res = [l for l in model.layers if isinstance(l, ResidualBlock)]
+    assert len(res) == (2 * TINY["depth"] + 1) * kwargs.get("units", 1)
+    assert all(l.zero_init and not np.any(np.asarray(l.convs[-1].bn.gamma)) for l in res)
+    assert not any(l.zero_init for l in cls(**TINY, **kwargs).layers if isinstance(l, ResidualBlock))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.get_config()["zero_init_residual"] is True
+
+
 def test_indivisible_size_raises():
     with pytest.raises(ValueError, match="not divisible by 2\\*\\*depth = 16"):
         FusionNet(input_shape=(100, 100, 1))
