@@ -357,13 +357,12 @@ class FusionNet(_SegmentationModel):
         _check_int("depth", depth, 0)
         input_shape = tuple(input_shape)
         _check_input_shape(input_shape, depth)
+        zero_init_residual = bool(zero_init_residual)
         inputs = keras.Input(shape=input_shape, name="image")
-        outputs = _fusionnet_graph(
-            inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, bool(zero_init_residual)
-        )
+        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
-        self.zero_init_residual = bool(zero_init_residual)
+        self.zero_init_residual = zero_init_residual
 
     def get_config(self):
         return {**super().get_config(), "zero_init_residual": self.zero_init_residual}
@@ -415,17 +414,18 @@ class FusionNetW(_SegmentationModel):
         _check_int("depth", depth, 0)
         input_shape = tuple(input_shape)
         _check_input_shape(input_shape, depth)
+        zero_init_residual = bool(zero_init_residual)
         inputs = keras.Input(shape=input_shape, name="image")
         x = inputs
         outputs = []
         for u in range(units):
             x = _fusionnet_graph(
-                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, bool(zero_init_residual)
+                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual
             )
             outputs.append(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.units = units
-        self.zero_init_residual = bool(zero_init_residual)
+        self.zero_init_residual = zero_init_residual
         self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
 
     def unit_layers(self, unit):
