@@ -206,7 +206,7 @@ class CountingModel:
 def build_model(nb_filters, depth, seed=0):
     import keras
 
-    from fusionnet_keras.models import FusionNet
+    from fusionnet_keras.models.fusionnet import FusionNet
 
     keras.utils.set_random_seed(seed)
     return FusionNet(nb_filters=nb_filters, depth=depth)
@@ -239,7 +239,7 @@ class NormalizedSections:
         return self.shape[0]
 
     def __getitem__(self, key):
-        from fusionnet_keras.io import normalize
+        from fusionnet_keras.data.io.images import normalize
 
         return normalize(self.volume[key])
 
@@ -260,7 +260,7 @@ def write_test_stack(path, sections, size, seed=0):
 
 def stack_worker(path, out_dir, nb_filters, depth, tile, overlap, pad, batch_size, seed=0, jit="auto"):
     """Predict the TIFF stack at ``path`` with tta 1 into a zarr array under ``out_dir``."""
-    from fusionnet_keras.io import open_image
+    from fusionnet_keras.data.io.images import open_image
     predict = predictor_module().predict
 
     model = build_model(nb_filters, depth, seed)
@@ -341,7 +341,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from fusionnet_keras.models import flops_per_pixel
+    from fusionnet_keras.models.analysis import flops_per_pixel
     pm = predictor_module()
     receptive_field_margin, size_multiple, predict = pm.receptive_field_margin, pm.size_multiple, pm.predict
 

@@ -60,9 +60,10 @@ def train_worker(nb_filters, depth, size, batch_size, augment, warmup_steps, ste
     """Build, compile and ``fit`` the training model; return per-step seconds."""
     import keras
 
-    from fusionnet_keras import config as cfg
-    from fusionnet_keras.models import FusionNet, flops_per_pixel
-    from fusionnet_keras.train import _compile, build_training_model
+    from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.models.fusionnet import FusionNet
+    from fusionnet_keras.models.analysis import flops_per_pixel
+    from fusionnet_keras.training.trainer import _compile, build_training_model
 
     keras.utils.set_random_seed(seed)
     config = cfg.defaults()
@@ -251,7 +252,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from fusionnet_keras.models import FusionNet, flops_per_pixel
+    from fusionnet_keras.models.fusionnet import FusionNet
+    from fusionnet_keras.models.analysis import flops_per_pixel
 
     result = {"benchmark": "train_throughput", "quick": args.quick, "machine": common.machine_info()}
     print(f"machine: {result['machine']}", flush=True)

@@ -1,37 +1,52 @@
 """fusionnet-keras: FusionNet (Quan, Hildebrand, Jeong 2016/2021) for EM connectomics in Keras 3.
 
-``import fusionnet_keras`` registers the model classes with Keras, so
-``keras.saving.load_model("model.keras")`` works with no custom objects. Public API::
+Public API (imported lazily, so ``import fusionnet_keras`` and the command
+line's ``--help`` stay fast)::
 
-    from fusionnet_keras import FusionNet, FusionNetW, UNet, predict, load_model, metrics
+    import fusionnet_keras as fk
+    fk.FusionNet, fk.FusionNetW, fk.UNet, fk.build_model   # fusionnet_keras.models
+    fk.predict                                              # fusionnet_keras.inference
+    fk.load_model                                           # any .keras file of this package
+    fk.metrics                                              # fusionnet_keras.evaluation
+
+``fk.load_model`` (or importing :mod:`fusionnet_keras.models`) registers the
+package's layers and models with Keras; after that plain
+``keras.saving.load_model`` works too.
+
+Layout: ``models/`` networks and blocks, ``data/`` readers, writers,
+orientations, targets, the tf.data pipeline and augmentation, ``training/``
+config, losses, callbacks and the trainer, ``inference/`` tiling and
+predictors, ``evaluation/`` metrics, post-processing and morphology,
+``experiments/`` the experiment flows, ``cli/`` the command line,
+``utils/`` atomic writes and validators.
 """
 
-import os as _os
-import sys as _sys
+import importlib
 
 __version__ = "0.1.0"
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_LAZY = {
+    "FusionNet": ("fusionnet_keras.models", "FusionNet"),
+    "FusionNetW": ("fusionnet_keras.models", "FusionNetW"),
+    "UNet": ("fusionnet_keras.models", "UNet"),
+    "build_model": ("fusionnet_keras.models", "build_model"),
+    "load_model": ("fusionnet_keras.models.loading", "load_model"),
+    "predict": ("fusionnet_keras.inference.predictor", "predict"),
+    "metrics": ("fusionnet_keras.evaluation", None),
+    "io": ("fusionnet_keras.data.io", None),
+}
 
-_MODELS = ("FusionNet", "FusionNetW", "UNet", "build_model")
-_SUBMODULES = ("metrics", "io", "models", "augment", "data", "train", "config", "morphology", "synthetic")
-
-__all__ = [*_MODELS, "predict", "load_model", "metrics", "io", "__version__"]
-
-from .predictor import predict  # noqa: E402  (numpy only at import time)
-
-# The console script imports Keras inside its commands, so that --help is instant.
-if not _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith("fusionnet-keras"):
-    from .models import FusionNet, FusionNetW, UNet, build_model  # noqa: E402,F401
+__all__ = [*_LAZY, "__version__"]
 
 
 def __getattr__(name):
-    import importlib
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'fusionnet_keras' has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    return value if attr is None else getattr(value, attr)
 
-    if name in _MODELS:
-        return getattr(importlib.import_module(".models", __name__), name)
-    if name == "load_model":
-        return importlib.import_module(".cli", __name__).load_weights
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'fusionnet_keras' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -13,14 +13,9 @@ import pytest
 import keras
 import tensorflow as tf
 
-from fusionnet_keras.augment import (
-    Augmenter,
-    ElasticDeform,
-    GaussianImageNoise,
-    MirrorPad,
-    interpolation_matrix,
-    mirror_pad,
-)
+from fusionnet_keras.data.augment import Augmenter, ElasticDeform, GaussianImageNoise, MirrorPad, mirror_pad
+
+from fusionnet_keras.data.warp import interpolation_matrix
 from fusionnet_keras.errors import FusionNetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,7 +345,7 @@ def test_runs_under_jax_backend():
     script = textwrap.dedent(
         """
         import numpy as np, keras, jax
-        from fusionnet_keras.augment import Augmenter
+        from fusionnet_keras.data.augment import Augmenter
         assert keras.backend.backend() == "jax"
         r = np.random.default_rng(0)
         x = r.random((2, 32, 32, 1)).astype("float32")

@@ -67,7 +67,7 @@ def files(tmp_path_factory):
     """A tiny saved FusionNet, a 2-D section and a 3-section stack with labels."""
     import keras
 
-    from fusionnet_keras.models import FusionNet
+    from fusionnet_keras.models.fusionnet import FusionNet
 
     d = tmp_path_factory.mktemp("cli")
     keras.utils.set_random_seed(0)
@@ -152,8 +152,8 @@ def test_info_size_not_divisible(files):
 
 
 def _library_prediction(files, image, tta=1, pad=16):
-    from fusionnet_keras.io import normalize
-    from fusionnet_keras.predictor import predict
+    from fusionnet_keras.data.io.images import normalize
+    from fusionnet_keras.inference.predictor import predict
 
     return predict(files["model"], normalize(image), tta=tta, pad=pad)
 
@@ -372,7 +372,9 @@ def test_evaluate_text_and_json_agree(files, tmp_path):
     for key in ("vrand_threshold", "vinfo_threshold"):
         assert min(abs(scores[key] - 0.1 * i) for i in range(11)) < 1e-9
 
-    from fusionnet_keras.metrics import isbi_scores, pixel_error
+    from fusionnet_keras.evaluation.isbi import isbi_scores
+
+    from fusionnet_keras.evaluation.pixel import pixel_error
 
     ref = isbi_scores(np.clip(prob, 0, 1).astype(np.float32), files["labels_array"])
     assert scores["vrand"] == pytest.approx(ref["vrand"])
@@ -389,14 +391,14 @@ def test_evaluate_text_and_json_agree(files, tmp_path):
 
 
 def test_evaluate_median(files, tmp_path):
-    from fusionnet_keras.postprocess import median_filter
+    from fusionnet_keras.evaluation.postprocess import median_filter
 
     prob = np.clip(files["labels_array"][0] / 255.0 + np.random.default_rng(4).normal(0, 0.3, (64, 64)), 0, 1)
     prob = prob.astype(np.float32)
     pred = write_tiff(tmp_path / "pred.tif", prob)
     result = run("evaluate", pred, files["labels2d"], "--json", "--median", 2)
     assert_ok(result)
-    from fusionnet_keras.metrics import isbi_scores
+    from fusionnet_keras.evaluation.isbi import isbi_scores
 
     ref = isbi_scores(median_filter(prob, 2), files["labels_array"][0])
     scores = json.loads(result.stdout)

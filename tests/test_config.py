@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fusionnet_keras import config as cfg
+from fusionnet_keras.training import config as cfg
 from fusionnet_keras.errors import FusionNetError
 
 

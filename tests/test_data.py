@@ -5,20 +5,13 @@ import pytest
 
 import tensorflow as tf
 
-from fusionnet_keras.data import (
-    binarize_labels,
-    check_pair,
-    kfold_splits,
-    make_dataset,
-    make_index_dataset,
-    make_validation_dataset,
-    orient,
-    orient_tf,
-    orientations,
-    section_range,
-    unorient,
-    unorient_tf,
-)
+from fusionnet_keras.data.targets import binarize_labels, check_pair
+
+from fusionnet_keras.data.splits import kfold_splits, section_range
+
+from fusionnet_keras.data.pipeline import make_dataset, make_index_dataset, make_validation_dataset, orient_tf, unorient_tf
+
+from fusionnet_keras.data.orient import orient, orientations, unorient
 from fusionnet_keras.errors import FusionNetError
 
 S, PAD = 64, 16

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusionnet_keras import datasets
-from fusionnet_keras.datasets import ISBI_FILES, isbi2012, pixel_sha256
+from fusionnet_keras.data import datasets
+from fusionnet_keras.data.datasets import ISBI_FILES, isbi2012, pixel_sha256
 from fusionnet_keras.errors import FusionNetError
 
 

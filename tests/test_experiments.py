@@ -33,8 +33,8 @@ def _experiment_dir(tmp_path, source_dir, crop, extra=()):
 @pytest.mark.slow
 def test_isbi2012_pipeline(tmp_path, isbi_dir, monkeypatch):
     from conftest import REPO
-    from fusionnet_keras import isbi
-    from fusionnet_keras.io import read_volume
+    from fusionnet_keras.experiments import isbi2012 as isbi
+    from fusionnet_keras.data.io.volumes import read_volume
 
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(isbi_dir.parent))
     exp = _experiment_dir(tmp_path, REPO / "experiments" / "isbi2012", crop=64)
@@ -54,7 +54,8 @@ def test_isbi2012_pipeline(tmp_path, isbi_dir, monkeypatch):
 @pytest.mark.slow
 def test_zebrafish_pipeline(tmp_path, monkeypatch):
     from conftest import REPO
-    from fusionnet_keras import synthetic, zebrafish
+    from fusionnet_keras.data import synthetic
+    from fusionnet_keras.experiments import zebrafish
 
     small = {"train": [(24, 64, 64), (16, 64, 64)], "test": (24, 64, 64)}
     monkeypatch.setitem(synthetic.PRESETS, "tiny", small)

@@ -9,7 +9,9 @@ import pytest
 import tifffile
 import zarr
 
-from fusionnet_keras import io
+from fusionnet_keras.data import io
+from fusionnet_keras.data.io import volumes as io_volumes
+from fusionnet_keras.data.io import writers as io_writers
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
 SHAPE = (3, 64, 64)
@@ -329,8 +331,8 @@ def test_open_volume_reads_only_requested_sections(tmp_path, rng, monkeypatch):
     for i, s in enumerate(data):
         iio.imwrite(d / f"s{i}.png", s)
     read = []
-    real = io._read_section_file
-    monkeypatch.setattr(io, "_read_section_file", lambda p: read.append(p.name) or real(p))
+    real = io_volumes._read_section_file
+    monkeypatch.setattr(io_volumes, "_read_section_file", lambda p: read.append(p.name) or real(p))
     vol = io.open_volume(d)
     read.clear()
     np.testing.assert_array_equal(vol[2:4], data[2:4])
@@ -544,13 +546,13 @@ def test_failed_hdf5_write_keeps_old(tmp_path, vol8, monkeypatch):
 def test_failed_zarr_write_keeps_old(tmp_path, vol8, monkeypatch):
     out = tmp_path / "o.zarr"
     io.write_volume(out, vol8)
-    real = io._zarr_create
+    real = io_writers._zarr_create
 
     def create_then_fail(store, arr, zarr_format=None):
         real(store, arr, zarr_format)  # data fully written to the temp dir...
         raise RuntimeError("disk on fire")  # ...then the process dies
 
-    monkeypatch.setattr(io, "_zarr_create", create_then_fail)
+    monkeypatch.setattr(io_writers, "_zarr_create", create_then_fail)
     with pytest.raises(FusionNetError):
         io.write_volume(out, vol8 // 2, overwrite=True)
     with pytest.raises(FusionNetError):
@@ -573,7 +575,7 @@ def test_failed_rename_restores_old_zarr(tmp_path, vol8, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(io.os, "rename", flaky_rename)
+    monkeypatch.setattr(os, "rename", flaky_rename)
     with pytest.raises(FusionNetError) as e:
         io.write_volume(out, vol8 // 2, overwrite=True)
     assert_one_line_error(e, "No space left on device")

@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.metrics import (
-    DEFAULT_THRESHOLDS,
-    adapted_rand_error,
-    dice,
-    isbi_scores,
-    pixel_error,
-    thin_borders,
-    variation_of_information,
-    vrand_vinfo_3d,
-    vrand_vinfo_section,
-)
+from fusionnet_keras.evaluation.isbi import DEFAULT_THRESHOLDS, isbi_scores, vrand_vinfo_section
+from fusionnet_keras.evaluation.volume import adapted_rand_error, variation_of_information, vrand_vinfo_3d
+from fusionnet_keras.evaluation.pixel import dice, pixel_error
+from fusionnet_keras.evaluation.thinning import thin_borders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,9 @@ import pytest
 import keras
 
 from fusionnet_keras import models
-from fusionnet_keras.models import FusionNet, FusionNetW, UNet, ConvBlock, ResidualBlock
+from fusionnet_keras.models.fusionnet import FusionNet, FusionNetW
+from fusionnet_keras.models.unet import UNet
+from fusionnet_keras.models.layers import ConvBlock, ResidualBlock
 
 from conftest import TINY
 

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from fusionnet_keras import morphology as morph
+from fusionnet_keras.evaluation import figures
+from fusionnet_keras.evaluation import morphology as morph
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
 UM = (1000.0, 1000.0, 1000.0)  # 1 um isotropic voxels, given in nm
@@ -116,8 +117,8 @@ def test_empty_volume(tmp_path):
     path = morph.write_csv(recs, tmp_path / "empty.csv")
     assert path.read_text().splitlines() == [",".join(morph.CSV_FIELDS)]
     image = np.random.default_rng(0).integers(0, 255, vol.shape, dtype=np.uint8)
-    ov = morph.plot_overlay(image, vol, recs, tmp_path / "overlay.png", voxel_size=(60, 56.4, 56.4))
-    ft = morph.plot_features(recs, tmp_path / "features.png")
+    ov = figures.plot_overlay(image, vol, recs, tmp_path / "overlay.png", voxel_size=(60, 56.4, 56.4))
+    ft = figures.plot_features(recs, tmp_path / "features.png")
     assert ov.stat().st_size > 1000 and ft.stat().st_size > 1000
 
 
@@ -127,11 +128,11 @@ def test_figures(tmp_path):
     vol[6:10, 18:28, 16:30] = 2
     image = np.where(vol > 0, 200, 120).astype(np.uint8)
     recs = morph.analyze_nuclei(vol, (60, 56.4, 56.4), k=2)
-    ov = morph.plot_overlay(image, vol, recs, tmp_path / "fig9.png", voxel_size=(60, 56.4, 56.4))
-    ft = morph.plot_features(recs, tmp_path / "fig10.pdf")
+    ov = figures.plot_overlay(image, vol, recs, tmp_path / "fig9.png", voxel_size=(60, 56.4, 56.4))
+    ft = figures.plot_features(recs, tmp_path / "fig10.pdf")
     assert ov.read_bytes()[:4] == b"\x89PNG" and ft.read_bytes()[:4] == b"%PDF"
     with pytest.raises(FusionNetError):
-        morph.plot_overlay(image[:-1], vol, recs, tmp_path / "bad.png")
+        figures.plot_overlay(image[:-1], vol, recs, tmp_path / "bad.png")
 
 
 @pytest.mark.parametrize("vs", [(1, 2), (0, 1, 1), (-60, 56.4, 56.4), ("a", 1, 1), (float("nan"), 1, 1), None])

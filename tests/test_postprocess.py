@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.postprocess import disk, median_filter
+from fusionnet_keras.evaluation.postprocess import disk, median_filter
 
 
 def _imagej_kernel(radius):

@@ -11,15 +11,10 @@ import keras
 from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.orient import orient, unorient
-from fusionnet_keras.predictor import (
-    pad_for_model,
-    predict,
-    predict_section,
-    receptive_field_margin,
-    size_multiple,
-    tile_plan,
-)
+from fusionnet_keras.data.orient import orient, unorient
+from fusionnet_keras.inference.tiling import pad_for_model, tile_plan
+from fusionnet_keras.inference.predictor import predict, predict_section
+from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
 
 
 def _randomize(model, seed):

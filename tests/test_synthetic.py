@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fusionnet_keras import synthetic
+from fusionnet_keras.data import synthetic
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.synthetic import make_dataset_volumes, make_nucleus_volume
+from fusionnet_keras.data.synthetic import make_dataset_volumes, make_nucleus_volume
 
 SMALL = dict(shape=(24, 72, 72), size_scale=0.3)  # nuclei ~21-32 voxels across
 

@@ -23,10 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from fusionnet_keras import config as cfg
-from fusionnet_keras import train as train_mod
+from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import callbacks as train_callbacks
+from fusionnet_keras.training.losses import PairLoss
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.train import cross_validate, train
+from fusionnet_keras.training.crossval import cross_validate
+from fusionnet_keras.training.trainer import train
 from conftest import synthetic_em, write_tiff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,7 +181,7 @@ def test_fusionnet_w_unit_by_unit(data, tmp_path, monkeypatch, capsys, interrupt
         initial.update(weights(net))
         return net
 
-    save = train_mod.atomic_save_model
+    save = train_callbacks.atomic_save_model
 
     def spy_save(model, path):
         if Path(path).name == "last.keras" and Path(path).parent.name != "checkpoints":
@@ -187,7 +189,7 @@ def test_fusionnet_w_unit_by_unit(data, tmp_path, monkeypatch, capsys, interrupt
         save(model, path)
 
     monkeypatch.setattr(models, "build_model", spy_build)
-    monkeypatch.setattr(train_mod, "atomic_save_model", spy_save)
+    monkeypatch.setattr(train_callbacks, "atomic_save_model", spy_save)
 
     out = tmp_path / "run"
     summary = train(config, out, verbose=0)
@@ -341,7 +343,7 @@ def test_resumed_log_has_every_epoch_once(resumed):
 def test_run_directory_layout(resumed):
     import keras
 
-    from fusionnet_keras.models import FusionNet
+    from fusionnet_keras.models.fusionnet import FusionNet
 
     out = resumed["out"]
     for name in ("config.json", "state.json", "log.csv", "best.keras", "last.keras", "checkpoints/last.keras"):
@@ -424,8 +426,8 @@ def test_pair_loss_membrane_weight(kind):
         err = -(target * np.log(pred) + (1 - target) * np.log(1 - pred))
     y_pred = np.stack([pred, target], axis=-1)[None]
     weights = np.where(target == 0, 3.0, 1.0)
-    weighted_loss = train_mod.PairLoss(kind, membrane_weight=3.0)
-    plain = float(train_mod.PairLoss(kind)(np.zeros(1), y_pred))
+    weighted_loss = PairLoss(kind, membrane_weight=3.0)
+    plain = float(PairLoss(kind)(np.zeros(1), y_pred))
     weighted = float(weighted_loss(np.zeros(1), y_pred))
     assert plain == pytest.approx(err.mean(), rel=1e-5)
     assert weighted == pytest.approx((err * weights).mean(), rel=1e-5)

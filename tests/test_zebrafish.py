@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fusionnet_keras import zebrafish as zf
+from fusionnet_keras.experiments import zebrafish as zf
 from fusionnet_keras.errors import FusionNetError
 
 
@@ -278,7 +278,7 @@ def test_write_report_no_nuclei(tmp_path):
 
 
 def test_write_report_with_nuclei(tmp_path):
-    from fusionnet_keras import morphology
+    from fusionnet_keras.evaluation import morphology
 
     shape = (20, 40, 40)  # balls of a few hundred voxels or fewer get unreliable sphericities (outliers)
     lab = np.zeros(shape, np.int32)
@@ -294,7 +294,7 @@ def test_write_report_with_nuclei(tmp_path):
 
 
 def test_segment_watershed_splits_touching_nuclei():
-    from fusionnet_keras.zebrafish import segment
+    from fusionnet_keras.experiments.zebrafish import segment
 
     z, y, x = np.mgrid[:30, :30, :60]
     ball1 = (z - 15) ** 2 + (y - 15) ** 2 + (x - 17) ** 2 <= 12**2
@@ -307,7 +307,7 @@ def test_segment_watershed_splits_touching_nuclei():
 
 
 def test_load_experiment_instance_method(tmp_path):
-    from fusionnet_keras.zebrafish import load_experiment
+    from fusionnet_keras.experiments.zebrafish import load_experiment
 
     path = tmp_path / "e.toml"
     path.write_text('instances = "magic"\n')

@@ -12,9 +12,9 @@ checksums). Re-running resumes: finished steps are skipped.
 
 import sys
 
-from fusionnet_keras.experiment import main
+from fusionnet_keras.experiments.common import main
 
 if __name__ == "__main__":
-    from fusionnet_keras.isbi import run
+    from fusionnet_keras.experiments.isbi2012 import run
 
     sys.exit(main(run, __doc__, "results/isbi2012"))

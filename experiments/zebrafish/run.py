@@ -12,9 +12,9 @@ is set in ``experiments/zebrafish/experiment.toml`` (synthetic by default).
 
 import sys
 
-from fusionnet_keras.experiment import main
+from fusionnet_keras.experiments.common import main
 
 if __name__ == "__main__":
-    from fusionnet_keras.zebrafish import run
+    from fusionnet_keras.experiments.zebrafish import run
 
     sys.exit(main(run, __doc__, "results/zebrafish"))

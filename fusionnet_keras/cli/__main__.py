@@ -1,0 +1,5 @@
+"""``python -m fusionnet_keras.cli``: the command line."""
+
+from fusionnet_keras.cli import main
+
+main()

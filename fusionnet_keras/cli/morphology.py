@@ -1,0 +1,132 @@
+"""``fusionnet-keras morphology``: nucleus volume, surface area, sphericity, K-means."""
+
+from __future__ import annotations
+
+import click
+
+from fusionnet_keras.cli.options import (
+    handle_errors,
+    overwrite_option,
+)
+from fusionnet_keras.errors import FusionNetError
+
+
+def parse_voxel_size(text):
+    """``"Z,Y,X"`` (nm) -> a tuple of 3 positive finite floats; FusionNetError otherwise."""
+    import math
+
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise FusionNetError(
+            f"--voxel-size must be 3 positive numbers in nm as Z,Y,X (e.g. 60,56.4,56.4), got {text!r}"
+        )
+    return values
+
+
+def _is_binary_mask(arr):
+    """Automatic choice for ``morphology``: bool, 0/1, or a single non-zero value (a 0/255 mask) is binary."""
+    import numpy as np
+
+    if arr.dtype == bool or arr.size == 0:
+        return True
+    top = arr.max()
+    if top <= 1:
+        return True
+    return not np.any((arr != 0) & (arr != top))
+
+
+@click.command()
+@click.argument("labels")
+@click.option("--voxel-size", required=True, metavar="Z,Y,X",
+              help="Voxel size in nm, (Z, Y, X) order, e.g. 60,56.4,56.4 (the paper's zebrafish data).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV table to write.")
+@click.option("--clusters", "-k", type=click.IntRange(1), default=3, show_default=True,
+              help="K-means clusters of (volume, surface area, sphericity).")
+@click.option("--figures", type=click.Path(file_okay=False), default=None,
+              help="Folder for fig9_overlay.png (sections coloured by sphericity) and fig10_features.png.")
+@click.option("--image", type=str, default=None,
+              help="EM volume behind the overlay figure (same shape as LABELS); default: the label mask.")
+@click.option("--seed", type=int, default=0, show_default=True, help="K-means random seed.")
+@click.option("--binary/--instances", "binary", default=None,
+              help="Read LABELS as a binary mask (split into 3-D connected components, 26-connectivity) or as "
+                   "instance ids. Default: binary when it holds a single non-zero value (e.g. 0/1 or 0/255).")
+@overwrite_option
+@handle_errors
+def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, overwrite):
+    """Measure every nucleus of LABELS: volume, surface area, sphericity, K-means.
+
+    LABELS: a 3-D (Z, Y, X) instance volume (0 = background, one id per
+    nucleus) or a binary mask, in any format that `predict` reads. Writes one
+    CSV row per nucleus (sizes in um, um^2, um^3; centroids in um and voxels;
+    cluster; outlier) and prints a summary.
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from fusionnet_keras.data.io import load_image, open_image, read_volume
+    from fusionnet_keras.errors import OutputExistsError
+    from fusionnet_keras.evaluation import figures as morph_figures
+    from fusionnet_keras.evaluation import morphology as morph
+
+    vs = parse_voxel_size(voxel_size)
+    out_path = Path(out)
+    targets = [out_path]
+    fig_paths = []
+    if figures is not None:
+        fig_dir = Path(figures)
+        if fig_dir.exists() and not fig_dir.is_dir():
+            raise FusionNetError(f"--figures {fig_dir} is not a directory")
+        fig_paths = [fig_dir / "fig9_overlay.png", fig_dir / "fig10_features.png"]
+        targets += fig_paths
+    for t in targets:
+        if t.is_dir():
+            raise FusionNetError(f"output is a directory: {t}")
+        if t.exists() and not overwrite:
+            raise OutputExistsError(f"output exists: {t} (use --overwrite)")
+
+    raw = np.asarray(read_volume(labels))
+    if raw.ndim != 3:
+        raise FusionNetError(f"{labels}: labels must be a 3-D (Z, Y, X) volume, got shape {raw.shape}")
+    if 0 in raw.shape:
+        raise FusionNetError(f"{labels}: empty volume (shape {raw.shape})")
+    if image is not None:
+        with open_image(image) as vol:
+            image_shape = tuple(vol.shape)
+        if image_shape != raw.shape:
+            raise FusionNetError(f"--image {image} has shape {image_shape}, labels {labels} have {raw.shape}")
+    if binary is None and raw.dtype.kind in "biuf":
+        binary = _is_binary_mask(raw)
+    inst = morph.instance_labels(raw, binary=binary)
+    del raw
+    records = morph.analyze_nuclei(inst, vs, k=clusters, seed=seed, binary=False)
+    morph.write_csv(records, out_path, overwrite=overwrite)
+
+    if not records:
+        click.echo(f"no nuclei found in {labels}; wrote the header-only table {out_path}")
+    else:
+        n_out = sum(bool(r["outlier"]) for r in records)
+        n_border = sum(bool(r["touches_border"]) for r in records)
+        click.echo(f"{len(records)} nuclei ({n_border} touching the volume border), {n_out} outliers; "
+                   f"voxel size {vs[0]:g} x {vs[1]:g} x {vs[2]:g} nm")
+        click.echo(f"{'cluster':>8} {'nuclei':>7} {'volume um^3':>12} {'area um^2':>10} {'sphericity':>10}")
+        for c in sorted({int(r["cluster"]) for r in records}):
+            sel = [r for r in records if int(r["cluster"]) == c]
+            name = str(c) if c >= 0 else "none"
+            click.echo(f"{name:>8} {len(sel):>7} {np.mean([r['volume_um3'] for r in sel]):>12.3f} "
+                       f"{np.mean([r['surface_area_um2'] for r in sel]):>10.3f} "
+                       f"{np.mean([r['sphericity'] for r in sel]):>10.3f}")
+        click.echo(f"wrote {out_path}")
+    if fig_paths:
+        if image is not None:
+            background = load_image(image)
+        else:
+            background = (inst != 0).astype(np.float32)
+        morph_figures.plot_overlay(background, inst, records, fig_paths[0], voxel_size=vs, binary=False,
+                           overwrite=overwrite)
+        morph_figures.plot_features(records, fig_paths[1], overwrite=overwrite)
+        click.echo(f"wrote {fig_paths[0]} and {fig_paths[1]}")

@@ -1,0 +1,54 @@
+"""What the commands share: error handling, common options, a quiet backend."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from fusionnet_keras.errors import FusionNetError
+
+EXIT_USER_ERROR = 2
+
+
+def quiet_backend():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def handle_errors(func):
+    """Print FusionNetError (and other expected input errors) as one line; exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except FusionNetError as e:
+            click.echo(f"Error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def overwrite_option(func):
+    return click.option("--overwrite", is_flag=True, help="Replace an existing output.")(func)
+
+
+def tta_option(func):
+    return click.option(
+        "--tta",
+        type=click.Choice(["1", "8"]),
+        default="8",
+        show_default=True,
+        help="Test-time orientations: 8 averages the 8 rotations/mirrors, 1 is plain.",
+    )(func)
+
+
+def batch_size_option(func):
+    return click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
+                        help="Network inputs per forward pass.")(func)

@@ -1,0 +1,52 @@
+"""``fusionnet-keras predict``: probability maps of 2-D sections and stacks."""
+
+from __future__ import annotations
+
+import click
+
+from fusionnet_keras.cli.options import (
+    batch_size_option,
+    handle_errors,
+    overwrite_option,
+    tta_option,
+)
+from fusionnet_keras.errors import FusionNetError
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("--weights", "-w", required=True, type=click.Path(dir_okay=False), help="Trained model (.keras).")
+@tta_option
+@click.option("--tile", type=click.IntRange(16), default=None, help="Tile size (px) for large images; default: whole sections.")
+@click.option("--pad", type=click.IntRange(0), default=64, show_default=True, help="Mirror padding (px) on every side.")
+@batch_size_option
+@click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="Output type: float32 in [0, 1] or uint8 (0-255).")
+@overwrite_option
+@handle_errors
+def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype, overwrite):
+    """Predict cell-interior probability (1 = cell, 0 = membrane) for INPUT, write OUTPUT.
+
+    INPUT and OUTPUT: .tif/.tiff, .h5/.hdf5 (file.h5:dataset), .zarr, or (input
+    only) a directory of PNG/TIFF sections. 2-D images and 3-D stacks (Z, H, W).
+    """
+    from fusionnet_keras.data.io import check_output, load_image, write_volume
+
+    check_output(output_path, overwrite)
+    image = load_image(input_path)
+    from fusionnet_keras.models.loading import load_model
+
+    model = load_model(weights)
+    from fusionnet_keras.inference.predictor import predict as run_predict
+
+    try:
+        out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
+                          progress=image.ndim == 3)
+    except FusionNetError:
+        raise
+    except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FusionNetError(f"cannot run the model {weights} on {input_path}: {reason[:200]}") from None
+    write_volume(output_path, out, overwrite=overwrite, dtype=dtype)
+    click.echo(f"wrote {output_path} {out.shape} {dtype}")

@@ -1,0 +1,273 @@
+"""Writing arrays as TIFF, HDF5 or zarr, atomically, never over an existing output without ``overwrite``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from fusionnet_keras.data.io.paths import (
+    _CHUNK_XY,
+    _WRITE_HINT,
+    DEFAULT_H5_DATASET,
+    HDF5_EXTS,
+    TIFF_EXTS,
+    ZARR_EXTS,
+    _display,
+    _reason,
+    parse_path,
+)
+from fusionnet_keras.data.io.volumes import _zarr_is_group
+from fusionnet_keras.errors import FusionNetError, OutputExistsError
+
+
+def _output_format(path: Path, display: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in TIFF_EXTS:
+        return "tiff"
+    if suffix in HDF5_EXTS:
+        return "hdf5"
+    if suffix in ZARR_EXTS:
+        return "zarr"
+    shown = f"'{suffix}'" if suffix else "(no extension)"
+    raise FusionNetError(f"unsupported output format {shown}: {display}; {_WRITE_HINT}")
+
+
+def _output_exists(path: Path, key: str | None, fmt: str, display: str) -> bool:
+    if fmt == "tiff":
+        return path.exists() or path.is_symlink()
+    if fmt == "zarr":
+        return (path / key).exists() if key else (path.exists() or path.is_symlink())
+    # hdf5: the output is the dataset inside the file
+    if not path.exists():
+        return False
+    if path.is_dir():
+        raise FusionNetError(f"output is a directory, not an HDF5 file: {path}")
+    import h5py
+
+    try:
+        with h5py.File(str(path), "r") as f:
+            return (key or DEFAULT_H5_DATASET) in f
+    except Exception as exc:
+        raise FusionNetError(f"cannot read existing output {path}: {_reason(exc)}") from exc
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check that ``path`` can be written; call before expensive work starts.
+
+    Raises :class:`OutputExistsError` if the output exists and ``overwrite`` is
+    false (for HDF5 the output is the dataset, default ``data``; other datasets
+    in the file are kept), and :class:`FusionNetError` for unsupported formats or
+    a parent that is not a writable directory. Returns the output file/dir path.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    fmt = _output_format(file, display)
+    if fmt == "hdf5" and key is None:
+        display = _display(file, DEFAULT_H5_DATASET)
+    if _output_exists(file, key, fmt, display):
+        if not overwrite:
+            raise OutputExistsError(f"output exists: {display} (use --overwrite)")
+        if fmt == "tiff" and file.is_dir():
+            raise FusionNetError(f"output is a directory, not a TIFF file: {file}")
+    ancestor = file.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise FusionNetError(f"cannot create {file}: {ancestor} is not a directory")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FusionNetError(f"cannot write to directory {ancestor}: permission denied")
+    return file
+
+
+def _convert_dtype(arr: np.ndarray, dtype, display: str) -> np.ndarray:
+    if dtype is None:
+        return arr
+    try:
+        target = np.dtype(dtype)
+    except TypeError:
+        raise FusionNetError(f"unknown output dtype {dtype!r} for {display}") from None
+    if target == arr.dtype:
+        return arr
+    if target.kind not in "biuf":
+        raise FusionNetError(f"unsupported output dtype {target} for {display}")
+    src = arr.dtype.kind
+    if target.kind == "f":
+        return arr.astype(target)
+    if target.kind == "b":
+        return arr.astype(bool)
+    if src in "fb":
+        if target.kind != "u":
+            raise FusionNetError(f"cannot convert {arr.dtype} to {target} for {display}; use uint8, uint16 or float32")
+        a = arr.astype(np.float64) if src == "b" else arr
+        if src == "f" and not np.isfinite(a).all():
+            raise FusionNetError(f"cannot convert to {target} for {display}: array contains NaN or infinite values")
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise FusionNetError(
+                f"cannot convert to {target} for {display}: values outside [0, 1] "
+                f"(min {float(a.min()):g}, max {float(a.max()):g})"
+            )
+        top = np.iinfo(target).max
+        return np.round(a.astype(np.float64) * top).astype(target)
+    info = np.iinfo(target)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise FusionNetError(
+            f"cannot convert to {target} for {display}: values outside [{info.min}, {info.max}]"
+        )
+    return arr.astype(target)
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) == 1:
+        return (max(1, min(shape[0], 1 << 16)),)
+    lead = (1,) * (len(shape) - 2)
+    return lead + (min(shape[-2], _CHUNK_XY), min(shape[-1], _CHUNK_XY))
+
+
+def _temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.{tag}"
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _write_tiff(path: Path, arr: np.ndarray) -> None:
+    import tifffile
+
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    tmp = _temp_sibling(path).with_suffix(".tmp" + path.suffix)
+    try:
+        kwargs = {"photometric": "minisblack"} if arr.ndim >= 2 else {}
+        tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _write_hdf5(path: Path, key: str | None, arr: np.ndarray, overwrite: bool) -> None:
+    import h5py
+
+    key = key or DEFAULT_H5_DATASET
+    tmp = _temp_sibling(path).with_suffix(".tmp" + path.suffix)
+    try:
+        existing = path.exists()
+        if existing:  # keep the file's other datasets: edit a copy, then swap
+            shutil.copy2(path, tmp)
+        with h5py.File(str(tmp), "a" if existing else "w") as f:
+            if key in f:
+                if not overwrite:
+                    raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
+                del f[key]
+            f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
+                             compression="gzip", compression_opts=4, shuffle=True)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
+    import zarr
+
+    chunks = _chunks(arr.shape)
+    if hasattr(zarr, "create_array"):  # zarr v3
+        kwargs = {} if zarr_format is None else {"zarr_format": zarr_format}
+        z = zarr.create_array(store=str(store), shape=arr.shape, dtype=arr.dtype, chunks=chunks, **kwargs)
+    else:  # zarr v2
+        z = zarr.open_array(str(store), mode="w", shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+    z[...] = arr
+    return z
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; an existing target is moved aside first, then removed."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = _temp_sibling(target, "old")
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        _remove(old)
+
+
+def _write_zarr(path: Path, key: str | None, arr: np.ndarray) -> None:
+    tmp = _temp_sibling(path)
+    try:
+        if key is None:
+            _zarr_create(tmp, arr)
+            _swap_into_place(tmp, path)
+            return
+        import zarr
+
+        if path.exists():
+            root = zarr.open(store=str(path), mode="r")
+            if not _zarr_is_group(root):
+                raise FusionNetError(f"{path} is a zarr array, not a group; cannot add '{key}'")
+            root = zarr.open_group(str(path), mode="a")
+        else:
+            root = zarr.open_group(str(path), mode="a")
+        zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
+        parent_key = key.rpartition("/")[0]
+        if parent_key:
+            root.require_group(parent_key)
+        _zarr_create(tmp, arr, zarr_format=zarr_format)
+        _swap_into_place(tmp, path / key)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None) -> Path:
+    """Write ``array`` atomically as TIFF, HDF5 (``file.h5[:dataset]``) or zarr.
+
+    ``dtype`` converts before writing: a float (or bool) array in [0, 1] becomes
+    ``round(255 * x)`` for ``"uint8"`` (``round(65535 * x)`` for ``"uint16"``);
+    integers are range-checked; ``"float32"`` casts. ``None`` keeps the dtype
+    (bool is stored as uint8 0/1 in TIFF). HDF5 datasets (default ``data``) are
+    gzip compressed and zarr arrays are chunked by section. Parent directories
+    are created. Raises :class:`OutputExistsError` if the output exists and
+    ``overwrite`` is false. Returns the path of the written file/directory.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    fmt = _output_format(file, display)
+    check_output(path, overwrite)
+    arr = np.asarray(array)
+    if arr.dtype.names or arr.dtype.kind not in "biuf":
+        raise FusionNetError(f"cannot write data type {arr.dtype} to {display}")
+    if arr.ndim == 0 or arr.size == 0:
+        raise FusionNetError(f"refusing to write an empty array (shape {arr.shape}) to {display}")
+    arr = _convert_dtype(arr, dtype, display)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "tiff":
+            _write_tiff(file, arr)
+        elif fmt == "hdf5":
+            _write_hdf5(file, key, arr, overwrite)
+        else:
+            _write_zarr(file, key, arr)
+    except FusionNetError:
+        raise
+    except MemoryError:
+        raise FusionNetError(f"cannot write {display}: not enough memory") from None
+    except Exception as exc:
+        raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
+    return file
+

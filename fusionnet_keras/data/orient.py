@@ -1,0 +1,54 @@
+"""The 8 orientations of a section: the dihedral group D4 (4 rotations x mirror).
+
+Orientation ``k`` (0..7) rotates the last two axes by ``k % 4`` quarter turns
+(counter-clockwise, as :func:`numpy.rot90`) and, for ``k >= 4``, first mirrors
+the last axis (left-right flip). :func:`unorient` is the exact inverse, so
+``unorient(orient(x, k), k) == x``. The paper (section 2.2, "data enrichment")
+trains on all 8 orientations and averages the 8 turned-back predictions at test time.
+"""
+
+import numpy as np
+
+from fusionnet_keras.errors import FusionNetError
+
+NUM_ORIENTATIONS = 8
+N_ORIENTATIONS = NUM_ORIENTATIONS
+
+
+def _check_k(k):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise FusionNetError(f"orientation index must be an integer 0-7, got {k!r}")
+    k = int(k)
+    if not 0 <= k < NUM_ORIENTATIONS:
+        raise FusionNetError(f"orientation index must be in 0-7, got {k}")
+    return k
+
+
+def orient(x, k, axes=(-2, -1)):
+    """Return orientation ``k`` (0-7) of ``x`` over ``axes`` (default last two).
+
+    For channels-last batches ``(N, H, W, C)`` pass ``axes=(1, 2)``.
+    ``k >= 4``: mirror (reverse ``axes[1]``) first, then ``np.rot90`` by
+    ``k % 4``. Returns a view when possible.
+    """
+    k = _check_k(k)
+    x = np.asarray(x)
+    if k >= 4:
+        x = np.flip(x, axis=axes[1])
+    return np.rot90(x, k % 4, axes=axes)
+
+
+def unorient(x, k, axes=(-2, -1)):
+    """Inverse of :func:`orient`: ``unorient(orient(x, k), k) == x``."""
+    k = _check_k(k)
+    x = np.rot90(np.asarray(x), -(k % 4), axes=axes)
+    if k >= 4:
+        x = np.flip(x, axis=axes[1])
+    return x
+
+
+def orientations(x, axes=(-2, -1)):
+    """Return the list of the 8 orientations ``[orient(x, k) for k in 0..7]``."""
+    return [orient(x, k, axes=axes) for k in range(NUM_ORIENTATIONS)]
+
+

@@ -1,0 +1,498 @@
+"""Synthetic EM-like volumes of neuronal nuclei with instance labels.
+
+The paper's second task (Quan et al., section 4.2) segments neuronal nuclei in
+serial-section EM of a larval zebrafish brain (voxels 56.4 x 56.4 x ~60 nm) and
+then measures every nucleus. Those volumes are not public, so this module
+generates look-alikes with exact ground truth.
+
+Axis order is always ``(Z, Y, X)``; ``voxel_size`` is in nanometres, also in
+``(Z, Y, X)`` order. What a volume contains:
+
+* **Neuropil background** (mid grey): fine smoothed-noise texture, thin dark
+  membrane-like sheets (the zero set of a smooth 3-D noise field, which shows as
+  thin dark lines in every section), small dark dots (vesicles) and larger dark
+  blobs (mitochondria).
+* **Cell bodies**: a thin, lighter cytoplasm rim around each nucleus closed by a
+  dark plasma membrane (tightly packed somata, as in the zebrafish cell-body layers).
+* **Nuclei**: irregular ellipsoids, randomly rotated, with semi-axes drawn from
+  ``diameter_um`` (neuronal nuclei in larval zebrafish are about 4-6 um across,
+  i.e. ~70-110 voxels at 56.4 nm) times ``size_scale`` (use e.g. 0.3 for tiny
+  test volumes). The surface is perturbed by a smooth, low-frequency radial
+  function (a random polynomial of degree 2-3 in the direction, i.e. low-order
+  spherical harmonics) of relative amplitude ``irregularity``. Each nucleus has a
+  dark nuclear envelope (a shell 2-4 voxels thick, measured with an anisotropic
+  distance transform inside the label, so touching nuclei each keep their own
+  envelope), light nucleoplasm with dark chromatin clumps (denser near the
+  envelope: peripheral heterochromatin) and, often, a dark nucleolus.
+* **Packing**: centres are placed by random sequential addition; two nuclei may
+  overlap by up to ``1 - packing`` of their summed radii, and each contested
+  voxel goes to the nucleus whose (normalised) implicit surface function is
+  smaller, so neighbours touch along a flat shared face while keeping distinct
+  instance ids. Placement stops when the nuclei fill about ``density`` of the
+  volume (or when ``n_nuclei`` are placed). Nuclei cut by the volume border are
+  kept, as in a real crop.
+* **Section jitter**: z-sections are shifted (each with probability
+  ``jitter_prob``) by their own random integer xy offset in
+  ``[-max_jitter, max_jitter]`` (imperfect section alignment). The shift
+  is applied to the image and the labels together (both are cropped from a
+  slightly larger canvas), so labels always sit exactly on their texture.
+* **Imaging**: per-section brightness variation, in-plane Gaussian blur
+  (``blur_sigma`` voxels) and noise: shot noise (Poisson, in its Gaussian
+  approximation, variance proportional to intensity) plus Gaussian read noise,
+  both scaled by ``noise``.
+
+Everything is drawn from one :func:`numpy.random.default_rng` seeded with
+``seed``: the same arguments give identical arrays. Work is vectorised and done
+per nucleus on its bounding box; on one CPU core a (96, 256, 256) volume takes
+about 2 s of CPU time and a (256, 512, 512) one about 20 s (peak memory about five
+float32 copies of the volume plus ~200 MB per-nucleus scratch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.evaluation.morphology import check_voxel_size as _check_voxel_size
+
+DEFAULT_VOXEL_SIZE = (60.0, 56.4, 56.4)
+"""Voxel size (Z, Y, X) in nm of the paper's larval zebrafish volume."""
+
+PRESETS = {
+    # Paper protocol (section 4.2): two training volumes, 512^3 and 512x512x256
+    # (X x Y x Z), and a separate 512^3 test volume -- given here as (Z, Y, X).
+    "paper": {"train": [(512, 512, 512), (256, 512, 512)], "test": (512, 512, 512)},
+    # Small CPU-friendly stand-in with the same structure and the same voxel size.
+    "cpu": {"train": [(96, 256, 256), (64, 256, 256)], "test": (160, 224, 224)},
+}
+
+# Monomials u0^i u1^j u2^k of degree 2 and 3 (16 terms): a low-frequency basis
+# of functions on the unit sphere for the radial surface perturbation.
+_EXPONENTS = [
+    (i, j, deg - i - j) for deg in (2, 3) for i in range(deg + 1) for j in range(deg + 1 - i)
+]
+
+
+def _fibonacci_sphere(n: int = 400) -> np.ndarray:
+    """``n`` roughly uniform unit vectors (deterministic), shape (n, 3)."""
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    r = np.sqrt(1.0 - z * z)
+    phi = k * math.pi * (3.0 - math.sqrt(5.0))
+    return np.stack([z, r * np.sin(phi), r * np.cos(phi)], axis=1)
+
+
+_DIRECTIONS = _fibonacci_sphere()
+_SLAB = 16  # sections per slab for elementwise work
+
+
+def _poly(coef: np.ndarray, u0, u1, u2):
+    """Evaluate sum_t coef[t] * u0^i u1^j u2^k over :data:`_EXPONENTS`."""
+    p0 = [1.0, u0, u0 * u0, u0 * u0 * u0]
+    p1 = [1.0, u1, u1 * u1, u1 * u1 * u1]
+    p2 = [1.0, u2, u2 * u2, u2 * u2 * u2]
+    out = 0.0
+    for c, (i, j, k) in zip(coef, _EXPONENTS):
+        out = out + np.float32(c) * (p0[i] * p1[j] * p2[k])
+    return out
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random 3x3 rotation matrix (QR of a Gaussian matrix)."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _counts(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of every id 0..n (slab by slab: bincount casts to intp)."""
+    out = np.zeros(n + 1, dtype=np.int64)
+    for z0 in range(0, labels.shape[0], _SLAB):
+        out += np.bincount(labels[z0:z0 + _SLAB].ravel(), minlength=n + 1)
+    return out
+
+
+def _relabel(labels: np.ndarray, lut: np.ndarray) -> None:
+    """``labels = lut[labels]`` in place, slab by slab."""
+    for z0 in range(0, labels.shape[0], _SLAB):
+        labels[z0:z0 + _SLAB] = lut[labels[z0:z0 + _SLAB]]
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _check_shape(shape) -> tuple[int, int, int]:
+    try:
+        shp = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise FusionNetError(f"shape must be 3 positive integers (Z, Y, X), got {shape!r}") from None
+    if len(shp) != 3 or min(shp) < 1:
+        raise FusionNetError(f"shape must be 3 positive integers (Z, Y, X), got {shape!r}")
+    return shp
+
+
+def _smooth_noise(rng, shape, sigma, factor=1) -> np.ndarray:
+    """Unit-variance Gaussian-smoothed noise (float32); ``factor > 1`` generates it
+    on a grid ``factor`` times coarser and upsamples linearly (much faster for large
+    ``sigma``)."""
+    if factor <= 1:
+        field = rng.standard_normal(shape, dtype=np.float32)
+        ndi.gaussian_filter(field, sigma, output=field)  # line-buffered: safe in place
+    else:
+        low = tuple(int(math.ceil(s / factor)) + 2 for s in shape)
+        coarse = ndi.gaussian_filter(
+            rng.standard_normal(low, dtype=np.float32), np.asarray(sigma, float) / factor
+        )
+        field = ndi.zoom(coarse, np.asarray(shape, float) / np.asarray(low, float), order=1)
+        field = field[: shape[0], : shape[1], : shape[2]]
+    sub = field[::3, ::3, ::3]
+    field -= np.float32(sub.mean())
+    field /= np.float32(sub.std() + 1e-12)
+    return field
+
+
+def _grid(sl, origin, vs):
+    """Physical offsets (nm) of the voxels of canvas slice ``sl``, broadcastable."""
+    return [
+        ((np.arange(s.start, s.stop) - origin[a]) * vs[a]).astype(np.float32).reshape(
+            [-1 if b == a else 1 for b in range(3)]
+        )
+        for a, s in enumerate(sl)
+    ]
+
+
+def _stamp_nucleus(lab, p, labels, best, dout, origin, vs, max_delta, vxy):
+    """Claim for nucleus ``lab`` the canvas voxels inside its surface where its
+    implicit function ``f`` (< 1 inside) beats the current owner's, and lower
+    ``dout`` (approximate distance in nm outside the nearest nucleus) around it."""
+    reach = float(p["axes"].max()) * (1.0 + max_delta) + 2.0 * float(vs.max()) + 6.0 * vxy
+    lo = np.maximum(np.floor((p["centre"] - reach) / vs).astype(int) + origin, 0)
+    hi = np.minimum(np.ceil((p["centre"] + reach) / vs).astype(int) + origin + 1, labels.shape)
+    if np.any(hi <= lo):
+        return
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    gz, gy, gx = _grid(sl, origin, vs)
+    c = p["centre"].astype(np.float32)
+    dz, dy, dx = gz - c[0], gy - c[1], gx - c[2]
+    rot = p["rot"].astype(np.float32)
+    q = [(rot[0, k] * dz + rot[1, k] * dy + rot[2, k] * dx) / np.float32(p["axes"][k]) for k in range(3)]
+    rho = np.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2])
+    np.maximum(rho, np.float32(1e-6), out=rho)
+    delta = _poly(p["coef"], q[0] / rho, q[1] / rho, q[2] / rho)
+    np.clip(delta, -max_delta, max_delta, out=delta)
+    f = rho / (1.0 + delta)
+    sub_best, sub_lab, sub_out = best[sl], labels[sl], dout[sl]
+    take = (f < 1.0) & (f < sub_best)
+    sub_best[take] = f[take]
+    sub_lab[take] = lab
+    dist = np.sqrt(dz * dz + dy * dy + dx * dx)
+    outside = np.where(f >= 1.0, dist * (1.0 - 1.0 / np.maximum(f, 1.0)), np.inf).astype(np.float32)
+    np.minimum(sub_out, outside, out=sub_out)
+
+
+def _paint_nucleus(lab, sl, p, labels, img, n_fine, n_mid, origin, vs, vxy, edge):
+    """Paint nucleus ``lab`` (bounding box ``sl``) into ``img``: nucleoplasm with
+    chromatin clumps (denser near the envelope), nucleolus, dark envelope. Depth
+    below the surface comes from an anisotropic distance transform of the label,
+    so touching nuclei each get their own envelope."""
+    shape = labels.shape
+    esl = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, shape[a])) for a, s in enumerate(sl))
+    mask = labels[esl] == lab
+    # padding past a canvas border continues the nucleus (it is cut there, not
+    # closed); depths beyond ``edge`` voxels only matter as "deep"
+    widths = [(edge if s.start == 0 else 0, edge if s.stop == shape[a] else 0) for a, s in enumerate(esl)]
+    depth = ndi.distance_transform_edt(np.pad(mask, widths, mode="edge"), sampling=vs)
+    depth = depth[tuple(slice(b, b + m) for (b, _), m in zip(widths, mask.shape))].astype(np.float32)
+    nf = n_fine[esl]
+    chrom = np.float32(0.55) * nf + np.float32(0.85) * n_mid[esl]  # clumps of ~100-300 nm
+    val = np.float32(192.0) + np.float32(9.0) * nf
+    thr = np.float32(0.5) - np.float32(1.4) * np.exp(-depth / np.float32(150.0))
+    val -= np.float32(p["chromatin"]) * _sigmoid((chrom - thr) / np.float32(0.2))
+    if p["nucleolus"] is not None:
+        off, r_nl = p["nucleolus"]
+        gz, gy, gx = _grid(esl, origin, vs)
+        cc = (p["centre"] + off).astype(np.float32)
+        dn = np.sqrt((gz - cc[0]) ** 2 + (gy - cc[1]) ** 2 + (gx - cc[2]) ** 2)
+        w_nl = _sigmoid((np.float32(r_nl) - dn) / np.float32(0.4 * vxy))
+        val += w_nl * (np.float32(100.0) + np.float32(8.0) * nf - val)
+    w_env = _sigmoid((np.float32(p["envelope"] + 0.5 * vxy) - depth) / np.float32(0.3 * vxy))
+    val += w_env * (np.float32(62.0) + np.float32(8.0) * nf - val)
+    img[esl][mask] = val[mask]
+
+
+def _background_slab(nf, nm, do, vxy):
+    """Neuropil with membranes, vesicles and mitochondria, and the somata's
+    cytoplasm rim (``do``: distance outside the nearest nucleus, nm)."""
+    cyto_nm = np.float32(4.5 * vxy)
+    bg = np.float32(138.0) + np.float32(14.0) * nf
+    bg -= np.float32(70.0) * np.exp(-((nm / np.float32(0.13)) ** 2))  # membranes
+    bg -= np.float32(45.0) * _sigmoid((nf - np.float32(1.9)) / np.float32(0.2))  # vesicles
+    bg -= np.float32(40.0) * _sigmoid((nm - np.float32(1.9)) / np.float32(0.12))  # mitochondria
+    w_cyto = _sigmoid((cyto_nm - do) / np.float32(0.4 * vxy))
+    bg += w_cyto * (np.float32(158.0) + np.float32(8.0) * nf - bg)
+    bg -= np.float32(65.0) * np.exp(-(((do - cyto_nm) / np.float32(0.9 * vxy)) ** 2))  # plasma membrane
+    return bg
+
+
+def _imaging_slab(v, rng, noise):
+    """Shot noise (Gaussian approximation, ~4 electrons per grey level) and read
+    noise on float slab ``v``; returns it as uint8."""
+    if noise > 0:
+        np.maximum(v, 0.0, out=v)
+        shot = np.sqrt(v / np.float32(4.0))
+        shot *= rng.standard_normal(v.shape, dtype=np.float32)
+        v += np.float32(noise) * shot
+        v += np.float32(noise * 4.0) * rng.standard_normal(v.shape, dtype=np.float32)
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+
+
+def make_nucleus_volume(
+    shape=(128, 256, 256),
+    voxel_size=DEFAULT_VOXEL_SIZE,
+    seed: int = 0,
+    n_nuclei: int | None = None,
+    density: float = 0.4,
+    diameter_um=(4.0, 6.0),
+    size_scale: float = 1.0,
+    irregularity: float = 0.05,
+    packing: float = 0.9,
+    max_jitter: int = 1,
+    jitter_prob: float = 0.3,
+    blur_sigma: float = 0.7,
+    noise: float = 1.0,
+    min_voxels: int = 64,
+    return_info: bool = False,
+):
+    """Generate a synthetic EM-like nucleus volume and its instance labels.
+
+    Args:
+        shape: ``(Z, Y, X)`` voxels.
+        voxel_size: ``(Z, Y, X)`` voxel size in nm (default: the paper's
+            60 x 56.4 x 56.4 nm).
+        seed: random seed; identical arguments give identical arrays.
+        n_nuclei: place (at most) this many nuclei instead of filling to ``density``.
+        density: target fraction of the volume occupied by nuclei (0 to 0.6;
+            random packing rarely gets beyond ~0.45).
+        diameter_um: ``(min, max)`` nucleus diameter in um (mean of the three axes),
+            before ``size_scale``.
+        size_scale: multiplies all nucleus sizes (e.g. 0.3 for small test volumes).
+        irregularity: relative amplitude (std) of the low-frequency radial
+            surface perturbation (0 = exact ellipsoids).
+        packing: centres are at least ``packing * (r1 + r2)`` apart, so neighbours
+            may overlap and then touch along a shared face (1 = no contact).
+        max_jitter: largest per-section xy shift in voxels (0 = perfectly aligned).
+        jitter_prob: probability that a section is shifted at all (its dy and dx
+            are then uniform in ``[-max_jitter, max_jitter]``). Jitter roughens the
+            labelled surfaces too, so it lowers measured sphericity (about 0.9 ->
+            0.8 with the defaults, -> 0.55 when every section moves by up to 2).
+        blur_sigma: in-plane Gaussian blur in voxels (0 = none).
+        noise: scale of the shot + read noise (0 = noise-free).
+        min_voxels: nuclei with fewer voxels in the generation canvas are dropped
+            (tiny border caps).
+        return_info: also return a dict with the per-section ``offsets`` (Z, 2)
+            (dy, dx), and per label (row ``i`` is label ``i + 1``) ``centres_nm``,
+            ``semi_axes_nm``, ``rotations`` and ``envelope_nm``.
+
+    Returns:
+        ``(image, labels)``: ``uint8`` (Z, Y, X) image and ``int32`` (Z, Y, X)
+        instance labels (0 = background, nuclei numbered 1..N without gaps), plus
+        the info dict when ``return_info``.
+    """
+    shape = _check_shape(shape)
+    vs = _check_voxel_size(voxel_size)
+    if not 0.0 <= float(density) <= 0.6:
+        raise FusionNetError(f"density must be between 0 and 0.6, got {density}")
+    try:
+        d_lo, d_hi = (float(d) for d in diameter_um)
+    except (TypeError, ValueError):
+        raise FusionNetError(f"diameter_um must be (min, max) in um, got {diameter_um!r}") from None
+    if not 0 < d_lo <= d_hi:
+        raise FusionNetError(f"diameter_um must be (min, max) with 0 < min <= max, got {diameter_um!r}")
+    if not size_scale > 0:
+        raise FusionNetError(f"size_scale must be positive, got {size_scale}")
+    if n_nuclei is not None and int(n_nuclei) < 0:
+        raise FusionNetError(f"n_nuclei must be >= 0, got {n_nuclei}")
+    if not 0.5 <= float(packing) <= 1.5:
+        raise FusionNetError(f"packing must be between 0.5 and 1.5, got {packing}")
+    if not 0 <= float(irregularity) <= 0.2:
+        raise FusionNetError(f"irregularity must be between 0 and 0.2, got {irregularity}")
+    if int(max_jitter) < 0 or blur_sigma < 0 or noise < 0:
+        raise FusionNetError("max_jitter, blur_sigma and noise must be >= 0")
+    if not 0.0 <= float(jitter_prob) <= 1.0:
+        raise FusionNetError(f"jitter_prob must be between 0 and 1, got {jitter_prob}")
+
+    rng = np.random.default_rng(seed)
+    Z, Y, X = shape
+    J = int(max_jitter)
+    canvas_shape = (Z, Y + 2 * J, X + 2 * J)
+    origin = np.array([0, J, J])  # canvas index of volume voxel (0, 0, 0)
+    vxy = float(min(vs[1], vs[2]))
+
+    # ------------------------------------------------------------- placement
+    lo_nm = -0.5 * vs
+    hi_nm = (np.array(shape) - 0.5) * vs
+    total_nm3 = float(np.prod(hi_nm - lo_nm))
+    target = float(density) * total_nm3
+    r_lo, r_hi = 500.0 * d_lo * size_scale, 500.0 * d_hi * size_scale  # radius in nm
+    want = None if n_nuclei is None else int(n_nuclei)
+    expected = want if want is not None else target / (4.0 / 3.0 * math.pi * ((r_lo + r_hi) / 2) ** 3)
+    max_attempts = int(500 + 200 * expected)
+    centres = np.zeros((0, 3))
+    radii = np.zeros(0)
+    filled = 0.0
+    for _ in range(max_attempts):
+        if (want is not None and len(radii) >= want) or (want is None and filled >= target):
+            break
+        if want == 0 or (want is None and target <= 0):
+            break
+        r = rng.uniform(r_lo, r_hi)
+        c = rng.uniform(lo_nm - 0.35 * r, hi_nm + 0.35 * r)
+        if len(radii) and np.any(np.linalg.norm(centres - c, axis=1) < packing * (radii + r)):
+            continue
+        frac = np.clip((np.minimum(c + r, hi_nm) - np.maximum(c - r, lo_nm)) / (2 * r), 0, 1)
+        filled += 4.0 / 3.0 * math.pi * r**3 * float(np.prod(frac))
+        centres = np.vstack([centres, c])
+        radii = np.append(radii, r)
+
+    n = len(radii)
+    params = []
+    for i in range(n):
+        ratios = np.exp(rng.normal(0.0, 0.12, 3))
+        ratios /= np.prod(ratios) ** (1.0 / 3.0)
+        coef = rng.standard_normal(len(_EXPONENTS))
+        d = _DIRECTIONS
+        spread = float(np.std(_poly(coef, d[:, 0], d[:, 1], d[:, 2])))
+        coef *= float(irregularity) / max(spread, 1e-12)
+        nucleolus = None
+        if rng.random() < 0.6:
+            v = rng.standard_normal(3)
+            v /= np.linalg.norm(v)
+            nucleolus = (v * rng.uniform(0.0, 0.35) * radii[i] * ratios.min(),
+                         rng.uniform(0.12, 0.2) * radii[i])
+        params.append(
+            dict(
+                centre=centres[i],
+                axes=radii[i] * ratios,
+                rot=_random_rotation(rng),
+                coef=coef,
+                envelope=rng.uniform(2.0, 4.0) * vxy,
+                chromatin=rng.uniform(40.0, 70.0),
+                nucleolus=nucleolus,
+            )
+        )
+
+    # ---------------------------------------------------- labels on the canvas
+    labels = np.zeros(canvas_shape, dtype=np.int32)
+    best = np.full(canvas_shape, np.inf, dtype=np.float32)  # implicit function of the owner
+    dout = np.full(canvas_shape, np.inf, dtype=np.float32)  # ~distance (nm) outside the nearest nucleus
+    max_delta = 2.5 * float(irregularity)
+
+    for i, p in enumerate(params):
+        _stamp_nucleus(i + 1, p, labels, best, dout, origin, vs, max_delta, vxy)
+    del best
+
+    # drop tiny fragments and renumber 1..m
+    counts = _counts(labels, n)
+    keep = np.flatnonzero(counts[1:] >= max(int(min_voxels), 1)) + 1
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    _relabel(labels, lut)
+    params = [params[k - 1] for k in keep]
+
+    # ------------------------------------------------------------ background
+    fine_sigma = 70.0 / vs  # ~70 nm texture grain
+    n_fine = _smooth_noise(rng, canvas_shape, fine_sigma)
+    n_mid = _smooth_noise(rng, canvas_shape, 300.0 / vs, factor=3)  # ~300 nm structures
+
+    # elementwise work in slabs of sections keeps the temporaries small
+    img = np.empty(canvas_shape, dtype=np.float32)
+    for z0 in range(0, Z, _SLAB):
+        sl = slice(z0, z0 + _SLAB)
+        img[sl] = _background_slab(n_fine[sl], n_mid[sl], dout[sl], vxy)
+    del dout
+
+    # ------------------------------------------------------- nuclei interiors
+    edge = int(math.ceil(6.0 * vxy / vs.min()))
+    for lab, (sl, p) in enumerate(zip(ndi.find_objects(labels), params), start=1):
+        if sl is not None:
+            _paint_nucleus(lab, sl, p, labels, img, n_fine, n_mid, origin, vs, vxy, edge)
+    del n_fine, n_mid
+
+    # -------------------------------------------- per-section gain and jitter
+    gain = (1.0 + rng.normal(0.0, 0.03, Z)).astype(np.float32)
+    offsets = rng.integers(-J, J + 1, size=(Z, 2))
+    offsets[rng.random(Z) >= float(jitter_prob)] = 0
+    out_img = np.empty(shape, dtype=np.float32)
+    out_lab = np.empty(shape, dtype=np.int32)
+    for z in range(Z):
+        oy, ox = J + int(offsets[z, 0]), J + int(offsets[z, 1])
+        out_img[z] = img[z, oy:oy + Y, ox:ox + X] * gain[z]
+        out_lab[z] = labels[z, oy:oy + Y, ox:ox + X]
+    del img, labels
+
+    # ------------------------------------------------------------- imaging
+    if blur_sigma > 0:
+        ndi.gaussian_filter(out_img, sigma=(0.0, blur_sigma, blur_sigma), output=out_img)
+    image = np.empty(shape, dtype=np.uint8)
+    for z0 in range(0, Z, _SLAB):
+        image[z0:z0 + _SLAB] = _imaging_slab(out_img[z0:z0 + _SLAB], rng, noise)
+    del out_img
+
+    # renumber the labels that survived the crop
+    present = np.flatnonzero(_counts(out_lab, len(params))[1:]) + 1
+    lut = np.zeros(len(params) + 1, dtype=np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    _relabel(out_lab, lut)
+    if not return_info:
+        return image, out_lab
+    kept = [params[k - 1] for k in present]
+    info = {
+        "offsets": np.asarray(offsets, dtype=np.int64),
+        "centres_nm": np.array([p["centre"] for p in kept]).reshape(-1, 3),
+        "semi_axes_nm": np.array([p["axes"] for p in kept]).reshape(-1, 3),
+        "rotations": np.array([p["rot"] for p in kept]).reshape(-1, 3, 3),
+        "envelope_nm": np.array([p["envelope"] for p in kept]),
+        "voxel_size": tuple(float(v) for v in vs),
+    }
+    return image, out_lab, info
+
+
+def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=DEFAULT_VOXEL_SIZE, **kwargs):
+    """The paper's data protocol (section 4.2) as synthetic volumes.
+
+    Two training volumes and a separate labelled test volume, all ``(Z, Y, X)``:
+
+    * ``"paper"``: training (512, 512, 512) and (256, 512, 512) -- the paper's
+      512^3 and 512 x 512 x 256 (X x Y x Z) volumes -- and a (512, 512, 512) test
+      volume. Each 512^3 volume takes about a minute and a few GB of memory.
+    * ``"cpu"``: training (96, 256, 256) and (64, 256, 256), test (160, 224, 224) (thicker, so that fewer nuclei are cut by the volume border);
+      same voxel size and nucleus sizes, a few seconds each.
+
+    Each volume gets its own seed derived from ``seed``; ``kwargs`` go to
+    :func:`make_nucleus_volume`.
+
+    Returns:
+        dict with ``"train"``: list of two ``(image, labels)`` pairs, ``"test"``: an
+        ``(image, labels)`` pair, ``"voxel_size"`` (nm, Z, Y, X) and ``"preset"``.
+    """
+    if preset not in PRESETS:
+        raise FusionNetError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    spec = PRESETS[preset]
+    shapes = list(spec["train"]) + [spec["test"]]
+    seeds = np.random.SeedSequence(seed).generate_state(len(shapes))
+    vols = [
+        make_nucleus_volume(shape=s, voxel_size=voxel_size, seed=int(sd), **kwargs)
+        for s, sd in zip(shapes, seeds)
+    ]
+    return {
+        "train": vols[:-1],
+        "test": vols[-1],
+        "voxel_size": tuple(float(v) for v in _check_voxel_size(voxel_size)),
+        "preset": preset,
+    }

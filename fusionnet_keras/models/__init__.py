@@ -1,0 +1,29 @@
+"""The networks: FusionNet, FusionNetW^k and the U-Net baseline (2-D), their blocks and inspection.
+
+Importing this package registers every model and layer class with Keras, so
+``keras.saving.load_model`` can rebuild them from ``.keras`` files.
+"""
+
+from fusionnet_keras.models.analysis import (  # noqa: F401
+    flops_per_pixel,
+    level_shapes,
+    receptive_field_margin,
+    size_multiple,
+)
+from fusionnet_keras.models.fusionnet import FusionNet, FusionNetW  # noqa: F401
+from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv  # noqa: F401
+from fusionnet_keras.models.unet import UNet  # noqa: F401
+
+ARCHITECTURES = {"fusionnet": FusionNet, "fusionnet_w": FusionNetW, "unet": UNet}
+
+
+def build_model(architecture, **kwargs):
+    """Build a model by name: ``fusionnet``, ``fusionnet_w`` or ``unet``."""
+    try:
+        cls = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
+    return cls(**kwargs)
+

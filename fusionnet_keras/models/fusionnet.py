@@ -1,0 +1,211 @@
+"""FusionNet, chained FusionNetW^k and the U-Net baseline (Keras 3, backend-agnostic).
+
+FusionNet is described in Quan, Hildebrand and Jeong, *FusionNet: a deep fully
+residual convolutional neural network for image segmentation in connectomics*
+(arXiv 1612.05360, 2016; Frontiers in Computer Science 3:613981, 2021).
+
+Architecture (the paper's Table 1, ``nb_filters=64``, ``depth=4``):
+
+=============  ==========================  =================
+level          ingredients                 output (640 input)
+=============  ==========================  =================
+down 1         conv + res + conv, maxpool  640x640x64
+down 2         conv + res + conv, maxpool  320x320x128
+down 3         conv + res + conv, maxpool  160x160x256
+down 4         conv + res + conv, maxpool  80x80x512
+bridge         conv + res + conv           40x40x1024
+up 4..1        deconv + add + conv+res+conv 80x80x512 .. 640x640x64
+output         1x1 conv, sigmoid           640x640x1
+=============  ==========================  =================
+
+Choices where the paper is silent (documented in the README):
+
+* every conv is 3x3 "same", followed by ReLU then batch normalisation, in the
+  order the paper lists them ("a regular convolutional layer followed by
+  rectified linear unit activation and batch normalization");
+* the residual block is three such conv blocks whose output is added to the
+  block's input (identity skip);
+* the deconvolution is a 2x2, stride-2 transposed convolution to half the
+  feature maps, followed by ReLU and batch normalisation, and is merged with the
+  encoder feature map of the same level (the output of that level's last conv,
+  before pooling) by addition;
+* the output is a 1x1 convolution to one channel with a sigmoid, high = cell
+  interior (the ISBI convention).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from fusionnet_keras.models.base import (
+    _check_input_shape,
+    _check_int,
+    _SegmentationModel,
+)
+from fusionnet_keras.models.layers import PACKAGE, ConvBlock, ResidualBlock, UpConv
+
+
+def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum=0.99, zero_init_residual=False):
+    """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
+    kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
+
+    def level(x, name, filters):
+        x = ConvBlock(filters, **kw, name=f"{name}_conv_in")(x)
+        x = ResidualBlock(filters, **kw, zero_init=zero_init_residual, name=f"{name}_res")(x)
+        return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
+
+    skips = []
+    for i in range(depth):
+        x = level(x, f"{prefix}down{i + 1}", nb_filters * 2**i)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"{prefix}down{i + 1}_pool")(x)
+    x = level(x, f"{prefix}bridge", nb_filters * 2**depth)
+    for i in reversed(range(depth)):
+        filters = nb_filters * 2**i
+        x = UpConv(filters, **kw, name=f"{prefix}up{i + 1}_deconv")(x)
+        x = layers.Add(name=f"{prefix}up{i + 1}_merge")([x, skips[i]])
+        x = level(x, f"{prefix}up{i + 1}", filters)
+    # the output stays float32 under a mixed-precision policy
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=f"{prefix}output")(x)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusionNet(_SegmentationModel):
+    """FusionNet: a deep fully residual U-shaped network (Quan et al. 2016, Table 1).
+
+    Each of the ``2 * depth + 1`` levels is conv + residual block (3 convs and an
+    identity skip) + conv; 2x2 max-pooling goes down, a stride-2 transposed
+    convolution goes up and is merged with the encoder feature map of the same
+    level by **addition** (the long skip). Every conv is followed by ReLU and
+    batch normalisation. A final 1x1 conv with a sigmoid gives the probability
+    of cell interior (1) versus membrane (0).
+
+    Args:
+        nb_filters: feature maps at the first level; doubled at every level down
+            (the paper: 64, giving 64..1024).
+        depth: number of max-pooling steps (the paper: 4, i.e. 5 resolution levels).
+        input_shape: ``(height, width, 1)``; ``None`` sizes accept any multiple of
+            ``2**depth`` (the paper trains on 640x640: 512 + 2 * 64 mirror padding).
+        kernel_initializer: initializer for every convolution.
+        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
+            0.99; lower values track the weights faster on short schedules).
+        zero_init_residual: start every residual block as the identity (scale of
+            the last batch norm of its branch initialised to 0; see
+            :class:`ResidualBlock`). The paper is silent; default False.
+        name: model name.
+
+    Example:
+        >>> import numpy as np
+        >>> model = FusionNet(nb_filters=4, depth=2, input_shape=(64, 64, 1))
+        >>> model(np.zeros((1, 64, 64, 1), "float32")).shape
+        (1, 64, 64, 1)
+    """
+
+    def __init__(
+        self,
+        nb_filters=64,
+        depth=4,
+        input_shape=(None, None, 1),
+        kernel_initializer="he_normal",
+        bn_momentum=0.99,
+        zero_init_residual=False,
+        name="fusionnet",
+        **kwargs,
+    ):
+        _check_int("nb_filters", nb_filters, 1)
+        _check_int("depth", depth, 0)
+        input_shape = tuple(input_shape)
+        _check_input_shape(input_shape, depth)
+        zero_init_residual = bool(zero_init_residual)
+        inputs = keras.Input(shape=input_shape, name="image")
+        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+        self.zero_init_residual = zero_init_residual
+
+    def get_config(self):
+        return {**super().get_config(), "zero_init_residual": self.zero_init_residual}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusionNetW(_SegmentationModel):
+    """FusionNetW^k: ``units`` FusionNet units chained (Quan et al. 2021, section 3.4).
+
+    Unit ``i + 1`` takes the output probability map of unit ``i``; the model has
+    one input and ``units`` outputs named ``unit1_output`` .. ``unitK_output``, one loss per
+    unit. The paper trains unit by unit: train unit i, freeze it, train unit
+    i + 1; :meth:`set_trainable_unit` does the freezing.
+
+    Args:
+        units: number of chained FusionNet units (k >= 1).
+        nb_filters: feature maps at the first level of every unit.
+        depth: max-pooling steps in every unit.
+        input_shape: ``(height, width, 1)``.
+        kernel_initializer: initializer for every convolution.
+        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
+            0.99; lower values track the weights faster on short schedules).
+        zero_init_residual: start every residual block as the identity (scale of
+            the last batch norm of its branch initialised to 0; see
+            :class:`ResidualBlock`). The paper is silent; default False.
+        name: model name.
+
+    Example:
+        >>> import numpy as np
+        >>> model = FusionNetW(units=2, nb_filters=4, depth=2)
+        >>> [p.shape for p in model(np.zeros((1, 64, 64, 1), "float32"))]
+        [(1, 64, 64, 1), (1, 64, 64, 1)]
+    """
+
+    def __init__(
+        self,
+        units=2,
+        nb_filters=64,
+        depth=4,
+        input_shape=(None, None, 1),
+        kernel_initializer="he_normal",
+        bn_momentum=0.99,
+        zero_init_residual=False,
+        name="fusionnet_w",
+        **kwargs,
+    ):
+        _check_int("units", units, 1)
+        _check_int("nb_filters", nb_filters, 1)
+        _check_int("depth", depth, 0)
+        input_shape = tuple(input_shape)
+        _check_input_shape(input_shape, depth)
+        zero_init_residual = bool(zero_init_residual)
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = inputs
+        outputs = []
+        for u in range(units):
+            x = _fusionnet_graph(
+                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual
+            )
+            outputs.append(x)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.units = units
+        self.zero_init_residual = zero_init_residual
+        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+
+    def unit_layers(self, unit):
+        """The layers of unit ``unit`` (1-based)."""
+        prefix = f"unit{unit}_"
+        return [layer for layer in self.layers if layer.name.startswith(prefix)]
+
+    def set_trainable_unit(self, unit):
+        """Make unit ``unit`` (1-based) trainable and freeze every other unit.
+
+        Frozen units also run their batch normalisation in inference mode.
+        Recompile the model after calling this.
+        """
+        if not 1 <= unit <= self.units:
+            raise ValueError(f"unit must be in 1..{self.units}, got {unit}")
+        for u in range(1, self.units + 1):
+            for layer in self.unit_layers(u):
+                layer.trainable = u == unit
+
+    def get_config(self):
+        return {"units": self.units, **super().get_config(), "zero_init_residual": self.zero_init_residual}
+
+

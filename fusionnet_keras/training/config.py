@@ -1,0 +1,258 @@
+"""Validated training configuration.
+
+A configuration is read from one or more TOML files (later files override
+earlier ones, so an experiment file holds only what differs from the defaults
+and a preset file holds only what the preset changes) plus ``--set key=value``
+overrides. Unknown keys and invalid values are refused with a one-line
+:class:`~fusionnet_keras.errors.FusionNetError` naming the key. The resolved
+configuration is saved as ``config.json`` next to the checkpoints.
+
+The defaults are the paper's protocol (Quan et al. 2016/2021): FusionNet with
+``nb_filters=64``, ``depth=4``, 640x640 inputs (512 + 2 * 64 mirror padding),
+Adam at 2e-4 with decay, MAE loss, 8-orientation enrichment, elastic
+deformation from a 12x12 field and Gaussian noise with sigma 0.1.
+
+Example TOML::
+
+    name = "isbi2012-fusionnet"
+
+    [model]
+    architecture = "fusionnet"
+
+    [data]
+    images = "isbi2012/train-volume.tif"
+    labels = "isbi2012/train-labels.tif"
+    train_sections = "1-20"
+    val_sections = "21-30"
+
+    [train]
+    epochs = 50
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+
+from fusionnet_keras.errors import FusionNetError
+
+# section -> key -> (type, default, validator description / choices)
+_CHOICES = object()
+
+SCHEMA = {
+    "name": (str, "fusionnet", None),
+    "model": {
+        "architecture": (str, "fusionnet", ("fusionnet", "fusionnet_w", "unet")),
+        "nb_filters": (int, 64, (1, 4096)),
+        "depth": (int, 4, (0, 8)),
+        "units": (int, 1, (1, 16)),
+        # momentum of the batch-norm moving statistics (Keras' default 0.99)
+        "bn_momentum": (float, 0.99, (0.0, 1.0)),
+        # start FusionNet's residual blocks as the identity (last batch-norm scale of the branch = 0);
+        # not in the paper; no effect on the U-Net, which has no residual blocks
+        "zero_init_residual": (bool, False, None),
+    },
+    "data": {
+        # paths are relative to $FUSIONNET_DATA_DIR (default data/) unless absolute
+        "images": (str, "isbi2012/train-volume.tif", None),
+        "labels": (str, "isbi2012/train-labels.tif", None),
+        # 1-based inclusive section ranges ("1-20"); empty val_sections = no validation
+        "train_sections": (str, "1-20", None),
+        "val_sections": (str, "21-30", None),
+    },
+    "train": {
+        "epochs": (int, 500, (1, 10**7)),
+        # optimisation steps per epoch; 0 = one pass over the 8-orientation enriched set
+        "steps_per_epoch": (int, 0, (0, 10**7)),
+        "batch_size": (int, 1, (1, 4096)),
+        # random crop size before padding; 0 = whole sections (the paper: 512 -> 640)
+        "crop": (int, 0, (0, 100000)),
+        "pad": (int, 64, (0, 4096)),
+        # mae (2021 paper), mse (2016 paper), bce (binary cross-entropy: not in the papers; faster on short schedules)
+        "loss": (str, "mae", ("mae", "mse", "bce")),
+        # weight of membrane (label 0) pixels in the loss; cell pixels weigh 1 (1.0 = unweighted, the papers)
+        "membrane_weight": (float, 1.0, (0.01, 100.0)),
+        "learning_rate": (float, 2e-4, (0.0, 1.0)),
+        # multiplicative learning-rate decay per epoch (1.0 = constant)
+        "lr_decay": (float, 0.99, (0.0, 1.0)),
+        # epochs per FusionNetW unit (0 = train all units jointly for `epochs`)
+        "unit_epochs": (int, 0, (0, 10**7)),
+        "seed": (int, 0, (0, 2**31 - 1)),
+        # validate (V^Rand / V^Info on the validation sections) every N epochs
+        "validate_every": (int, 1, (1, 10**7)),
+        "val_tta": (int, 1, (1, 8)),
+        "tensorboard": (bool, True, None),
+        # Keras dtype policy: float32, or mixed_bfloat16 (bf16 convolutions, float32 weights, warp,
+        # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs)
+        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
+        "enrich": (bool, True, None),
+    },
+    "augment": {
+        # maximal displacement (pixels) of the interior nodes of the 12x12 field
+        "elastic_amplitude": (float, 10.0, (0.0, 1000.0)),
+        "elastic_grid": (int, 12, (3, 1000)),
+        "noise_sigma": (float, 0.1, (0.0, 10.0)),
+    },
+    "predict": {
+        "tta": (int, 8, (1, 8)),
+        # mirror padding (px) around each section at prediction time (the paper: 64)
+        "pad": (int, 64, (0, 4096)),
+        "batch_size": (int, 4, (1, 4096)),
+        # threshold of the binary mask for 3-D instances (zebrafish)
+        "threshold": (float, 0.5, (0.0, 1.0)),
+    },
+}
+
+
+def defaults() -> dict:
+    """The default configuration as a nested dict."""
+    out = {}
+    for key, spec in SCHEMA.items():
+        if isinstance(spec, dict):
+            out[key] = {k: v[1] for k, v in spec.items()}
+        else:
+            out[key] = spec[1]
+    return out
+
+
+def _check_value(key, value, spec):
+    typ, _default, rule = spec
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+        raise FusionNetError(f"config key {key!r} must be {typ.__name__}, got {value!r}")
+    if isinstance(rule, tuple) and typ is str:
+        if value not in rule:
+            raise FusionNetError(f"config key {key!r} must be one of {', '.join(rule)}, got {value!r}")
+    elif isinstance(rule, tuple) and typ in (int, float):
+        lo, hi = rule
+        if not lo <= value <= hi:
+            raise FusionNetError(f"config key {key!r} must be in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _merge(base: dict, update: dict, source: str, prefix="") -> None:
+    for key, value in update.items():
+        full = f"{prefix}{key}"
+        schema = SCHEMA if not prefix else SCHEMA[prefix[:-1]]
+        if key not in schema:
+            raise FusionNetError(f"unknown config key {full!r} in {source}")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise FusionNetError(f"config key {full!r} must be a table [{full}] in {source}")
+            _merge(base[key], value, source, prefix=f"{key}.")
+        else:
+            base[key] = _check_value(full, value, spec)
+
+
+def _is_str_key(key: str) -> bool:
+    """Whether dotted ``key`` names a string setting of :data:`SCHEMA`."""
+    spec = SCHEMA
+    for part in key.split("."):
+        if not isinstance(spec, dict) or part not in spec:
+            return False
+        spec = spec[part]
+    return isinstance(spec, tuple) and spec[0] is str
+
+
+def parse_override(text: str):
+    """Parse ``key=value`` (``train.epochs=5``) into a nested dict; values are TOML literals or bare strings.
+
+    String settings keep the text as given unless it is a quoted TOML string
+    (``data.val_sections=30`` is the string ``"30"``).
+    """
+    if "=" not in text:
+        raise FusionNetError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    if _is_str_key(key) and not isinstance(value, str):
+        value = raw.strip()  # e.g. data.val_sections=30 or name=2024-01-31: keep the text
+    out = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(paths=(), overrides=()) -> dict:
+    """Defaults, updated by each TOML file in ``paths`` then each ``key=value`` override."""
+    config = defaults()
+    for path in paths:
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise FusionNetError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise FusionNetError(f"invalid TOML in {path}: {e}") from None
+        _merge(config, data, str(path))
+    for text in overrides:
+        _merge(config, parse_override(text), "--set")
+    validate(config)
+    return config
+
+
+def validate(config: dict) -> dict:
+    """Check a full configuration dict (e.g. read back from ``config.json``)."""
+    ref = defaults()
+    checked = copy.deepcopy(ref)
+    _merge(checked, config, "config")
+    missing = [k for k in ref if k not in config]
+    if missing:
+        raise FusionNetError(f"config is missing {', '.join(missing)}")
+    train = checked["train"]
+    if train["crop"] and checked["model"]["depth"] and (train["crop"] + 2 * train["pad"]) % 2 ** checked["model"]["depth"]:
+        raise FusionNetError(
+            f"config key 'train.crop' + 2 * 'train.pad' = {train['crop'] + 2 * train['pad']} must be "
+            f"divisible by 2**depth = {2 ** checked['model']['depth']}"
+        )
+    if checked["model"]["architecture"] != "fusionnet_w" and checked["model"]["units"] != 1:
+        raise FusionNetError("config key 'model.units' applies to architecture 'fusionnet_w' only")
+    return checked
+
+
+def model_kwargs(config: dict) -> dict:
+    """Keyword arguments for :func:`fusionnet_keras.models.build_model`."""
+    m = config["model"]
+    kwargs = {"nb_filters": m["nb_filters"], "depth": m["depth"], "bn_momentum": m["bn_momentum"]}
+    if m["architecture"] == "fusionnet_w":
+        kwargs["units"] = m["units"]
+    if m["architecture"] in ("fusionnet", "fusionnet_w"):
+        kwargs["zero_init_residual"] = m["zero_init_residual"]
+    return kwargs
+
+
+def save_config(config: dict, path) -> None:
+    """Write ``config`` as JSON atomically."""
+    from fusionnet_keras.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def read_config_json(path) -> dict:
+    try:
+        with open(path) as f:
+            return validate(json.load(f))
+    except FileNotFoundError:
+        raise FusionNetError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise FusionNetError(f"invalid JSON in {path}: {e}") from None
+
+
+def diff(a: dict, b: dict, prefix="") -> list[str]:
+    """Keys whose values differ between two configurations (for resume checks)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out

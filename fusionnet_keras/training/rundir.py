@@ -1,0 +1,89 @@
+"""Run directories: config.json, state.json, log.csv, checkpoints; creation, checks and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.training import config as cfg
+from fusionnet_keras.utils.atomic import atomic_write_text
+
+
+def write_log(run, state: dict) -> None:
+    """(Re)write ``log.csv`` from ``state["history"]``: one row per completed epoch (0-based).
+
+    Derived from state.json, so after an interruption at any point it lists
+    every completed epoch exactly once; columns are the union of the logged
+    keys (a blank cell where an epoch has no value, e.g. no validation).
+    """
+    import csv
+    import io
+
+    history = state["history"]
+    keys = sorted({k for row in history for k in row})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch"] + keys)
+    for epoch, row in enumerate(history):
+        writer.writerow([epoch] + [repr(float(row[k])) if k in row else "" for k in keys])
+    atomic_write_text(run.out / "log.csv", buf.getvalue())
+
+
+class Run:
+    def __init__(self, config, out):
+        self.config = config
+        self.out = Path(out)
+        self.name = config["name"]
+        self.ckpt = self.out / "checkpoints" / "last.keras"
+        self.state_path = self.out / "state.json"
+
+
+def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[Run, dict]:
+    """Create / check the run directory; return the run and its state."""
+    run = Run(config, out)
+    state = {"epoch": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
+    if run.out.exists() and not run.out.is_dir():
+        raise FusionNetError(f"output exists and is not a directory: {run.out}")
+    exists = run.out.exists() and any(run.out.iterdir())
+    if exists and (overwrite or resume) and not (run.out / "config.json").exists():
+        # never delete (or train into) a folder that is not a run directory, e.g. --out ~
+        raise FusionNetError(f"{run.out} is not empty and is not a fusionnet-keras run directory (no config.json)")
+    if exists and overwrite:
+        shutil.rmtree(run.out)
+        exists = False
+    if exists and not resume:
+        raise FusionNetError(f"output directory exists: {run.out} (use --resume to continue or --overwrite)")
+    if exists:
+        saved = cfg.read_config_json(run.out / "config.json") if (run.out / "config.json").exists() else None
+        if saved is not None:
+            changed = cfg.diff(saved, config)
+            if changed:
+                raise FusionNetError(
+                    f"cannot resume {run.out}: config differs from the saved one in {', '.join(changed)}"
+                )
+        if run.state_path.exists() and run.ckpt.exists():
+            state = json.loads(run.state_path.read_text())
+            write_log(run, state)  # the rows of the completed epochs, whatever the kill interrupted
+        for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill
+            for tmp in folder.glob(".*.tmp-*"):
+                if tmp.is_file():
+                    tmp.unlink()
+    run.out.mkdir(parents=True, exist_ok=True)
+    cfg.save_config(config, run.out / "config.json")
+    return run, state
+
+
+def summary(run: Run, state: dict) -> dict:
+    return {
+        "name": run.name,
+        "out": str(run.out),
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best_vrand": state["best_vrand"],
+        "best_vinfo": state["best_vinfo"],
+        "best_model": str(run.out / "best.keras"),
+        "train_seconds": state.get("train_seconds"),
+    }
+
