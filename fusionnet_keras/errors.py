@@ -7,8 +7,11 @@ exits with status 2 instead of showing a traceback.
 """
 
 
-class FusionNetError(Exception):
-    """An error the user can fix: bad input, bad configuration, missing file."""
+class FusionNetError(ValueError):
+    """An error the user can fix: bad input, bad configuration, missing file.
+
+    A ``ValueError``, so code that validates arguments the Python way keeps working.
+    """
 
 
 class OutputExistsError(FusionNetError):

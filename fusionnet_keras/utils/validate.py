@@ -1,0 +1,29 @@
+"""Argument validators shared by the whole package (one implementation each)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusionnet_keras.errors import FusionNetError
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, allow_none: bool = False):
+    """``value`` as a Python int, or :class:`FusionNetError` naming ``name``.
+
+    Booleans are refused (``True`` is not a size); numpy integers are accepted.
+    ``None`` is returned as is when ``allow_none``.
+
+    Example:
+        >>> check_int("tile", np.int64(64), minimum=16)
+        64
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise FusionNetError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise FusionNetError(f"{name} must be an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise FusionNetError(f"{name} must be an integer <= {maximum}, got {value}")
+    return value
