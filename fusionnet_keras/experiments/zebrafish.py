@@ -121,6 +121,7 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
     the last ``val_fraction`` of each volume validates.
     """
     from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.evaluation.morphology import is_binary_mask
 
     data_out = Path(data_out).resolve()  # absolute: config data paths are otherwise relative to the data dir
     marker = data_out / "data.json"
@@ -144,13 +145,11 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
         train = [_read_pair(i, l) for i, l in zip(exp["train_images"], exp["train_labels"])]
         test_image, test_labels = _read_pair(exp["test_image"], exp["test_labels"])
         test_labels = np.asarray(test_labels)
-        if test_labels.dtype.kind in "biu" and test_labels.any():
-            top = test_labels.max()
-            if not np.any((test_labels != 0) & (test_labels != top)):
-                # a binary mask (0/1, 0/255): its nuclei are the 3-D components, as for the predictions
-                from scipy import ndimage
+        if test_labels.dtype.kind in "biu" and test_labels.any() and is_binary_mask(test_labels):
+            # a binary mask (0/1, 0/255): its nuclei are the 3-D components, as for the predictions
+            from scipy import ndimage
 
-                test_labels, _ = ndimage.label(test_labels != 0)
+            test_labels, _ = ndimage.label(test_labels != 0)
     shapes = {v[0].shape[1:] for v in train}
     if len(shapes) != 1:
         raise FusionNetError(f"training volumes must share their (Y, X) size, got {sorted(shapes)}")
