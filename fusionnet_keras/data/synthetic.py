@@ -57,6 +57,7 @@ from scipy import ndimage as ndi
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.evaluation.morphology import check_voxel_size as _check_voxel_size
+from fusionnet_keras.evaluation.postprocess import relabel
 
 DEFAULT_VOXEL_SIZE = (60.0, 56.4, 56.4)
 """Voxel size (Z, Y, X) in nm of the paper's larval zebrafish volume."""
@@ -107,20 +108,6 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
-
-
-def _counts(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of every id 0..n (slab by slab: bincount casts to intp)."""
-    out = np.zeros(n + 1, dtype=np.int64)
-    for z0 in range(0, labels.shape[0], _SLAB):
-        out += np.bincount(labels[z0:z0 + _SLAB].ravel(), minlength=n + 1)
-    return out
-
-
-def _relabel(labels: np.ndarray, lut: np.ndarray) -> None:
-    """``labels = lut[labels]`` in place, slab by slab."""
-    for z0 in range(0, labels.shape[0], _SLAB):
-        labels[z0:z0 + _SLAB] = lut[labels[z0:z0 + _SLAB]]
 
 
 def _sigmoid(x):
@@ -398,11 +385,7 @@ def make_nucleus_volume(
     del best
 
     # drop tiny fragments and renumber 1..m
-    counts = _counts(labels, n)
-    keep = np.flatnonzero(counts[1:] >= max(int(min_voxels), 1)) + 1
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
-    _relabel(labels, lut)
+    labels, keep = relabel(labels, min_size=max(int(min_voxels), 1))
     params = [params[k - 1] for k in keep]
 
     # ------------------------------------------------------------ background
@@ -445,10 +428,7 @@ def make_nucleus_volume(
     del out_img
 
     # renumber the labels that survived the crop
-    present = np.flatnonzero(_counts(out_lab, len(params))[1:]) + 1
-    lut = np.zeros(len(params) + 1, dtype=np.int32)
-    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
-    _relabel(out_lab, lut)
+    out_lab, present = relabel(out_lab)
     if not return_info:
         return image, out_lab
     kept = [params[k - 1] for k in present]

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.evaluation.postprocess import relabel
 from fusionnet_keras.utils.atomic import atomic_path, check_overwrite
 
 MEASURE_FIELDS = [
@@ -178,15 +179,8 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
     voxel_volume = float(np.prod(vs_um))
     if inst.size == 0 or not inst.any():
         return []
-    ids = np.unique(inst)
-    ids = ids[ids != 0]
-    # find_objects allocates one entry per id up to the maximum: compact sparse ids
-    if int(ids[-1]) > 4 * len(ids) + 1024:
-        lut = np.searchsorted(ids, inst.ravel()).reshape(inst.shape) + 1
-        compact = np.where(inst != 0, lut, 0)
-    else:
-        compact = inst
-        ids = None
+    # find_objects allocates one entry per id up to the maximum: number the ids 1..N
+    compact, ids = relabel(inst)
     records = []
     shape = np.array(inst.shape)
     for k, sl in enumerate(ndi.find_objects(compact), start=1):
@@ -203,7 +197,7 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
         border = any(s.start == 0 or s.stop == shape[a] for a, s in enumerate(sl))
         records.append(
             {
-                "label": int(ids[k - 1]) if ids is not None else k,
+                "label": int(ids[k - 1]),
                 "n_voxels": n,
                 "volume_um3": volume,
                 "surface_area_um2": area,

@@ -197,6 +197,8 @@ def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", 
     """
     from scipy import ndimage
 
+    from fusionnet_keras.evaluation.postprocess import relabel
+
     mask = np.asarray(prob) > threshold
     if method == "components":
         labels, n = ndimage.label(mask)
@@ -212,12 +214,7 @@ def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", 
     else:
         raise FusionNetError(f"unknown instance method {method!r}; use components or watershed")
     if n and min_voxels:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = sizes >= min_voxels
-        keep[0] = False
-        lut = np.zeros(n + 1, np.int32)
-        lut[keep] = np.arange(1, keep.sum() + 1)
-        labels = lut[labels]
+        labels, _ = relabel(labels, min_size=min_voxels)
     return labels.astype(np.int32)
 
 
