@@ -273,15 +273,18 @@ class ElasticDeform(keras.layers.Layer):
         """Warp ``inputs`` (image or ``(image, label)``) with a dense field."""
         image, label, is_pair = _split_inputs(inputs)
         height, width = _static_hw(image)
-        rows = ops.cast(ops.reshape(ops.arange(height), (1, height, 1)), dense.dtype)
-        cols = ops.cast(ops.reshape(ops.arange(width), (1, 1, width)), dense.dtype)
+        dense = ops.cast(dense, "float32")
+        rows = ops.cast(ops.reshape(ops.arange(height), (1, height, 1)), "float32")
+        cols = ops.cast(ops.reshape(ops.arange(width), (1, 1, width)), "float32")
         rows = rows + dense[..., 0]
         cols = cols + dense[..., 1]
+        # sampling positions and weights stay float32 under a mixed policy (bfloat16 has 8 bits of
+        # mantissa: a position of 600 px would be off by up to 2 px)
         if not is_pair:
-            return ops.cast(_bilinear_warp(image, rows, cols), image.dtype)
+            return ops.cast(_bilinear_warp(ops.cast(image, "float32"), rows, cols), image.dtype)
         _static_hw(label, "label")
         channels = image.shape[-1]
-        stacked = ops.concatenate([image, ops.cast(label, image.dtype)], axis=-1)
+        stacked = ops.concatenate([ops.cast(image, "float32"), ops.cast(label, "float32")], axis=-1)
         warped = _bilinear_warp(stacked, rows, cols)
         out_image = ops.cast(warped[..., :channels], image.dtype)
         out_label = ops.cast(warped[..., channels:] >= 0.5, label.dtype)

@@ -29,6 +29,7 @@ import numpy as np
 from fusionnet_keras.data.orient import NUM_ORIENTATIONS
 from fusionnet_keras.data.targets import binarize_labels, check_pair
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_int
 
 __all__ = [
     "orient_tf",
@@ -120,20 +121,8 @@ def _prepare(images, labels):
     return images_arr, labels_arr
 
 
-def _check_positive_int(value, what):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise FusionNetError(f"{what} must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise FusionNetError(f"{what} must be a positive integer, got {value}")
-    return int(value)
-
-
 def _check_pad(pad, height, width):
-    if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)):
-        raise FusionNetError(f"pad must be a non-negative integer, got {pad!r}")
-    pad = int(pad)
-    if pad < 0:
-        raise FusionNetError(f"pad must be a non-negative integer, got {pad}")
+    pad = check_int("pad", pad, minimum=0)
     if pad > 0 and pad >= min(height, width):
         raise FusionNetError(
             f"mirror padding of {pad} px needs sections larger than {pad} px, got {height}x{width}"
@@ -163,7 +152,7 @@ def make_index_dataset(n, shuffle=True, seed=0, enrich=True, repeat=False):
     """
     import tensorflow as tf
 
-    n = _check_positive_int(n, "number of sections")
+    n = check_int("number of sections", n, minimum=1)
     per = NUM_ORIENTATIONS if enrich else 1
     total = n * per
     ds = tf.data.Dataset.range(total)
@@ -206,10 +195,10 @@ def make_dataset(
     import tensorflow as tf
 
     images, labels = _prepare(images, labels)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     n, height, width = images.shape
     if crop is not None:
-        crop = _check_positive_int(crop, "crop")
+        crop = check_int("crop", crop, minimum=1)
         if crop > min(height, width):
             raise FusionNetError(
                 f"crop size {crop} is larger than the sections ({height}x{width})"
@@ -275,7 +264,7 @@ def make_validation_dataset(images, labels, batch_size, pad=64):
     import tensorflow as tf
 
     images, labels = _prepare(images, labels)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     _, height, width = images.shape
     pad = _check_pad(pad, height, width)
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
