@@ -18,15 +18,14 @@ with paths to real volumes (relative to ``$FUSIONNET_DATA_DIR``).
 from __future__ import annotations
 
 import json
-import math
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.experiments.common import LABELS, MODELS, train_models
+from fusionnet_keras.training import config as cfg
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
@@ -34,71 +33,38 @@ PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
     "unet": (0.987366177, 0.992482059, 0.908491647),
 }
 
-EXPERIMENT_KEYS = {
-    "source": (str, "synthetic"),
-    "seed": (int, 0),
+EXPERIMENT_SCHEMA = {  # the training/config.py schema machinery: (type, default, rule)
+    "source": (str, "synthetic", ("synthetic", "files")),
+    "seed": (int, 0, (0, 2**31 - 1)),
     # voxel size in nm, (Z, Y, X); the paper: 56.4 x 56.4 x ~60 nm
-    "voxel_size": (list, [60.0, 56.4, 56.4]),
-    "clusters": (int, 3),
-    "min_voxels": (int, 200),
+    "voxel_size": (list, [60.0, 56.4, 56.4], cfg.list_of(float, length=3, positive=True)),
+    "clusters": (int, 3, (1, 1000)),
+    "min_voxels": (int, 200, (0, 2**62)),
     # how nuclei instances are made from the thresholded prediction: "components" (the paper:
     # 3-D connected components) or "watershed" (components split by a watershed of the distance
     # transform from its h-maxima, which separates touching nuclei)
-    "instances": (str, "watershed"),
-    "watershed_h": (float, 4.0),
+    "instances": (str, "watershed", ("components", "watershed")),
+    "watershed_h": (float, 4.0, cfg.greater_than(0)),
     # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.io)
-    "train_images": (list, []),
-    "train_labels": (list, []),
-    "test_image": (str, ""),
-    "test_labels": (str, ""),
+    "train_images": (list, [], cfg.list_of(str)),
+    "train_labels": (list, [], cfg.list_of(str)),
+    "test_image": (str, "", None),
+    "test_labels": (str, "", None),
     # fraction of each training volume used for validation (the last sections)
-    "val_fraction": (float, 0.25),
+    "val_fraction": (float, 0.25, cfg.strictly_between(0, 1)),
 }
 
 
 def load_experiment(path) -> dict:
-    """Read and validate ``experiment.toml`` (unknown keys are refused)."""
-    out = {k: (list(v[1]) if isinstance(v[1], list) else v[1]) for k, v in EXPERIMENT_KEYS.items()}
-    if path is not None and Path(path).exists():
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise FusionNetError(f"invalid TOML in {path}: {e}") from None
-        for key, value in data.items():
-            if key not in EXPERIMENT_KEYS:
-                raise FusionNetError(f"unknown config key {key!r} in {path}")
-            typ = EXPERIMENT_KEYS[key][0]
-            if typ is float and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, typ) or isinstance(value, bool):
-                raise FusionNetError(f"config key {key!r} must be {typ.__name__}, got {value!r}")
-            out[key] = value
-    if out["instances"] not in ("components", "watershed"):
-        raise FusionNetError(f"config key 'instances' must be components or watershed, got {out['instances']!r}")
-    if out["watershed_h"] <= 0:
-        raise FusionNetError(f"config key 'watershed_h' must be > 0, got {out['watershed_h']}")
-    if out["source"] not in ("synthetic", "files"):
-        raise FusionNetError(f"config key 'source' must be synthetic or files, got {out['source']!r}")
-    vs = out["voxel_size"]
-    if len(vs) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                               for v in vs):
-        raise FusionNetError(f"config key 'voxel_size' must be 3 positive numbers (Z, Y, X) in nm, got {vs!r}")
-    if out["clusters"] < 1:
-        raise FusionNetError(f"config key 'clusters' must be >= 1, got {out['clusters']}")
-    if out["min_voxels"] < 0:
-        raise FusionNetError(f"config key 'min_voxels' must be >= 0, got {out['min_voxels']}")
-    for key in ("train_images", "train_labels"):
-        if not all(isinstance(v, str) and v for v in out[key]):
-            raise FusionNetError(f"config key {key!r} must list file paths (strings), got {out[key]!r}")
-    if out["source"] == "files":
+    """Read and validate ``experiment.toml`` (a missing file gives the defaults; unknown keys are refused)."""
+    exp = cfg.load_settings(EXPERIMENT_SCHEMA, [path] if path is not None and Path(path).exists() else [])
+    if exp["source"] == "files":
         for key in ("train_images", "train_labels", "test_image", "test_labels"):
-            if not out[key]:
+            if not exp[key]:
                 raise FusionNetError(f"config key {key!r} is required with source = \"files\"")
-        if len(out["train_images"]) != len(out["train_labels"]):
+        if len(exp["train_images"]) != len(exp["train_labels"]):
             raise FusionNetError("config keys 'train_images' and 'train_labels' must list the same number of volumes")
-    if not 0 < out["val_fraction"] < 1:
-        raise FusionNetError(f"config key 'val_fraction' must be in (0, 1), got {out['val_fraction']}")
-    return out
+    return exp
 
 
 def _read_pair(image_spec, label_spec):
