@@ -93,10 +93,9 @@ def test_receptive_field_of_plain_chain():
 
 
 def test_fusionnet_model_inspection():
-    models = pytest.importorskip("fusionnet_keras.models")
-    if not hasattr(models, "FusionNet"):
-        pytest.skip("FusionNet not available yet")
-    net = models.FusionNet(nb_filters=2, depth=2)
+    from fusionnet_keras.models import FusionNet
+
+    net = FusionNet(nb_filters=2, depth=2)
     assert size_multiple(net) == 4
     # per level 5 convs (conv, 3 in the residual block, conv): levels 1,2 encoder (j=1,2),
     # bridge (j=4), decoder (2,1); pools +1,+2; deconvs +4,+2
