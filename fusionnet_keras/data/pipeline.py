@@ -33,15 +33,11 @@ from fusionnet_keras.utils.validate import check_int
 
 __all__ = [
     "orient_tf",
-    "unorient_tf",
     "make_index_dataset",
     "make_dataset",
-    "make_validation_dataset",
 ]
 
-
-
-# orientations (numpy) live in fusionnet_keras.orient, shared with the predictor
+# orientations in numpy live in fusionnet_keras.data.orient, shared with the predictor
 
 
 # --------------------------------------------------------------------------
@@ -71,20 +67,6 @@ def orient_tf(x, k):
     k = tf.cast(k, tf.int32)
     x = tf.cond(k >= 4, lambda: tf.reverse(x, axis=[-1]), lambda: x)
     return _rot90_tf(x, k % 4)
-
-
-def unorient_tf(x, k):
-    """TensorFlow version of :func:`unorient` over the last two axes."""
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    k = tf.cast(k, tf.int32)
-    x = _rot90_tf(x, (4 - k % 4) % 4)
-    return tf.cond(k >= 4, lambda: tf.reverse(x, axis=[-1]), lambda: x)
-
-
-
-
 
 
 def _check_images(images):
@@ -253,26 +235,3 @@ def make_dataset(
         )
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def make_validation_dataset(images, labels, batch_size, pad=64):
-    """Validation dataset: sections in order, no orientation, no crop, no shuffle.
-
-    Yields mirror-padded ``(image, label)`` batches of shape
-    ``(B, H + 2 * pad, W + 2 * pad, 1)``.
-    """
-    import tensorflow as tf
-
-    images, labels = _prepare(images, labels)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    _, height, width = images.shape
-    pad = _check_pad(pad, height, width)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.map(lambda i, l: (_pad_and_channel(i, pad), _pad_and_channel(l, pad)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-
-
-
-

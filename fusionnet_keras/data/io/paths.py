@@ -30,7 +30,6 @@ CONTAINER_EXTS = HDF5_EXTS + ZARR_EXTS
 READ_EXTS = TIFF_EXTS + PNG_EXTS + HDF5_EXTS + ZARR_EXTS
 
 
-WRITE_EXTS = TIFF_EXTS + HDF5_EXTS + ZARR_EXTS
 
 
 DEFAULT_H5_DATASET = "data"
@@ -60,10 +59,6 @@ def _reason(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return text
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def natural_sort_key(name: str) -> list:
