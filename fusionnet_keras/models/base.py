@@ -16,6 +16,7 @@ from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.models.layers import UpConv
+from fusionnet_keras.utils.validate import check_int
 
 _AXIS_NAMES = ("depth", "height", "width")
 
@@ -84,6 +85,14 @@ class SegmentationModel(keras.Model):
     """
 
     spatial_dims = 2
+
+    @classmethod
+    def _checked_input(cls, nb_filters, depth, image_shape):
+        """``(nb_filters, depth, image_shape, input tensor)`` after the checks every network shares."""
+        nb_filters = check_int("nb_filters", nb_filters, minimum=1)
+        depth = check_int("depth", depth, minimum=0)
+        image_shape = check_spatial_shape(image_shape, 2**depth, cls.spatial_dims)
+        return nb_filters, depth, image_shape, keras.Input(shape=image_shape, name="image")
 
     def _set_hyperparameters(self, nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype):
         self.nb_filters = nb_filters

@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fusionnet_keras.models.base import SegmentationModel, check_spatial_shape, u_shaped_graph
+from fusionnet_keras.models.base import SegmentationModel, u_shaped_graph
 from fusionnet_keras.models.layers import PACKAGE, ConvBlock, ResidualBlock
 from fusionnet_keras.utils.validate import check_int
 
@@ -105,11 +105,8 @@ class FusionNet(SegmentationModel):
         name="fusionnet",
         **kwargs,
     ):
-        nb_filters = check_int("nb_filters", nb_filters, minimum=1)
-        depth = check_int("depth", depth, minimum=0)
-        image_shape = check_spatial_shape(image_shape, 2**depth)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         zero_init_residual = bool(zero_init_residual)
-        inputs = keras.Input(shape=image_shape, name="image")
         outputs = _fusionnet_graph(
             inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype
         )
@@ -157,11 +154,8 @@ class FusionNetW(SegmentationModel):
         **kwargs,
     ):
         units = check_int("units", units, minimum=1)
-        nb_filters = check_int("nb_filters", nb_filters, minimum=1)
-        depth = check_int("depth", depth, minimum=0)
-        image_shape = check_spatial_shape(image_shape, 2**depth)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         zero_init_residual = bool(zero_init_residual)
-        inputs = keras.Input(shape=image_shape, name="image")
         x = inputs
         outputs = []
         for u in range(units):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fusionnet_keras.models.base import SegmentationModel, check_spatial_shape, u_shaped_graph
+from fusionnet_keras.models.base import SegmentationModel, u_shaped_graph
 from fusionnet_keras.models.layers import PACKAGE, ConvBlock
-from fusionnet_keras.utils.validate import check_int
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -48,9 +47,7 @@ class UNet(SegmentationModel):
         name="unet",
         **kwargs,
     ):
-        nb_filters = check_int("nb_filters", nb_filters, minimum=1)
-        depth = check_int("depth", depth, minimum=0)
-        image_shape = check_spatial_shape(image_shape, 2**depth)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
 
         def level(x, name, filters):
@@ -60,7 +57,6 @@ class UNet(SegmentationModel):
         def merge(skip, up, name):  # the long skip is a concatenation
             return layers.Concatenate(dtype=dtype, name=name)([skip, up])
 
-        inputs = keras.Input(shape=image_shape, name="image")
         outputs = u_shaped_graph(inputs, "", nb_filters, depth, level, merge, **kw)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 from pathlib import Path
@@ -59,6 +61,20 @@ def _reason(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return text
+
+
+@contextlib.contextmanager
+def user_errors(what: str, passthrough: tuple = ()):
+    """Turn a library error raised in the block (corrupt file, full disk, ...) into the one-line
+    :class:`FusionNetError` ``"{what}: {reason}"``; FusionNetError and ``passthrough`` pass unchanged."""
+    try:
+        yield
+    except (FusionNetError, *passthrough):
+        raise
+    except MemoryError:
+        raise FusionNetError(f"{what}: not enough memory") from None
+    except Exception as exc:
+        raise FusionNetError(f"{what}: {_reason(exc)}") from exc
 
 
 def natural_sort_key(name: str) -> list:

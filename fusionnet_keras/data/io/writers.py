@@ -16,8 +16,8 @@ from fusionnet_keras.data.io.paths import (
     TIFF_EXTS,
     ZARR_EXTS,
     _display,
-    _reason,
     parse_path,
+    user_errors,
 )
 from fusionnet_keras.data.io.volumes import _zarr_is_group
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
@@ -48,11 +48,8 @@ def _output_exists(path: Path, key: str | None, fmt: str, display: str) -> bool:
         raise FusionNetError(f"output is a directory, not an HDF5 file: {path}")
     import h5py
 
-    try:
-        with h5py.File(str(path), "r") as f:
-            return (key or DEFAULT_H5_DATASET) in f
-    except Exception as exc:
-        raise FusionNetError(f"cannot read existing output {path}: {_reason(exc)}") from exc
+    with user_errors(f"cannot read existing output {path}"), h5py.File(str(path), "r") as f:
+        return (key or DEFAULT_H5_DATASET) in f
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -209,7 +206,7 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     if arr.ndim == 0 or arr.size == 0:
         raise FusionNetError(f"refusing to write an empty array (shape {arr.shape}) to {display}")
     arr = _convert_dtype(arr, dtype, display)
-    try:
+    with user_errors(f"cannot write {display}"):
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "tiff":
             _write_tiff(file, arr)
@@ -217,11 +214,5 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
             _write_hdf5(file, key, arr, overwrite)
         else:
             _write_zarr(file, key, arr)
-    except FusionNetError:
-        raise
-    except MemoryError:
-        raise FusionNetError(f"cannot write {display}: not enough memory") from None
-    except Exception as exc:
-        raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
     return file
 
