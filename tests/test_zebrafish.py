@@ -1,4 +1,4 @@
-"""Tests of the zebrafish experiment's pieces (fusionnet_keras.zebrafish) on tiny volumes.
+"""Tests of the zebrafish experiment's pieces (fusionnet_keras.experiments.zebrafish) on tiny volumes.
 
 No network is trained here: the configuration, the data preparation for
 ``source = "files"``, the 3-D segmentation of a probability volume, the scores

@@ -1,4 +1,5 @@
-"""Figures of the nucleus morphology: the paper's Fig. 9 (overlay by sphericity) and Fig. 10 (features)."""
+"""Figures: the Agg figure helpers (new_figure, save_figure: atomic) and the nucleus morphology figures,
+the paper's Fig. 9 (overlay by sphericity) and Fig. 10 (features)."""
 
 from __future__ import annotations
 

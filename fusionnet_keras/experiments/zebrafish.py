@@ -11,7 +11,7 @@ every nucleus (volume, surface area, sphericity, K-means) and the figures.
 
 The data is described by ``experiments/zebrafish/experiment.toml``:
 ``source = "synthetic"`` (default; the seeded generator of
-:mod:`fusionnet_keras.synthetic`, announced as such) or ``source = "files"``
+:mod:`fusionnet_keras.data.synthetic`, announced as such) or ``source = "files"``
 with paths to real volumes (relative to ``$FUSIONNET_DATA_DIR``).
 """
 
@@ -53,7 +53,7 @@ EXPERIMENT_SCHEMA = {  # the training/config.py schema machinery: (type, default
     # transform from its h-maxima, which separates touching nuclei)
     "instances": (str, "watershed", ("components", "watershed")),
     "watershed_h": (float, 4.0, cfg.greater_than(0)),
-    # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.io)
+    # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.data.io)
     "train_images": (list, [], cfg.list_of(str)),
     "train_labels": (list, [], cfg.list_of(str)),
     "test_image": (str, "", None),

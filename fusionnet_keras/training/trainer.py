@@ -1,7 +1,7 @@
 """Training with Keras ``fit``: augmentation on the accelerator, atomic checkpoints, resume.
 
 The training graph wraps the segmentation network: ``(image, label)`` go
-through :class:`~fusionnet_keras.augment.Augmenter` (elastic warp of both,
+through :class:`~fusionnet_keras.data.augment.Augmenter` (elastic warp of both,
 noise on the image; identity at inference) inside the model, so the
 augmentation runs in the training step on the device, not in the CPU input
 pipeline. Each output of the wrapper is ``concat([prediction, warped_label])``
