@@ -50,6 +50,7 @@ from fusionnet_keras.data.warp import (
     interpolation_matrix,
 )
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.settings import KERAS_PACKAGE
 
 __all__ = [
     "ElasticDeform",
@@ -60,7 +61,6 @@ __all__ = [
     "interpolation_matrix",
 ]
 
-_PACKAGE = "fusionnet_keras"
 # Offset applied to the first seed component to derive the noise seed from an
 # explicit Augmenter seed (keeps the elastic and noise streams decorrelated).
 _NOISE_SEED_OFFSET = 1_000_003
@@ -126,7 +126,7 @@ def mirror_pad(x, pad):
 # --------------------------------------------------------------------------
 # layers
 # --------------------------------------------------------------------------
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class MirrorPad(keras.layers.Layer):
     """Layer form of :func:`mirror_pad` (numpy "reflect" convention).
 
@@ -156,7 +156,7 @@ class MirrorPad(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class ElasticDeform(keras.layers.Layer):
     """Random smooth elastic deformation of an image and its label.
 
@@ -318,7 +318,7 @@ class ElasticDeform(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class GaussianImageNoise(keras.layers.Layer):
     """Additive Gaussian noise on the image only: ``image + N(0, sigma^2)``.
 
@@ -364,7 +364,7 @@ class GaussianImageNoise(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Augmenter(keras.layers.Layer):
     """Training-time augmentation: elastic warp (image + label), then noise (image).
 

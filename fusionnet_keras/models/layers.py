@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-PACKAGE = "fusionnet_keras"
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
