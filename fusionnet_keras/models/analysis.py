@@ -32,7 +32,7 @@ def level_shapes(model, height=640, width=640):
 
     from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv
 
-    probe = model.__class__.from_config({**model.get_config(), "input_shape": [height, width, 1]})
+    probe = model.__class__.from_config({**model.get_config(), "image_shape": [height, width, 1]})
     shapes = []
     for layer in probe.layers:
         if isinstance(layer, (ConvBlock, ResidualBlock, UpConv, layers.Conv2D, layers.MaxPooling2D)):
@@ -49,7 +49,7 @@ def flops_per_pixel(model):
     count is exact for any input size divisible by ``2**depth``.
     """
     size = 2**model.depth * 8
-    probe = model.__class__.from_config({**model.get_config(), "input_shape": [size, size, 1]})
+    probe = model.__class__.from_config({**model.get_config(), "image_shape": [size, size, 1]})
     macs = 0.0
     for layer in probe.layers:
         out_pixels = layer.output.shape[1] * layer.output.shape[2] if layer.output.shape[1:3] else 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from fusionnet_keras.settings import KERAS_PACKAGE
+
 LOSSES = ("mae", "mse", "bce")
 
 
-@keras.saving.register_keras_serializable(package="fusionnet_keras")
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class PairLoss(keras.losses.Loss):
     """Loss between channel 0 (prediction) and channel 1 (warped label) of ``y_pred``.
 
