@@ -271,3 +271,71 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
         raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
     return file
 
+
+
+def check_outputs(path: str | os.PathLike, names, overwrite: bool = False) -> list[str]:
+    """Check that datasets ``names`` can be written into the HDF5 file or zarr group ``path``.
+
+    Returns their keys inside the container (``group/name`` when ``path`` names
+    a group). Raises like :func:`check_output`, and for a path that is not an
+    HDF5 file or zarr group.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    if _output_format(file, display) not in ("hdf5", "zarr"):
+        raise FusionNetError(f"several volumes need an HDF5 file or a zarr group, not {display}")
+    if not names:
+        raise FusionNetError(f"nothing to write to {display}")
+    targets = [f"{key}/{name}" if key else str(name) for name in names]
+    for target in targets:
+        check_output(f"{file}:{target}", overwrite)
+    return targets
+
+
+def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False) -> Path:
+    """Write several arrays as the datasets of one HDF5 file or zarr group, each named by its key.
+
+    ``path`` is ``file.h5``, ``file.h5:group``, ``x.zarr`` or ``x.zarr:group``.
+    Every target dataset is checked first (none is overwritten without
+    ``overwrite``; other datasets of the file are kept). HDF5: all datasets go
+    into one temporary copy of the file, renamed into place at the end (all or
+    nothing); zarr: each array is written atomically.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    fmt = _output_format(file, display)
+    targets = check_outputs(path, list(arrays), overwrite)
+    names = {target: np.asarray(a) for target, a in zip(targets, arrays.values())}
+    for name, arr in names.items():
+        if arr.dtype.names or arr.dtype.kind not in "biuf" or arr.ndim == 0 or arr.size == 0:
+            raise FusionNetError(f"cannot write an array of shape {arr.shape} and type {arr.dtype} to {file}:{name}")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "zarr":
+            for name, arr in names.items():
+                _write_zarr(file, name, arr)
+            return file
+        import h5py
+
+        tmp = _temp_sibling(file).with_suffix(".tmp" + file.suffix)
+        try:
+            existing = file.exists()
+            if existing:
+                shutil.copy2(file, tmp)
+            with h5py.File(str(tmp), "a" if existing else "w") as f:
+                for name, arr in names.items():
+                    if name in f:
+                        del f[name]
+                    f.create_dataset(name, data=arr, chunks=_chunks(arr.shape),
+                                     compression="gzip", compression_opts=4, shuffle=True)
+            os.replace(tmp, file)
+        except BaseException:
+            _remove(tmp)
+            raise
+    except FusionNetError:
+        raise
+    except MemoryError:
+        raise FusionNetError(f"cannot write {display}: not enough memory") from None
+    except Exception as exc:
+        raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
+    return file
