@@ -131,3 +131,16 @@ def test_bad_inputs_are_one_line_errors(volumes, tmp_path):
     _user_error(_run("segment", f"{data}:affinities", out, "--thresholds", "0.6,0.8"), "output exists")
     with h5py.File(out) as f:
         assert sorted(f) == ["data", "threshold_0.4", "threshold_0.6"]  # other datasets kept
+
+
+def test_several_thresholds_into_a_zarr_group(volumes, tmp_path):
+    from fusionnet_keras.data.io import read_volume
+
+    data = volumes / "test.h5"
+    r = _run("segment", f"{data}:affinities", tmp_path / "s.zarr:sweep", "--thresholds", "0.2,0.4")
+    assert r.exit_code == 0, r.output
+    low, high = (read_volume(tmp_path / f"s.zarr:sweep/threshold_{t}") for t in ("0.2", "0.4"))
+    assert low.dtype == np.uint64 and low.shape == (6, 40, 40)
+    assert len(np.unique(low)) >= len(np.unique(high))
+    _user_error(_run("segment", f"{data}:affinities", tmp_path / "s.zarr:sweep", "--thresholds", "0.4"),
+                "output exists")

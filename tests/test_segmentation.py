@@ -342,3 +342,15 @@ def test_instance_scores_split_and_merge_directions():
     assert split["vi_split"] == pytest.approx(3.0) and split["vi_merge"] == pytest.approx(0.0)
     with pytest.raises(FusionNetError, match="integer"):
         instance_scores(gt + 0.5, gt)
+
+
+def test_split_vi_plot_is_written(tmp_path):
+    from fusionnet_keras.evaluation.figures import plot_split_vi
+
+    path = plot_split_vi({"z-watershed": [(None, 0.5, 6.0)], "mean": [(0.3, 0.6, 2.0), (0.6, 1.2, 1.0)]},
+                         tmp_path / "split_vi.png")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FusionNetError, match="exists"):
+        plot_split_vi({"mean": [(0.3, 0.6, 2.0)]}, path, overwrite=False)
+    with pytest.raises(FusionNetError, match="no curves"):
+        plot_split_vi({}, tmp_path / "empty.png")

@@ -53,19 +53,19 @@ def hist_quantiles(hist: np.ndarray, quantiles) -> np.ndarray:
         [[0.5]]
     """
     hist = np.asarray(hist, dtype=np.float64)
-    bins = hist.shape[-1]
-    cum = np.cumsum(hist, axis=-1)
-    total = cum[..., -1:]
-    out = np.empty(hist.shape[:-1] + (len(quantiles),), np.float64)
-    for j, q in enumerate(quantiles):
-        target = q * total
-        k = np.minimum(np.sum(cum < target, axis=-1), bins - 1)
-        before = np.take_along_axis(cum, k[..., None], -1)[..., 0] - np.take_along_axis(hist, k[..., None], -1)[..., 0]
-        inbin = np.take_along_axis(hist, k[..., None], -1)[..., 0]
-        frac = np.divide(target[..., 0] - before, inbin, out=np.zeros_like(before), where=inbin > 0)
-        out[..., j] = (k + np.clip(frac, 0.0, 1.0)) / bins
-    out[total[..., 0] == 0] = -1.0
-    return out
+    lead, bins = hist.shape[:-1], hist.shape[-1]
+    h = hist.reshape(-1, bins)
+    cum = np.cumsum(h, axis=1)
+    total = cum[:, -1]
+    target = total[:, None] * np.asarray(quantiles, np.float64)[None, :]          # (n, Q)
+    k = np.minimum((cum[:, None, :] < target[:, :, None]).sum(axis=2), bins - 1)  # bin of each quantile
+    rows = np.arange(h.shape[0])[:, None]
+    inbin = h[rows, k]
+    before = cum[rows, k] - inbin
+    frac = np.divide(target - before, inbin, out=np.zeros_like(target), where=inbin > 0)
+    out = (k + np.clip(frac, 0.0, 1.0)) / bins
+    out[total == 0] = -1.0
+    return out.reshape(lead + (len(quantiles),))
 
 
 def _mean(total, count):
@@ -91,24 +91,28 @@ def edge_features(agg, edges) -> np.ndarray:
     hist = agg.hist[edges]                                          # (n, 3, bins)
     count_all = count.sum(1)
     mean_all = _mean(total.sum(1), count_all)
+    amax = agg.max[edges].astype(np.float64)
+    quant = hist_quantiles(np.concatenate([hist, hist.sum(1, keepdims=True)], axis=1), BOUNDARY_QUANTILES)
     cols = []
     for c in range(4):
         if c < 3:
-            cnt, mean, mx, h = count[:, c], _mean(total[:, c], count[:, c]), agg.max[edges, c], hist[:, c]
+            cnt, mean, mx = count[:, c], _mean(total[:, c], count[:, c]), amax[:, c]
         else:
-            cnt, mean, mx, h = count_all, mean_all, agg.max[edges].max(1), hist.sum(1)
+            cnt, mean, mx = count_all, mean_all, amax.max(1)
         mx = np.where(cnt > 0, mx, -1.0)
-        cols += [np.log1p(cnt)[:, None], mean[:, None], mx[:, None], hist_quantiles(h, BOUNDARY_QUANTILES)]
+        cols += [np.log1p(cnt)[:, None], mean[:, None], mx[:, None], quant[:, c]]
     a, b = agg.eu[edges], agg.ev[edges]
     swap = agg.size[a] > agg.size[b]
     small, large = np.where(swap, b, a), np.where(swap, a, b)
     inner = {}
-    for name, r in (("small", small), ("large", large)):
+    iquant = hist_quantiles(np.stack([agg.inner_hist[small].sum(1), agg.inner_hist[large].sum(1)], 1),
+                            REGION_QUANTILES)
+    for j, (name, r) in enumerate((("small", small), ("large", large))):
         icount = agg.inner_count[r].astype(np.float64)
         isum = agg.inner_sum[r]
         inner[name] = _mean(isum.sum(1), icount.sum(1))
         cols += [np.log(agg.size[r].astype(np.float64))[:, None], inner[name][:, None],
-                 _mean(isum, icount), hist_quantiles(agg.inner_hist[r].sum(1), REGION_QUANTILES)]
+                 _mean(isum, icount), iquant[:, j]]
     for name in ("small", "large"):
         diff = np.where(inner[name] >= 0, inner[name] - mean_all, 0.0)
         cols.append(diff[:, None])

@@ -124,23 +124,30 @@ class LearnedScore:
         return self.classifier.predict(edge_features(agg, edges))
 
 
+def body_overlaps(graph, fragments, labels) -> list[dict]:
+    """For each node of ``graph``: ``{ground-truth body: voxels}`` of the fragment (gt 0 left out)."""
+    frag = np.asarray(fragments).ravel()
+    gt = np.asarray(labels).ravel()
+    keep = (frag != 0) & (gt != 0)
+    rows = graph.node_index(frag[keep])
+    bodies, gt_code = np.unique(gt[keep], return_inverse=True)
+    keys, counts = np.unique(rows.astype(np.int64) * max(bodies.size, 1) + gt_code, return_counts=True)
+    overlap = [dict() for _ in range(graph.num_nodes)]
+    for r, b, c in zip((keys // max(bodies.size, 1)).tolist(), bodies[keys % max(bodies.size, 1)].tolist(),
+                       counts.tolist()):
+        overlap[r][b] = c
+    return overlap
+
+
 class Oracle:
     """Ground-truth oracle: merge when both regions' majority bodies (gt > 0) agree; records examples.
 
     Args:
-        graph: the region graph of the fragments.
-        fragments, labels: the fragment and ground-truth volumes (same shape).
+        overlaps: :func:`body_overlaps` of the fragments (copied, not modified).
     """
 
-    def __init__(self, graph, fragments, labels):
-        frag = np.asarray(fragments).ravel()
-        gt = np.asarray(labels).ravel()
-        keep = (frag != 0) & (gt != 0)
-        pairs, counts = np.unique(np.stack([frag[keep], gt[keep]]), axis=1, return_counts=True)
-        rows = graph.node_index(pairs[0]) if pairs.size else np.zeros(0, np.int64)
-        self.overlap = [dict() for _ in range(graph.num_nodes)]
-        for r, body, c in zip(rows.tolist(), pairs[1].tolist(), counts.tolist()):
-            self.overlap[r][body] = c
+    def __init__(self, overlaps: list[dict]):
+        self.overlap = [dict(d) for d in overlaps]
         self.body = [max(d, key=d.get) if d else None for d in self.overlap]
         self.features: list[np.ndarray] = []
         self.labels: list[int] = []
@@ -202,10 +209,11 @@ def train_classifier(affs, fragments, labels, epochs: int = 4, trees: int = 100,
     graph = region_graph(affs, fragments, bins=bins)
     if graph.num_edges == 0:
         raise FusionNetError("the fragments have no boundaries to learn from")
+    overlaps = body_overlaps(graph, fragments, labels)
     X, y = [], []
     classifier = None
     for epoch in range(1, epochs + 1):
-        oracle = Oracle(graph, fragments, labels)
+        oracle = Oracle(overlaps)
         scorer = MeanAffinity() if classifier is None else LearnedScore(classifier)
         agg = Agglomerator(graph, scorer, may_merge=oracle)
         agg.merge_until(np.inf)

@@ -156,22 +156,23 @@ def _write_tiff(path: Path, arr: np.ndarray) -> None:
         raise
 
 
-def _write_hdf5(path: Path, key: str | None, arr: np.ndarray, overwrite: bool) -> None:
+def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
+    """Write ``{key: array}`` into the HDF5 file ``path`` in one temporary copy, then swap it in."""
     import h5py
 
-    key = key or DEFAULT_H5_DATASET
     tmp = _temp_sibling(path).with_suffix(".tmp" + path.suffix)
     try:
         existing = path.exists()
         if existing:  # keep the file's other datasets: edit a copy, then swap
             shutil.copy2(path, tmp)
         with h5py.File(str(tmp), "a" if existing else "w") as f:
-            if key in f:
-                if not overwrite:
-                    raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
-                del f[key]
-            f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
-                             compression="gzip", compression_opts=4, shuffle=True)
+            for key, arr in datasets.items():
+                if key in f:
+                    if not overwrite:
+                        raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
+                    del f[key]
+                f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
+                                 compression="gzip", compression_opts=4, shuffle=True)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -255,21 +256,30 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     if arr.ndim == 0 or arr.size == 0:
         raise FusionNetError(f"refusing to write an empty array (shape {arr.shape}) to {display}")
     arr = _convert_dtype(arr, dtype, display)
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
+
+    def write():
         if fmt == "tiff":
             _write_tiff(file, arr)
         elif fmt == "hdf5":
-            _write_hdf5(file, key, arr, overwrite)
+            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite)
         else:
             _write_zarr(file, key, arr)
+
+    _guarded_write(file, display, write)
+    return file
+
+
+def _guarded_write(file: Path, display: str, write) -> None:
+    """Create the parent folders and call ``write()``; library errors become one-line FusionNetErrors."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write()
     except FusionNetError:
         raise
     except MemoryError:
         raise FusionNetError(f"cannot write {display}: not enough memory") from None
     except Exception as exc:
         raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
-    return file
 
 
 
@@ -309,33 +319,13 @@ def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False
     for name, arr in names.items():
         if arr.dtype.names or arr.dtype.kind not in "biuf" or arr.ndim == 0 or arr.size == 0:
             raise FusionNetError(f"cannot write an array of shape {arr.shape} and type {arr.dtype} to {file}:{name}")
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "zarr":
+
+    def write():
+        if fmt == "hdf5":
+            _write_hdf5(file, names, overwrite)
+        else:
             for name, arr in names.items():
                 _write_zarr(file, name, arr)
-            return file
-        import h5py
 
-        tmp = _temp_sibling(file).with_suffix(".tmp" + file.suffix)
-        try:
-            existing = file.exists()
-            if existing:
-                shutil.copy2(file, tmp)
-            with h5py.File(str(tmp), "a" if existing else "w") as f:
-                for name, arr in names.items():
-                    if name in f:
-                        del f[name]
-                    f.create_dataset(name, data=arr, chunks=_chunks(arr.shape),
-                                     compression="gzip", compression_opts=4, shuffle=True)
-            os.replace(tmp, file)
-        except BaseException:
-            _remove(tmp)
-            raise
-    except FusionNetError:
-        raise
-    except MemoryError:
-        raise FusionNetError(f"cannot write {display}: not enough memory") from None
-    except Exception as exc:
-        raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
+    _guarded_write(file, display, write)
     return file
