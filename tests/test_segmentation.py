@@ -354,3 +354,46 @@ def test_split_vi_plot_is_written(tmp_path):
         plot_split_vi({"mean": [(0.3, 0.6, 2.0)]}, path, overwrite=False)
     with pytest.raises(FusionNetError, match="no curves"):
         plot_split_vi({}, tmp_path / "empty.png")
+
+
+@pytest.mark.slow
+def test_learned_beats_mean_on_gala_example():
+    """Real EM (gala-example), classical boundary map: train on the train volume, score the test volume."""
+    import h5py
+    from scipy import ndimage
+
+    from conftest import datasets_dir
+    from fusionnet_keras.evaluation import instance_scores
+    from fusionnet_keras.segmentation.learned import LearnedScore, train_classifier
+
+    root = datasets_dir()
+    if root is None or not (root / "gala-example" / "test-gt.lzf.h5").exists():
+        pytest.skip("gala-example not found (set FUSIONNET_DATA_DIR)")
+
+    def part(name):
+        with h5py.File(root / "gala-example" / f"{name}-image.h5") as f:
+            smooth = ndimage.gaussian_filter(f["stack"][:].astype(np.float32), (0, 1, 1))
+        with h5py.File(root / "gala-example" / f"{name}-gt.lzf.h5") as f:
+            gt = f["stack"][:]
+        affs = boundary_to_affinities((smooth.max() - smooth) / (smooth.max() - smooth.min()))
+        return affs, gt, watershed(affs, size=100)
+
+    (a_tr, g_tr, f_tr), (a_te, g_te, f_te) = part("train"), part("test")
+    clf = train_classifier(a_tr, f_tr, g_tr, epochs=2, trees=30)
+    best = {}
+    for name, scorer, bins in (("mean", MeanAffinity(), 0), ("learned", LearnedScore(clf), clf.bins)):
+        g = region_graph(a_te, f_te, bins=bins)
+        best[name] = min(instance_scores(relabel(f_te, g.nodes, ids), g_te)["vi"]
+                         for _, ids in agglomerate(g, np.arange(0.05, 0.96, 0.05), scorer))
+    assert best["learned"] < best["mean"] < 0.3 * instance_scores(f_te, g_te)["vi"], best
+
+
+@pytest.mark.parametrize("module", ["inputs", "zwatershed", "graph", "agglomeration", "features", "learned",
+                                    "pipeline"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"fusionnet_keras.segmentation.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -233,6 +233,14 @@ def agglomerate(graph, thresholds, scorer=None):
 
     The segment ids map the fragment ids ``graph.nodes``: apply them with
     :func:`relabel`.
+
+    Example:
+        >>> from fusionnet_keras.segmentation.graph import region_graph
+        >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.4
+        >>> frag = np.array([[[1, 2, 3]]], np.uint64)
+        >>> [(t, relabel(frag, g.nodes, ids).ravel().tolist())
+        ...  for g in [region_graph(affs, frag)] for t, ids in agglomerate(g, [0.5, 0.7])]
+        [(0.5, [1, 1, 3]), (0.7, [1, 1, 1])]
     """
     agg = Agglomerator(graph, scorer or MeanAffinity())
     for t in check_thresholds(thresholds):

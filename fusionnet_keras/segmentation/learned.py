@@ -199,7 +199,12 @@ def train_classifier(affs, fragments, labels, epochs: int = 4, trees: int = 100,
         log: optional callable receiving one line of progress per epoch.
 
     Example:
-        >>> # clf = train_classifier(affs, fragments, labels, epochs=3); clf.save("clf.npz")
+        >>> gt = np.repeat(np.repeat([[1, 1, 2, 2]], 4, 0), 4, 1)[None].repeat(3, 0)  # two bodies
+        >>> frag = gt * 2 - (np.arange(16) % 8 < 4)                                   # four fragments
+        >>> affs = np.full((3,) + gt.shape, 0.8, np.float32); affs[2, :, :, 8] = 0.1
+        >>> clf = train_classifier(affs, frag, gt, epochs=1, trees=5)
+        >>> clf.info["examples"], clf.info["merge_examples"]
+        (3, 2)
     """
     from fusionnet_keras.segmentation.graph import region_graph
     from fusionnet_keras.utils.validate import check_int

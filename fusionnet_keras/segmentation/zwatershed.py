@@ -76,8 +76,6 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 def size_merge(graph, size: int, merge_affinity: float) -> np.ndarray:
     """Step 3: the root row of every node of ``graph`` after size-dependent single linkage."""
-    from fusionnet_keras.segmentation.graph import RegionGraph  # noqa: F401  (type of graph)
-
     n = graph.num_nodes
     parent = np.arange(n)
     if size <= 0 or graph.num_edges == 0:
