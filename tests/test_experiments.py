@@ -139,3 +139,31 @@ def _small_nuclei(make):
         return make(shape, *args, **kwargs)
 
     return wrapper
+
+
+def _scores(vrand, vinfo=0.97):
+    plain = {"vrand": vrand, "vinfo": vinfo, "vrand_threshold": 0.5, "vinfo_threshold": 0.5, "pixel_error": 0.1}
+    return {"plain": plain, "median2": dict(plain, vrand=vrand - 0.001)}
+
+
+def test_isbi2012_report_chain_and_cross_validation():
+    """The W^1 vs W^2 rows, the reference FusionNet trained alone, the 3-fold CV section, the labels."""
+    from fusionnet_keras.experiments import isbi2012 as isbi
+    from fusionnet_keras.training import config as cfg
+
+    config = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
+    results = {"fusionnet_w2": {**_scores(0.96), "unit1": _scores(0.95)}}
+    trains = {"fusionnet_w2": {"epochs": 25, "best_epoch": 20, "train_seconds": 60.0, "parameters": "9"}}
+    cv = {"fusionnet_w2": {"folds": [{"vrand": 0.9, "vinfo": 0.95}, {"vrand": 0.92, "vinfo": 0.96},
+                                     {"vrand": 0.94, "vinfo": 0.97}], "mean": {"vrand": 0.92, "vinfo": 0.96}}}
+    alone = {"vrand": 0.97, "vinfo": 0.98, "pixel_error": 0.09, "epochs": 30}
+    text = "\n".join(isbi.report("paper", {"fusionnet_w2": config}, results, trains, 60.0, cv, alone))
+    assert "# ISBI 2012: FusionNetW^2" in text
+    assert "| FusionNetW^1 (unit 1 of the same chain) | none | 0.95000 |" in text
+    assert "| FusionNetW^2 | none | 0.96000 |" in text
+    assert "| W^1 (unit 1) | 0.95000 |" in text and "| W^2 (unit 2) | 0.96000 |" in text
+    assert "| FusionNet trained alone (`make isbi2012`, same preset, 30 epochs) | 0.97000 |" in text
+    assert "## 3-fold cross-validation (the 2016 paper's protocol)" in text
+    assert "| FusionNetW^2 | 0.92000 | 0.96000 | 0.9000, 0.9200, 0.9400 |" in text
+    assert "Sections 21-30 both select and score the checkpoint" in text and "same property per fold" in text
+    assert f"**{cfg.NOT_IN_PAPER_LABEL}**" in text  # the paper preset lists the unstated values

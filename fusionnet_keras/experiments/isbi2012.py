@@ -127,8 +127,8 @@ def _chain_section(results: dict, alone: dict | None) -> list[str]:
         for label, r in (("W^1 (unit 1)", results[name]["unit1"]["plain"]), ("W^2 (unit 2)", results[name]["plain"])):
             lines.append(f"| {label} | {r['vrand']:.5f} | {r['vinfo']:.5f} | {r['pixel_error']:.5f} |")
     if alone:
-        lines.append(f"| FusionNet trained alone (`make isbi2012`, same preset) | {alone['vrand']:.5f} | "
-                     f"{alone['vinfo']:.5f} | {alone['pixel_error']:.5f} |")
+        lines.append(f"| FusionNet trained alone (`make isbi2012`, same preset, {alone['epochs']} epochs) | "
+                     f"{alone['vrand']:.5f} | {alone['vinfo']:.5f} | {alone['pixel_error']:.5f} |")
     return lines + [
         "",
         "W^1 is the first unit of the chain, read from the same checkpoint: trained unit by unit, unit 1 never "
@@ -236,14 +236,14 @@ def _cross_validation(experiment_dir, preset: str, out: Path, models, data: dict
 
 
 def _trained_alone(out: Path, preset: str):
-    """FusionNet's plain scores from ``make isbi2012``'s results next to ``out`` (same preset), if any."""
+    """FusionNet's plain scores and epochs from ``make isbi2012``'s results next to ``out`` (same preset), if any."""
     path = out.parent / "isbi2012" / "results.json"
     if out.name == "isbi2012" or not path.exists():
         return None
     saved = json.loads(path.read_text())
     if saved.get("preset") != preset or "fusionnet" not in saved.get("results", {}):
         return None
-    return saved["results"]["fusionnet"]["plain"]
+    return {**saved["results"]["fusionnet"]["plain"], "epochs": saved["train"]["fusionnet"]["epochs"]}
 
 
 def run(preset: str, out, experiment_dir, tta=8, models=None, cv=None) -> dict:

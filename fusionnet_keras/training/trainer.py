@@ -164,7 +164,7 @@ def _models(run, state: dict, config: dict, schedule: _Schedule):
     else:
         net = build_model(m["architecture"], **cfg.model_kwargs(config))
         if schedule.by_unit:
-            models = units.unit_models(net, schedule.input_size, config, build_training_model, make_augmenter)
+            models = units.unit_models(net, schedule.input_size, config)
         else:
             models = [build_training_model(net, schedule.input_size, config)]
         for model in models:

@@ -36,8 +36,10 @@ def unit_network(net, unit: int):
     return keras.Model(net.inputs, net.outputs[unit - 1], name=f"{net.name}_to_unit{unit}")
 
 
-def unit_models(net, input_size: int, config: dict, build_training_model, make_augmenter) -> list:
-    """One training wrapper per unit of ``net``, all sharing one augmenter."""
+def unit_models(net, input_size: int, config: dict) -> list:
+    """One training wrapper per unit of ``net`` (:func:`unit_network`), all sharing one augmenter."""
+    from fusionnet_keras.training.trainer import build_training_model, make_augmenter
+
     augmenter = make_augmenter(config)
     return [build_training_model(unit_network(net, unit), input_size, config, augmenter=augmenter,
                                  name=f"training_unit{unit}") for unit in range(1, net.units + 1)]
