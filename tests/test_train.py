@@ -96,11 +96,11 @@ def temp_files(folder):
 # the background run, killed with SIGKILL after its first checkpoint
 
 
-@pytest.fixture(scope="module")
-def interrupted(data, tmp_path_factory):
-    d = tmp_path_factory.mktemp("interrupted")
+def _run_and_kill(d, toml_text, stop):
+    """Start ``fusionnet-keras train`` on ``toml_text`` in the background; SIGKILL it as soon as its
+    state.json satisfies ``stop(state)``. Yields the run's handles (see :func:`_wait_for_kill`)."""
     toml = d / "run.toml"
-    toml.write_text(tiny_toml(data, "interrupted", {"train": {"epochs": 3, "steps_per_epoch": 3}}))
+    toml.write_text(toml_text)
     out = d / "run"
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     log = open(d / "output.txt", "wb")
@@ -108,7 +108,7 @@ def interrupted(data, tmp_path_factory):
         [sys.executable, "-m", "fusionnet_keras.cli", "train", str(toml), "--out", str(out)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    info = {"killed_after": None, "timed_out": False}
+    info = {"killed_at": None, "timed_out": False}
 
     def watch():
         deadline = time.monotonic() + KILL_TIMEOUT
@@ -117,18 +117,18 @@ def interrupted(data, tmp_path_factory):
                 info["timed_out"] = True
                 break
             try:
-                epoch = json.loads((out / "state.json").read_text())["epoch"]
-            except (OSError, ValueError, KeyError):
-                epoch = 0
-            if epoch >= 1:
-                info["killed_after"] = epoch
+                state = json.loads((out / "state.json").read_text())
+            except (OSError, ValueError):
+                state = None
+            if state is not None and stop(state):
+                info["killed_at"] = (state["epoch"], state.get("unit", 0))
                 break
             time.sleep(0.02)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    thread = threading.Thread(target=watch, name="kill-after-first-epoch", daemon=True)
+    thread = threading.Thread(target=watch, name="kill", daemon=True)
     thread.start()
     yield {"toml": toml, "out": out, "proc": proc, "thread": thread, "info": info, "output": d / "output.txt"}
     if proc.poll() is None:
@@ -138,18 +138,39 @@ def interrupted(data, tmp_path_factory):
     log.close()
 
 
+def _wait_for_kill(run):
+    run["thread"].join(KILL_TIMEOUT + 30)
+    assert not run["thread"].is_alive()
+    output = run["output"].read_text(errors="replace")
+    assert not run["info"]["timed_out"], output[-3000:]
+    # killed by us, or (on a fast machine) finished before the kill
+    assert run["proc"].returncode in (-signal.SIGKILL, 0), output[-3000:]
+    return json.loads((run["out"] / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def interrupted(data, tmp_path_factory):
+    """A FusionNet run killed with SIGKILL after its first checkpoint."""
+    yield from _run_and_kill(tmp_path_factory.mktemp("interrupted"),
+                             tiny_toml(data, "interrupted", {"train": {"epochs": 3, "steps_per_epoch": 3}}),
+                             lambda state: state["epoch"] >= 1)
+
+
+@pytest.fixture(scope="module")
+def interrupted_units(data, tmp_path_factory):
+    """A FusionNetW^2 run (units one by one) killed with SIGKILL in the middle of its second epoch,
+    after unit 1 and before unit 2."""
+    text = tiny_toml(data, "interrupted-units", {"model": {"architecture": "fusionnet_w", "units": 2},
+                                                 "train": {"epochs": 3, "steps_per_epoch": 3}})
+    yield from _run_and_kill(tmp_path_factory.mktemp("interrupted-units"), text,
+                             lambda state: state["epoch"] >= 1 and state.get("unit") == 1)
+
+
 @pytest.fixture(scope="module")
 def resumed(interrupted):
     """Wait for the kill, then resume the run in this process with the same configuration."""
-    interrupted["thread"].join(KILL_TIMEOUT + 30)
-    assert not interrupted["thread"].is_alive()
-    output = interrupted["output"].read_text(errors="replace")
-    assert not interrupted["info"]["timed_out"], output[-3000:]
-    proc = interrupted["proc"]
-    # killed by us, or (on a fast machine) finished before the kill
-    assert proc.returncode in (-signal.SIGKILL, 0), output[-3000:]
+    before = _wait_for_kill(interrupted)
     out = interrupted["out"]
-    before = json.loads((out / "state.json").read_text())
     config = cfg.load_config([interrupted["toml"]])
     summary = train(config, out, resume=True, verbose=0)
     return {**interrupted, "config": config, "summary": summary, "before": before}
@@ -283,6 +304,26 @@ def test_fusionnet_w_resumes_in_the_middle_of_an_epoch(data, tmp_path, capsys, s
         ["loss_unit1", "loss_unit2"]] * 2
     with np.load(out / "checkpoints" / "units.npz") as saved:  # the Adam states came back: 2 epochs of 2 steps
         assert int(saved["adam1/0"]) == int(saved["adam2/0"]) == 4
+
+
+def test_fusionnet_w_resumes_after_sigkill_in_the_middle_of_an_epoch(interrupted_units, capsys):
+    before = _wait_for_kill(interrupted_units)
+    assert interrupted_units["proc"].returncode == -signal.SIGKILL  # the stop point lasts a whole unit phase
+    epoch, unit = interrupted_units["info"]["killed_at"]
+    assert unit == 1 and (before["epoch"], before["unit"]) == (epoch, 1)
+    out = interrupted_units["out"]
+    capsys.readouterr()
+    summary = train(cfg.load_config([interrupted_units["toml"]]), out, resume=True, verbose=0)
+    assert f"resuming unit by unit after unit 1 of epoch {epoch + 1}" in capsys.readouterr().out
+    assert summary["epochs"] == 3
+    state = json.loads((out / "state.json").read_text())
+    assert (state["epoch"], state["unit"]) == (3, 0) and len(state["history"]) == 3
+    assert state["history"][:epoch] == before["history"]  # completed epochs kept, not redone
+    assert state["history"][epoch]["loss_unit1"] == before["partial"]["loss_unit1"]  # the unit done before the kill
+    with np.load(out / "checkpoints" / "units.npz") as saved:  # both Adam states survived the kill
+        assert int(saved["adam1/0"]) == 3 * 3
+        assert int(saved["adam2/0"]) in (3 * 3, 4 * 3)  # + 1 phase if the kill fell after its resume point
+    assert temp_files(out) == []
 
 
 def test_fusionnet_w_joint_training(data, tmp_path, spy_units):

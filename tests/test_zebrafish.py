@@ -319,6 +319,7 @@ def _results(seeds=(0, 1, 2)):
 
 def _report(records, source="synthetic", preset="cpu", seeds=(0, 1, 2)):
     from fusionnet_keras.evaluation import morphology
+    from fusionnet_keras.experiments.common import MODELS
     from fusionnet_keras.experiments.zebrafish_report import report
 
     exp = zf.load_experiment(None)
@@ -327,9 +328,9 @@ def _report(records, source="synthetic", preset="cpu", seeds=(0, 1, 2)):
             "test_shape": [8, 32, 32], "voxel_size": [60.0, 56.4, 56.4]}
     config = {"model": {"nb_filters": 8, "depth": 2}, "train": {"crop": 0, "lr_decay": 0.99, "epochs": 500},
               "augment": {"elastic_amplitude": 10.0, "noise_sigma": 0.1}}
-    configs = {s: {name: config for name in zf.MODELS} for s in seeds}
+    configs = {s: {name: config for name in MODELS} for s in seeds}
     trains = {s: {name: {"epochs": 3, "best_epoch": 2, "train_seconds": 90.0, "parameters": "1,234"}
-                  for name in zf.MODELS} for s in seeds}
+                  for name in MODELS} for s in seeds}
     morph = {"records": records, "silhouettes": morphology.silhouettes(records),
              "symmetry": morphology.symmetry(records, 0.9)}
     return "\n".join(report(preset, exp, info, configs, trains, _results(seeds), morph, 125.0))

@@ -38,7 +38,6 @@ import numpy as np
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.experiments.common import (
     LABELS,
-    MODELS,
     finish,
     predict_models,
     start,
