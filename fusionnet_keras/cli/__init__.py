@@ -1,8 +1,10 @@
-"""Command-line interface: ``fusionnet-keras COMMAND ...``.
+"""Command-line interface: ``fusionnet-keras [--debug] [--verbose] COMMAND ...``.
 
 Every command turns a user error (bad file, bad shape, bad setting, existing
-output) into a one-line ``Error: ...`` message and exit status 2; heavy imports
-(Keras, TensorFlow) happen inside the commands so ``--help`` is instant.
+output) into a one-line ``Error: ...`` message and exit status 2, and any other
+failure into one line and exit status 1 (``--debug`` adds the traceback; see
+:mod:`fusionnet_keras.cli.options`); heavy imports (Keras, TensorFlow) happen
+inside the commands so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
 from fusionnet_keras.cli.morphology import morphology
+from fusionnet_keras.cli.options import global_options
 from fusionnet_keras.cli.predict import predict
 from fusionnet_keras.cli.segment import segment
 from fusionnet_keras.cli.train import cv, train
@@ -21,6 +24,7 @@ from fusionnet_keras.cli.train import cv, train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fusionnet-keras")
+@global_options
 def main():
     """FusionNet for EM connectomics segmentation (Quan et al. 2016/2021), in Keras 3."""
 

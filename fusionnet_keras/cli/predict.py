@@ -8,6 +8,7 @@ from fusionnet_keras.cli.options import (
     batch_size_option,
     handle_errors,
     overwrite_option,
+    quiet_backend,
     tta_option,
 )
 from fusionnet_keras.errors import FusionNetError
@@ -34,9 +35,12 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
     only) a directory of PNG/TIFF sections. 2-D images and 3-D stacks (Z, H, W).
     """
     from fusionnet_keras.data.io import check_output, load_image, write_volume
+    from fusionnet_keras.utils.validate import check_weights_path
 
     check_output(output_path, overwrite)
+    check_weights_path(weights)
     image = load_image(input_path)
+    quiet_backend()
     from fusionnet_keras.models.loading import load_model
 
     model = load_model(weights)

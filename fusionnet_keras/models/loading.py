@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_weights_path
 
 
 def register_custom_objects() -> None:
@@ -17,15 +18,10 @@ def register_custom_objects() -> None:
 
 def load_model(path):
     """Load a ``.keras`` model written by this package, with a one-line error on failure."""
+    path = check_weights_path(path)
     import keras
 
     register_custom_objects()
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FusionNetError(f"weights not found: {path}")
-    if not path.endswith(".keras"):
-        raise FusionNetError(f"weights must be a .keras file saved by fusionnet-keras, got {path}")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # corrupt zip, foreign model, missing classes
