@@ -16,13 +16,13 @@ from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
 from fusionnet_keras.cli.morphology import morphology
-from fusionnet_keras.cli.options import global_options
+from fusionnet_keras.cli.options import OneLineGroup, global_options
 from fusionnet_keras.cli.predict import predict
 from fusionnet_keras.cli.segment import segment
 from fusionnet_keras.cli.train import cv, train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fusionnet-keras")
 @global_options
 def main():

@@ -54,6 +54,12 @@ def evaluate(prediction, labels, as_json, median, instances):
     if median:
         check_median_radius(median, pred.shape)
     lab = read_volume(labels)
+    values = np.unique(lab)
+    if values.size < 2:
+        raise FusionNetError(
+            f"labels {labels} hold a single value ({values[0]:g}): expected 0 = membrane and one cell value, "
+            "so that there is something to score" if values.size else f"labels {labels} are empty"
+        )
     if median:
         pred = median_filter(pred, median)
     scores = isbi_scores(pred, lab)

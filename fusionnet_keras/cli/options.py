@@ -28,6 +28,36 @@ _DEBUG = "fusionnet_keras.debug"
 _VERBOSE = "fusionnet_keras.verbose"
 
 
+class OneLineGroup(click.Group):
+    """A command group whose usage errors (a bad option value, a missing argument) are one line too.
+
+    click prints ``Usage: ...``, a hint and the error on separate lines; here
+    the error and the hint share one line, ``Error: ... (see 'CMD --help')``,
+    with click's exit status (2). Help, ``--version`` and everything else are
+    click's.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def global_options(func):
     """``--debug`` and ``--verbose`` of the command group; the values go to ``ctx.meta`` for every command."""
 

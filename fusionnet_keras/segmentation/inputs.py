@@ -101,8 +101,12 @@ def check_labels(array, name: str = "labels", shape=None) -> np.ndarray:
     Negative values are refused; ``shape`` (Z, Y, X), when given, must match.
     """
     a = np.asarray(array)
+    if a.size == 0:
+        raise FusionNetError(f"{name} is empty (shape {_shape(a.shape)})")
     if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+        if not np.all(np.isfinite(a)):
+            raise FusionNetError(f"{name} contains NaN or infinite values; expected integer labels")
+        if not np.all(a == np.round(a)):
             raise FusionNetError(f"{name} must be integer labels, got dtype {a.dtype} with fractional values")
         a = a.astype(np.int64)
     elif a.dtype.kind == "b":

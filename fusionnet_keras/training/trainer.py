@@ -155,7 +155,7 @@ def _model(run, state: dict, config: dict, schedule: _Schedule):
 def _fit(run, model, net, ds, callbacks, state: dict, config: dict, schedule: _Schedule, verbose) -> None:
     """``model.fit`` to ``schedule.total_epochs``; FusionNetW unit by unit (Quan et al. 2021, sec. 3.4):
     train unit i, freeze it, then train unit i + 1."""
-    fit = dict(steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=verbose)
+    fit = dict(steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=verbose, shuffle=False)  # ds shuffles
     if not schedule.unit_epochs:
         model.fit(ds, epochs=schedule.total_epochs, initial_epoch=state["epoch"], **fit)
         return

@@ -148,14 +148,28 @@ def check_overwrite(path, overwrite: bool) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a single-file output may be written there.
 
     Raises :class:`OutputExistsError` when it exists and ``overwrite`` is false,
-    :class:`FusionNetError` when it is a directory.
+    :class:`FusionNetError` when it is a directory or cannot be created
+    (:func:`check_writable_parent`).
     """
     path = Path(path)
     if path.is_dir():
         raise FusionNetError(f"output is a directory: {path}")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"output exists: {path} (use --overwrite)")
+    check_writable_parent(path)
     return path
+
+
+def check_writable_parent(path) -> None:
+    """:class:`FusionNetError` unless ``path`` can be created: its nearest existing ancestor must be a
+    directory this process may write to (the missing folders between are created when writing)."""
+    ancestor = Path(path).parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise FusionNetError(f"cannot create {path}: {ancestor} is not a directory")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FusionNetError(f"cannot write to directory {ancestor}: permission denied")
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -186,6 +186,12 @@ class _TiffVolume(Volume):
             )
             if self._stacked:
                 shape, axes = (len(all_series),) + shape, "Q" + axes
+            elif len(all_series) > 1:  # reading the first alone would drop sections silently
+                shapes = ", ".join("x".join(map(str, s.shape)) + f" {s.dtype}" for s in all_series[:4])
+                raise FusionNetError(
+                    f"{display}: its {len(all_series)} pages differ in size or type ({shapes}"
+                    f"{', ...' if len(all_series) > 4 else ''}); a stack needs sections of one size and type"
+                )
             channel_axis = None
             if "S" in axes and shape[axes.index("S")] > 1:
                 channel_axis = axes.index("S")

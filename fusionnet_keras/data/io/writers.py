@@ -14,6 +14,7 @@ datasets, so none drops another's; each dataset appears whole or not at all:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from fusionnet_keras.errors import FusionNetError, OutputExistsError
 from fusionnet_keras.utils.atomic import (
     atomic_dir,
     atomic_path,
+    check_writable_parent,
     is_temporary_name,
     remove_stale_temporaries,
     temporary_name,
@@ -127,13 +129,7 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
             raise OutputExistsError(f"output exists: {display} (use --overwrite)")
         if fmt == "tiff" and file.is_dir():
             raise FusionNetError(f"output is a directory, not a TIFF file: {file}")
-    ancestor = file.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise FusionNetError(f"cannot create {file}: {ancestor} is not a directory")
-    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FusionNetError(f"cannot write to directory {ancestor}: permission denied")
+    check_writable_parent(file)
     return file
 
 
@@ -221,11 +217,16 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
                 if _h5_target_exists(f, key, f"{path}:{key}") and not overwrite:
                     raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
             temporaries = {}
-            for key, arr in datasets.items():
-                group, _, name = key.rpartition("/")
-                temporaries[key] = f"{group}/{temporary_name(name)}" if group else temporary_name(name)
-                _h5_create(f, temporaries[key], arr)
-            f.flush()
+            try:
+                for key, arr in datasets.items():
+                    group, _, name = key.rpartition("/")
+                    temporaries[key] = f"{group}/{temporary_name(name)}" if group else temporary_name(name)
+                    _h5_create(f, temporaries[key], arr)
+                f.flush()
+            except BaseException:  # e.g. a full disk: leave the file as it was (space is not reclaimed)
+                with contextlib.suppress(Exception):
+                    _h5_remove_temporaries(f)
+                raise
             for key, tmp in temporaries.items():
                 if key in f:
                     del f[key]
