@@ -305,6 +305,13 @@ def _existing_zarr(f, o):
     write_volume(f"{o / 'out.zarr'}:a", np.arange(12, dtype=np.uint8).reshape(3, 4))
 
 
+def _finished_run(o):
+    """A run folder as a finished training leaves it (what --resume --overwrite would delete)."""
+    (o / "run" / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "state.json", "best.keras", "last.keras", "checkpoints/last.keras", "log.csv"):
+        (o / "run" / name).write_text(f"{name} of a finished run\n")
+
+
 def _read_only(f, o):
     (o / "ro").mkdir()
     os.chmod(o / "ro", 0o555)
@@ -494,7 +501,7 @@ ROWS = [
     Row("train", "option-value", _train("--set", "train.epochs=-1"), "'train.epochs'"),
     Row("train", "option-value", _train("--set", "train.crop=4096"), "crop", name="crop-huge"),
     Row("train", "option-value", _train("--set", "train.batch_size=0"), "'train.batch_size'", name="batch-zero"),
-    Row("train", "contradictory", _train("--resume", "--overwrite"), "contradict"),
+    Row("train", "contradictory", _train("--resume", "--overwrite"), "contradict", setup=lambda f, o: _finished_run(o)),
     Row("train", "output-exists", _train(), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),
     Row("train", "read-only-output", _train(out="ro/run"), "permission denied", setup=_read_only,
@@ -505,7 +512,8 @@ ROWS = [
     Row("cv", "wrong-format", _train(command="cv", config="image"), "not a TOML"),
     Row("cv", "option-value", _train("--folds", "1", command="cv"), "--folds"),
     Row("cv", "option-value", _train("--folds", "1000", command="cv"), "sections", name="folds-huge"),
-    Row("cv", "contradictory", _train("--resume", "--overwrite", command="cv"), "contradict"),
+    Row("cv", "contradictory", _train("--resume", "--overwrite", command="cv"), "contradict",
+        setup=lambda f, o: _finished_run(o)),
     Row("cv", "output-exists", _train(command="cv"), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),
     # --- morphology -----------------------------------------------------------------------------------------
@@ -772,3 +780,109 @@ def test_every_command_meets_every_class():
     assert set(APPLIES) == set(COMMANDS) and all(k in KINDS for kinds in APPLIES.values() for k in kinds)
     assert sorted(wanted - covered) == []
     assert {r.command for r in ROWS} == set(COMMANDS)
+
+
+# ---------------------------------------------------------------------------
+# real processes: concurrent writers, quiet output, kill -9 during a write
+
+
+def _cli_process(*args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the command must quieten TensorFlow itself
+    return subprocess.Popen([sys.executable, "-m", "fusionnet_keras.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_concurrent_predicts_into_one_file_keep_both_and_print_only_their_own_lines(inputs, tmp_path):
+    """``predict ... out.h5:a`` and ``predict ... out.h5:b`` at once: both datasets end up in the file, and
+    stderr holds no line of TensorFlow/absl/oneDNN (their C++ start-up chatter is silenced)."""
+    out = tmp_path / "out.h5"
+    procs = [_cli_process("predict", inputs["image"], f"{out}:{key}", "-w", inputs["weights"], *TTA1, *PAD)
+             for key in ("a", "b")]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    for stdout, stderr, code in results:
+        assert code == 0, stderr
+        assert stderr == "", stderr  # not even one line of TensorFlow's
+        assert stdout.startswith("wrote ") and len(stdout.splitlines()) == 1, stdout
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == ["a", "b"]
+        np.testing.assert_array_equal(f["a"][()], f["b"][()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]  # no lock or temporary left
+
+
+def test_verbose_lets_tensorflow_speak(inputs, tmp_path):
+    p = _cli_process("--verbose", "info", inputs["weights"], "--size", "64")
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0 and "parameters:" in stdout
+    assert "oneDNN" in stderr or "absl" in stderr or "cpu_feature_guard" in stderr, stderr
+
+
+def test_killed_predict_leaves_the_container_intact(inputs, tmp_path):
+    """``kill -9`` while ``predict`` writes a large dataset into an existing HDF5 file: the file still opens,
+    its other dataset is unchanged, the new one is absent (or whole), and the next write cleans up."""
+    big = tmp_path / "big.h5"
+    _write_h5(big, stack=np.random.default_rng(0).integers(0, 256, (12, 512, 512), dtype=np.uint8))
+    out = tmp_path / "out.h5"
+    old = np.arange(1000, dtype=np.float64)
+    _write_h5(out, old=old)
+    size = out.stat().st_size
+    proc = _cli_process("predict", f"{big}:stack", f"{out}:new", "-w", inputs["weights"], *TTA1, *PAD)
+    killed = False
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.stat().st_size > size:  # the new dataset is being written into the file
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.001)
+    proc.communicate(timeout=60)
+    assert killed, f"not killed during the write (exit {proc.returncode})"
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["old"][()], old)
+        names = sorted(f)
+    assert names in (["old"], ["new", "old"]) or any(n.startswith(".new.tmp-") for n in names), names
+    from fusionnet_keras.data.io import read_volume, write_volume
+
+    assert read_volume(f"{out}:old").shape == old.shape  # a reader does not see a temporary dataset
+    write_volume(f"{out}:again", np.ones((4, 4), np.float32))
+    with h5py.File(out, "r") as f:
+        assert [n for n in f if n.startswith(".")] == []  # the next writer removed what the kill left
+
+
+def test_resume_cleans_what_a_killed_writer_left(tmp_path):
+    """A process killed inside the package's atomic writers leaves ``.NAME.tmp-*`` files and folders;
+    resuming the run removes exactly those and keeps everything else."""
+    from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.training.rundir import prepare_run_dir
+
+    config = cfg.load_config([], ["name='r'"])
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    cfg.save_config(config, run / "config.json")
+    (run / "notes.tmp").write_text("mine")  # not a writer's temporary: kept
+    code = (
+        "import os, signal, sys\n"
+        "from fusionnet_keras.utils.atomic import atomic_dir, atomic_path\n"
+        f"run = {str(run)!r}\n"
+        "with atomic_dir(run + '/store') as d:\n"
+        "    os.mkdir(d)\n"
+        "    with atomic_path(run + '/checkpoints/last.keras') as t1, atomic_path(run + '/state.json') as t2:\n"
+        "        open(t1, 'w').write('half'); open(t2, 'w').write('half')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(str(p.relative_to(run)) for p in run.rglob(".*"))
+    assert len(left) == 3 and all(".tmp-" in name for name in left), left
+    prepare_run_dir(config, run, resume=True)
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["checkpoints", "config.json", "notes.tmp"]
+
+
+def test_train_prints_only_its_own_lines(inputs, tmp_path):
+    """A successful ``train`` in a fresh process: stderr empty (no TensorFlow, absl, oneDNN or Keras line)."""
+    p = _cli_process("train", inputs["toml"], "--out", tmp_path / "run", "--set", "model.depth=0")
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr
+    assert stderr == "", stderr
+    assert '"best_model"' in stdout and (tmp_path / "run" / "best.keras").exists()
