@@ -43,7 +43,7 @@ from PIL import Image
 
 from fusionnet_keras.cli import main
 
-from conftest import REPO, TINY, randomize_batchnorm, synthetic_em, write_tiff
+from conftest import REPO, TINY, randomize_batchnorm, synthetic_em, tiny_train_toml, write_tiff
 from segmentation_helpers import bodies, degrade, gt_affinities
 
 # ---------------------------------------------------------------------------
@@ -228,23 +228,7 @@ def inputs(tmp_path_factory):
     f["clf"] = d / "clf.npz"
     f["clf_truncated"] = _truncate(f["clf"], d / "clf-truncated.npz")
 
-    cfg = f"""name = "bad-input"
-[model]
-nb_filters = 4
-depth = 2
-[data]
-images = "{f['stack']}"
-labels = "{f['stack_labels']}"
-train_sections = "1-2"
-val_sections = "3"
-[train]
-epochs = 1
-steps_per_epoch = 1
-crop = 32
-pad = 16
-tensorboard = false
-"""
-    (d / "tiny.toml").write_text(cfg)
+    (d / "tiny.toml").write_text(tiny_train_toml(f["stack"], f["stack_labels"], "bad-input"))
     f["toml"] = d / "tiny.toml"
     (d / "broken.toml").write_text("[train\nepochs = \n")
     f["toml_broken"] = d / "broken.toml"
