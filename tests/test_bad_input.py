@@ -759,6 +759,8 @@ def test_bad_input(row, inputs, tmp_path, request):
 
 
 def test_every_command_meets_every_class():
+    # every command of the command line has its rows (a new command fails here until it is added)
+    assert set(main.commands) == set(COMMANDS) - {"evaluate-instances"}
     covered = {(r.command, r.kind) for r in ROWS}
     wanted = {(c, k) for c, kinds in APPLIES.items() for k in kinds if k != "killed-write"}
     assert set(APPLIES) == set(COMMANDS) and all(k in KINDS for kinds in APPLIES.values() for k in kinds)
@@ -870,3 +872,26 @@ def test_train_prints_only_its_own_lines(inputs, tmp_path):
     assert p.returncode == 0, stderr
     assert stderr == "", stderr
     assert '"best_model"' in stdout and (tmp_path / "run" / "best.keras").exists()
+
+
+def test_unexpected_errors_are_one_line_with_exit_1_and_debug_shows_the_traceback(inputs, tmp_path, monkeypatch):
+    import fusionnet_keras.evaluation as evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside broke\nsecond line")
+
+    monkeypatch.setattr(evaluation, "isbi_scores", broken)
+    args = ["evaluate", str(inputs["prob"]), str(inputs["labels"])]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "Error: evaluate failed unexpectedly (RuntimeError: something inside broke); rerun with --debug for the "
+        "traceback and report it"]
+    result = CliRunner().invoke(main, ["--debug", *args])
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr and "RuntimeError" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("Error: evaluate failed unexpectedly")
+    # an environment error (here: a vanished file) is the user's to fix: exit 2, with the file named
+    monkeypatch.setattr(evaluation, "isbi_scores", lambda *a, **k: open(tmp_path / "gone" / "x"))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.stderr.startswith("Error: evaluate: No such file or directory: ")
