@@ -15,43 +15,22 @@ from keras import layers
 from fusionnet_keras.models.layers import PACKAGE
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ConvBlock3D(layers.Layer):
-    """Valid 3-D convolution followed by ReLU and batch normalisation.
+class _ConvReluBN(layers.Layer):
+    """A convolution (made by :meth:`_make_conv`), ReLU, batch normalisation."""
 
-    Args:
-        filters: number of output feature maps.
-        kernel_size: ``(kz, ky, kx)``, odd sizes (``(1, 3, 3)``: in-plane only).
-        kernel_initializer: Keras initializer name for the convolution.
-        bn_momentum: momentum of the batch-norm moving statistics.
-        gamma_initializer: initializer of the batch-norm scale.
-
-    Example:
-        >>> import numpy as np
-        >>> tuple(ConvBlock3D(4, (3, 3, 3))(np.zeros((1, 5, 16, 16, 1), "float32")).shape)
-        (1, 3, 14, 14, 4)
-    """
-
-    def __init__(
-        self,
-        filters,
-        kernel_size=(3, 3, 3),
-        kernel_initializer="he_normal",
-        bn_momentum=0.99,
-        gamma_initializer="ones",
-        **kwargs,
-    ):
+    def __init__(self, filters, kernel_initializer="he_normal", bn_momentum=0.99, gamma_initializer="ones",
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.kernel_size = tuple(int(k) for k in kernel_size)
         self.kernel_initializer = kernel_initializer
         self.bn_momentum = bn_momentum
         self.gamma_initializer = gamma_initializer
-        self.conv = layers.Conv3D(
-            filters, self.kernel_size, padding="valid", kernel_initializer=kernel_initializer, name="conv"
-        )
+        self.conv = self._make_conv()
         self.relu = layers.ReLU(name="relu")
         self.bn = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer=gamma_initializer, name="bn")
+
+    def _make_conv(self):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -68,12 +47,41 @@ class ConvBlock3D(layers.Layer):
         config = super().get_config()
         config.update(
             filters=self.filters,
-            kernel_size=list(self.kernel_size),
             kernel_initializer=self.kernel_initializer,
             bn_momentum=self.bn_momentum,
             gamma_initializer=self.gamma_initializer,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ConvBlock3D(_ConvReluBN):
+    """Valid 3-D convolution followed by ReLU and batch normalisation.
+
+    Args:
+        filters: number of output feature maps.
+        kernel_size: ``(kz, ky, kx)``, odd sizes (``(1, 3, 3)``: in-plane only).
+        kernel_initializer: Keras initializer name for the convolution.
+        bn_momentum: momentum of the batch-norm moving statistics.
+        gamma_initializer: initializer of the batch-norm scale.
+
+    Example:
+        >>> import numpy as np
+        >>> tuple(ConvBlock3D(4, (3, 3, 3))(np.zeros((1, 5, 16, 16, 1), "float32")).shape)
+        (1, 3, 14, 14, 4)
+    """
+
+    def __init__(self, filters, kernel_size=(3, 3, 3), **kwargs):
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        super().__init__(filters, **kwargs)
+
+    def _make_conv(self):
+        return layers.Conv3D(
+            self.filters, self.kernel_size, padding="valid", kernel_initializer=self.kernel_initializer, name="conv"
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": list(self.kernel_size)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -170,7 +178,7 @@ class ResidualBlock3D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class UpConv3D(layers.Layer):
+class UpConv3D(_ConvReluBN):
     """Transposed convolution with kernel = stride = ``scale`` (xy only by default), ReLU, batch norm.
 
     Args:
@@ -178,6 +186,7 @@ class UpConv3D(layers.Layer):
         scale: per axis up-sampling factor (``(1, 2, 2)``: never in z).
         kernel_initializer: Keras initializer name.
         bn_momentum: momentum of the batch-norm moving statistics.
+        gamma_initializer: initializer of the batch-norm scale.
 
     Example:
         >>> import numpy as np
@@ -185,36 +194,15 @@ class UpConv3D(layers.Layer):
         (1, 3, 16, 16, 4)
     """
 
-    def __init__(self, filters, scale=(1, 2, 2), kernel_initializer="he_normal", bn_momentum=0.99, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.scale = tuple(int(s) for s in scale)
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
-        self.deconv = layers.Conv3DTranspose(
-            filters, self.scale, strides=self.scale, padding="valid", kernel_initializer=kernel_initializer,
-            name="deconv",
+    def __init__(self, filters, scale=(1, 2, 2), **kwargs):
+        self.scale = tuple(int(k) for k in scale)
+        super().__init__(filters, **kwargs)
+
+    def _make_conv(self):
+        return layers.Conv3DTranspose(
+            self.filters, self.scale, strides=self.scale, padding="valid",
+            kernel_initializer=self.kernel_initializer, name="deconv",
         )
-        self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, name="bn")
-
-    def build(self, input_shape):
-        self.deconv.build(input_shape)
-        self.bn.build(self.deconv.compute_output_shape(input_shape))
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        return self.bn(self.relu(self.deconv(inputs)), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.deconv.compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            scale=list(self.scale),
-            kernel_initializer=self.kernel_initializer,
-            bn_momentum=self.bn_momentum,
-        )
-        return config
+        return {**super().get_config(), "scale": list(self.scale)}
