@@ -44,8 +44,11 @@ _RESULT_MARK = "@@BENCH_RESULT@@"
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (call before importing keras)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Silence TensorFlow's C++ start-up chatter as the command line does (call before importing keras)."""
+    ensure_repo_on_path()
+    from fusionnet_keras.cli.options import quiet_backend
+
+    quiet_backend()
 
 
 def ensure_repo_on_path() -> None:
@@ -304,11 +307,9 @@ def emit_json(result: dict, path=None, prefix="RESULT ") -> str:
     text = json.dumps(_clean(result), default=_json_default, sort_keys=False)
     print(prefix + text, flush=True)
     if path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(_clean(result), default=_json_default, indent=2) + "\n")
-        os.replace(tmp, path)
+        from fusionnet_keras.utils.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(_clean(result), default=_json_default, indent=2) + "\n")
     return text
 
 

@@ -79,3 +79,45 @@ def synthetic_em(n, size=64, seed=0, cells=12):
 def write_tiff(path, array):
     tifffile.imwrite(path, array, photometric="minisblack")
     return path
+
+
+def randomize_weights(model, seed=0):
+    """Random non-symmetric conv weights (2-D and 3-D layers), then :func:`randomize_batchnorm`."""
+    r = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if getattr(layer, "kernel", None) is not None and hasattr(layer, "kernel_size"):
+            k = layer.kernel
+            fan_in = np.prod(k.shape[:-1])
+            layer.kernel.assign(r.normal(0, 1.2 / np.sqrt(fan_in), k.shape).astype("float32"))
+            if layer.bias is not None:
+                layer.bias.assign(r.normal(0, 0.1, layer.bias.shape).astype("float32"))
+    return randomize_batchnorm(model, seed)
+
+
+def tiny_unet_2d(seed=0):
+    """Depth-2 U-shaped "same" network: conv/BN, 2 max-pools, transposed convs, skips.
+
+    Size multiple 4, receptive-field margin 19 px.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((None, None, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    s1 = layers.BatchNormalization()(x)
+    x = layers.MaxPooling2D(2)(s1)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(x)
+    s2 = layers.BatchNormalization()(x)
+    x = layers.MaxPooling2D(2)(s2)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Conv2DTranspose(6, 2, strides=2, padding="same")(x)
+    x = layers.Add()([x, s2])
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = layers.UpSampling2D(2)(x)
+    x = layers.Concatenate()([x, s1])
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    out = layers.Conv2D(1, 1, activation="sigmoid")(x)
+    return randomize_weights(keras.Model(inp, out), seed)

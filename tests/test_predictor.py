@@ -10,58 +10,20 @@ import pytest
 import keras
 from keras import layers
 
+import fusionnet_keras as fk
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.data.orient import orient, unorient
-from fusionnet_keras.inference.tiling import pad_for_model, tile_plan
-from fusionnet_keras.inference.predictor import predict, predict_section
+from fusionnet_keras.inference.tiling import pad_for_model
+from fusionnet_keras.inference.predictor import SectionPredictor, predict, predict_section
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
+from fusionnet_keras.models.fusionnet import FusionNet
 
-
-def _randomize(model, seed):
-    """Random non-symmetric conv weights and non-trivial batch-norm statistics."""
-    r = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(r.normal(0, 0.3, n).astype("float32"))
-            layer.moving_variance.assign(r.uniform(0.3, 2.0, n).astype("float32"))
-            layer.gamma.assign(r.uniform(0.5, 1.5, n).astype("float32"))
-            layer.beta.assign(r.normal(0, 0.3, n).astype("float32"))
-        elif isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
-            k = layer.kernel
-            fan_in = np.prod(k.shape[:-1])
-            layer.kernel.assign(r.normal(0, 1.2 / np.sqrt(fan_in), k.shape).astype("float32"))
-            if layer.bias is not None:
-                layer.bias.assign(r.normal(0, 0.1, layer.bias.shape).astype("float32"))
-    return model
-
-
-def _tiny_unet(seed=0):
-    """Depth-2 U-shaped stand-in: conv/BN, 2 max-pools, transposed convs, skips."""
-    inp = keras.Input((None, None, 1))
-    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    s1 = layers.BatchNormalization()(x)
-    x = layers.MaxPooling2D(2)(s1)
-    x = layers.Conv2D(6, 3, padding="same", activation="relu")(x)
-    s2 = layers.BatchNormalization()(x)
-    x = layers.MaxPooling2D(2)(s2)
-    x = layers.Conv2D(6, 3, padding="same", activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Conv2DTranspose(6, 2, strides=2, padding="same")(x)
-    x = layers.Add()([x, s2])
-    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
-    x = layers.UpSampling2D(2)(x)
-    x = layers.Concatenate()([x, s1])
-    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    out = layers.Conv2D(1, 1, activation="sigmoid")(x)
-    return _randomize(keras.Model(inp, out), seed)
+from conftest import tiny_unet_2d, write_tiff
 
 
 @pytest.fixture(scope="module")
 def model():
-    keras.utils.set_random_seed(0)
-    return _tiny_unet(0)
+    return tiny_unet_2d(0)
 
 
 def _image(shape, seed=1):
@@ -93,10 +55,7 @@ def test_receptive_field_of_plain_chain():
 
 
 def test_fusionnet_model_inspection():
-    models = pytest.importorskip("fusionnet_keras.models")
-    if not hasattr(models, "FusionNet"):
-        pytest.skip("FusionNet not available yet")
-    net = models.FusionNet(nb_filters=2, depth=2)
+    net = FusionNet(nb_filters=2, depth=2)
     assert size_multiple(net) == 4
     # per level 5 convs (conv, 3 in the residual block, conv): levels 1,2 encoder (j=1,2),
     # bridge (j=4), decoder (2,1); pools +1,+2; deconvs +4,+2
@@ -197,30 +156,6 @@ def test_d4_equivariance(model, shape):
 # -- tiling ---------------------------------------------------------------------------
 
 
-def test_tile_plan_properties():
-    for length, tile, overlap, m, lo, hi in [(224, 64, 19, 4, 64, 160), (288, 64, 19, 4, 0, 288),
-                                             (640, 256, 40, 16, 64, 576), (96, 64, 8, 16, 10, 90)]:
-        plan = tile_plan(length, tile, overlap, m, lo, hi)
-        total = np.zeros(length)
-        for start, a, b, w in plan:
-            assert start % m == 0 and 0 <= start <= length - tile
-            assert lo <= a < b <= hi and len(w) == b - a
-            assert np.all(w > 0)
-            # inner tile edges lose `overlap` pixels
-            if start > 0:
-                assert a >= start + overlap
-            if start + tile < length:
-                assert b <= start + tile - overlap
-            # smooth ramps: no jumps in the weights
-            assert np.abs(np.diff(w)).max(initial=0) <= 1.0 / max(1, overlap // 2) + 1e-9
-            total[a:b] += w
-        np.testing.assert_allclose(total[lo:hi], 1.0, atol=1e-12)
-        assert np.all(total[:lo] == 0) and np.all(total[hi:] == 0)
-    assert tile_plan(64, 64, 10, 4)[0][:3] == (0, 0, 64)
-    with pytest.raises(FusionNetError):
-        tile_plan(256, 32, 16, 4)
-
-
 @pytest.mark.parametrize("tta", [1, 8])
 def test_tiled_equals_whole(model, tta):
     img = _image((96, 160), seed=3)
@@ -228,40 +163,104 @@ def test_tiled_equals_whole(model, tta):
     whole = predict(model, img, tta=tta, pad=16, batch_size=8)
     tiled = predict(model, img, tta=tta, pad=16, tile=64, overlap=r, batch_size=8)
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
-    # default overlap (min(receptive field, tile // 4)) with a tile large enough is exact too
-    tiled_default = predict(model, img, tta=tta, pad=16, tile=96, batch_size=8)
+    # the default overlap is the receptive field: exact for any tile
+    tiled_default = predict(model, img, tta=tta, pad=16, tile=17, batch_size=8)
     np.testing.assert_allclose(tiled_default, whole, atol=1e-4)
 
 
-def test_tiling_is_sensitive_and_seamless(model):
-    """Too small an overlap changes the result, but blending leaves no seams."""
+TILES = [16, 17, 33, 64, 100, 512]
+
+
+def test_any_tile_size_is_exact(model):
+    """Tiles far smaller than the receptive field (19 px) up to 512: all equal the untiled map."""
+    img = _image((50, 610), seed=11)
+    whole = predict(model, img, tta=1, pad=8, batch_size=8)
+    for tile in TILES:
+        sp = SectionPredictor(model, tta=1, tile=tile, pad=8, batch_size=8)
+        plan = sp.plan(img.shape)
+        assert sp.exact and sp.context == receptive_field_margin(model)
+        assert plan.grid_shape[1] >= 2  # really tiled, even at 512
+        np.testing.assert_allclose(fk.predict(model, img, tta=1, pad=8, tile=tile, batch_size=8), whole,
+                                   atol=1e-4, err_msg=f"tile {tile}")
+
+
+def test_cli_any_tile_size_is_exact(tmp_path):
+    """``fusionnet-keras predict --tile N`` equals the untiled prediction for N = 16..512."""
+    from click.testing import CliRunner
+
+    from fusionnet_keras.cli import main
+    from fusionnet_keras.data.io import read_image
+
+    keras.utils.set_random_seed(0)
+    net = FusionNet(nb_filters=2, depth=2)  # receptive field 59 px
+    net.save(tmp_path / "tiny.keras")
+    rng = np.random.default_rng(4)
+    write_tiff(tmp_path / "in.tif", rng.integers(0, 256, (120, 600), dtype=np.uint8))
+
+    def run(out, *extra):
+        args = ["predict", tmp_path / "in.tif", tmp_path / out, "-w", tmp_path / "tiny.keras", "--tta", "1",
+                "--pad", "16", *extra]
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return read_image(tmp_path / out)
+
+    whole = run("whole.tif")
+    for tile in TILES:
+        np.testing.assert_allclose(run(f"t{tile}.tif", "--tile", tile), whole, atol=1e-4, err_msg=f"tile {tile}")
+
+
+def test_small_overlap_is_not_exact_but_seamless(model):
+    """An explicit overlap below the receptive field changes the result, but blending leaves no seams."""
     img = np.tile(np.linspace(0.2, 0.8, 160, dtype=np.float32), (96, 1))
     img += 0.05 * _image((96, 160), seed=5)
     whole = predict(model, img, tta=1, pad=16)
-    err = predict(model, img, tta=1, pad=16, tile=64, overlap=2) - whole
+    sp = SectionPredictor(model, tta=1, pad=16, tile=60, overlap=2)
+    assert not sp.exact and sp.blend == 4
+    err = sp.predict(img) - whole
     assert np.abs(err).max() > 1e-3  # the check below is not vacuous
-    hard = _hard_stitched(model, img, pad=16, tile=64, overlap=2) - whole
+    hard = _hard_stitched(model, img, pad=16, window=64, overlap=2) - whole
     jumps_blend = max(np.abs(np.diff(err, axis=0)).max(), np.abs(np.diff(err, axis=1)).max())
     jumps_hard = max(np.abs(np.diff(hard, axis=0)).max(), np.abs(np.diff(hard, axis=1)).max())
     assert jumps_blend < jumps_hard
 
 
-def _hard_stitched(model, img, pad, tile, overlap):
-    """Reference without blending: each pixel from the tile whose kept part is nearest its centre."""
+def _hard_stitched(model, img, pad, window, overlap):
+    """Reference without blending: each pixel from the window whose kept part is nearest its centre."""
     padded, (top, left) = pad_for_model(img, pad, 4)
     out = np.zeros(padded.shape, np.float32)
     best = np.full(padded.shape, -np.inf)
     ph, pw = padded.shape
-    for r0 in range(0, ph - tile + 1, 4 * ((tile - 2 * overlap) // 8)):
-        for c0 in range(0, pw - tile + 1, 4 * ((tile - 2 * overlap) // 8)):
-            p = keras.ops.convert_to_numpy(model(padded[None, r0:r0 + tile, c0:c0 + tile, None],
+    step = 4 * ((window - 2 * overlap) // 8)
+    for r0 in range(0, ph - window + 1, step):
+        for c0 in range(0, pw - window + 1, step):
+            p = keras.ops.convert_to_numpy(model(padded[None, r0:r0 + window, c0:c0 + window, None],
                                                   training=False))[0, ..., 0]
-            yy, xx = np.mgrid[r0:r0 + tile, c0:c0 + tile]
-            score = -np.maximum(np.abs(yy - r0 - tile / 2), np.abs(xx - c0 - tile / 2))
-            sel = score > best[r0:r0 + tile, c0:c0 + tile]
-            out[r0:r0 + tile, c0:c0 + tile][sel] = p[sel]
-            best[r0:r0 + tile, c0:c0 + tile][sel] = score[sel]
+            yy, xx = np.mgrid[r0:r0 + window, c0:c0 + window]
+            score = -np.maximum(np.abs(yy - r0 - window / 2), np.abs(xx - c0 - window / 2))
+            sel = score > best[r0:r0 + window, c0:c0 + window]
+            out[r0:r0 + window, c0:c0 + window][sel] = p[sel]
+            best[r0:r0 + window, c0:c0 + window][sel] = score[sel]
     return out[top:top + img.shape[0], left:left + img.shape[1]]
+
+
+def test_schedule_matches_model_calls(model):
+    """The batches the predictor announces are the batches it runs (the benchmarks rely on it)."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, net):
+            self.net = net
+
+        def predict_on_batch(self, x):
+            calls.append(x.shape[:3])
+            return self.net.predict_on_batch(x)
+
+    img = _image((45, 70), seed=2)
+    sp = SectionPredictor(model, tta=8, tile=24, pad=8, batch_size=3, multiple=4)
+    sp.model = Recorder(model)
+    sp.predict(img)
+    assert calls == sp.schedule(img.shape)
+    assert len(set(calls)) >= 2 and max(n for n, _, _ in calls) == 3
 
 
 # -- validation -----------------------------------------------------------------------
@@ -287,7 +286,7 @@ def test_errors(model):
         with pytest.raises(FusionNetError, match="tta"):
             predict(model, img, tta=tta)
     with pytest.raises(FusionNetError, match="tile"):
-        predict(model, img, tta=1, tile=2)
+        predict(model, img, tta=1, tile=0)
     with pytest.raises(FusionNetError):
         predict(model, img, tta=1, pad=-1)
     with pytest.raises(FusionNetError):

@@ -18,7 +18,9 @@ from fusionnet_keras.errors import FusionNetError
 @click.argument("output_path", metavar="OUTPUT")
 @click.option("--weights", "-w", required=True, type=click.Path(dir_okay=False), help="Trained model (.keras).")
 @tta_option
-@click.option("--tile", type=click.IntRange(16), default=None, help="Tile size (px) for large images; default: whole sections.")
+@click.option("--tile", type=click.IntRange(16), default=None,
+              help="Tile core (px) for large images: each network window adds the receptive field on every "
+                   "side, so any tile gives the untiled result; default: whole sections.")
 @click.option("--pad", type=click.IntRange(0), default=64, show_default=True, help="Mirror padding (px) on every side.")
 @batch_size_option
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,

@@ -31,8 +31,10 @@ Conventions
   and inside ``model.fit`` on TensorFlow and JAX.
 * Mirror padding and out-of-image sampling use the *reflect* convention of
   ``numpy.pad(mode="reflect")``: ``(d c b | a b c d | c b a)`` - the edge pixel
-  is not repeated. The same convention is used by the data pipeline and the
-  predictor.
+  is not repeated. The data pipeline pads with :func:`mirror_pad` too; the
+  predictor's numpy reads (:func:`fusionnet_keras.inference.tiling.read_block`)
+  follow the same convention and also repeat the reflection for pads larger
+  than the image, which ``mirror_pad`` refuses.
 """
 
 from __future__ import annotations

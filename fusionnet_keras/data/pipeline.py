@@ -7,8 +7,8 @@ Data conventions
   0 = membrane (ISBI label 255 -> 1, see :func:`binarize_labels`).
 * Datasets yield ``(image, label)`` tuples, each ``(B, H + 2p, W + 2p, 1)``
   float32, where ``p`` is the mirror padding (numpy ``"reflect"`` convention,
-  edge pixel not repeated - the same convention as
-  :func:`fusionnet_keras.augment.mirror_pad` and the predictor).
+  edge pixel not repeated: :func:`fusionnet_keras.data.augment.mirror_pad`,
+  the convention of the predictor's :func:`fusionnet_keras.inference.tiling.read_block`).
 
 Orientations
 ------------
@@ -142,11 +142,10 @@ def _check_pad(pad, height, width):
 
 
 def _pad_and_channel(x, pad):
-    import tensorflow as tf
+    """Mirror-pad a section tensor (:func:`fusionnet_keras.data.augment.mirror_pad`) and add a channel axis."""
+    from fusionnet_keras.data.augment import mirror_pad
 
-    if pad:
-        x = tf.pad(x, [[pad, pad], [pad, pad]], mode="REFLECT")
-    return x[..., None]
+    return mirror_pad(x, pad)[..., None]
 
 
 # --------------------------------------------------------------------------

@@ -5,75 +5,52 @@ images in ``[0, 1]`` into a float32 probability map of the same shape:
 
 1. **Orientations (TTA).** With ``tta=8`` (the paper's section 2.2) each section
    is presented in all 8 orientations of the dihedral group D4
-   (:func:`fusionnet_keras.orient.orient`); every prediction is turned back with
-   :func:`~fusionnet_keras.orient.unorient` and the 8 maps are averaged. Each
-   orientation is padded and tiled *after* it has been oriented, so the result
-   is exactly D4-equivariant: ``predict(orient(x, k)) == orient(predict(x), k)``
-   up to float round-off. ``tta=1`` is a single plain pass.
+   (:func:`fusionnet_keras.data.orient.orient`); every prediction is turned back
+   with :func:`~fusionnet_keras.data.orient.unorient` and the 8 maps are
+   averaged. Each orientation is padded and tiled *after* it has been oriented,
+   so the result is exactly D4-equivariant:
+   ``predict(orient(x, k)) == orient(predict(x), k)`` up to float round-off.
+   ``tta=1`` is a single plain pass.
 2. **Mirror padding.** The oriented section gets ``pad`` pixels of mirror
-   (``np.pad(mode="reflect")``) context on every side, then further reflect
+   (``np.pad(mode="reflect")``) context on every side, then further mirror
    padding up to the next multiple of ``multiple`` (split between the two
    sides, the odd pixel at the bottom/right) so every pooling level divides
-   evenly. The prediction is cropped back to the section.
-3. **Tiling.** If the padded image is larger than ``tile`` it is cut into
-   overlapping ``tile x tile`` windows whose offsets are multiples of
-   ``multiple`` (so the pooling grids coincide with the whole-image
-   computation). Each window's outer ``overlap`` pixels at *inner* tile edges
-   are discarded (there the prediction sees the window border instead of the
-   neighbouring image), and neighbouring windows are blended in their shared
-   zone with linear ramps (weights normalised to sum to one), so there are no
-   seams. With ``overlap >= receptive_field_margin(model)`` the tiled result
-   equals the whole-image result up to float round-off.
+   evenly: the *frame* (:func:`~fusionnet_keras.inference.tiling.pad_for_model`).
+   The prediction is cropped back to the section.
+3. **Tiling.** Without ``tile`` the network sees the whole frame at once.
+   With ``tile`` the frame is cut by a :class:`~fusionnet_keras.inference.tiling.TilePlan`
+   (``mode="fit"``): ``tile`` is the core each window contributes, and every
+   window adds ``overlap`` pixels of context on each side (default: the
+   network's receptive-field radius, :func:`receptive_field_margin`), with
+   window offsets on the pooling grid of the frame. So **any tile size gives
+   the untiled result** up to float round-off. A smaller explicit ``overlap``
+   trades exactness for speed; then neighbouring windows cross-fade with
+   linear ramps over at least ``min(overlap, tile / 2)`` pixels so no seams show.
 
 Inference runs in inference mode (batch norm uses its moving statistics) via
 ``model.predict_on_batch``, which compiles the forward pass once per input
 shape; windows of the same shape (all orientations of a square window, all
-tiles) are batched together up to ``batch_size``.
+tiles) are batched together up to ``batch_size``. Models with several outputs
+(FusionNetW^k) are read at their last output.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fusionnet_keras.data.orient import N_ORIENTATIONS, orient, unorient
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.inference.tiling import _floor_to, pad_for_model, tile_plan
+from fusionnet_keras.inference.tiling import Tile, TilePlan, frame_widths, pad_for_model
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
+from fusionnet_keras.utils.validate import check_int
 
-__all__ = [
-    "predict",
-    "predict_section",
-    "receptive_field_margin",
-    "size_multiple",
-    "pad_for_model",
-    "tile_plan",
-]
+__all__ = ["predict", "predict_section", "SectionPredictor"]
 
 # Orientations grouped by output shape (even k keep (H, W), odd k swap it), so
 # that windows of equal shape follow each other and batch together.
 _TTA_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
-
-
-# ----------------------------------------------------------------------------
-# model inspection
-
-
-# ----------------------------------------------------------------------------
-# geometry
-
-
-# ----------------------------------------------------------------------------
-# validation
-
-
-def _check_choice_int(name, value, minimum, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FusionNetError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_tta(tta):
@@ -87,52 +64,111 @@ def _check_finite(array, where=""):
         raise FusionNetError(f"the image{where} contains NaN or infinite values")
 
 
-# ----------------------------------------------------------------------------
-# inference
+@dataclass(eq=False)
+class _Orientation:
+    """The accumulator of one orientation of one section."""
+
+    k: int
+    offsets: tuple
+    acc: np.ndarray
+    left: int
 
 
-class _Predictor:
-    """Settings resolved once for a model; runs sections through it."""
+@dataclass(eq=False)
+class _Job:
+    """One network window: its pixels, its tile, the orientation it belongs to."""
+
+    window: np.ndarray
+    tile: Tile
+    state: _Orientation = field(repr=False)
+
+
+def _batches(items, key, batch_size):
+    """Group ``items`` by ``key`` into lists of ``batch_size``, each flushed as soon as it is full."""
+    pending = {}
+    for item in items:
+        queue = pending.setdefault(key(item), [])
+        queue.append(item)
+        if len(queue) >= batch_size:
+            yield pending.pop(key(item))
+    yield from pending.values()
+
+
+class SectionPredictor:
+    """Prediction settings resolved once for a model; plans and runs 2-D sections.
+
+    Same arguments as :func:`predict`. :meth:`plan` and :meth:`schedule` give the
+    geometry without running the model (the benchmarks count FLOPs with them).
+
+    Example:
+        >>> import keras
+        >>> net = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+        >>> sp = SectionPredictor(net, tta=1, tile=16, pad=4, multiple=1)
+        >>> sp.context, len(sp.plan((40, 40)))
+        (1, 9)
+        >>> sp.predict(np.zeros((40, 40), np.float32)).shape
+        (40, 40)
+    """
 
     def __init__(self, model, tta=8, tile=None, pad=64, batch_size=4, overlap=None, multiple=None):
         self.model = model
         self.tta = _check_tta(tta)
-        self.pad = _check_choice_int("pad", pad, 0)
-        self.batch_size = _check_choice_int("batch_size", batch_size, 1)
-        self.multiple = _check_choice_int("multiple", multiple, 1, allow_none=True) or size_multiple(model)
-        tile = _check_choice_int("tile", tile, 1, allow_none=True)
-        if tile is not None:
-            if tile < self.multiple:
-                raise FusionNetError(f"tile {tile} is smaller than the size multiple {self.multiple}")
-            tile = _floor_to(tile, self.multiple)
-        self.tile = tile
-        if overlap is None:
-            overlap = 0
-            if tile is not None:
-                overlap = min(receptive_field_margin(model), tile // 4)
-        self.overlap = _check_choice_int("overlap", overlap, 0)
+        self.pad = check_int("pad", pad, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.multiple = check_int("multiple", multiple, 1, allow_none=True) or size_multiple(model)
+        self.tile = check_int("tile", tile, 1, allow_none=True)
+        overlap = check_int("overlap", overlap, 0, allow_none=True)
+        #: context (px) each window has beyond its core at inner edges
+        self.context = 0
+        #: least cross-fade overlap of neighbouring windows (only when not exact)
+        self.blend = 0
+        #: whether the tiled result equals the untiled one (context >= receptive field)
+        self.exact = True
+        if self.tile is not None:
+            try:
+                margin = receptive_field_margin(model)
+            except FusionNetError:
+                if overlap is None:
+                    raise
+                margin = None
+            self.context = margin if overlap is None else overlap
+            self.exact = margin is not None and self.context >= margin
+            if not self.exact:
+                self.blend = max(self.multiple, min(self.context, self.tile // 2))
 
-    # -- jobs: (window, orientation state, placement) ---------------------------------
+    @property
+    def orientations(self):
+        return _TTA_ORDER if self.tta == N_ORIENTATIONS else (0,)
+
+    def plan(self, shape):
+        """The :class:`TilePlan` of one (oriented) section of ``shape`` over its padded frame."""
+        widths = frame_widths(shape, self.pad, self.multiple)
+        frame = tuple(s + lo + hi for s, (lo, hi) in zip(shape, widths))
+        region = tuple(slice(lo, lo + s) for s, (lo, _) in zip(shape, widths))
+        tile = frame if self.tile is None else self.tile
+        return TilePlan(frame, tile, halo=self.context, multiple=self.multiple, region=region,
+                        mode="fit", blend=self.blend)
+
+    def schedule(self, shape):
+        """The model calls :meth:`predict` makes for a section of ``shape``: a list of ``(n, h, w)``."""
+        shapes = []
+        for k in self.orientations:
+            plan = self.plan(tuple(shape)[::-1] if k % 2 else tuple(shape))  # odd k swap H and W
+            shapes += [plan.window] * len(plan)
+        return [(len(b),) + b[0] for b in _batches(shapes, lambda s: s, self.batch_size)]
+
     def _jobs(self, section, states):
-        for k in (_TTA_ORDER if self.tta == N_ORIENTATIONS else (0,)):
+        for k in self.orientations:
             y = orient(section, k)
-            h, w = y.shape
-            padded, (top, left) = pad_for_model(y, self.pad, self.multiple)
-            ph, pw = padded.shape
-            tile = self.tile if self.tile is not None else max(ph, pw)
-            rows = tile_plan(ph, tile, self.overlap, self.multiple, top, top + h)
-            cols = tile_plan(pw, tile, self.overlap, self.multiple, left, left + w)
-            th, tw = min(tile, ph), min(tile, pw)
-            state = {"k": k, "acc": np.zeros((h, w), np.float32), "left": len(rows) * len(cols)}
+            frame, offsets = pad_for_model(y, self.pad, self.multiple)
+            plan = self.plan(y.shape)
+            state = _Orientation(k, offsets, np.zeros(y.shape, np.float32), len(plan))
             states.append(state)
-            for r0, ra, rb, wr in rows:
-                for c0, ca, cb, wc in cols:
-                    window = np.ascontiguousarray(padded[r0:r0 + th, c0:c0 + tw], dtype=np.float32)
-                    place = (r0, ra, rb, wr, c0, ca, cb, wc, top, left)
-                    yield window, state, place
+            for tile in plan:
+                yield _Job(np.ascontiguousarray(frame[tile.read], dtype=np.float32), tile, state)
 
     def _run(self, batch, finish):
-        x = np.stack([item[0] for item in batch])[..., None]
+        x = np.stack([job.window for job in batch])[..., None]
         y = self.model.predict_on_batch(x)
         if isinstance(y, (list, tuple)):  # FusionNetW^k: the last unit's output is the prediction
             y = y[-1]
@@ -143,45 +179,40 @@ class _Predictor:
             y = y[..., 0]
         if y.shape != x.shape[:3]:
             raise FusionNetError(f"the model output shape {y.shape} does not match its input {x.shape[:3]}")
-        for out, (_, state, place) in zip(y, batch):
-            r0, ra, rb, wr, c0, ca, cb, wc, top, left = place
-            part = out[ra - r0:rb - r0, ca - c0:cb - c0].astype(np.float64)
-            part *= wr[:, None]
-            part *= wc[None, :]
-            state["acc"][ra - top:rb - top, ca - left:cb - left] += part.astype(np.float32)
-            state["left"] -= 1
-            if state["left"] == 0:
+        for out, job in zip(y, batch):
+            part = out[job.tile.crop]
+            weight = job.tile.weight()
+            if weight is not None:
+                part = (part * weight).astype(np.float32)
+            state = job.state
+            target = tuple(slice(s.start - o, s.stop - o) for s, o in zip(job.tile.write, state.offsets))
+            state.acc[target] += part
+            state.left -= 1
+            if state.left == 0:
                 finish(state)
 
-    def section(self, section):
+    def predict(self, section):
+        """Probability map (float32 in [0, 1]) of one 2-D ``section``."""
         section = np.asarray(section, dtype=np.float32)
         total = np.zeros(section.shape, np.float32)
 
         def finish(state):
-            total[...] += unorient(state["acc"], state["k"])
-            state["acc"] = None
+            total[...] += unorient(state.acc, state.k)
+            state.acc = None
 
         states = []
-        pending = OrderedDict()  # window shape -> list of jobs
-        for job in self._jobs(section, states):
-            queue = pending.setdefault(job[0].shape, [])
-            queue.append(job)
-            if len(queue) >= self.batch_size:
-                del pending[job[0].shape]
-                self._run(queue, finish)
-        for queue in pending.values():
-            self._run(queue, finish)
-        assert all(s["left"] == 0 for s in states)
+        for batch in _batches(self._jobs(section, states), lambda job: job.window.shape, self.batch_size):
+            self._run(batch, finish)
+        assert all(s.left == 0 for s in states)
         total /= self.tta
         np.clip(total, 0.0, 1.0, out=total)
         return total
 
 
 def _check_image(image):
-    shape = tuple(getattr(image, "shape", ()))
     if not hasattr(image, "shape"):
         image = np.asarray(image)
-        shape = image.shape
+    shape = tuple(image.shape)
     if len(shape) not in (2, 3):
         raise FusionNetError(f"expected a 2-D image or a 3-D stack (Z, H, W), got shape {shape}")
     if 0 in shape:
@@ -199,7 +230,7 @@ def predict_section(model, section, tta=8, tile=None, pad=64, batch_size=4, over
         raise FusionNetError(f"expected a 2-D section (H, W), got shape {shape}")
     section = np.asarray(section, dtype=np.float32)
     _check_finite(section)
-    return _Predictor(model, tta, tile, pad, batch_size, overlap, multiple).section(section)
+    return SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple).predict(section)
 
 
 def predict(
@@ -216,6 +247,9 @@ def predict(
 ):
     """Probability map of a section ``(H, W)`` or a stack ``(Z, H, W)``.
 
+    FusionNet (Quan, Hildebrand, Jeong 2016, sec. 2.2): 8-orientation averaging
+    over mirror-padded sections.
+
     Args:
         model: a Keras model mapping ``(N, H, W, 1)`` float32 in [0, 1] to
             ``(N, H, W, 1)`` probabilities (H, W divisible by ``multiple``).
@@ -223,14 +257,16 @@ def predict(
             indexing, e.g. a memmap), floats in [0, 1]; stacks are processed
             section by section. Any size >= 1x1.
         tta: 8 to average all 8 D4 orientations (the paper), 1 for a plain pass.
-        tile: side of the square network input window (including context) for
-            tiled inference; ``None`` = the whole padded section in one window.
-            Rounded down to a multiple of ``multiple``.
+        tile: side of the square core each network window contributes (px);
+            each window is ``tile + 2 * overlap``, rounded up to ``multiple``,
+            at most the padded section. ``None`` = the whole padded section in
+            one window. Any tile size gives the untiled result (default overlap).
         pad: mirror-padding context in pixels added around each section.
         batch_size: windows per forward pass.
-        overlap: pixels discarded at inner tile edges. Default
-            ``min(receptive_field_margin(model), tile // 4)``; with
-            ``overlap >= receptive_field_margin(model)`` tiling is exact.
+        overlap: context (px) each window has beyond its core at inner tile
+            edges. Default: ``receptive_field_margin(model)``, which makes
+            tiling exact. A smaller value is faster and not exact (the windows
+            then cross-fade linearly).
         multiple: required input size multiple; default :func:`size_multiple`.
         progress: show a tqdm progress bar over sections.
         out: optional array-like of the image's shape (zarr, h5py, memmap) to
@@ -241,9 +277,15 @@ def predict(
 
     Raises:
         FusionNetError: bad shape, empty or non-finite image, bad settings.
+
+    Example:
+        >>> import fusionnet_keras as fk
+        >>> net = fk.FusionNet(nb_filters=2, depth=2)
+        >>> fk.predict(net, np.full((40, 50), 0.5, np.float32), tta=1, tile=16).shape
+        (40, 50)
     """
     image, shape = _check_image(image)
-    predictor = _Predictor(model, tta, tile, pad, batch_size, overlap, multiple)
+    predictor = SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple)
     if out is not None and tuple(out.shape) != shape:
         raise FusionNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
     if isinstance(image, np.ndarray):
@@ -252,7 +294,7 @@ def predict(
         section = np.asarray(image, dtype=np.float32)
         if not isinstance(image, np.ndarray):
             _check_finite(section)
-        result = predictor.section(section)
+        result = predictor.predict(section)
         if out is None:
             return result
         out[...] = result
@@ -267,5 +309,5 @@ def predict(
     for z in sections:
         section = np.asarray(image[z], dtype=np.float32)
         _check_finite(section, f" (section {z})")
-        result[z] = predictor.section(section)
+        result[z] = predictor.predict(section)
     return result
