@@ -149,16 +149,29 @@ def test_receptive_field_is_the_measured_reach(rng):
     assert tuple(reach) == analysis.receptive_field_margin(model) == (11, 23, 23)
 
 
-def test_blocks_on_the_grid_join_exactly(rng):
-    """Blocks that start on multiples of ``multiple`` predict exactly what the whole volume does."""
-    model = randomize_batchnorm(UNet3D(nb_filters=2, depth=2))
+@pytest.mark.parametrize("cls", [UNet3D, FusionNet3D])
+def test_blockwise_equals_whole_volume(rng, cls):
+    """Through the shared tiling core: small blocks (``geometry.block``) give what one block over
+    the whole volume gives (mirrored context at the volume border in both)."""
+    from fusionnet_keras.inference.halo import predict_with_halo
+
+    model = randomize_batchnorm(cls(nb_filters=2, depth=2))
     g = model.geometry
-    volume = rng.random((1, 26, 60, 60, 1), dtype=np.float32)
-    whole = np.asarray(model.predict(volume, verbose=0))
-    assert whole.shape == (1, *g.output_shape((26, 60, 60)), 3)
-    # a block of input (25, 52, 56) at offset (1, 8, 4): output offset = input offset
-    block = np.asarray(model.predict(volume[:, 1:26, 8:60, 4:60], verbose=0))
-    np.testing.assert_allclose(block[0], whole[0, 1:, 8:, 4:], atol=1e-5)
+    volume = rng.random((9, 37, 41), dtype=np.float32)
+
+    def affinities(block):
+        return np.moveaxis(np.asarray(model.predict_on_batch(block[None, ..., None]))[0], -1, 0)
+
+    results = []
+    for core in [(3, 16, 16), (9, 40, 44)]:  # 3 x 3 x 3 blocks, then one block
+        input_shape, halo = g.block(core)
+        assert input_shape == tuple(c + before + after for c, (before, after) in zip(core, halo))
+        assert g.output_shape(input_shape)[0] == core[0]
+        results.append(predict_with_halo(volume, affinities, core, halo, multiple=g.multiple))
+    assert results[0].shape == (3, 9, 37, 41)
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+    with pytest.raises(FusionNetError, match="multiple of 4"):
+        g.block((3, 10, 12))
 
 
 # ------------------------------------------------------------------ FLOPs

@@ -210,6 +210,34 @@ class ValidGeometry:
         self.output_shape(shape)
         return shape
 
+    def block(self, core_shape):
+        """Input shape and per-axis ``(before, after)`` context for blockwise prediction of cores of
+        ``core_shape`` voxels, each a multiple of :attr:`multiple` (so that blocks on a common grid
+        see the pooling windows the whole volume sees).
+
+        The output sizes of a valid network step by ``multiple`` from ``min_input - loss``, so a
+        core that is a multiple of ``multiple`` usually needs a few more input voxels after it: the
+        network then predicts ``core + (after - before)`` voxels, of which the first ``core`` are
+        the block's (the tiling core crops the rest).
+
+        Example:
+            >>> g = ValidGeometry.from_kernels([[(3, 3, 3)] * 2] * 3, [(3, 3, 3)] * 2,
+            ...                                [[(3, 3, 3)] * 2] * 3, (3, 1, 1), (1, 2, 2))
+            >>> g.block((8, 112, 112))
+            ((38, 204, 204), ((15, 15), (44, 48), (44, 48)))
+        """
+        core_shape = tuple(int(c) for c in core_shape)
+        input_shape, halo = [], []
+        for a, core in enumerate(core_shape):
+            if core < 1 or core % self.multiple[a]:
+                raise FusionNetError(
+                    f"block {self.axes[a]} size {core} must be a positive multiple of {self.multiple[a]}"
+                )
+            _, size = self.nearest_sizes(core + self.loss[a], a)
+            input_shape.append(size)
+            halo.append((self.context[a], size - core - self.context[a]))
+        return tuple(input_shape), tuple(halo)
+
     def _axis_index(self, axis):
         if isinstance(axis, str):
             if axis not in self.axes:
