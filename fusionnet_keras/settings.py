@@ -1,9 +1,12 @@
-"""Project-wide settings read from the environment."""
+"""Project-wide settings: the data folder (from the environment) and the Keras registration package."""
 
 import os
 from pathlib import Path
 
 DATA_DIR_ENV = "FUSIONNET_DATA_DIR"
+
+KERAS_PACKAGE = "fusionnet_keras"
+"""Package name of every Keras class the package registers (``fusionnet_keras>ConvBlock`` in ``.keras`` files)."""
 
 
 def data_dir() -> Path:

@@ -125,7 +125,7 @@ def test_info_paper_configuration():
     out = result.stdout
     assert "parameters: 75,080,897" in out
     assert "FusionNet" in out
-    assert '"nb_filters": 64' in out and '"depth": 4' in out
+    assert '"nb_filters": 64' in out and '"depth": 4' in out and '"dtype": "float32"' in out
     assert "640x640" in out
     # the five resolution levels of the paper (Table 1): 640 -> 40 px, 64 -> 1024 maps
     assert "640x640x64" in out

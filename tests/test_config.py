@@ -1,4 +1,4 @@
-"""Tests of fusionnet_keras.config: defaults, TOML layering, --set overrides, validation."""
+"""Tests of fusionnet_keras.training.config: defaults, TOML layering, --set overrides, validation."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Tests of fusionnet_keras.datasets: pixel checksums, offline behaviour, the real ISBI 2012 files."""
+"""Tests of fusionnet_keras.data.datasets: pixel checksums, offline behaviour, the real ISBI 2012 files."""
 
 import hashlib
 

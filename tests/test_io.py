@@ -1,4 +1,4 @@
-"""Tests for fusionnet_keras.io: reading, normalising and atomically writing volumes."""
+"""Tests for fusionnet_keras.data.io: reading, normalising and atomically writing volumes."""
 
 import os
 

@@ -1,9 +1,7 @@
 """Tests for fusionnet_keras.metrics (hand-computed cases + ISBI reference figure)."""
 
 import math
-import os
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +11,6 @@ from fusionnet_keras.evaluation.isbi import DEFAULT_THRESHOLDS, isbi_scores, vra
 from fusionnet_keras.evaluation.volume import adapted_rand_error, variation_of_information, vrand_vinfo_3d
 from fusionnet_keras.evaluation.pixel import dice, pixel_error
 from fusionnet_keras.evaluation.thinning import thin_borders
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _two_cells():
@@ -393,25 +389,11 @@ def test_bad_inputs_raise_one_line_errors():
 # --------------------------------------------------------------------------
 
 
-def _find_train_labels():
-    candidates = []
-    env = os.environ.get("FUSIONNET_DATA_DIR")
-    for base in ([Path(env)] if env else []) + [REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "datasets"]:
-        candidates += [base / "train-labels.tif", base / "isbi2012" / "train-labels.tif"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
-
-
-def test_isbi_reference_figure():
-    path = _find_train_labels()
-    if path is None:
-        pytest.skip("ISBI 2012 train-labels.tif not found (set FUSIONNET_DATA_DIR)")
-    tifffile = pytest.importorskip("tifffile")
+def test_isbi_reference_figure(isbi_dir):
+    import tifffile
     from scipy import ndimage
 
-    labels = tifffile.imread(str(path))
+    labels = tifffile.imread(str(isbi_dir / "train-labels.tif"))
     assert labels.shape == (30, 512, 512)
     yy, xx = np.mgrid[-2:3, -2:3]
     disk = (xx**2 + yy**2) <= 4  # 13-pixel disk of radius 2

@@ -1,8 +1,12 @@
+import inspect
+import re
+
+import keras
 import numpy as np
 import pytest
-import keras
 
 from fusionnet_keras import models
+from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.models.fusionnet import FusionNet, FusionNetW
 from fusionnet_keras.models.unet import UNet
 from fusionnet_keras.models.layers import ConvBlock, ResidualBlock
@@ -13,7 +17,7 @@ from conftest import TINY
 @pytest.fixture(scope="module")
 def paper_model():
     """The paper's configuration, built once (no training)."""
-    return FusionNet(nb_filters=64, depth=4, input_shape=(640, 640, 1))
+    return FusionNet(nb_filters=64, depth=4, image_shape=(640, 640, 1))
 
 
 def test_paper_level_shapes(paper_model):
@@ -48,17 +52,30 @@ def test_paper_layer_counts(paper_model):
     assert paper_model.count_params() == 75_080_897
 
 
-def test_every_layer_named_and_unique(paper_model):
-    names = [l.name for l in paper_model.layers]
-    assert len(names) == len(set(names))
+LAYER_NAME = re.compile(r"^(image|(unit\d+_)?(output|(down\d+|bridge|up\d+)_(conv_in|res|conv_out|conv1|conv2|pool|deconv|merge)))$")
 
 
-def test_tiny_forward_range(rng):
-    model = FusionNet(**TINY)
+@pytest.mark.parametrize("cls,kwargs", [(FusionNet, {}), (UNet, {}), (FusionNetW, {"units": 2})])
+def test_every_layer_named_by_its_place(cls, kwargs):
+    """No Keras auto-names (``conv_block_7``): every layer is named by its level and role."""
+    model = cls(**TINY, **kwargs)
+    unnamed = [l.name for l in model.layers if not LAYER_NAME.match(l.name)]
+    assert not unnamed
+    if cls is not UNet:  # one input, 2 * depth + 1 levels of 3 blocks, depth pools/deconvs/merges, one output
+        assert len(model.layers) == kwargs.get("units", 1) * (3 * (2 * TINY["depth"] + 1) + 3 * TINY["depth"] + 1) + 1
+
+
+def test_inference_is_per_sample(rng):
+    """At inference batch norm uses its moving statistics: a sample's output does not depend on its batch."""
+    from conftest import randomize_batchnorm
+
+    model = randomize_batchnorm(FusionNet(**TINY))
     x = rng.random((2, 64, 64, 1), dtype=np.float32)
-    y = keras.ops.convert_to_numpy(model(x, training=False))
-    assert y.shape == (2, 64, 64, 1)
-    assert np.all((y >= 0) & (y <= 1))
+    together = keras.ops.convert_to_numpy(model(x, training=False))
+    alone = np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 1], training=False)) for i in range(2)])
+    np.testing.assert_allclose(together, alone, atol=2e-5)  # oneDNN sums in batch-dependent order
+    trained = keras.ops.convert_to_numpy(model(x, training=True))  # batch statistics: not the same
+    assert np.abs(trained - together).max() > 1e-3
 
 
 @pytest.mark.parametrize("cls,kwargs", [(FusionNet, {}), (UNet, {}), (FusionNetW, {"units": 2})])
@@ -75,11 +92,50 @@ def test_save_load_round_trip(tmp_path, rng, cls, kwargs):
     np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=1e-6)
 
 
-def test_get_config_complete():
-    model = FusionNetW(units=3, nb_filters=8, depth=2, input_shape=(64, 64, 1))
-    clone = FusionNetW.from_config(model.get_config())
-    assert clone.count_params() == model.count_params()
-    assert clone.units == 3 and clone.nb_filters == 8
+@pytest.mark.parametrize("cls,kwargs", [(FusionNet, {"zero_init_residual": True}), (UNet, {}),
+                                        (FusionNetW, {"units": 3, "zero_init_residual": True})])
+def test_get_config_complete(cls, kwargs):
+    args = {"nb_filters": 8, "depth": 1, "image_shape": (32, 48, 1), "kernel_initializer": "glorot_uniform",
+            "bn_momentum": 0.9, **kwargs}
+    model = cls(**args, name="m")
+    config = model.get_config()
+    signature = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
+    assert sorted(config) == sorted(signature + ["trainable"])
+    assert {k: config[k] for k in args} == {**args, "image_shape": [32, 48, 1]}
+    clone = cls.from_config(config)
+    assert clone.get_config() == config and clone.count_params() == model.count_params()
+
+
+def test_legacy_config_key_input_shape():
+    """Files saved by 0.1.0 call the input shape ``input_shape``; they still load."""
+    config = {**FusionNet(**TINY).get_config(), "image_shape": None}
+    del config["image_shape"], config["dtype"]
+    model = FusionNet.from_config({**config, "input_shape": [32, 32, 1]})
+    assert model.image_shape == (32, 32, 1)
+
+
+@pytest.mark.parametrize("cls,kwargs", [(FusionNet, {}), (UNet, {}), (FusionNetW, {"units": 2})])
+def test_dtype_policy_round_trip(tmp_path, rng, cls, kwargs):
+    """A model built under mixed_bfloat16 keeps its policy through get_config and a .keras file."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = cls(**TINY, **kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    explicit = cls(**TINY, **kwargs, dtype="mixed_bfloat16")
+    for m in (model, explicit):
+        assert m.get_config()["dtype"]["config"]["name"] == "mixed_bfloat16"
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    nested = [l for l in loaded._flatten_layers(include_self=True, recursive=True)
+              if not l.name.endswith("output") and not isinstance(l, keras.layers.InputLayer)]
+    assert {l.dtype_policy.name for l in nested} == {"mixed_bfloat16"}
+    assert all(loaded.get_layer(n).dtype_policy.name == "float32" for n in loaded.output_names)
+    x = rng.random((1, 32, 32, 1), dtype=np.float32)
+    before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for b, a in zip(keras.tree.flatten(before), keras.tree.flatten(after)):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
 
 
 def test_zero_init_residual_starts_as_identity(rng):
@@ -107,19 +163,23 @@ def test_zero_init_residual_model_option(tmp_path, cls, kwargs):
 
 
 def test_indivisible_size_raises():
-    with pytest.raises(ValueError, match="not divisible by 2\\*\\*depth = 16"):
-        FusionNet(input_shape=(100, 100, 1))
+    with pytest.raises(FusionNetError, match="input height 100 is not divisible by 16"):
+        FusionNet(image_shape=(100, 100, 1))
     model = FusionNet(**TINY)
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(FusionNetError, match="input height 62 is not divisible by 4"):
         model(np.zeros((1, 62, 64, 1), "float32"))
 
 
 def test_bad_hyperparameters():
-    with pytest.raises(ValueError, match="nb_filters"):
+    with pytest.raises(FusionNetError, match="nb_filters must be an integer >= 1, got 0"):
         FusionNet(nb_filters=0)
-    with pytest.raises(ValueError, match="units"):
+    with pytest.raises(FusionNetError, match="depth must be an integer, got 2.0"):
+        UNet(depth=2.0)
+    with pytest.raises(FusionNetError, match="units must be an integer >= 1, got 0"):
         FusionNetW(units=0)
-    with pytest.raises(ValueError, match="unknown architecture"):
+    with pytest.raises(FusionNetError, match="image_shape must be \\(height, width, channels\\)"):
+        FusionNet(image_shape=(64, 64))
+    with pytest.raises(FusionNetError, match="unknown architecture"):
         models.build_model("resnet")
 
 

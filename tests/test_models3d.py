@@ -26,7 +26,7 @@ def output_shape(model):
 
 # ------------------------------------------------------------------ paper sizes (build only)
 def test_unet3d_paper_sizes():
-    model = UNet3D(nb_filters=64, depth=3, input_shape=(33, 204, 204, 1))
+    model = UNet3D(nb_filters=64, depth=3, image_shape=(33, 204, 204, 1))
     assert output_shape(model) == (3, 116, 116, 3)
     assert model.geometry.loss == (30, 88, 88) and model.geometry.multiple == (1, 8, 8)
     assert model.count_params() == 21_719_235
@@ -44,7 +44,7 @@ def test_unet3d_paper_sizes():
 
 
 def test_fusionnet3d_paper_sizes():
-    model = FusionNet3D(nb_filters=64, depth=3, input_shape=(33, 334, 334, 1))
+    model = FusionNet3D(nb_filters=64, depth=3, image_shape=(33, 334, 334, 1))
     assert output_shape(model) == (3, 114, 114, 3)
     assert model.geometry.loss == (30, 220, 220)
     assert model.count_params() == 31_140_675
@@ -83,22 +83,22 @@ def test_geometry_matches_the_graph(cls, kwargs):
         for n in range(g.min_input[axis] - 2, g.min_input[axis] + 2 * g.multiple[axis] + 1):
             assert (g.axis_output(n, axis) is not None) == (n in dict(sizes)), (axis, n)
     shape = tuple(g.min_input[a] + g.multiple[a] for a in range(3))
-    probe = cls.from_config({**model.get_config(), "input_shape": [*shape, 1]})
+    probe = cls.from_config({**model.get_config(), "image_shape": [*shape, 1]})
     assert output_shape(probe) == (*g.output_shape(shape), 3)
     assert g.input_shape_for(g.output_shape(shape)) == shape
 
 
 def test_invalid_sizes_name_the_nearest_that_fit():
     with pytest.raises(FusionNetError, match=r"input y size 200 .* 196 \(-> 108\) or 204 \(-> 116\)"):
-        UNet3D(input_shape=(33, 200, 204, 1))
+        UNet3D(image_shape=(33, 200, 204, 1))
     with pytest.raises(FusionNetError, match=r"input z size 30 .* 31 \(-> 1\)"):
-        UNet3D(input_shape=(30, 204, 204, 1))
+        UNet3D(image_shape=(30, 204, 204, 1))
     model = UNet3D(**TINY3D)
     with pytest.raises(FusionNetError, match=r"^input x size 25 does not fit the network; nearest sizes that do: "
                                              r"24 \(-> 8\) or 26 \(-> 10\) \(valid sizes are 18 \+ k \* 2\)$"):
         model(np.zeros((1, 17, 24, 25, 1), "float32"))
-    with pytest.raises(FusionNetError, match="input_shape must be"):
-        UNet3D(input_shape=(33, 204, 204, 2))
+    with pytest.raises(FusionNetError, match="image_shape must be"):
+        UNet3D(image_shape=(33, 204, 204, 2))
     with pytest.raises(FusionNetError, match="odd"):
         FusionNet3D(xy_kernel=4)
     with pytest.raises(FusionNetError, match="depth \\+ 1 = 4 values"):
@@ -189,7 +189,7 @@ def test_flops_hand_count():
     macs = sum(math.prod(v) * k * cin * cout for v, k, cin, cout in convs)
     assert analysis.forward_flops(model, shape) == 2 * macs
     assert analysis.flops_per_output_voxel(model, shape) == 2 * macs / (3 * 8 * 8)
-    shapes = dict(analysis.level_shapes(model, input_shape=shape))
+    shapes = dict(analysis.level_shapes(model, spatial_shape=shape))
     assert shapes["up1_conv2"] == (5, 8, 8, 2) and shapes["output"] == (3, 8, 8, 3)
 
 
@@ -224,7 +224,35 @@ def test_save_load_round_trip(tmp_path, rng, cls, kwargs, shape):
         fk.load_model(path)
 
 
-def test_block_configs_round_trip():
-    for layer in (ConvBlock3D(3, (1, 3, 3)), ResidualBlock3D(3, 2, (3, 3, 3), zero_init=True), UpConv3D(2, (1, 2, 2))):
-        clone = type(layer).from_config(layer.get_config())
-        assert clone.get_config() == layer.get_config()
+FEATURES3D = np.random.default_rng(0).random((2, 5, 10, 10, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "cls, init_kwargs, output_shape, n_trainable, n_non_trainable",
+    [
+        (ConvBlock3D, {"filters": 3}, (2, 3, 8, 8, 3), 4, 2),
+        (ConvBlock3D, {"filters": 3, "kernel_size": [1, 3, 3], "kernel_initializer": "glorot_uniform",
+                       "bn_momentum": 0.9, "gamma_initializer": "zeros"}, (2, 5, 8, 8, 3), 4, 2),
+        (ResidualBlock3D, {"filters": 4}, (2, 5, 4, 4, 4), 12, 6),
+        (ResidualBlock3D, {"filters": 4, "n_convs": 2, "kernel_size": [3, 3, 3], "zero_init": True,
+                           "kernel_initializer": "glorot_uniform", "bn_momentum": 0.9}, (2, 1, 6, 6, 4), 8, 4),
+        (UpConv3D, {"filters": 2}, (2, 5, 20, 20, 2), 4, 2),
+        (UpConv3D, {"filters": 2, "scale": [2, 2, 2], "kernel_initializer": "glorot_uniform", "bn_momentum": 0.9},
+         (2, 10, 20, 20, 2), 4, 2),
+    ],
+)
+def test_blocks_through_the_layer_harness(tmp_path, cls, init_kwargs, output_shape, n_trainable, n_non_trainable):
+    from layer_harness import run_layer_test
+
+    run_layer_test(cls, init_kwargs, FEATURES3D, output_shape, n_trainable, n_non_trainable, tmp_path=tmp_path,
+                   atol=1e-5)
+
+
+def test_dtype_policy_round_trip(rng):
+    model = UNet3D(**TINY3D, dtype="mixed_bfloat16")
+    assert model.get_layer("down1_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("output").compute_dtype == "float32"
+    y = model(rng.random((1, 17, 24, 24, 1), dtype=np.float32))
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    clone = UNet3D.from_config(model.get_config())
+    assert clone.dtype_policy.name == "mixed_bfloat16" and clone.get_config() == model.get_config()

@@ -1,4 +1,4 @@
-"""Tests of fusionnet_keras.postprocess: ImageJ's circular kernel and the per-section median filter."""
+"""Tests of fusionnet_keras.evaluation.postprocess: ImageJ's circular kernel, the per-section median filter, relabel."""
 
 import numpy as np
 import pytest
@@ -90,3 +90,23 @@ def test_median_keeps_integer_dtype():
 def test_median_rejects_other_dimensions(shape):
     with pytest.raises(FusionNetError, match="2-D"):
         median_filter(np.zeros(shape, np.float32), 2)
+
+
+def test_relabel_renumbers_in_id_order_and_drops_small_objects():
+    from fusionnet_keras.evaluation.postprocess import relabel
+
+    labels = np.array([[0, 7, 7, 3], [9, 9, 9, 0]], dtype=np.int32)
+    out, old = relabel(labels)
+    np.testing.assert_array_equal(out, [[0, 2, 2, 1], [3, 3, 3, 0]])
+    np.testing.assert_array_equal(old, [3, 7, 9])
+    assert out.dtype == np.int32
+    out, old = relabel(labels, min_size=3)
+    np.testing.assert_array_equal(out, [[0, 0, 0, 0], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(old, [9])
+    # sparse 64-bit ids (counted by sorting, not by a huge bincount)
+    sparse = np.array([2**40, 2**40, 5, 0], dtype=np.int64)
+    out, old = relabel(sparse, min_size=2)
+    np.testing.assert_array_equal(out, [1, 1, 0, 0])
+    np.testing.assert_array_equal(old, [2**40])
+    with pytest.raises(FusionNetError, match="non-negative integers"):
+        relabel(np.array([-1, 2]))

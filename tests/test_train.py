@@ -1,4 +1,4 @@
-"""Tests of fusionnet_keras.train: run directory, checkpoints, resume after SIGKILL, FusionNetW units.
+"""Tests of fusionnet_keras.training.trainer: run directory, checkpoints, resume after SIGKILL, FusionNetW units.
 
 Training runs are tiny (nb_filters=4, depth=0, 32 px crops + 8 px padding, 2-3
 steps per epoch) so that the graph tracing, not the training, dominates. The

@@ -1,4 +1,4 @@
-"""Tests of the zebrafish experiment's pieces (fusionnet_keras.zebrafish) on tiny volumes.
+"""Tests of the zebrafish experiment's pieces (fusionnet_keras.experiments.zebrafish) on tiny volumes.
 
 No network is trained here: the configuration, the data preparation for
 ``source = "files"``, the 3-D segmentation of a probability volume, the scores
@@ -249,35 +249,35 @@ def test_prepare_data_missing_file(volumes, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# write_report
+# report
 
 
-def _report_args(tmp_path, records, source="synthetic", preset="cpu"):
+def _report(records, source="synthetic", preset="cpu"):
     exp = zf.load_experiment(None)
     exp["source"] = source
     info = {"train_shapes": [[8, 32, 32], [8, 32, 32]], "train_sections": "1-6,9-14", "val_sections": "7-8,15-16",
             "test_shape": [8, 32, 32]}
-    configs = {name: {"model": {"nb_filters": 8, "depth": 2}} for name in zf.MODELS}
-    trains = {name: {"epochs": 3, "best_epoch": 2, "train_seconds": 90.0} for name in zf.MODELS}
+    configs = {name: {"model": {"nb_filters": 8, "depth": 2}, "train": {"crop": 0}} for name in zf.MODELS}
+    trains = {name: {"epochs": 3, "best_epoch": 2, "train_seconds": 90.0, "parameters": "1,234"} for name in zf.MODELS}
     results = {
         "fusionnet": {"vrand": 0.9, "vinfo": 0.95, "dice": 0.8, "n_nuclei": len(records), "n_gt_nuclei": 2},
         "unet": {"vrand": 0.0, "vinfo": 0.0, "dice": 0.0, "n_nuclei": 0, "n_gt_nuclei": 2},
     }
-    return (tmp_path, preset, exp, info, configs, trains, results, records, 125.0)
+    return "\n".join(zf.report(preset, exp, info, configs, trains, results, records, 125.0))
 
 
-def test_write_report_no_nuclei(tmp_path):
-    zf.write_report(*_report_args(tmp_path, []))
-    text = (tmp_path / "report.md").read_text()
+def test_report_no_nuclei():
+    text = _report([])
     assert "No nuclei were found" in text
     assert "SYNTHETIC DATA" in text and "CPU preset" in text
     assert "| V^Rand | 0.90000 | 0.00000 |" in text
     assert "nuclei found (ground truth 2) | 0 | 0" in text
-    assert "| FusionNet | 8 | 2 | 3 | 1.5 | 2 |" in text
+    assert "| FusionNet | 8 | 2 | 1,234 | 3 | full | 1.5 | 2 |" in text
+    assert "Total wall time: 2.1 min" in text
     assert "K-means" not in text
 
 
-def test_write_report_with_nuclei(tmp_path):
+def test_report_with_nuclei():
     from fusionnet_keras.evaluation import morphology
 
     shape = (20, 40, 40)  # balls of a few hundred voxels or fewer get unreliable sphericities (outliers)
@@ -285,11 +285,12 @@ def test_write_report_with_nuclei(tmp_path):
     lab[ball(shape, (10, 10, 10), 7)] = 1
     lab[ball(shape, (10, 28, 28), 8)] = 2
     records = morphology.analyze_nuclei(lab, (60, 56.4, 56.4), k=3, seed=0)
-    zf.write_report(*_report_args(tmp_path, records, source="files", preset="paper"))
-    text = (tmp_path / "report.md").read_text()
+    text = _report(records, source="files", preset="paper")
     assert "2 nuclei, 0 of them cut by the volume border" in text and "0 flagged as outliers" in text
     assert "K-means (k = 3)" in text and "| 0 | 1 |" in text and "| 1 | 1 |" in text
-    assert "SYNTHETIC" not in text and "CPU preset" not in text
+    volumes = sorted(r["volume_um3"] for r in records)
+    assert f"| volume (um^3) | {np.median(volumes):.1f} | {np.percentile(volumes, 5):.1f} |" in text
+    assert "SYNTHETIC" not in text and "CPU preset" not in text and "the paper's protocol" in text
     assert "No nuclei" not in text
 
 

@@ -41,8 +41,9 @@ def info(weights, size, architecture):
     multiple = 2**model.depth
     if size % multiple:
         raise FusionNetError(f"--size {size} is not divisible by 2**depth = {multiple}")
-    config = model.get_config()
-    click.echo(f"model: {model.__class__.__name__} {json.dumps({k: v for k, v in config.items() if k not in ('name', 'trainable')})}")
+    config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
+    config["dtype"] = model.dtype_policy.name
+    click.echo(f"model: {model.__class__.__name__} {json.dumps(config)}")
     click.echo(f"parameters: {model.count_params():,}")
     fpp = models.flops_per_pixel(model)
     click.echo(f"FLOPs per pixel (forward): {fpp:,.0f}  ({fpp * size * size / 1e9:.1f} GFLOP per {size}x{size} input)")

@@ -27,18 +27,6 @@ def parse_voxel_size(text):
     return values
 
 
-def _is_binary_mask(arr):
-    """Automatic choice for ``morphology``: bool, 0/1, or a single non-zero value (a 0/255 mask) is binary."""
-    import numpy as np
-
-    if arr.dtype == bool or arr.size == 0:
-        return True
-    top = arr.max()
-    if top <= 1:
-        return True
-    return not np.any((arr != 0) & (arr != top))
-
-
 @click.command()
 @click.argument("labels")
 @click.option("--voxel-size", required=True, metavar="Z,Y,X",
@@ -69,9 +57,9 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
     import numpy as np
 
     from fusionnet_keras.data.io import load_image, open_image, read_volume
-    from fusionnet_keras.errors import OutputExistsError
     from fusionnet_keras.evaluation import figures as morph_figures
     from fusionnet_keras.evaluation import morphology as morph
+    from fusionnet_keras.utils.atomic import check_overwrite
 
     vs = parse_voxel_size(voxel_size)
     out_path = Path(out)
@@ -84,10 +72,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
         fig_paths = [fig_dir / "fig9_overlay.png", fig_dir / "fig10_features.png"]
         targets += fig_paths
     for t in targets:
-        if t.is_dir():
-            raise FusionNetError(f"output is a directory: {t}")
-        if t.exists() and not overwrite:
-            raise OutputExistsError(f"output exists: {t} (use --overwrite)")
+        check_overwrite(t, overwrite)
 
     raw = np.asarray(read_volume(labels))
     if raw.ndim != 3:
@@ -100,7 +85,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
         if image_shape != raw.shape:
             raise FusionNetError(f"--image {image} has shape {image_shape}, labels {labels} have {raw.shape}")
     if binary is None and raw.dtype.kind in "biuf":
-        binary = _is_binary_mask(raw)
+        binary = morph.is_binary_mask(raw)
     inst = morph.instance_labels(raw, binary=binary)
     del raw
     records = morph.analyze_nuclei(inst, vs, k=clusters, seed=seed, binary=False)

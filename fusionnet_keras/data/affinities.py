@@ -91,12 +91,11 @@ def affinities_from_labels(labels):
 
 
 def relabel_consecutive(labels):
-    """``labels`` with ids renumbered 1..K in increasing order (0 stays 0), as int32."""
-    labels = _check_labels(labels)
-    ids, inverse = np.unique(labels, return_inverse=True)
-    if ids.size and ids[0] != 0:
-        inverse = inverse + 1
-    out = inverse.reshape(labels.shape).astype(np.int32)
+    """``labels`` with ids renumbered 1..K in increasing order (0 stays 0), as int32
+    (:func:`fusionnet_keras.evaluation.postprocess.relabel`)."""
+    from fusionnet_keras.evaluation.postprocess import relabel
+
+    out = relabel(_check_labels(labels))[0].astype(np.int32)
     if out.size and out.max() >= MAX_FLOAT32_ID:
         raise FusionNetError(f"a training block holds {out.max()} objects; at most {MAX_FLOAT32_ID - 1} fit float32")
     return out

@@ -52,6 +52,7 @@ from fusionnet_keras.data.warp import (
     interpolation_matrix,
 )
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.settings import KERAS_PACKAGE
 
 __all__ = [
     "ElasticDeform",
@@ -62,7 +63,6 @@ __all__ = [
     "interpolation_matrix",
 ]
 
-_PACKAGE = "fusionnet_keras"
 # Offset applied to the first seed component to derive the noise seed from an
 # explicit Augmenter seed (keeps the elastic and noise streams decorrelated).
 _NOISE_SEED_OFFSET = 1_000_003
@@ -128,7 +128,7 @@ def mirror_pad(x, pad):
 # --------------------------------------------------------------------------
 # layers
 # --------------------------------------------------------------------------
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class MirrorPad(keras.layers.Layer):
     """Layer form of :func:`mirror_pad` (numpy "reflect" convention).
 
@@ -158,7 +158,7 @@ class MirrorPad(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class ElasticDeform(keras.layers.Layer):
     """Random smooth elastic deformation of an image and its label.
 
@@ -275,15 +275,18 @@ class ElasticDeform(keras.layers.Layer):
         """Warp ``inputs`` (image or ``(image, label)``) with a dense field."""
         image, label, is_pair = _split_inputs(inputs)
         height, width = _static_hw(image)
-        rows = ops.cast(ops.reshape(ops.arange(height), (1, height, 1)), dense.dtype)
-        cols = ops.cast(ops.reshape(ops.arange(width), (1, 1, width)), dense.dtype)
+        dense = ops.cast(dense, "float32")
+        rows = ops.cast(ops.reshape(ops.arange(height), (1, height, 1)), "float32")
+        cols = ops.cast(ops.reshape(ops.arange(width), (1, 1, width)), "float32")
         rows = rows + dense[..., 0]
         cols = cols + dense[..., 1]
+        # sampling positions and weights stay float32 under a mixed policy (bfloat16 has 8 bits of
+        # mantissa: a position of 600 px would be off by up to 2 px)
         if not is_pair:
-            return ops.cast(_bilinear_warp(image, rows, cols), image.dtype)
+            return ops.cast(_bilinear_warp(ops.cast(image, "float32"), rows, cols), image.dtype)
         _static_hw(label, "label")
         channels = image.shape[-1]
-        stacked = ops.concatenate([image, ops.cast(label, image.dtype)], axis=-1)
+        stacked = ops.concatenate([ops.cast(image, "float32"), ops.cast(label, "float32")], axis=-1)
         warped = _bilinear_warp(stacked, rows, cols)
         out_image = ops.cast(warped[..., :channels], image.dtype)
         out_label = ops.cast(warped[..., channels:] >= 0.5, label.dtype)
@@ -317,7 +320,7 @@ class ElasticDeform(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class GaussianImageNoise(keras.layers.Layer):
     """Additive Gaussian noise on the image only: ``image + N(0, sigma^2)``.
 
@@ -363,7 +366,7 @@ class GaussianImageNoise(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Augmenter(keras.layers.Layer):
     """Training-time augmentation: elastic warp (image + label), then noise (image).
 

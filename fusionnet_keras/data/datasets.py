@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.settings import DATA_DIR_ENV, data_dir
+from fusionnet_keras.utils.atomic import atomic_path
 
 ISBI_FILES = {
     # SHA-256 of the decoded uint8 pixels, shape (30, 512, 512), C order
@@ -29,14 +29,9 @@ def pixel_sha256(array: np.ndarray) -> str:
 
 def _download(url: str, target: Path, timeout=30) -> None:
     """Fetch ``url`` to ``target`` atomically; a failed transfer leaves no partial file."""
-    fd, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with open(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            shutil.copyfileobj(r, f)
-        Path(part).replace(target)
-    except BaseException:
-        Path(part).unlink(missing_ok=True)
-        raise
+    with atomic_path(target, suffix=".part") as part, open(part, "wb") as f, \
+            urllib.request.urlopen(url, timeout=timeout) as r:
+        shutil.copyfileobj(r, f)
 
 
 def isbi2012(root=None, download=True, verify=True) -> Path:

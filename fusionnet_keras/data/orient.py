@@ -9,19 +9,10 @@ trains on all 8 orientations and averages the 8 turned-back predictions at test 
 
 import numpy as np
 
-from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_int
 
 NUM_ORIENTATIONS = 8
 N_ORIENTATIONS = NUM_ORIENTATIONS
-
-
-def _check_k(k):
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise FusionNetError(f"orientation index must be an integer 0-7, got {k!r}")
-    k = int(k)
-    if not 0 <= k < NUM_ORIENTATIONS:
-        raise FusionNetError(f"orientation index must be in 0-7, got {k}")
-    return k
 
 
 def orient(x, k, axes=(-2, -1)):
@@ -31,7 +22,7 @@ def orient(x, k, axes=(-2, -1)):
     ``k >= 4``: mirror (reverse ``axes[1]``) first, then ``np.rot90`` by
     ``k % 4``. Returns a view when possible.
     """
-    k = _check_k(k)
+    k = check_int("orientation index", k, minimum=0, maximum=NUM_ORIENTATIONS - 1)
     x = np.asarray(x)
     if k >= 4:
         x = np.flip(x, axis=axes[1])
@@ -40,7 +31,7 @@ def orient(x, k, axes=(-2, -1)):
 
 def unorient(x, k, axes=(-2, -1)):
     """Inverse of :func:`orient`: ``unorient(orient(x, k), k) == x``."""
-    k = _check_k(k)
+    k = check_int("orientation index", k, minimum=0, maximum=NUM_ORIENTATIONS - 1)
     x = np.rot90(np.asarray(x), -(k % 4), axes=axes)
     if k >= 4:
         x = np.flip(x, axis=axes[1])

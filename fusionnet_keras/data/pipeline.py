@@ -29,18 +29,15 @@ import numpy as np
 from fusionnet_keras.data.orient import NUM_ORIENTATIONS
 from fusionnet_keras.data.targets import binarize_labels, check_pair
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_int
 
 __all__ = [
     "orient_tf",
-    "unorient_tf",
     "make_index_dataset",
     "make_dataset",
-    "make_validation_dataset",
 ]
 
-
-
-# orientations (numpy) live in fusionnet_keras.orient, shared with the predictor
+# orientations in numpy live in fusionnet_keras.data.orient, shared with the predictor
 
 
 # --------------------------------------------------------------------------
@@ -70,20 +67,6 @@ def orient_tf(x, k):
     k = tf.cast(k, tf.int32)
     x = tf.cond(k >= 4, lambda: tf.reverse(x, axis=[-1]), lambda: x)
     return _rot90_tf(x, k % 4)
-
-
-def unorient_tf(x, k):
-    """TensorFlow version of :func:`unorient` over the last two axes."""
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    k = tf.cast(k, tf.int32)
-    x = _rot90_tf(x, (4 - k % 4) % 4)
-    return tf.cond(k >= 4, lambda: tf.reverse(x, axis=[-1]), lambda: x)
-
-
-
-
 
 
 def _check_images(images):
@@ -120,20 +103,8 @@ def _prepare(images, labels):
     return images_arr, labels_arr
 
 
-def _check_positive_int(value, what):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise FusionNetError(f"{what} must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise FusionNetError(f"{what} must be a positive integer, got {value}")
-    return int(value)
-
-
 def _check_pad(pad, height, width):
-    if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)):
-        raise FusionNetError(f"pad must be a non-negative integer, got {pad!r}")
-    pad = int(pad)
-    if pad < 0:
-        raise FusionNetError(f"pad must be a non-negative integer, got {pad}")
+    pad = check_int("pad", pad, minimum=0)
     if pad > 0 and pad >= min(height, width):
         raise FusionNetError(
             f"mirror padding of {pad} px needs sections larger than {pad} px, got {height}x{width}"
@@ -162,7 +133,7 @@ def make_index_dataset(n, shuffle=True, seed=0, enrich=True, repeat=False):
     """
     import tensorflow as tf
 
-    n = _check_positive_int(n, "number of sections")
+    n = check_int("number of sections", n, minimum=1)
     per = NUM_ORIENTATIONS if enrich else 1
     total = n * per
     ds = tf.data.Dataset.range(total)
@@ -205,10 +176,10 @@ def make_dataset(
     import tensorflow as tf
 
     images, labels = _prepare(images, labels)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     n, height, width = images.shape
     if crop is not None:
-        crop = _check_positive_int(crop, "crop")
+        crop = check_int("crop", crop, minimum=1)
         if crop > min(height, width):
             raise FusionNetError(
                 f"crop size {crop} is larger than the sections ({height}x{width})"
@@ -263,26 +234,3 @@ def make_dataset(
         )
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def make_validation_dataset(images, labels, batch_size, pad=64):
-    """Validation dataset: sections in order, no orientation, no crop, no shuffle.
-
-    Yields mirror-padded ``(image, label)`` batches of shape
-    ``(B, H + 2 * pad, W + 2 * pad, 1)``.
-    """
-    import tensorflow as tf
-
-    images, labels = _prepare(images, labels)
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    _, height, width = images.shape
-    pad = _check_pad(pad, height, width)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.map(lambda i, l: (_pad_and_channel(i, pad), _pad_and_channel(l, pad)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-
-
-
-

@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_int
 
 
 # --------------------------------------------------------------------------
@@ -19,12 +20,8 @@ def kfold_splits(n, k=3, seed=0):
     into ``k`` folds of near-equal size; each index is in exactly one
     validation fold. Index arrays are sorted int64.
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise FusionNetError(f"number of sections must be a non-negative integer, got {n!r}")
-    n = int(n)
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise FusionNetError(f"k-fold cross-validation needs k >= 2 folds, got {k!r}")
-    k = int(k)
+    n = check_int("number of sections", n, minimum=0)
+    k = check_int("k (folds of k-fold cross-validation)", k, minimum=2)
     if n < k:
         raise FusionNetError(
             f"need at least {k} sections for {k}-fold cross-validation, got {n}"

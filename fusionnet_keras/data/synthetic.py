@@ -57,6 +57,7 @@ from scipy import ndimage as ndi
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.evaluation.morphology import check_voxel_size as _check_voxel_size
+from fusionnet_keras.evaluation.postprocess import relabel
 
 DEFAULT_VOXEL_SIZE = (60.0, 56.4, 56.4)
 """Voxel size (Z, Y, X) in nm of the paper's larval zebrafish volume."""
@@ -107,20 +108,6 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
-
-
-def _counts(labels: np.ndarray, n: int) -> np.ndarray:
-    """Voxel count of every id 0..n (slab by slab: bincount casts to intp)."""
-    out = np.zeros(n + 1, dtype=np.int64)
-    for z0 in range(0, labels.shape[0], _SLAB):
-        out += np.bincount(labels[z0:z0 + _SLAB].ravel(), minlength=n + 1)
-    return out
-
-
-def _relabel(labels: np.ndarray, lut: np.ndarray) -> None:
-    """``labels = lut[labels]`` in place, slab by slab."""
-    for z0 in range(0, labels.shape[0], _SLAB):
-        labels[z0:z0 + _SLAB] = lut[labels[z0:z0 + _SLAB]]
 
 
 def _sigmoid(x):
@@ -252,6 +239,143 @@ def _imaging_slab(v, rng, noise):
     return np.clip(np.rint(v), 0, 255).astype(np.uint8)
 
 
+def _check_arguments(shape, voxel_size, density, diameter_um, size_scale, n_nuclei, packing, irregularity,
+                     max_jitter, jitter_prob, blur_sigma, noise):
+    """Validated ``(shape, voxel size, (min, max) diameter)`` of :func:`make_nucleus_volume`."""
+    shape = _check_shape(shape)
+    vs = _check_voxel_size(voxel_size)
+    if not 0.0 <= float(density) <= 0.6:
+        raise FusionNetError(f"density must be between 0 and 0.6, got {density}")
+    try:
+        d_lo, d_hi = (float(d) for d in diameter_um)
+    except (TypeError, ValueError):
+        raise FusionNetError(f"diameter_um must be (min, max) in um, got {diameter_um!r}") from None
+    if not 0 < d_lo <= d_hi:
+        raise FusionNetError(f"diameter_um must be (min, max) with 0 < min <= max, got {diameter_um!r}")
+    if not size_scale > 0:
+        raise FusionNetError(f"size_scale must be positive, got {size_scale}")
+    if n_nuclei is not None and int(n_nuclei) < 0:
+        raise FusionNetError(f"n_nuclei must be >= 0, got {n_nuclei}")
+    if not 0.5 <= float(packing) <= 1.5:
+        raise FusionNetError(f"packing must be between 0.5 and 1.5, got {packing}")
+    if not 0 <= float(irregularity) <= 0.2:
+        raise FusionNetError(f"irregularity must be between 0 and 0.2, got {irregularity}")
+    if int(max_jitter) < 0 or blur_sigma < 0 or noise < 0:
+        raise FusionNetError("max_jitter, blur_sigma and noise must be >= 0")
+    if not 0.0 <= float(jitter_prob) <= 1.0:
+        raise FusionNetError(f"jitter_prob must be between 0 and 1, got {jitter_prob}")
+    return shape, vs, (d_lo, d_hi)
+
+
+def _place_nuclei(rng, shape, vs, density, radius_nm, n_nuclei, packing):
+    """Random sequential addition of nucleus centres (nm) and radii until ``density`` is filled
+    (volume cut by the border counted per axis) or ``n_nuclei`` are placed."""
+    lo_nm = -0.5 * vs
+    hi_nm = (np.array(shape) - 0.5) * vs
+    target = float(density) * float(np.prod(hi_nm - lo_nm))
+    r_lo, r_hi = radius_nm
+    want = None if n_nuclei is None else int(n_nuclei)
+    expected = want if want is not None else target / (4.0 / 3.0 * math.pi * ((r_lo + r_hi) / 2) ** 3)
+    centres = np.zeros((0, 3))
+    radii = np.zeros(0)
+    filled = 0.0
+    for _ in range(int(500 + 200 * expected)):
+        if (want is not None and len(radii) >= want) or (want is None and filled >= target):
+            break
+        if want == 0 or (want is None and target <= 0):
+            break
+        r = rng.uniform(r_lo, r_hi)
+        c = rng.uniform(lo_nm - 0.35 * r, hi_nm + 0.35 * r)
+        if len(radii) and np.any(np.linalg.norm(centres - c, axis=1) < packing * (radii + r)):
+            continue
+        frac = np.clip((np.minimum(c + r, hi_nm) - np.maximum(c - r, lo_nm)) / (2 * r), 0, 1)
+        filled += 4.0 / 3.0 * math.pi * r**3 * float(np.prod(frac))
+        centres = np.vstack([centres, c])
+        radii = np.append(radii, r)
+    return centres, radii
+
+
+def _nucleus_params(rng, centre, radius, irregularity, vxy) -> dict:
+    """Shape (axes, rotation, surface perturbation) and texture (envelope, chromatin, nucleolus) of a nucleus."""
+    ratios = np.exp(rng.normal(0.0, 0.12, 3))
+    ratios /= np.prod(ratios) ** (1.0 / 3.0)
+    coef = rng.standard_normal(len(_EXPONENTS))
+    d = _DIRECTIONS
+    spread = float(np.std(_poly(coef, d[:, 0], d[:, 1], d[:, 2])))
+    coef *= float(irregularity) / max(spread, 1e-12)
+    nucleolus = None
+    if rng.random() < 0.6:
+        v = rng.standard_normal(3)
+        v /= np.linalg.norm(v)
+        nucleolus = (v * rng.uniform(0.0, 0.35) * radius * ratios.min(), rng.uniform(0.12, 0.2) * radius)
+    return dict(
+        centre=centre,
+        axes=radius * ratios,
+        rot=_random_rotation(rng),
+        coef=coef,
+        envelope=rng.uniform(2.0, 4.0) * vxy,
+        chromatin=rng.uniform(40.0, 70.0),
+        nucleolus=nucleolus,
+    )
+
+
+def _label_canvas(params, canvas_shape, origin, vs, irregularity, vxy, min_voxels):
+    """``(labels, dout, kept params)``: instance labels on the canvas (fragments under ``min_voxels``
+    dropped, renumbered 1..m) and the approximate distance (nm) outside the nearest nucleus."""
+    labels = np.zeros(canvas_shape, dtype=np.int32)
+    best = np.full(canvas_shape, np.inf, dtype=np.float32)  # implicit function of the owner
+    dout = np.full(canvas_shape, np.inf, dtype=np.float32)
+    max_delta = 2.5 * float(irregularity)
+    for i, p in enumerate(params):
+        _stamp_nucleus(i + 1, p, labels, best, dout, origin, vs, max_delta, vxy)
+    del best
+    labels, keep = relabel(labels, min_size=max(int(min_voxels), 1))
+    return labels, dout, [params[k - 1] for k in keep]
+
+
+def _render(rng, labels, dout, params, origin, vs, vxy):
+    """The noise-free float32 canvas: neuropil background and cell bodies, then the nuclei interiors."""
+    canvas_shape = labels.shape
+    n_fine = _smooth_noise(rng, canvas_shape, 70.0 / vs)  # ~70 nm texture grain
+    n_mid = _smooth_noise(rng, canvas_shape, 300.0 / vs, factor=3)  # ~300 nm structures
+    img = np.empty(canvas_shape, dtype=np.float32)
+    for z0 in range(0, canvas_shape[0], _SLAB):  # slabs of sections keep the temporaries small
+        sl = slice(z0, z0 + _SLAB)
+        img[sl] = _background_slab(n_fine[sl], n_mid[sl], dout[sl], vxy)
+    edge = int(math.ceil(6.0 * vxy / vs.min()))
+    for lab, (sl, p) in enumerate(zip(ndi.find_objects(labels), params), start=1):
+        if sl is not None:
+            _paint_nucleus(lab, sl, p, labels, img, n_fine, n_mid, origin, vs, vxy, edge)
+    return img
+
+
+def _jitter_sections(rng, img, labels, shape, max_jitter, jitter_prob):
+    """Crop each section of the canvas with its own xy offset (and a per-section gain); returns
+    ``(image, labels, offsets)`` of ``shape``."""
+    Z, Y, X = shape
+    J = int(max_jitter)
+    gain = (1.0 + rng.normal(0.0, 0.03, Z)).astype(np.float32)
+    offsets = rng.integers(-J, J + 1, size=(Z, 2))
+    offsets[rng.random(Z) >= float(jitter_prob)] = 0
+    out_img = np.empty(shape, dtype=np.float32)
+    out_lab = np.empty(shape, dtype=np.int32)
+    for z in range(Z):
+        oy, ox = J + int(offsets[z, 0]), J + int(offsets[z, 1])
+        out_img[z] = img[z, oy:oy + Y, ox:ox + X] * gain[z]
+        out_lab[z] = labels[z, oy:oy + Y, ox:ox + X]
+    return out_img, out_lab, offsets
+
+
+def _imaging(rng, img, blur_sigma, noise):
+    """In-plane blur, then shot and read noise; returns uint8."""
+    if blur_sigma > 0:
+        ndi.gaussian_filter(img, sigma=(0.0, blur_sigma, blur_sigma), output=img)
+    image = np.empty(img.shape, dtype=np.uint8)
+    for z0 in range(0, img.shape[0], _SLAB):
+        image[z0:z0 + _SLAB] = _imaging_slab(img[z0:z0 + _SLAB], rng, noise)
+    return image
+
+
 def make_nucleus_volume(
     shape=(128, 256, 256),
     voxel_size=DEFAULT_VOXEL_SIZE,
@@ -304,151 +428,26 @@ def make_nucleus_volume(
         instance labels (0 = background, nuclei numbered 1..N without gaps), plus
         the info dict when ``return_info``.
     """
-    shape = _check_shape(shape)
-    vs = _check_voxel_size(voxel_size)
-    if not 0.0 <= float(density) <= 0.6:
-        raise FusionNetError(f"density must be between 0 and 0.6, got {density}")
-    try:
-        d_lo, d_hi = (float(d) for d in diameter_um)
-    except (TypeError, ValueError):
-        raise FusionNetError(f"diameter_um must be (min, max) in um, got {diameter_um!r}") from None
-    if not 0 < d_lo <= d_hi:
-        raise FusionNetError(f"diameter_um must be (min, max) with 0 < min <= max, got {diameter_um!r}")
-    if not size_scale > 0:
-        raise FusionNetError(f"size_scale must be positive, got {size_scale}")
-    if n_nuclei is not None and int(n_nuclei) < 0:
-        raise FusionNetError(f"n_nuclei must be >= 0, got {n_nuclei}")
-    if not 0.5 <= float(packing) <= 1.5:
-        raise FusionNetError(f"packing must be between 0.5 and 1.5, got {packing}")
-    if not 0 <= float(irregularity) <= 0.2:
-        raise FusionNetError(f"irregularity must be between 0 and 0.2, got {irregularity}")
-    if int(max_jitter) < 0 or blur_sigma < 0 or noise < 0:
-        raise FusionNetError("max_jitter, blur_sigma and noise must be >= 0")
-    if not 0.0 <= float(jitter_prob) <= 1.0:
-        raise FusionNetError(f"jitter_prob must be between 0 and 1, got {jitter_prob}")
-
+    shape, vs, (d_lo, d_hi) = _check_arguments(shape, voxel_size, density, diameter_um, size_scale, n_nuclei,
+                                               packing, irregularity, max_jitter, jitter_prob, blur_sigma, noise)
     rng = np.random.default_rng(seed)
-    Z, Y, X = shape
     J = int(max_jitter)
-    canvas_shape = (Z, Y + 2 * J, X + 2 * J)
+    canvas_shape = (shape[0], shape[1] + 2 * J, shape[2] + 2 * J)  # room for the section jitter
     origin = np.array([0, J, J])  # canvas index of volume voxel (0, 0, 0)
     vxy = float(min(vs[1], vs[2]))
 
-    # ------------------------------------------------------------- placement
-    lo_nm = -0.5 * vs
-    hi_nm = (np.array(shape) - 0.5) * vs
-    total_nm3 = float(np.prod(hi_nm - lo_nm))
-    target = float(density) * total_nm3
-    r_lo, r_hi = 500.0 * d_lo * size_scale, 500.0 * d_hi * size_scale  # radius in nm
-    want = None if n_nuclei is None else int(n_nuclei)
-    expected = want if want is not None else target / (4.0 / 3.0 * math.pi * ((r_lo + r_hi) / 2) ** 3)
-    max_attempts = int(500 + 200 * expected)
-    centres = np.zeros((0, 3))
-    radii = np.zeros(0)
-    filled = 0.0
-    for _ in range(max_attempts):
-        if (want is not None and len(radii) >= want) or (want is None and filled >= target):
-            break
-        if want == 0 or (want is None and target <= 0):
-            break
-        r = rng.uniform(r_lo, r_hi)
-        c = rng.uniform(lo_nm - 0.35 * r, hi_nm + 0.35 * r)
-        if len(radii) and np.any(np.linalg.norm(centres - c, axis=1) < packing * (radii + r)):
-            continue
-        frac = np.clip((np.minimum(c + r, hi_nm) - np.maximum(c - r, lo_nm)) / (2 * r), 0, 1)
-        filled += 4.0 / 3.0 * math.pi * r**3 * float(np.prod(frac))
-        centres = np.vstack([centres, c])
-        radii = np.append(radii, r)
-
-    n = len(radii)
-    params = []
-    for i in range(n):
-        ratios = np.exp(rng.normal(0.0, 0.12, 3))
-        ratios /= np.prod(ratios) ** (1.0 / 3.0)
-        coef = rng.standard_normal(len(_EXPONENTS))
-        d = _DIRECTIONS
-        spread = float(np.std(_poly(coef, d[:, 0], d[:, 1], d[:, 2])))
-        coef *= float(irregularity) / max(spread, 1e-12)
-        nucleolus = None
-        if rng.random() < 0.6:
-            v = rng.standard_normal(3)
-            v /= np.linalg.norm(v)
-            nucleolus = (v * rng.uniform(0.0, 0.35) * radii[i] * ratios.min(),
-                         rng.uniform(0.12, 0.2) * radii[i])
-        params.append(
-            dict(
-                centre=centres[i],
-                axes=radii[i] * ratios,
-                rot=_random_rotation(rng),
-                coef=coef,
-                envelope=rng.uniform(2.0, 4.0) * vxy,
-                chromatin=rng.uniform(40.0, 70.0),
-                nucleolus=nucleolus,
-            )
-        )
-
-    # ---------------------------------------------------- labels on the canvas
-    labels = np.zeros(canvas_shape, dtype=np.int32)
-    best = np.full(canvas_shape, np.inf, dtype=np.float32)  # implicit function of the owner
-    dout = np.full(canvas_shape, np.inf, dtype=np.float32)  # ~distance (nm) outside the nearest nucleus
-    max_delta = 2.5 * float(irregularity)
-
-    for i, p in enumerate(params):
-        _stamp_nucleus(i + 1, p, labels, best, dout, origin, vs, max_delta, vxy)
-    del best
-
-    # drop tiny fragments and renumber 1..m
-    counts = _counts(labels, n)
-    keep = np.flatnonzero(counts[1:] >= max(int(min_voxels), 1)) + 1
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
-    _relabel(labels, lut)
-    params = [params[k - 1] for k in keep]
-
-    # ------------------------------------------------------------ background
-    fine_sigma = 70.0 / vs  # ~70 nm texture grain
-    n_fine = _smooth_noise(rng, canvas_shape, fine_sigma)
-    n_mid = _smooth_noise(rng, canvas_shape, 300.0 / vs, factor=3)  # ~300 nm structures
-
-    # elementwise work in slabs of sections keeps the temporaries small
-    img = np.empty(canvas_shape, dtype=np.float32)
-    for z0 in range(0, Z, _SLAB):
-        sl = slice(z0, z0 + _SLAB)
-        img[sl] = _background_slab(n_fine[sl], n_mid[sl], dout[sl], vxy)
+    radius_nm = (500.0 * d_lo * size_scale, 500.0 * d_hi * size_scale)
+    centres, radii = _place_nuclei(rng, shape, vs, density, radius_nm, n_nuclei, packing)
+    params = [_nucleus_params(rng, c, r, irregularity, vxy) for c, r in zip(centres, radii)]
+    labels, dout, params = _label_canvas(params, canvas_shape, origin, vs, irregularity, vxy, min_voxels)
+    img = _render(rng, labels, dout, params, origin, vs, vxy)
     del dout
-
-    # ------------------------------------------------------- nuclei interiors
-    edge = int(math.ceil(6.0 * vxy / vs.min()))
-    for lab, (sl, p) in enumerate(zip(ndi.find_objects(labels), params), start=1):
-        if sl is not None:
-            _paint_nucleus(lab, sl, p, labels, img, n_fine, n_mid, origin, vs, vxy, edge)
-    del n_fine, n_mid
-
-    # -------------------------------------------- per-section gain and jitter
-    gain = (1.0 + rng.normal(0.0, 0.03, Z)).astype(np.float32)
-    offsets = rng.integers(-J, J + 1, size=(Z, 2))
-    offsets[rng.random(Z) >= float(jitter_prob)] = 0
-    out_img = np.empty(shape, dtype=np.float32)
-    out_lab = np.empty(shape, dtype=np.int32)
-    for z in range(Z):
-        oy, ox = J + int(offsets[z, 0]), J + int(offsets[z, 1])
-        out_img[z] = img[z, oy:oy + Y, ox:ox + X] * gain[z]
-        out_lab[z] = labels[z, oy:oy + Y, ox:ox + X]
+    out_img, out_lab, offsets = _jitter_sections(rng, img, labels, shape, max_jitter, jitter_prob)
     del img, labels
-
-    # ------------------------------------------------------------- imaging
-    if blur_sigma > 0:
-        ndi.gaussian_filter(out_img, sigma=(0.0, blur_sigma, blur_sigma), output=out_img)
-    image = np.empty(shape, dtype=np.uint8)
-    for z0 in range(0, Z, _SLAB):
-        image[z0:z0 + _SLAB] = _imaging_slab(out_img[z0:z0 + _SLAB], rng, noise)
+    image = _imaging(rng, out_img, blur_sigma, noise)
     del out_img
 
-    # renumber the labels that survived the crop
-    present = np.flatnonzero(_counts(out_lab, len(params))[1:]) + 1
-    lut = np.zeros(len(params) + 1, dtype=np.int32)
-    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
-    _relabel(out_lab, lut)
+    out_lab, present = relabel(out_lab)  # renumber the labels that survived the crop
     if not return_info:
         return image, out_lab
     kept = [params[k - 1] for k in present]

@@ -1,4 +1,5 @@
-"""Figures of the nucleus morphology: the paper's Fig. 9 (overlay by sphericity) and Fig. 10 (features)."""
+"""Figures: the Agg figure helpers (new_figure, save_figure: atomic) and the nucleus morphology figures,
+the paper's Fig. 9 (overlay by sphericity) and Fig. 10 (features)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.evaluation.morphology import (
-    _atomic_target,
-    _write_atomic,
-    check_voxel_size,
-    instance_labels,
-)
+from fusionnet_keras.evaluation.morphology import check_voxel_size, instance_labels
+from fusionnet_keras.utils.atomic import atomic_path, check_overwrite
 
 
-def _save_figure(fig, path, overwrite: bool) -> Path:
-    path = _atomic_target(path, overwrite)
+def save_figure(fig, path, overwrite: bool = True, dpi: int = 150) -> Path:
+    """Write a matplotlib figure atomically; the format comes from the suffix (default png)."""
+    path = check_overwrite(path, overwrite)
     fmt = path.suffix.lstrip(".").lower() or "png"
-
-    def write_bytes(fh):
-        fig.savefig(fh, format=fmt, dpi=150, bbox_inches="tight")
-
     try:
-        _write_atomic(path, write_bytes, text=False)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     except ValueError as exc:  # unknown format
         raise FusionNetError(f"cannot write figure {path}: {str(exc).splitlines()[0]}") from None
     return path
 
 
-def _new_figure(figsize):
+def new_figure(figsize):
+    """A matplotlib figure on the Agg canvas (no pyplot state, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -96,7 +92,7 @@ def plot_overlay(image, labels, records, path, *, voxel_size=None, z: int | None
             rgba[m & edges, 3] = 1.0
         return rgba
 
-    fig = _new_figure((12, 6.5))
+    fig = new_figure((12, 6.5))
     grid = fig.add_gridspec(1, 2, width_ratios=[1, 1])
     panels = [
         ("transverse (x-y), z = %d" % z, img[z], inst[z], (X, Y), (2, 1), "y"),
@@ -120,7 +116,7 @@ def plot_overlay(image, labels, records, path, *, voxel_size=None, z: int | None
     sm = ScalarMappable(norm=norm, cmap=colormap)
     sm.set_array(np.array([vmin, vmax]))
     fig.colorbar(sm, ax=fig.axes, fraction=0.025, pad=0.02, label="sphericity")
-    return _save_figure(fig, path, overwrite)
+    return save_figure(fig, path, overwrite)
 
 
 def plot_features(records, path, overwrite: bool = True) -> Path:
@@ -130,7 +126,7 @@ def plot_features(records, path, overwrite: bool = True) -> Path:
     the axes carry a "no nuclei" note."""
     from matplotlib import colormaps
 
-    fig = _new_figure((13, 4))
+    fig = new_figure((13, 4))
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     names = [("volume_um3", "volume (um$^3$)"), ("surface_area_um2", "surface area (um$^2$)"),
              ("sphericity", "sphericity")]
@@ -156,5 +152,5 @@ def plot_features(records, path, overwrite: bool = True) -> Path:
     if records and any("cluster" in r for r in records):
         axes[-1].legend(fontsize=8, loc="best")
     fig.tight_layout()
-    return _save_figure(fig, path, overwrite)
+    return save_figure(fig, path, overwrite)
 

@@ -75,13 +75,7 @@ from fusionnet_keras.evaluation.contingency import (
 )
 from fusionnet_keras.evaluation.thinning import label_components, thin_borders
 
-__all__ = [
-    "DEFAULT_THRESHOLDS",
-    "isbi_scores",
-    "vrand_vinfo_section",
-    "thin_borders",
-    "label_components",
-]
+__all__ = ["DEFAULT_THRESHOLDS", "isbi_scores", "vrand_vinfo_section"]
 
 
 

@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from fusionnet_keras.errors import FusionNetError, OutputExistsError
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.evaluation.postprocess import relabel
+from fusionnet_keras.utils.atomic import atomic_path, check_overwrite
 
 MEASURE_FIELDS = [
     "label",
@@ -84,6 +84,15 @@ def check_voxel_size(voxel_size) -> np.ndarray:
     if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
         raise FusionNetError(f"voxel_size must be 3 positive numbers in nm (Z, Y, X), got {voxel_size!r}")
     return vs
+
+
+def is_binary_mask(arr) -> bool:
+    """Whether an integer/boolean volume is a mask: bool, or a single non-zero value (0/1, 0/255)."""
+    arr = np.asarray(arr)
+    if arr.dtype == bool or arr.size == 0:
+        return True
+    top = arr.max()
+    return bool(top <= 1 or not np.any((arr != 0) & (arr != top)))
 
 
 def instance_labels(labels, binary: bool | None = None, connectivity: int = 26) -> np.ndarray:
@@ -170,15 +179,8 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
     voxel_volume = float(np.prod(vs_um))
     if inst.size == 0 or not inst.any():
         return []
-    ids = np.unique(inst)
-    ids = ids[ids != 0]
-    # find_objects allocates one entry per id up to the maximum: compact sparse ids
-    if int(ids[-1]) > 4 * len(ids) + 1024:
-        lut = np.searchsorted(ids, inst.ravel()).reshape(inst.shape) + 1
-        compact = np.where(inst != 0, lut, 0)
-    else:
-        compact = inst
-        ids = None
+    # find_objects allocates one entry per id up to the maximum: number the ids 1..N
+    compact, ids = relabel(inst)
     records = []
     shape = np.array(inst.shape)
     for k, sl in enumerate(ndi.find_objects(compact), start=1):
@@ -195,7 +197,7 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
         border = any(s.start == 0 or s.stop == shape[a] for a, s in enumerate(sl))
         records.append(
             {
-                "label": int(ids[k - 1]) if ids is not None else k,
+                "label": int(ids[k - 1]),
                 "n_voxels": n,
                 "volume_um3": volume,
                 "surface_area_um2": area,
@@ -331,45 +333,17 @@ def analyze_nuclei(labels, voxel_size, k: int = 3, seed: int = 0, **kwargs) -> l
 # -------------------------------------------------------------------------- output
 
 
-def _atomic_target(path, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-    if path.exists() and path.is_dir():
-        raise FusionNetError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_atomic(path: Path, write, text: bool) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with (os.fdopen(fd, "w", newline="", encoding="utf-8") if text else os.fdopen(fd, "wb")) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_csv(records, path, overwrite: bool = True) -> Path:
     """Write ``records`` as CSV with the :data:`CSV_FIELDS` header (atomically: a
     temporary file in the same folder, then :func:`os.replace`). Missing values
     (e.g. ``cluster`` before :func:`annotate`) are empty; extra keys are ignored.
     No records gives a header-only file."""
-    path = _atomic_target(path, overwrite)
-
-    def write_text(fh):
+    path = check_overwrite(path, overwrite)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in records:
             w.writerow({f: _fmt(r.get(f, "")) for f in CSV_FIELDS})
-
-    _write_atomic(path, write_text, text=True)
     return path
 
 
@@ -379,13 +353,3 @@ def _fmt(v):
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
     return v
-
-
-
-
-
-
-
-
-
-

@@ -1,4 +1,4 @@
-"""Post-processing of probability maps."""
+"""Post-processing: the median filter of probability maps, renumbering and size filtering of instance volumes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_int
 
 
 def disk(radius: float) -> np.ndarray:
@@ -34,3 +35,51 @@ def median_filter(prob: np.ndarray, radius: float = 2) -> np.ndarray:
     if prob.ndim == 2:
         return ndimage.median_filter(prob, footprint=footprint, mode="mirror")
     return np.stack([ndimage.median_filter(s, footprint=footprint, mode="mirror") for s in prob])
+
+
+def _sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, voxel counts)`` of the non-zero ids of a non-negative integer array."""
+    flat = labels.reshape(-1)
+    top = int(flat.max()) if flat.size else 0
+    if top > 4 * flat.size + 1024:  # sparse ids: count by sorting
+        ids, counts = np.unique(flat, return_counts=True)
+    else:  # dense ids: bincount in chunks (it casts its input to 64 bits)
+        counts = np.zeros(top + 1, dtype=np.int64)
+        step = 1 << 22
+        for start in range(0, flat.size, step):
+            c = np.bincount(flat[start:start + step])
+            counts[: len(c)] += c
+        ids = np.flatnonzero(counts)
+        counts = counts[ids]
+    return ids[ids != 0], counts[ids != 0]
+
+
+def relabel(labels, min_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber the objects of an instance volume ``1..N`` in the order of their ids; drop small ones.
+
+    Args:
+        labels: integer array of any dimension (0 = background, ids >= 0).
+        min_size: objects with fewer voxels become background (1 keeps all).
+
+    Returns:
+        ``(relabelled, old_ids)``: the renumbered array (the input's dtype when
+        it fits) and, for each new id ``i + 1``, its id ``old_ids[i]`` in ``labels``.
+
+    Example:
+        >>> relabel(np.array([0, 7, 7, 3, 9, 9, 9]), min_size=2)
+        (array([0, 1, 1, 0, 2, 2, 2]), array([7, 9]))
+    """
+    from skimage.segmentation import relabel_sequential
+    from skimage.util import map_array
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+        raise FusionNetError(f"instance labels must be non-negative integers, got dtype {labels.dtype}")
+    min_size = check_int("min_size", min_size, minimum=0)
+    if min_size <= 1:
+        out, _, inverse = relabel_sequential(labels)
+        old_ids = np.asarray(inverse.out_values)
+        return out, old_ids[old_ids != 0]
+    ids, counts = _sizes(labels)
+    keep = ids[counts >= min_size]
+    return map_array(labels, keep, np.arange(1, len(keep) + 1, dtype=labels.dtype)), keep

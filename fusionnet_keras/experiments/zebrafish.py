@@ -11,22 +11,29 @@ every nucleus (volume, surface area, sphericity, K-means) and the figures.
 
 The data is described by ``experiments/zebrafish/experiment.toml``:
 ``source = "synthetic"`` (default; the seeded generator of
-:mod:`fusionnet_keras.synthetic`, announced as such) or ``source = "files"``
+:mod:`fusionnet_keras.data.synthetic`, announced as such) or ``source = "files"``
 with paths to real volumes (relative to ``$FUSIONNET_DATA_DIR``).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.experiments.common import LABELS, MODELS, train_models
+from fusionnet_keras.experiments.common import (
+    LABELS,
+    MODELS,
+    finish,
+    predict_models,
+    preset_note,
+    start,
+    train_models,
+    training_table,
+)
+from fusionnet_keras.training import config as cfg
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
@@ -34,71 +41,38 @@ PAPER_TABLE3 = {  # Quan et al. 2016, Table 3: V^Rand, V^Info, Dice
     "unet": (0.987366177, 0.992482059, 0.908491647),
 }
 
-EXPERIMENT_KEYS = {
-    "source": (str, "synthetic"),
-    "seed": (int, 0),
+EXPERIMENT_SCHEMA = {  # the training/config.py schema machinery: (type, default, rule)
+    "source": (str, "synthetic", ("synthetic", "files")),
+    "seed": (int, 0, (0, 2**31 - 1)),
     # voxel size in nm, (Z, Y, X); the paper: 56.4 x 56.4 x ~60 nm
-    "voxel_size": (list, [60.0, 56.4, 56.4]),
-    "clusters": (int, 3),
-    "min_voxels": (int, 200),
+    "voxel_size": (list, [60.0, 56.4, 56.4], cfg.list_of(float, length=3, positive=True)),
+    "clusters": (int, 3, (1, 1000)),
+    "min_voxels": (int, 200, (0, 2**62)),
     # how nuclei instances are made from the thresholded prediction: "components" (the paper:
     # 3-D connected components) or "watershed" (components split by a watershed of the distance
     # transform from its h-maxima, which separates touching nuclei)
-    "instances": (str, "watershed"),
-    "watershed_h": (float, 4.0),
-    # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.io)
-    "train_images": (list, []),
-    "train_labels": (list, []),
-    "test_image": (str, ""),
-    "test_labels": (str, ""),
+    "instances": (str, "watershed", ("components", "watershed")),
+    "watershed_h": (float, 4.0, cfg.greater_than(0)),
+    # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.data.io)
+    "train_images": (list, [], cfg.list_of(str)),
+    "train_labels": (list, [], cfg.list_of(str)),
+    "test_image": (str, "", None),
+    "test_labels": (str, "", None),
     # fraction of each training volume used for validation (the last sections)
-    "val_fraction": (float, 0.25),
+    "val_fraction": (float, 0.25, cfg.strictly_between(0, 1)),
 }
 
 
 def load_experiment(path) -> dict:
-    """Read and validate ``experiment.toml`` (unknown keys are refused)."""
-    out = {k: (list(v[1]) if isinstance(v[1], list) else v[1]) for k, v in EXPERIMENT_KEYS.items()}
-    if path is not None and Path(path).exists():
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise FusionNetError(f"invalid TOML in {path}: {e}") from None
-        for key, value in data.items():
-            if key not in EXPERIMENT_KEYS:
-                raise FusionNetError(f"unknown config key {key!r} in {path}")
-            typ = EXPERIMENT_KEYS[key][0]
-            if typ is float and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, typ) or isinstance(value, bool):
-                raise FusionNetError(f"config key {key!r} must be {typ.__name__}, got {value!r}")
-            out[key] = value
-    if out["instances"] not in ("components", "watershed"):
-        raise FusionNetError(f"config key 'instances' must be components or watershed, got {out['instances']!r}")
-    if out["watershed_h"] <= 0:
-        raise FusionNetError(f"config key 'watershed_h' must be > 0, got {out['watershed_h']}")
-    if out["source"] not in ("synthetic", "files"):
-        raise FusionNetError(f"config key 'source' must be synthetic or files, got {out['source']!r}")
-    vs = out["voxel_size"]
-    if len(vs) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                               for v in vs):
-        raise FusionNetError(f"config key 'voxel_size' must be 3 positive numbers (Z, Y, X) in nm, got {vs!r}")
-    if out["clusters"] < 1:
-        raise FusionNetError(f"config key 'clusters' must be >= 1, got {out['clusters']}")
-    if out["min_voxels"] < 0:
-        raise FusionNetError(f"config key 'min_voxels' must be >= 0, got {out['min_voxels']}")
-    for key in ("train_images", "train_labels"):
-        if not all(isinstance(v, str) and v for v in out[key]):
-            raise FusionNetError(f"config key {key!r} must list file paths (strings), got {out[key]!r}")
-    if out["source"] == "files":
+    """Read and validate ``experiment.toml`` (a missing file gives the defaults; unknown keys are refused)."""
+    exp = cfg.load_settings(EXPERIMENT_SCHEMA, [path] if path is not None and Path(path).exists() else [])
+    if exp["source"] == "files":
         for key in ("train_images", "train_labels", "test_image", "test_labels"):
-            if not out[key]:
+            if not exp[key]:
                 raise FusionNetError(f"config key {key!r} is required with source = \"files\"")
-        if len(out["train_images"]) != len(out["train_labels"]):
+        if len(exp["train_images"]) != len(exp["train_labels"]):
             raise FusionNetError("config keys 'train_images' and 'train_labels' must list the same number of volumes")
-    if not 0 < out["val_fraction"] < 1:
-        raise FusionNetError(f"config key 'val_fraction' must be in (0, 1), got {out['val_fraction']}")
-    return out
+    return exp
 
 
 def _read_pair(image_spec, label_spec):
@@ -114,11 +88,53 @@ def _read_pair(image_spec, label_spec):
     return image, labels
 
 
+def _synthetic_volumes(exp: dict, preset: str):
+    """``(train pairs, test image, test labels)`` from the seeded generator; images float32 in [0, 1]."""
+    from fusionnet_keras.data.synthetic import make_dataset_volumes
+
+    print(f"== SYNTHETIC data: seeded EM-like nucleus volumes ({preset} preset, seed {exp['seed']}); "
+          "set source = \"files\" in experiments/zebrafish/experiment.toml for real volumes ==", flush=True)
+    vols = make_dataset_volumes(preset, seed=exp["seed"], voxel_size=tuple(exp["voxel_size"]))
+    train = [(np.asarray(i).astype(np.float32) / 255.0, np.asarray(l)) for i, l in vols["train"]]
+    test_image, test_labels = vols["test"]
+    return train, test_image.astype(np.float32) / 255.0, test_labels
+
+
+def _file_volumes(exp: dict):
+    """``(train pairs, test image, test labels)`` read from the files of ``exp``; a binary test mask
+    becomes its 3-D components (as the predictions do)."""
+    from fusionnet_keras.evaluation.morphology import is_binary_mask
+
+    train = [_read_pair(i, l) for i, l in zip(exp["train_images"], exp["train_labels"])]
+    test_image, test_labels = _read_pair(exp["test_image"], exp["test_labels"])
+    test_labels = np.asarray(test_labels)
+    if test_labels.dtype.kind in "biu" and test_labels.any() and is_binary_mask(test_labels):
+        from scipy import ndimage
+
+        test_labels, _ = ndimage.label(test_labels != 0)
+    return train, test_image, test_labels
+
+
+def _section_ranges(depths, val_fraction: float) -> tuple[str, str]:
+    """1-based train and validation ranges of volumes of ``depths`` sections stacked along z:
+    the last ``val_fraction`` of each volume validates."""
+    train_ranges, val_ranges, first = [], [], 1
+    for z in depths:
+        n_val = int(round(z * val_fraction))
+        if z < 4 or n_val < 1 or z - n_val < 1:
+            raise FusionNetError(f"a training volume of {z} sections is too small for a train/validation split")
+        train_ranges.append(f"{first}-{first + z - n_val - 1}")
+        val_ranges.append(f"{first + z - n_val}-{first + z - 1}")
+        first += z
+    return ",".join(train_ranges), ",".join(val_ranges)
+
+
 def prepare_data(exp: dict, preset: str, data_out: Path):
     """Write the training stack and test volume under ``data_out``; return paths and section ranges.
 
     Training volumes are stacked along z (they must share their (Y, X) size);
-    the last ``val_fraction`` of each volume validates.
+    the last ``val_fraction`` of each volume validates. A ``data.json`` marker
+    with the settings makes a second call with the same settings reuse the data.
     """
     from fusionnet_keras.data.io import write_volume
 
@@ -131,52 +147,24 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
             return info
         print("== experiment settings changed: preparing the data again ==", flush=True)
     if exp["source"] == "synthetic":
-        from fusionnet_keras.data.synthetic import make_dataset_volumes
-
-        print(f"== SYNTHETIC data: seeded EM-like nucleus volumes ({preset} preset, seed {exp['seed']}); "
-              "set source = \"files\" in experiments/zebrafish/experiment.toml for real volumes ==", flush=True)
-        vols = make_dataset_volumes(preset, seed=exp["seed"], voxel_size=tuple(exp["voxel_size"]))
-        train = [(np.asarray(i), np.asarray(l)) for i, l in vols["train"]]
-        test_image, test_labels = vols["test"]
-        train = [(i.astype(np.float32) / 255.0, l) for i, l in train]
-        test_image = test_image.astype(np.float32) / 255.0
+        train, test_image, test_labels = _synthetic_volumes(exp, preset)
     else:
-        train = [_read_pair(i, l) for i, l in zip(exp["train_images"], exp["train_labels"])]
-        test_image, test_labels = _read_pair(exp["test_image"], exp["test_labels"])
-        test_labels = np.asarray(test_labels)
-        if test_labels.dtype.kind in "biu" and test_labels.any():
-            top = test_labels.max()
-            if not np.any((test_labels != 0) & (test_labels != top)):
-                # a binary mask (0/1, 0/255): its nuclei are the 3-D components, as for the predictions
-                from scipy import ndimage
-
-                test_labels, _ = ndimage.label(test_labels != 0)
+        train, test_image, test_labels = _file_volumes(exp)
     shapes = {v[0].shape[1:] for v in train}
     if len(shapes) != 1:
         raise FusionNetError(f"training volumes must share their (Y, X) size, got {sorted(shapes)}")
-    train_ranges, val_ranges, start = [], [], 1
-    for image, _ in train:
-        z = image.shape[0]
-        n_val = int(round(z * exp["val_fraction"]))
-        if z < 4 or n_val < 1 or z - n_val < 1:
-            raise FusionNetError(f"a training volume of {z} sections is too small for a train/validation split")
-        train_ranges.append(f"{start}-{start + z - n_val - 1}")
-        val_ranges.append(f"{start + z - n_val}-{start + z - 1}")
-        start += z
-    images = np.concatenate([i for i, _ in train]).astype(np.float32)
-    masks = np.concatenate([(np.asarray(l) > 0) for _, l in train]).astype(np.uint8)
+    train_sections, val_sections = _section_ranges([i.shape[0] for i, _ in train], exp["val_fraction"])
+    files = {"train_images": data_out / "train-image.tif", "train_labels": data_out / "train-labels.tif",
+             "test_image": data_out / "test-image.tif", "test_labels": data_out / "test-labels.tif"}
     data_out.mkdir(parents=True, exist_ok=True)
-    write_volume(data_out / "train-image.tif", images, overwrite=True)
-    write_volume(data_out / "train-labels.tif", masks * 255, overwrite=True)
-    write_volume(data_out / "test-image.tif", test_image.astype(np.float32), overwrite=True)
-    write_volume(data_out / "test-labels.tif", np.asarray(test_labels).astype(np.int32), overwrite=True)
-    info = {
-        "train_images": str(data_out / "train-image.tif"),
-        "train_labels": str(data_out / "train-labels.tif"),
-        "test_image": str(data_out / "test-image.tif"),
-        "test_labels": str(data_out / "test-labels.tif"),
-        "train_sections": ",".join(train_ranges),
-        "val_sections": ",".join(val_ranges),
+    write_volume(files["train_images"], np.concatenate([i for i, _ in train]).astype(np.float32), overwrite=True)
+    masks = np.concatenate([(np.asarray(l) > 0) for _, l in train]).astype(np.uint8)
+    write_volume(files["train_labels"], masks * 255, overwrite=True)
+    write_volume(files["test_image"], test_image.astype(np.float32), overwrite=True)
+    write_volume(files["test_labels"], np.asarray(test_labels).astype(np.int32), overwrite=True)
+    info = {key: str(path) for key, path in files.items()} | {
+        "train_sections": train_sections,
+        "val_sections": val_sections,
         "train_shapes": [list(i.shape) for i, _ in train],
         "test_shape": list(test_image.shape),
         "source": exp["source"],
@@ -198,6 +186,8 @@ def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", 
     """
     from scipy import ndimage
 
+    from fusionnet_keras.evaluation.postprocess import relabel
+
     mask = np.asarray(prob) > threshold
     if method == "components":
         labels, n = ndimage.label(mask)
@@ -213,12 +203,7 @@ def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", 
     else:
         raise FusionNetError(f"unknown instance method {method!r}; use components or watershed")
     if n and min_voxels:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = sizes >= min_voxels
-        keep[0] = False
-        lut = np.zeros(n + 1, np.int32)
-        lut[keep] = np.arange(1, keep.sum() + 1)
-        labels = lut[labels]
+        labels, _ = relabel(labels, min_size=min_voxels)
     return labels.astype(np.int32)
 
 
@@ -236,41 +221,36 @@ def score(instances: np.ndarray, gt: np.ndarray) -> dict:
     }
 
 
-def write_report(out: Path, preset: str, exp: dict, info: dict, configs, trains, results, records, total):
-    lines = ["# Zebrafish nucleus segmentation: FusionNet vs U-Net, and nucleus morphology", ""]
+def _data_notes(exp: dict, info: dict) -> list[str]:
+    lines = []
     if exp["source"] == "synthetic":
         lines += [
             "**SYNTHETIC DATA.** The paper's zebrafish volumes are not available here with labels, so this run "
-            "uses the project's seeded generator of EM-like nucleus volumes (`fusionnet_keras.synthetic`: "
+            "uses the project's seeded generator of EM-like nucleus volumes (`fusionnet_keras.data.synthetic`: "
             "textured neuropil, irregular ellipsoidal nuclei with a dark envelope and chromatin texture, "
             "touching neighbours, section jitter, noise). The numbers are not comparable with the paper's; "
             "set `source = \"files\"` in `experiments/zebrafish/experiment.toml` to run on real volumes.",
             "",
         ]
-    if preset == "cpu":
-        lines += [
-            "**CPU preset**: smaller networks, crops and a short schedule so the target finishes on 2 CPU cores "
-            "(`experiments/zebrafish/cpu.toml`); `make zebrafish PRESET=paper` runs the paper's configuration.",
-            "",
-        ]
     vs = exp["voxel_size"]
-    lines += [
+    if exp["instances"] == "components":
+        method = "3-D connected components (6-connectivity)"
+    else:
+        method = (f"3-D connected components split by a distance-transform watershed from h-maxima "
+                  f"(h = {exp['watershed_h']}) to separate touching nuclei (`instances = \"watershed\"`; the paper "
+                  "used plain connected components, shown in the last rows)")
+    return lines + [
         f"Training volumes {info['train_shapes']} (sections {info['train_sections']} train, "
         f"{info['val_sections']} validate), test volume {info['test_shape']}, voxel size "
         f"{vs[0]} x {vs[1]} x {vs[2]} nm (Z, Y, X). Test predictions: 8-orientation averaging, threshold 0.5, "
-        f"" + (
-            "3-D connected components (6-connectivity)" if exp["instances"] == "components" else
-            f"3-D connected components split by a distance-transform watershed from h-maxima (h = {exp['watershed_h']}) "
-            "to separate touching nuclei (`instances = \"watershed\"`; the paper used plain connected components, "
-            "shown in the last rows)") + f", objects under {exp['min_voxels']} voxels removed.",
+        f"{method}, objects under {exp['min_voxels']} voxels removed.",
         "",
-        "## Table 3 layout",
-        "",
-        "| metric | FusionNet | U-Net | paper FusionNet | paper U-Net |",
-        "|---|---|---|---|---|",
     ]
-    for i, key in enumerate(("vrand", "vinfo", "dice")):
-        name = {"vrand": "V^Rand", "vinfo": "V^Info", "dice": "V^Dice"}[key]
+
+
+def _table3(results: dict) -> list[str]:
+    lines = ["| metric | FusionNet | U-Net | paper FusionNet | paper U-Net |", "|---|---|---|---|---|"]
+    for i, (key, name) in enumerate((("vrand", "V^Rand"), ("vinfo", "V^Info"), ("dice", "V^Dice"))):
         lines.append(
             f"| {name} | {results['fusionnet'][key]:.5f} | {results['unet'][key]:.5f} | "
             f"{PAPER_TABLE3['fusionnet'][i]:.5f} | {PAPER_TABLE3['unet'][i]:.5f} |"
@@ -284,47 +264,65 @@ def write_report(out: Path, preset: str, exp: dict, info: dict, configs, trains,
             f, u = results["fusionnet"]["components"][key], results["unet"]["components"][key]
             fmt = (lambda v: f"{v:.5f}") if key != "n_nuclei" else str
             lines.append(f"| {name}, plain connected components (the paper's method) | {fmt(f)} | {fmt(u)} | | |")
-    lines += ["", "## Training", "", "| model | nb_filters | depth | epochs | train time (min) | best epoch |",
-              "|---|---|---|---|---|---|"]
-    for name in MODELS:
-        c, t = configs[name], trains[name]
-        lines.append(f"| {LABELS[name]} | {c['model']['nb_filters']} | {c['model']['depth']} | {t['epochs']} | "
-                     f"{(t.get('train_seconds') or 0) / 60:.1f} | {t['best_epoch']} |")
-    lines += ["", "## Morphology (FusionNet nuclei of the test volume)", ""]
+    return lines
+
+
+def _spread(name: str, values, digits: int) -> str:
+    values = np.asarray(values, dtype=float)
+    return (f"| {name} | {np.median(values):.{digits}f} | {np.percentile(values, 5):.{digits}f} | "
+            f"{np.percentile(values, 95):.{digits}f} |")
+
+
+def _morphology_section(records: list, clusters: int) -> list[str]:
+    lines = ["## Morphology (FusionNet nuclei of the test volume)", ""]
     if not records:
-        lines += ["No nuclei were found in the test volume: no morphology to report."]
-    else:
-        interior = [r for r in records if not r["touches_border"]] or records
-        vol = np.array([r["volume_um3"] for r in interior])
-        area = np.array([r["surface_area_um2"] for r in interior])
-        sph = np.array([r["sphericity"] for r in interior])
-        outl = sum(bool(r["outlier"]) for r in records)
-        n_border = sum(bool(r["touches_border"]) for r in records)
-        lines += [
-            f"{len(records)} nuclei, {n_border} of them cut by the volume border (their size and shape are "
-            f"truncated: left out of the statistics below and of the K-means fit); {outl} flagged as outliers "
-            "(robust z-score > 3.5 of volume or area, or sphericity < 0.6). Per-nucleus values in `morphology.csv`.",
-            "",
-            f"Statistics of the {len(interior)} nuclei{' inside the volume' if len(interior) < len(records) else ''}:",
-            "",
-            "| | median | 5th percentile | 95th percentile |",
-            "|---|---|---|---|",
-            f"| volume (um^3) | {np.median(vol):.1f} | {np.percentile(vol, 5):.1f} | {np.percentile(vol, 95):.1f} |",
-            f"| surface area (um^2) | {np.median(area):.1f} | {np.percentile(area, 5):.1f} | {np.percentile(area, 95):.1f} |",
-            f"| sphericity | {np.median(sph):.3f} | {np.percentile(sph, 5):.3f} | {np.percentile(sph, 95):.3f} |",
-            "",
-            f"K-means (k = {exp['clusters']}) on standardised (volume, surface area, sphericity):",
-            "",
-            "| cluster | nuclei | mean volume (um^3) | mean area (um^2) | mean sphericity |",
-            "|---|---|---|---|---|",
-        ]
-        for c in sorted({r["cluster"] for r in records}):
-            sel = [r for r in records if r["cluster"] == c]
-            lines.append(
-                f"| {c} | {len(sel)} | {np.mean([r['volume_um3'] for r in sel]):.1f} | "
-                f"{np.mean([r['surface_area_um2'] for r in sel]):.1f} | {np.mean([r['sphericity'] for r in sel]):.3f} |"
-            )
+        return lines + ["No nuclei were found in the test volume: no morphology to report."]
+    interior = [r for r in records if not r["touches_border"]] or records
+    n_outliers = sum(bool(r["outlier"]) for r in records)
+    n_border = sum(bool(r["touches_border"]) for r in records)
     lines += [
+        f"{len(records)} nuclei, {n_border} of them cut by the volume border (their size and shape are "
+        f"truncated: left out of the statistics below and of the K-means fit); {n_outliers} flagged as outliers "
+        "(robust z-score > 3.5 of volume or area, or sphericity < 0.6). Per-nucleus values in `morphology.csv`.",
+        "",
+        f"Statistics of the {len(interior)} nuclei{' inside the volume' if len(interior) < len(records) else ''}:",
+        "",
+        "| | median | 5th percentile | 95th percentile |",
+        "|---|---|---|---|",
+        _spread("volume (um^3)", [r["volume_um3"] for r in interior], 1),
+        _spread("surface area (um^2)", [r["surface_area_um2"] for r in interior], 1),
+        _spread("sphericity", [r["sphericity"] for r in interior], 3),
+        "",
+        f"K-means (k = {clusters}) on standardised (volume, surface area, sphericity):",
+        "",
+        "| cluster | nuclei | mean volume (um^3) | mean area (um^2) | mean sphericity |",
+        "|---|---|---|---|---|",
+    ]
+    for c in sorted({r["cluster"] for r in records}):
+        sel = [r for r in records if r["cluster"] == c]
+        lines.append(
+            f"| {c} | {len(sel)} | {np.mean([r['volume_um3'] for r in sel]):.1f} | "
+            f"{np.mean([r['surface_area_um2'] for r in sel]):.1f} | {np.mean([r['sphericity'] for r in sel]):.3f} |"
+        )
+    return lines
+
+
+def report(preset: str, exp: dict, info: dict, configs, trains, results, records, total) -> list[str]:
+    """The lines of ``report.md``."""
+    return [
+        "# Zebrafish nucleus segmentation: FusionNet vs U-Net, and nucleus morphology",
+        "",
+        *preset_note(preset, "zebrafish"),
+        *_data_notes(exp, info),
+        "## Table 3 layout",
+        "",
+        *_table3(results),
+        "",
+        "## Training",
+        "",
+        *training_table(configs, trains),
+        "",
+        *_morphology_section(records, exp["clusters"]),
         "",
         "![segmentation coloured by sphericity (Fig. 9)](fig9_overlay.png)",
         "",
@@ -332,63 +330,49 @@ def write_report(out: Path, preset: str, exp: dict, info: dict, configs, trains,
         "",
         f"Total wall time: {total / 60:.1f} min. Models: `fusionnet/best.keras`, `unet/best.keras`.",
     ]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def _segment_and_score(exp: dict, configs: dict, prob: np.ndarray, gt: np.ndarray, name: str, out: Path):
+    """Instances of one model's test prediction (written), their scores, and the paper's plain components."""
+    from fusionnet_keras.data.io import write_volume
+
+    threshold = configs[name]["predict"]["threshold"]
+    inst = segment(prob, threshold, exp["min_voxels"], exp["instances"], exp["voxel_size"], exp["watershed_h"])
+    write_volume(out / name / "test-instances.tif", inst, overwrite=True)
+    scores = score(inst, gt)
+    if exp["instances"] != "components":
+        scores["components"] = score(segment(prob, threshold, exp["min_voxels"], "components"), gt)
+    print(f"   {LABELS[name]}: V^Rand {scores['vrand']:.5f}  V^Info {scores['vinfo']:.5f}  Dice {scores['dice']:.5f}  "
+          f"nuclei {scores['n_nuclei']} (ground truth {scores['n_gt_nuclei']})", flush=True)
+    return inst, scores
 
 
 def run(preset: str, out, experiment_dir, tta=8) -> dict:
-    import keras
-
-    from fusionnet_keras.data.io import read_volume, write_volume
+    """Run the whole experiment; return the results dict (also written to ``results.json``)."""
+    from fusionnet_keras.data.io import load_image, read_volume
     from fusionnet_keras.evaluation import figures, morphology
-    from fusionnet_keras.inference.predictor import predict
 
-    t0 = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    experiment_dir = Path(experiment_dir)
-    exp = load_experiment(experiment_dir / "experiment.toml")
-    if preset == "cpu":
-        print("== CPU preset: reduced networks and schedule for 2 CPU cores (PRESET=paper for the paper's) ==",
-              flush=True)
+    t0, out = start(preset, out)
+    exp = load_experiment(Path(experiment_dir) / "experiment.toml")
     info = prepare_data(exp, preset, out / "data")
-
     configs, trains = train_models(experiment_dir, preset, out, {
         key: info[key] for key in ("train_sections", "val_sections")} | {
         "images": info["train_images"], "labels": info["train_labels"]})
 
-    from fusionnet_keras.data.io import load_image
-
     test_image = load_image(info["test_image"])
     test_gt = read_volume(info["test_labels"])
+    probs, _ = predict_models(out, configs, test_image, tta, "test-prediction.tif", "the test volume", progress=True)
     results, instances = {}, {}
     for name in MODELS:
-        print(f"== predicting the test volume with {LABELS[name]} (tta {tta}) ==", flush=True)
-        net = keras.saving.load_model(out / name / "best.keras", compile=False)
-        prob = predict(net, test_image, tta=tta, pad=configs[name]["predict"]["pad"], progress=True)
-        write_volume(out / name / "test-prediction.tif", prob, overwrite=True)
-        threshold = configs[name]["predict"]["threshold"]
-        inst = segment(prob, threshold, exp["min_voxels"], exp["instances"], exp["voxel_size"], exp["watershed_h"])
-        write_volume(out / name / "test-instances.tif", inst, overwrite=True)
-        instances[name] = inst
-        results[name] = score(inst, test_gt)
-        if exp["instances"] != "components":
-            cc = segment(prob, threshold, exp["min_voxels"], "components")
-            results[name]["components"] = score(cc, test_gt)
-        r = results[name]
-        print(f"   V^Rand {r['vrand']:.5f}  V^Info {r['vinfo']:.5f}  Dice {r['dice']:.5f}  "
-              f"nuclei {r['n_nuclei']} (ground truth {r['n_gt_nuclei']})", flush=True)
+        instances[name], results[name] = _segment_and_score(exp, configs, probs[name], test_gt, name, out)
 
     print("== morphology of the FusionNet nuclei ==", flush=True)
-    records = morphology.analyze_nuclei(instances["fusionnet"], tuple(exp["voxel_size"]), k=exp["clusters"],
-                                        seed=exp["seed"])
+    voxel_size = tuple(exp["voxel_size"])
+    records = morphology.analyze_nuclei(instances["fusionnet"], voxel_size, k=exp["clusters"], seed=exp["seed"])
     morphology.write_csv(records, out / "morphology.csv")
-    figures.plot_overlay(test_image, instances["fusionnet"], records, out / "fig9_overlay.png",
-                            voxel_size=tuple(exp["voxel_size"]))
+    figures.plot_overlay(test_image, instances["fusionnet"], records, out / "fig9_overlay.png", voxel_size=voxel_size)
     figures.plot_features(records, out / "fig10_features.png")
-    total = time.time() - t0
     summary = {"preset": preset, "source": exp["source"], "results": results, "train": trains,
-               "n_nuclei": len(records), "total_seconds": total}
-    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
-    write_report(out, preset, exp, info, configs, trains, results, records, total)
-    print(f"== wrote {out / 'report.md'} ({total / 60:.1f} min) ==", flush=True)
-    return summary
+               "n_nuclei": len(records)}
+    return finish(out, t0, summary,
+                  lambda total: report(preset, exp, info, configs, trains, results, records, total))

@@ -5,6 +5,7 @@ Importing this package registers every model and layer class with Keras, so
 ``keras.saving.load_model`` can rebuild them from ``.keras`` files.
 """
 
+from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.models.analysis import (  # noqa: F401
     flops_per_output_voxel,
     flops_per_pixel,
@@ -34,7 +35,7 @@ def build_model(architecture, **kwargs):
     try:
         cls = ARCHITECTURES[architecture]
     except KeyError:
-        raise ValueError(
+        raise FusionNetError(
             f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
         ) from None
     return cls(**kwargs)

@@ -36,13 +36,13 @@ def _conv_macs(layer, input_shape):
 
 def _probe(model, spatial_shape):
     """``model`` rebuilt for a fixed input of ``spatial_shape`` (one channel)."""
-    return model.__class__.from_config({**model.get_config(), "input_shape": [*spatial_shape, 1]})
+    return model.__class__.from_config({**model.get_config(), "image_shape": [*spatial_shape, 1]})
 
 
-def level_shapes(model, height=640, width=640, input_shape=None):
+def level_shapes(model, height=640, width=640, spatial_shape=None):
     """Output shape of every named block of ``model`` for an input of ``height x width``.
 
-    ``input_shape`` (spatial sizes, e.g. ``(z, y, x)`` for the 3-D networks)
+    ``spatial_shape`` (e.g. ``(z, y, x)`` for the 3-D networks)
     replaces ``height`` and ``width``.
     """
     from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv
@@ -50,7 +50,7 @@ def level_shapes(model, height=640, width=640, input_shape=None):
 
     blocks = (ConvBlock, ResidualBlock, UpConv, ConvBlock3D, ResidualBlock3D, UpConv3D,
               layers.Conv2D, layers.Conv3D, layers.MaxPooling2D, layers.MaxPooling3D)
-    probe = _probe(model, input_shape or (height, width))
+    probe = _probe(model, spatial_shape or (height, width))
     return [(layer.name, tuple(layer.output.shape[1:])) for layer in probe.layers if isinstance(layer, blocks)]
 
 

@@ -16,7 +16,7 @@ import keras
 from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.models.base import _SegmentationModel
+from fusionnet_keras.models.base import SegmentationModel
 from fusionnet_keras.models.geometry import ValidGeometry
 from fusionnet_keras.models.layers3d import UpConv3D
 from fusionnet_keras.utils.validate import check_int
@@ -52,23 +52,25 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
         level: ``level(x, name, filters, kernels) -> x``: one level's convolutions.
         merge: ``"add"`` (FusionNet) or ``"concat"`` (U-Net) of the cropped encoder map and the up-sampled map.
         crops: per level, the ``Cropping3D`` amounts (from :attr:`ValidGeometry.crops`).
+        kw: ``kernel_initializer``, ``bn_momentum`` and ``dtype`` of the blocks.
     """
     depth = len(kernels["down"])
+    dtype = kw["dtype"]
     skips = []
     x = inputs
     for i in range(depth):
         x = level(x, f"down{i + 1}", nb_filters * 2**i, kernels["down"][i])
         skips.append(x)
-        x = layers.MaxPooling3D(POOL, name=f"down{i + 1}_pool")(x)
+        x = layers.MaxPooling3D(POOL, dtype=dtype, name=f"down{i + 1}_pool")(x)
     x = level(x, "bridge", nb_filters * 2**depth, kernels["bridge"])
     for i in reversed(range(depth)):
         filters = nb_filters * 2**i
         x = UpConv3D(filters, POOL, **kw, name=f"up{i + 1}_deconv")(x)
-        skip = layers.Cropping3D(crops[i], name=f"up{i + 1}_crop")(skips[i])
+        skip = layers.Cropping3D(crops[i], dtype=dtype, name=f"up{i + 1}_crop")(skips[i])
         if merge == "add":
-            x = layers.Add(name=f"up{i + 1}_merge")([x, skip])
+            x = layers.Add(dtype=dtype, name=f"up{i + 1}_merge")([x, skip])
         else:
-            x = layers.Concatenate(name=f"up{i + 1}_merge")([skip, x])
+            x = layers.Concatenate(dtype=dtype, name=f"up{i + 1}_merge")([skip, x])
         x = level(x, f"up{i + 1}", filters, kernels["up"][i])
     # the output stays float32 under a mixed-precision policy
     return layers.Conv3D(
@@ -76,12 +78,15 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
     )(x)
 
 
-class _AffinityModel(_SegmentationModel):
+class _AffinityModel(SegmentationModel):
     """What the 3-D affinity networks share: sizes (``geometry``), the input check and the config.
 
     Subclasses define ``_level_kernels(depth, xy_kernel, z_kernels, **extra)`` and build their graph
-    through :meth:`_build`.
+    through :meth:`_build`. Input sizes are checked against the geometry (valid sizes are not
+    multiples of anything, so :meth:`SegmentationModel.call`'s divisibility check does not apply).
     """
+
+    spatial_dims = 3
 
     @classmethod
     def _level_kernels(cls, depth, xy_kernel, z_kernels, **extra):  # pragma: no cover - abstract
@@ -94,27 +99,27 @@ class _AffinityModel(_SegmentationModel):
             kernels["down"], kernels["bridge"], kernels["up"], (head_z_kernel, 1, 1), POOL
         )
 
-    def _build(self, nb_filters, depth, input_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
-               bn_momentum, level, merge, name, extra, **kwargs):
+    def _build(self, nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
+               bn_momentum, dtype, level, merge, name, extra, **kwargs):
         nb_filters = check_int("nb_filters", nb_filters, minimum=1)
         depth = check_int("depth", depth, minimum=0)
         xy_kernel = check_odd("xy_kernel", xy_kernel)
         head_z_kernel = check_odd("head_z_kernel", head_z_kernel)
         z_kernels = level_z_kernels(z_kernels, depth)
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[-1] != 1:
-            raise FusionNetError(f"input_shape must be (z, y, x, 1), got {input_shape!r}")
+        image_shape = tuple(image_shape)
+        if len(image_shape) != 4 or image_shape[-1] != 1:
+            raise FusionNetError(f"image_shape must be (z, y, x, 1), got {image_shape!r}")
         geometry = self._geometry(depth, xy_kernel, z_kernels, head_z_kernel, **extra)
-        geometry.output_shape(input_shape[:3])  # one-line error naming the nearest sizes that fit
+        geometry.output_shape(image_shape[:3])  # one-line error naming the nearest sizes that fit
         kernels = self._level_kernels(depth, xy_kernel, z_kernels, **extra)
-        kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
-        inputs = keras.Input(shape=input_shape, name="image")
+        kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
+        inputs = keras.Input(shape=image_shape, name="image")
         outputs = u_graph(
             inputs, kernels, lambda *a: level(*a, kw), merge, nb_filters, geometry.crops,
             (head_z_kernel, 1, 1), kw,
         )
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+        self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)
         self.xy_kernel = xy_kernel
         self.z_kernels = z_kernels
         self.head_z_kernel = head_z_kernel
@@ -135,6 +140,9 @@ class _AffinityModel(_SegmentationModel):
         if shape is not None and len(shape) == 5:
             self.geometry.output_shape(tuple(shape[1:4]))
         return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        return super(SegmentationModel, self).call(inputs, training=training, mask=mask)
 
     def get_config(self):
         return {

@@ -1,4 +1,4 @@
-"""FusionNet, chained FusionNetW^k and the U-Net baseline (Keras 3, backend-agnostic).
+"""FusionNet and chained FusionNetW^k (Keras 3, backend-agnostic).
 
 FusionNet is described in Quan, Hildebrand and Jeong, *FusionNet: a deep fully
 residual convolutional neural network for image segmentation in connectomics*
@@ -38,40 +38,28 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fusionnet_keras.models.base import (
-    _check_input_shape,
-    _check_int,
-    _SegmentationModel,
-)
-from fusionnet_keras.models.layers import PACKAGE, ConvBlock, ResidualBlock, UpConv
+from fusionnet_keras.models.base import SegmentationModel, u_shaped_graph
+from fusionnet_keras.models.layers import PACKAGE, ConvBlock, ResidualBlock
+from fusionnet_keras.utils.validate import check_int
 
 
-def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum=0.99, zero_init_residual=False):
+def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype):
     """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
-    kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum}
+    kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
 
     def level(x, name, filters):
         x = ConvBlock(filters, **kw, name=f"{name}_conv_in")(x)
         x = ResidualBlock(filters, **kw, zero_init=zero_init_residual, name=f"{name}_res")(x)
         return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
 
-    skips = []
-    for i in range(depth):
-        x = level(x, f"{prefix}down{i + 1}", nb_filters * 2**i)
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"{prefix}down{i + 1}_pool")(x)
-    x = level(x, f"{prefix}bridge", nb_filters * 2**depth)
-    for i in reversed(range(depth)):
-        filters = nb_filters * 2**i
-        x = UpConv(filters, **kw, name=f"{prefix}up{i + 1}_deconv")(x)
-        x = layers.Add(name=f"{prefix}up{i + 1}_merge")([x, skips[i]])
-        x = level(x, f"{prefix}up{i + 1}", filters)
-    # the output stays float32 under a mixed-precision policy
-    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=f"{prefix}output")(x)
+    def merge(skip, up, name):  # the long skip is a summation
+        return layers.Add(dtype=dtype, name=name)([up, skip])
+
+    return u_shaped_graph(x, prefix, nb_filters, depth, level, merge, **kw)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusionNet(_SegmentationModel):
+class FusionNet(SegmentationModel):
     """FusionNet: a deep fully residual U-shaped network (Quan et al. 2016, Table 1).
 
     Each of the ``2 * depth + 1`` levels is conv + residual block (3 convs and an
@@ -85,7 +73,7 @@ class FusionNet(_SegmentationModel):
         nb_filters: feature maps at the first level; doubled at every level down
             (the paper: 64, giving 64..1024).
         depth: number of max-pooling steps (the paper: 4, i.e. 5 resolution levels).
-        input_shape: ``(height, width, 1)``; ``None`` sizes accept any multiple of
+        image_shape: ``(height, width, 1)``; ``None`` sizes accept any multiple of
             ``2**depth`` (the paper trains on 640x640: 512 + 2 * 64 mirror padding).
         kernel_initializer: initializer for every convolution.
         bn_momentum: momentum of the batch-norm moving statistics (Keras' default
@@ -93,11 +81,14 @@ class FusionNet(_SegmentationModel):
         zero_init_residual: start every residual block as the identity (scale of
             the last batch norm of its branch initialised to 0; see
             :class:`ResidualBlock`). The paper is silent; default False.
+        dtype: dtype policy of every layer (e.g. ``"mixed_bfloat16"``; default:
+            the global policy); the sigmoid output is always float32. Saved
+            with the model.
         name: model name.
 
     Example:
         >>> import numpy as np
-        >>> model = FusionNet(nb_filters=4, depth=2, input_shape=(64, 64, 1))
+        >>> model = FusionNet(nb_filters=4, depth=2, image_shape=(64, 64, 1))
         >>> model(np.zeros((1, 64, 64, 1), "float32")).shape
         (1, 64, 64, 1)
     """
@@ -106,22 +97,21 @@ class FusionNet(_SegmentationModel):
         self,
         nb_filters=64,
         depth=4,
-        input_shape=(None, None, 1),
+        image_shape=(None, None, 1),
         kernel_initializer="he_normal",
         bn_momentum=0.99,
         zero_init_residual=False,
+        dtype=None,
         name="fusionnet",
         **kwargs,
     ):
-        _check_int("nb_filters", nb_filters, 1)
-        _check_int("depth", depth, 0)
-        input_shape = tuple(input_shape)
-        _check_input_shape(input_shape, depth)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         zero_init_residual = bool(zero_init_residual)
-        inputs = keras.Input(shape=input_shape, name="image")
-        outputs = _fusionnet_graph(inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual)
+        outputs = _fusionnet_graph(
+            inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype
+        )
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+        self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)
         self.zero_init_residual = zero_init_residual
 
     def get_config(self):
@@ -129,7 +119,7 @@ class FusionNet(_SegmentationModel):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusionNetW(_SegmentationModel):
+class FusionNetW(SegmentationModel):
     """FusionNetW^k: ``units`` FusionNet units chained (Quan et al. 2021, section 3.4).
 
     Unit ``i + 1`` takes the output probability map of unit ``i``; the model has
@@ -139,15 +129,8 @@ class FusionNetW(_SegmentationModel):
 
     Args:
         units: number of chained FusionNet units (k >= 1).
-        nb_filters: feature maps at the first level of every unit.
-        depth: max-pooling steps in every unit.
-        input_shape: ``(height, width, 1)``.
-        kernel_initializer: initializer for every convolution.
-        bn_momentum: momentum of the batch-norm moving statistics (Keras' default
-            0.99; lower values track the weights faster on short schedules).
-        zero_init_residual: start every residual block as the identity (scale of
-            the last batch norm of its branch initialised to 0; see
-            :class:`ResidualBlock`). The paper is silent; default False.
+        nb_filters, depth, image_shape, kernel_initializer, bn_momentum,
+            zero_init_residual, dtype: as for :class:`FusionNet`, for every unit.
         name: model name.
 
     Example:
@@ -162,31 +145,28 @@ class FusionNetW(_SegmentationModel):
         units=2,
         nb_filters=64,
         depth=4,
-        input_shape=(None, None, 1),
+        image_shape=(None, None, 1),
         kernel_initializer="he_normal",
         bn_momentum=0.99,
         zero_init_residual=False,
+        dtype=None,
         name="fusionnet_w",
         **kwargs,
     ):
-        _check_int("units", units, 1)
-        _check_int("nb_filters", nb_filters, 1)
-        _check_int("depth", depth, 0)
-        input_shape = tuple(input_shape)
-        _check_input_shape(input_shape, depth)
+        units = check_int("units", units, minimum=1)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         zero_init_residual = bool(zero_init_residual)
-        inputs = keras.Input(shape=input_shape, name="image")
         x = inputs
         outputs = []
         for u in range(units):
             x = _fusionnet_graph(
-                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual
+                x, f"unit{u + 1}_", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype
             )
             outputs.append(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self.units = units
         self.zero_init_residual = zero_init_residual
-        self._set_hyperparameters(nb_filters, depth, input_shape, kernel_initializer, bn_momentum)
+        self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)
 
     def unit_layers(self, unit):
         """The layers of unit ``unit`` (1-based)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from fusionnet_keras.models.base3d import _AffinityModel, check_odd
-from fusionnet_keras.models.layers import PACKAGE
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D
 from fusionnet_keras.utils.validate import check_int
 
@@ -40,7 +40,7 @@ class FusionNet3D(_AffinityModel):
     Args:
         nb_filters: feature maps at the first level, doubled at every level down.
         depth: number of (1, 2, 2) poolings.
-        input_shape: ``(z, y, x, 1)``; ``None`` sizes accept any size that fits.
+        image_shape: ``(z, y, x, 1)``; ``None`` sizes accept any size that fits.
         xy_kernel: in-plane kernel size of every level convolution (odd).
         z_kernels: z kernel size of each level's first and last convolution: one value, or
             ``depth + 1`` values (levels 1..depth, then the bridge).
@@ -51,6 +51,8 @@ class FusionNet3D(_AffinityModel):
         bn_momentum: momentum of the batch-norm moving statistics.
         zero_init_residual: start the residual blocks as the identity (zero-gamma; see
             :class:`~fusionnet_keras.models.layers.ResidualBlock`).
+        dtype: dtype policy of every layer (default: the global policy); the sigmoid output is
+            always float32. Saved with the model.
         name: model name.
 
     Example:
@@ -66,7 +68,7 @@ class FusionNet3D(_AffinityModel):
         self,
         nb_filters=64,
         depth=3,
-        input_shape=(None, None, None, 1),
+        image_shape=(None, None, None, 1),
         xy_kernel=3,
         z_kernels=None,
         residual_z_kernel=1,
@@ -75,6 +77,7 @@ class FusionNet3D(_AffinityModel):
         kernel_initializer="he_normal",
         bn_momentum=0.99,
         zero_init_residual=False,
+        dtype=None,
         name="fusionnet3d",
         **kwargs,
     ):
@@ -86,8 +89,8 @@ class FusionNet3D(_AffinityModel):
             return _fusionnet_level(x, name, filters, kernels, kw, zero_init_residual)
 
         self._build(
-            nb_filters, depth, input_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
-            bn_momentum, level, "add", name, {"residual_z_kernel": residual_z_kernel, "n_residual": n_residual},
+            nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
+            bn_momentum, dtype, level, "add", name, {"residual_z_kernel": residual_z_kernel, "n_residual": n_residual},
             **kwargs,
         )
         self.residual_z_kernel = residual_z_kernel

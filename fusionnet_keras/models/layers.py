@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-PACKAGE = "fusionnet_keras"
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -47,11 +47,14 @@ class ConvBlock(layers.Layer):
         self.kernel_initializer = kernel_initializer
         self.bn_momentum = bn_momentum
         self.gamma_initializer = gamma_initializer
+        policy = self.dtype_policy
         self.conv = layers.Conv2D(
-            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, name="conv"
+            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, dtype=policy, name="conv"
         )
-        self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer=gamma_initializer, name="bn")
+        self.relu = layers.ReLU(dtype=policy, name="relu")
+        self.bn = layers.BatchNormalization(
+            momentum=bn_momentum, gamma_initializer=gamma_initializer, dtype=policy, name="bn"
+        )
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -115,11 +118,12 @@ class ResidualBlock(layers.Layer):
                 kernel_initializer=kernel_initializer,
                 bn_momentum=bn_momentum,
                 gamma_initializer="zeros" if zero_init and i == n_convs - 1 else "ones",
+                dtype=self.dtype_policy,
                 name=f"conv{i + 1}",
             )
             for i in range(n_convs)
         ]
-        self.add = layers.Add(name="skip_add")
+        self.add = layers.Add(dtype=self.dtype_policy, name="skip_add")
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != self.filters:
@@ -172,11 +176,12 @@ class UpConv(layers.Layer):
         self.filters = filters
         self.kernel_initializer = kernel_initializer
         self.bn_momentum = bn_momentum
+        policy = self.dtype_policy
         self.deconv = layers.Conv2DTranspose(
-            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, name="deconv"
+            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, dtype=policy, name="deconv"
         )
-        self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, name="bn")
+        self.relu = layers.ReLU(dtype=policy, name="relu")
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, dtype=policy, name="bn")
 
     def build(self, input_shape):
         self.deconv.build(input_shape)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fusionnet_keras.models.layers import PACKAGE
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
 
 class _ConvReluBN(layers.Layer):
@@ -26,8 +26,10 @@ class _ConvReluBN(layers.Layer):
         self.bn_momentum = bn_momentum
         self.gamma_initializer = gamma_initializer
         self.conv = self._make_conv()
-        self.relu = layers.ReLU(name="relu")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer=gamma_initializer, name="bn")
+        self.relu = layers.ReLU(dtype=self.dtype_policy, name="relu")
+        self.bn = layers.BatchNormalization(
+            momentum=bn_momentum, gamma_initializer=gamma_initializer, dtype=self.dtype_policy, name="bn"
+        )
 
     def _make_conv(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,7 +79,8 @@ class ConvBlock3D(_ConvReluBN):
 
     def _make_conv(self):
         return layers.Conv3D(
-            self.filters, self.kernel_size, padding="valid", kernel_initializer=self.kernel_initializer, name="conv"
+            self.filters, self.kernel_size, padding="valid", kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy, name="conv",
         )
 
     def get_config(self):
@@ -131,15 +134,17 @@ class ResidualBlock3D(layers.Layer):
                 kernel_initializer=kernel_initializer,
                 bn_momentum=bn_momentum,
                 gamma_initializer="zeros" if self.zero_init and i == n_convs - 1 else "ones",
+                dtype=self.dtype_policy,
                 name=f"conv{i + 1}",
             )
             for i in range(n_convs)
         ]
         # valid convolutions lose (k - 1) // 2 voxels per side each: crop the identity by as much
         self.crop = layers.Cropping3D(
-            tuple(((k - 1) // 2 * n_convs,) * 2 for k in self.kernel_size), name="identity_crop"
+            tuple(((k - 1) // 2 * n_convs,) * 2 for k in self.kernel_size), dtype=self.dtype_policy,
+            name="identity_crop",
         )
-        self.add = layers.Add(name="skip_add")
+        self.add = layers.Add(dtype=self.dtype_policy, name="skip_add")
 
     def build(self, input_shape):
         if input_shape[-1] is not None and input_shape[-1] != self.filters:
@@ -201,7 +206,7 @@ class UpConv3D(_ConvReluBN):
     def _make_conv(self):
         return layers.Conv3DTranspose(
             self.filters, self.scale, strides=self.scale, padding="valid",
-            kernel_initializer=self.kernel_initializer, name="deconv",
+            kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name="deconv",
         )
 
     def get_config(self):

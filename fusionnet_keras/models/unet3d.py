@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from fusionnet_keras.models.base3d import _AffinityModel
-from fusionnet_keras.models.layers import PACKAGE
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 from fusionnet_keras.models.layers3d import ConvBlock3D
 
 
@@ -36,7 +36,7 @@ class UNet3D(_AffinityModel):
     Args:
         nb_filters: feature maps at the first level, doubled at every level down.
         depth: number of (1, 2, 2) poolings (the paper: 3).
-        input_shape: ``(z, y, x, 1)``; ``None`` sizes accept any size that fits.
+        image_shape: ``(z, y, x, 1)``; ``None`` sizes accept any size that fits.
         xy_kernel: in-plane kernel size of every level convolution (odd).
         z_kernels: z kernel size of the convolutions of each level: one value for all, or
             ``depth + 1`` values (levels 1..depth, then the bridge; a level's decoder uses its
@@ -44,6 +44,8 @@ class UNet3D(_AffinityModel):
         head_z_kernel: z kernel size of the output convolution (odd; 3 gives 33 -> 3).
         kernel_initializer: initializer of every convolution.
         bn_momentum: momentum of the batch-norm moving statistics.
+        dtype: dtype policy of every layer (default: the global policy); the sigmoid output is
+            always float32. Saved with the model.
         name: model name.
 
     Example:
@@ -59,18 +61,19 @@ class UNet3D(_AffinityModel):
         self,
         nb_filters=64,
         depth=3,
-        input_shape=(None, None, None, 1),
+        image_shape=(None, None, None, 1),
         xy_kernel=3,
         z_kernels=None,
         head_z_kernel=3,
         kernel_initializer="he_normal",
         bn_momentum=0.99,
+        dtype=None,
         name="unet3d",
         **kwargs,
     ):
         self._build(
-            nb_filters, depth, input_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
-            bn_momentum, _unet_level, "concat", name, {}, **kwargs,
+            nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
+            bn_momentum, dtype, _unet_level, "concat", name, {}, **kwargs,
         )
 
     @classmethod

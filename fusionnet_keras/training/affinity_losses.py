@@ -34,9 +34,9 @@ import numpy as np
 from keras import ops
 
 from fusionnet_keras.data.affinities import split_y_true
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 from fusionnet_keras.training.losses import pointwise_error
 
-PACKAGE = "fusionnet_keras"
 SPATIAL = (1, 2, 3, 4)
 KINDS = ("mse", "bce")
 

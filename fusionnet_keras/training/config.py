@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import tomllib
 from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError
 
-# section -> key -> (type, default, validator description / choices)
-_CHOICES = object()
-
+# section -> key -> (type, default, rule); a rule is None, a tuple of allowed strings, a closed (low, high)
+# range of numbers, or a function of the value returning what is wrong with it (or None). The same machinery
+# validates other tables of settings, e.g. the zebrafish experiment file (experiments/zebrafish.py).
 SCHEMA = {
     "name": (str, "fusionnet", None),
     "model": {
@@ -106,24 +107,51 @@ SCHEMA = {
 }
 
 
-def defaults() -> dict:
-    """The default configuration as a nested dict."""
-    out = {}
-    for key, spec in SCHEMA.items():
-        if isinstance(spec, dict):
-            out[key] = {k: v[1] for k, v in spec.items()}
+def greater_than(low):
+    """Rule: a number ``> low``."""
+    return lambda value: None if value > low else f"must be > {low}"
+
+
+def strictly_between(low, high):
+    """Rule: a number in the open interval ``(low, high)``."""
+    return lambda value: None if low < value < high else f"must be in ({low}, {high})"
+
+
+def list_of(kind, length=None, positive=False):
+    """Rule: a list of ``kind`` (``str``: non-empty strings; ``float``: finite numbers, not booleans)."""
+
+    def check(value):
+        if kind is str:
+            ok = all(isinstance(v, str) and v for v in value)
         else:
-            out[key] = spec[1]
-    return out
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                     and (v > 0 or not positive) for v in value)
+        if not ok or (length is not None and len(value) != length):
+            count = f"{length} " if length is not None else ""
+            what = "file paths (strings)" if kind is str else ("positive numbers" if positive else "numbers")
+            return f"must list {count}{what}"
+        return None
+
+    return check
+
+
+def defaults(schema=None) -> dict:
+    """The default configuration of ``schema`` (default :data:`SCHEMA`) as a nested dict (fresh copies)."""
+    schema = SCHEMA if schema is None else schema
+    return {key: defaults(spec) if isinstance(spec, dict) else copy.deepcopy(spec[1]) for key, spec in schema.items()}
 
 
 def _check_value(key, value, spec):
     typ, _default, rule = spec
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+    if (typ is not bool and isinstance(value, bool)) or not isinstance(value, typ):
         raise FusionNetError(f"config key {key!r} must be {typ.__name__}, got {value!r}")
-    if isinstance(rule, tuple) and typ is str:
+    if callable(rule):
+        problem = rule(value)
+        if problem:
+            raise FusionNetError(f"config key {key!r} {problem}, got {value!r}")
+    elif isinstance(rule, tuple) and typ is str:
         if value not in rule:
             raise FusionNetError(f"config key {key!r} must be one of {', '.join(rule)}, got {value!r}")
     elif isinstance(rule, tuple) and typ in (int, float):
@@ -133,24 +161,49 @@ def _check_value(key, value, spec):
     return value
 
 
-def _merge(base: dict, update: dict, source: str, prefix="") -> None:
+def _merge(base: dict, update: dict, source: str, schema: dict, prefix="") -> None:
     for key, value in update.items():
         full = f"{prefix}{key}"
-        schema = SCHEMA if not prefix else SCHEMA[prefix[:-1]]
         if key not in schema:
             raise FusionNetError(f"unknown config key {full!r} in {source}")
         spec = schema[key]
         if isinstance(spec, dict):
             if not isinstance(value, dict):
                 raise FusionNetError(f"config key {full!r} must be a table [{full}] in {source}")
-            _merge(base[key], value, source, prefix=f"{key}.")
+            _merge(base[key], value, source, spec, prefix=f"{key}.")
         else:
             base[key] = _check_value(full, value, spec)
 
 
-def _is_str_key(key: str) -> bool:
-    """Whether dotted ``key`` names a string setting of :data:`SCHEMA`."""
-    spec = SCHEMA
+def read_toml(path) -> dict:
+    """The table of a TOML file; :class:`FusionNetError` if it is missing or invalid."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise FusionNetError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FusionNetError(f"invalid TOML in {path}: {e}") from None
+
+
+def load_settings(schema: dict, paths=(), overrides=()) -> dict:
+    """Defaults of ``schema``, updated by each TOML file in ``paths`` then each ``key=value`` override.
+
+    Unknown keys and values of the wrong type or out of their rule are refused
+    with a :class:`FusionNetError` naming the key and the file.
+    """
+    settings = defaults(schema)
+    for path in paths:
+        _merge(settings, read_toml(path), str(path), schema)
+    for text in overrides:
+        _merge(settings, parse_override(text, schema), "--set", schema)
+    return settings
+
+
+def _is_str_key(key: str, schema: dict) -> bool:
+    """Whether dotted ``key`` names a string setting of ``schema``."""
+    spec = schema
     for part in key.split("."):
         if not isinstance(spec, dict) or part not in spec:
             return False
@@ -158,11 +211,12 @@ def _is_str_key(key: str) -> bool:
     return isinstance(spec, tuple) and spec[0] is str
 
 
-def parse_override(text: str):
+def parse_override(text: str, schema=None):
     """Parse ``key=value`` (``train.epochs=5``) into a nested dict; values are TOML literals or bare strings.
 
-    String settings keep the text as given unless it is a quoted TOML string
-    (``data.val_sections=30`` is the string ``"30"``).
+    String settings of ``schema`` (default :data:`SCHEMA`) keep the text as
+    given unless it is a quoted TOML string (``data.val_sections=30`` is the
+    string ``"30"``).
     """
     if "=" not in text:
         raise FusionNetError(f"--set expects key=value, got {text!r}")
@@ -172,7 +226,7 @@ def parse_override(text: str):
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    if _is_str_key(key) and not isinstance(value, str):
+    if _is_str_key(key, SCHEMA if schema is None else schema) and not isinstance(value, str):
         value = raw.strip()  # e.g. data.val_sections=30 or name=2024-01-31: keep the text
     out = value
     for part in reversed(key.split(".")):
@@ -181,29 +235,15 @@ def parse_override(text: str):
 
 
 def load_config(paths=(), overrides=()) -> dict:
-    """Defaults, updated by each TOML file in ``paths`` then each ``key=value`` override."""
-    config = defaults()
-    for path in paths:
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise FusionNetError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise FusionNetError(f"invalid TOML in {path}: {e}") from None
-        _merge(config, data, str(path))
-    for text in overrides:
-        _merge(config, parse_override(text), "--set")
-    validate(config)
-    return config
+    """Defaults, updated by each TOML file in ``paths`` then each ``key=value`` override, validated."""
+    return validate(load_settings(SCHEMA, paths, overrides))
 
 
 def validate(config: dict) -> dict:
     """Check a full configuration dict (e.g. read back from ``config.json``)."""
     ref = defaults()
     checked = copy.deepcopy(ref)
-    _merge(checked, config, "config")
+    _merge(checked, config, "config", SCHEMA)
     missing = [k for k in ref if k not in config]
     if missing:
         raise FusionNetError(f"config is missing {', '.join(missing)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from fusionnet_keras.settings import KERAS_PACKAGE
+
 LOSSES = ("mae", "mse", "bce")
 BCE_EPSILON = 1e-6
 
@@ -20,7 +22,7 @@ def pointwise_error(kind, pred, target):
     return ops.square(pred - target)
 
 
-@keras.saving.register_keras_serializable(package="fusionnet_keras")
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class PairLoss(keras.losses.Loss):
     """Loss between channel 0 (prediction) and channel 1 (warped label) of ``y_pred``.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 from pathlib import Path
@@ -30,7 +32,6 @@ CONTAINER_EXTS = HDF5_EXTS + ZARR_EXTS
 READ_EXTS = TIFF_EXTS + PNG_EXTS + HDF5_EXTS + ZARR_EXTS
 
 
-WRITE_EXTS = TIFF_EXTS + HDF5_EXTS + ZARR_EXTS
 
 
 DEFAULT_H5_DATASET = "data"
@@ -62,8 +63,18 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+@contextlib.contextmanager
+def user_errors(what: str, passthrough: tuple = ()):
+    """Turn a library error raised in the block (corrupt file, full disk, ...) into the one-line
+    :class:`FusionNetError` ``"{what}: {reason}"``; FusionNetError and ``passthrough`` pass unchanged."""
+    try:
+        yield
+    except (FusionNetError, *passthrough):
+        raise
+    except MemoryError:
+        raise FusionNetError(f"{what}: not enough memory") from None
+    except Exception as exc:
+        raise FusionNetError(f"{what}: {_reason(exc)}") from exc
 
 
 def natural_sort_key(name: str) -> list:

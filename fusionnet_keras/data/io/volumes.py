@@ -17,9 +17,9 @@ from fusionnet_keras.data.io.paths import (
     ZARR_EXTS,
     _display,
     _listing,
-    _reason,
     natural_sort_key,
     parse_path,
+    user_errors,
 )
 from fusionnet_keras.errors import FusionNetError
 
@@ -93,14 +93,8 @@ class Volume:
         return np.stack([np.asarray(self._read_range(i, i + 1))[0] for i in indices])
 
     def _guard(self, func, *args):
-        try:
+        with user_errors(f"cannot read {self.name}", passthrough=(IndexError,)):
             return func(*args)
-        except (FusionNetError, IndexError):
-            raise
-        except MemoryError:
-            raise FusionNetError(f"cannot read {self.name}: not enough memory") from None
-        except Exception as exc:  # library errors for corrupt/truncated files
-            raise FusionNetError(f"cannot read {self.name}: {_reason(exc)}") from exc
 
     def read(self) -> np.ndarray:
         """Read the whole volume into memory."""
@@ -251,10 +245,8 @@ class _DirVolume(Volume):
 
     def __init__(self, path, files, display):
         self._files = list(files)
-        try:
+        with user_errors(f"cannot read {self._files[0]}"):
             first = _read_section_file(self._files[0])
-        except Exception as exc:
-            raise FusionNetError(f"cannot read {self._files[0]}: {_reason(exc)}") from exc
         if first.ndim not in (2, 3) or (first.ndim == 3 and first.shape[-1] > 4):
             raise FusionNetError(
                 f"expected one 2-D section per file, got shape {first.shape} in {self._files[0]}"
@@ -274,12 +266,8 @@ class _DirVolume(Volume):
         if i == 0 and self._first is not None:
             arr = self._first
         else:
-            try:
+            with user_errors(f"cannot read {f}"):
                 arr = _read_section_file(f)
-            except FusionNetError:
-                raise
-            except Exception as exc:
-                raise FusionNetError(f"cannot read {f}: {_reason(exc)}") from exc
         if arr.shape != self.shape[1:]:
             raise FusionNetError(
                 f"section {f.name} has shape {arr.shape}, expected {self.shape[1:]} (like {self._files[0].name})"
@@ -313,14 +301,7 @@ class _H5Volume(Volume):
         try:
             datasets = _h5_datasets(self._file)
             if key is None:
-                if len(datasets) == 1:
-                    key = datasets[0]
-                elif not datasets:
-                    raise FusionNetError(f"no datasets in {path}")
-                else:
-                    raise FusionNetError(
-                        f"{path} holds several datasets ({_listing(datasets)}); choose one as {path}:NAME"
-                    )
+                key = _only_member(datasets, "datasets", path)
             if key not in self._file:
                 raise FusionNetError(
                     f"no dataset '{key}' in {path}; available: {_listing(datasets) or 'none'}"
@@ -365,14 +346,7 @@ class _ZarrVolume(Volume):
         if _zarr_is_group(node):
             arrays = _zarr_arrays(node)
             if key is None:
-                if len(arrays) == 1:
-                    key = arrays[0]
-                elif not arrays:
-                    raise FusionNetError(f"no arrays in zarr group {path}")
-                else:
-                    raise FusionNetError(
-                        f"{path} holds several arrays ({_listing(arrays)}); choose one as {path}:NAME"
-                    )
+                key = _only_member(arrays, "arrays", path)
             try:
                 arr = node[key]
             except KeyError:
@@ -403,6 +377,15 @@ class _ZarrVolume(Volume):
 
     def close(self):
         self._arr = None
+
+
+def _only_member(names: list, kind: str, path) -> str:
+    """The dataset (array) of a container given without ``:NAME``: its only one, else an error."""
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise FusionNetError(f"no {kind} in {path}")
+    raise FusionNetError(f"{path} holds several {kind} ({_listing(names)}); choose one as {path}:NAME")
 
 
 def _h5_datasets(h5file) -> list[str]:
@@ -486,7 +469,7 @@ def open_volume(path: str | os.PathLike) -> Volume:
     fmt = _input_format(file, display)
     if key is not None and fmt not in ("hdf5", "zarr"):
         raise FusionNetError(f"'{key}' selects a dataset, but {file} is not an HDF5 or zarr container")
-    try:
+    with user_errors(f"cannot read {display}"):
         if fmt == "tiff":
             return _TiffVolume(file, display)
         if fmt == "png":
@@ -501,12 +484,6 @@ def open_volume(path: str | os.PathLike) -> Volume:
         if fmt == "hdf5":
             return _H5Volume(file, key, display)
         return _ZarrVolume(file, key, display)
-    except FusionNetError:
-        raise
-    except MemoryError:
-        raise FusionNetError(f"cannot read {display}: not enough memory") from None
-    except Exception as exc:
-        raise FusionNetError(f"cannot read {display}: {_reason(exc)}") from exc
 
 
 def read_volume(path: str | os.PathLike) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,12 @@ from fusionnet_keras.data.io.paths import (
     TIFF_EXTS,
     ZARR_EXTS,
     _display,
-    _reason,
     parse_path,
+    user_errors,
 )
 from fusionnet_keras.data.io.volumes import _zarr_is_group
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
+from fusionnet_keras.utils.atomic import atomic_dir, atomic_path
 
 
 def _output_format(path: Path, display: str) -> str:
@@ -48,11 +48,8 @@ def _output_exists(path: Path, key: str | None, fmt: str, display: str) -> bool:
         raise FusionNetError(f"output is a directory, not an HDF5 file: {path}")
     import h5py
 
-    try:
-        with h5py.File(str(path), "r") as f:
-            return (key or DEFAULT_H5_DATASET) in f
-    except Exception as exc:
-        raise FusionNetError(f"cannot read existing output {path}: {_reason(exc)}") from exc
+    with user_errors(f"cannot read existing output {path}"), h5py.File(str(path), "r") as f:
+        return (key or DEFAULT_H5_DATASET) in f
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -127,42 +124,22 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return lead + (min(shape[-2], _CHUNK_XY), min(shape[-1], _CHUNK_XY))
 
 
-def _temp_sibling(path: Path, tag: str = "tmp") -> Path:
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.{tag}"
-
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    except OSError:
-        pass
-
-
 def _write_tiff(path: Path, arr: np.ndarray) -> None:
     import tifffile
 
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    tmp = _temp_sibling(path).with_suffix(".tmp" + path.suffix)
-    try:
-        kwargs = {"photometric": "minisblack"} if arr.ndim >= 2 else {}
+    kwargs = {"photometric": "minisblack"} if arr.ndim >= 2 else {}
+    with atomic_path(path) as tmp:
         tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _write_hdf5(path: Path, key: str | None, arr: np.ndarray, overwrite: bool) -> None:
     import h5py
 
     key = key or DEFAULT_H5_DATASET
-    tmp = _temp_sibling(path).with_suffix(".tmp" + path.suffix)
-    try:
-        existing = path.exists()
+    existing = path.exists()
+    with atomic_path(path) as tmp:
         if existing:  # keep the file's other datasets: edit a copy, then swap
             shutil.copy2(path, tmp)
         with h5py.File(str(tmp), "a" if existing else "w") as f:
@@ -172,10 +149,6 @@ def _write_hdf5(path: Path, key: str | None, arr: np.ndarray, overwrite: bool) -
                 del f[key]
             f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
                              compression="gzip", compression_opts=4, shuffle=True)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
@@ -191,47 +164,25 @@ def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
     return z
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing target is moved aside first, then removed."""
-    old = None
-    if target.exists() or target.is_symlink():
-        old = _temp_sibling(target, "old")
-        os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    if old is not None:
-        _remove(old)
-
-
 def _write_zarr(path: Path, key: str | None, arr: np.ndarray) -> None:
-    tmp = _temp_sibling(path)
-    try:
-        if key is None:
+    if key is None:
+        with atomic_dir(path) as tmp:
             _zarr_create(tmp, arr)
-            _swap_into_place(tmp, path)
-            return
-        import zarr
+        return
+    import zarr
 
-        if path.exists():
-            root = zarr.open(store=str(path), mode="r")
-            if not _zarr_is_group(root):
-                raise FusionNetError(f"{path} is a zarr array, not a group; cannot add '{key}'")
-            root = zarr.open_group(str(path), mode="a")
-        else:
-            root = zarr.open_group(str(path), mode="a")
-        zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
-        parent_key = key.rpartition("/")[0]
-        if parent_key:
-            root.require_group(parent_key)
+    if path.exists():
+        root = zarr.open(store=str(path), mode="r")
+        if not _zarr_is_group(root):
+            raise FusionNetError(f"{path} is a zarr array, not a group; cannot add '{key}'")
+    root = zarr.open_group(str(path), mode="a")
+    zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
+    parent_key = key.rpartition("/")[0]
+    if parent_key:
+        root.require_group(parent_key)
+    # the new array is written beside the group's folder, then swapped into it
+    with atomic_dir(path / key) as tmp:
         _zarr_create(tmp, arr, zarr_format=zarr_format)
-        _swap_into_place(tmp, path / key)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None) -> Path:
@@ -255,7 +206,7 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     if arr.ndim == 0 or arr.size == 0:
         raise FusionNetError(f"refusing to write an empty array (shape {arr.shape}) to {display}")
     arr = _convert_dtype(arr, dtype, display)
-    try:
+    with user_errors(f"cannot write {display}"):
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "tiff":
             _write_tiff(file, arr)
@@ -263,11 +214,5 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
             _write_hdf5(file, key, arr, overwrite)
         else:
             _write_zarr(file, key, arr)
-    except FusionNetError:
-        raise
-    except MemoryError:
-        raise FusionNetError(f"cannot write {display}: not enough memory") from None
-    except Exception as exc:
-        raise FusionNetError(f"cannot write {display}: {_reason(exc)}") from exc
     return file
 
