@@ -12,6 +12,7 @@ from fusionnet_keras.evaluation.pixel import dice, pixel_error  # noqa: F401
 from fusionnet_keras.evaluation.thinning import label_components, thin_borders  # noqa: F401
 from fusionnet_keras.evaluation.volume import (  # noqa: F401
     adapted_rand_error,
+    instance_scores,
     variation_of_information,
     vrand_vinfo_3d,
 )
@@ -26,5 +27,6 @@ __all__ = [
     "dice",
     "variation_of_information",
     "adapted_rand_error",
+    "instance_scores",
     "vrand_vinfo_3d",
 ]

@@ -19,13 +19,14 @@ def _compact(x: np.ndarray):
     return inv.ravel(), counts.astype(np.int64)
 
 
-def _contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt_zero: bool = True):
+def _contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt_zero: bool = True, seg_zero_is_label: bool = False):
     """Contingency statistics of ``seg`` against ``gt``.
 
     Returns ``(n, nij, a, b, n0)``: ``n`` counted pixels (gt > 0 when
     ``ignore_gt_zero``), ``nij`` the non-zero counts of (gt label, seg label > 0)
     pairs, ``a`` the gt object sizes, ``b`` the seg object sizes (seg > 0),
-    ``n0`` the number of counted pixels with seg == 0 (singletons).
+    ``n0`` the number of counted pixels with seg == 0 (singletons). With
+    ``seg_zero_is_label`` seg 0 is an ordinary label (one segment; ``n0 = 0``).
     """
     seg = np.asarray(seg).ravel()
     gt = np.asarray(gt).ravel()
@@ -38,7 +39,7 @@ def _contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt_zero: bool = True):
         empty = np.zeros(0, dtype=np.int64)
         return 0, empty, empty, empty, 0
     gt_c, a = _compact(gt)
-    fg = seg != 0
+    fg = np.ones(seg.shape, bool) if seg_zero_is_label else seg != 0
     n0 = int(n - np.count_nonzero(fg))
     seg_f = seg[fg]
     gt_f = gt_c[fg]

@@ -154,3 +154,49 @@ def plot_features(records, path, overwrite: bool = True) -> Path:
     fig.tight_layout()
     return save_figure(fig, path, overwrite)
 
+
+
+def plot_split_vi(curves: dict, path, *, title: str | None = None, overwrite: bool = True) -> Path:
+    """Split-VI plot (Nunez-Iglesias et al. 2013; the third paper's Figs. 1, 4, 5): VI merge
+    (under-segmentation) on x, VI split (over-segmentation) on y, in bits; one curve per method,
+    one point per agglomeration threshold (lower left is better).
+
+    Args:
+        curves: ``{label: [(threshold, vi_merge, vi_split), ...]}``; a threshold of
+            ``None`` (e.g. the watershed fragments alone) is drawn as a single marker.
+        path: the image to write (format from the suffix), atomically.
+
+    Example:
+        >>> plot_split_vi({"mean": [(0.3, 0.2, 1.5), (0.5, 0.6, 0.8)]}, "/tmp/split_vi.png")  # doctest: +ELLIPSIS
+        PosixPath('/tmp/split_vi.png')
+    """
+    from matplotlib import colormaps
+
+    if not curves:
+        raise FusionNetError("no curves to plot")
+    fig = new_figure((6, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    colours = colormaps["tab10"]
+    for i, (label, points) in enumerate(curves.items()):
+        pts = sorted(points, key=lambda p: -1.0 if p[0] is None else float(p[0]))
+        if not pts:
+            continue
+        x = [float(p[1]) for p in pts]
+        y = [float(p[2]) for p in pts]
+        single = len(pts) == 1
+        ax.plot(x, y, marker="s" if single else "o", markersize=7 if single else 4,
+                linestyle="none" if single else "-", color=colours(i % 10), label=label)
+        if not single:
+            for p, xi, yi in ((pts[0], x[0], y[0]), (pts[-1], x[-1], y[-1])):
+                ax.annotate(f"{p[0]:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=colours(i % 10))
+    ax.set_xlabel("VI merge H(T|S) (bits, false merges)")
+    ax.set_ylabel("VI split H(S|T) (bits, false splits)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path, overwrite)

@@ -44,7 +44,7 @@ from fusionnet_keras.data.io.paths import (
     parse_path,
 )
 from fusionnet_keras.data.io.volumes import Volume, open_volume, read_volume
-from fusionnet_keras.data.io.writers import check_output, write_volume
+from fusionnet_keras.data.io.writers import check_output, check_outputs, write_volume, write_volumes
 
 __all__ = [
     "Volume",
@@ -56,7 +56,9 @@ __all__ = [
     "normalize",
     "load_image",
     "check_output",
+    "check_outputs",
     "write_volume",
+    "write_volumes",
     "natural_sort_key",
     "DEFAULT_H5_DATASET",
 ]

@@ -134,21 +134,22 @@ def _write_tiff(path: Path, arr: np.ndarray) -> None:
         tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
 
 
-def _write_hdf5(path: Path, key: str | None, arr: np.ndarray, overwrite: bool) -> None:
+def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
+    """Write ``{key: array}`` into the HDF5 file ``path`` in one temporary copy, then swap it in."""
     import h5py
 
-    key = key or DEFAULT_H5_DATASET
     existing = path.exists()
     with atomic_path(path) as tmp:
         if existing:  # keep the file's other datasets: edit a copy, then swap
             shutil.copy2(path, tmp)
         with h5py.File(str(tmp), "a" if existing else "w") as f:
-            if key in f:
-                if not overwrite:
-                    raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
-                del f[key]
-            f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
-                             compression="gzip", compression_opts=4, shuffle=True)
+            for key, arr in datasets.items():
+                if key in f:
+                    if not overwrite:
+                        raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
+                    del f[key]
+                f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
+                                 compression="gzip", compression_opts=4, shuffle=True)
 
 
 def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
@@ -211,8 +212,54 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
         if fmt == "tiff":
             _write_tiff(file, arr)
         elif fmt == "hdf5":
-            _write_hdf5(file, key, arr, overwrite)
+            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite)
         else:
             _write_zarr(file, key, arr)
     return file
 
+
+def check_outputs(path: str | os.PathLike, names, overwrite: bool = False) -> list[str]:
+    """Check that datasets ``names`` can be written into the HDF5 file or zarr group ``path``.
+
+    Returns their keys inside the container (``group/name`` when ``path`` names
+    a group). Raises like :func:`check_output`, and for a path that is not an
+    HDF5 file or zarr group.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    if _output_format(file, display) not in ("hdf5", "zarr"):
+        raise FusionNetError(f"several volumes need an HDF5 file or a zarr group, not {display}")
+    if not names:
+        raise FusionNetError(f"nothing to write to {display}")
+    targets = [f"{key}/{name}" if key else str(name) for name in names]
+    for target in targets:
+        check_output(f"{file}:{target}", overwrite)
+    return targets
+
+
+def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False) -> Path:
+    """Write several arrays as the datasets of one HDF5 file or zarr group, each named by its key.
+
+    ``path`` is ``file.h5``, ``file.h5:group``, ``x.zarr`` or ``x.zarr:group``.
+    Every target dataset is checked first (none is overwritten without
+    ``overwrite``; other datasets of the file are kept). HDF5: all datasets go
+    into one temporary copy of the file, renamed into place at the end (all or
+    nothing); zarr: each array is written atomically.
+    """
+    file, key = parse_path(path)
+    display = _display(file, key)
+    fmt = _output_format(file, display)
+    targets = check_outputs(path, list(arrays), overwrite)
+    names = {target: np.asarray(a) for target, a in zip(targets, arrays.values())}
+    for name, arr in names.items():
+        if arr.dtype.names or arr.dtype.kind not in "biuf" or arr.ndim == 0 or arr.size == 0:
+            raise FusionNetError(f"cannot write an array of shape {arr.shape} and type {arr.dtype} to {file}:{name}")
+
+    with user_errors(f"cannot write {display}"):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "hdf5":
+            _write_hdf5(file, names, overwrite)
+        else:
+            for name, arr in names.items():
+                _write_zarr(file, name, arr)
+    return file

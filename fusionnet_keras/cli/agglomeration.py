@@ -1,0 +1,48 @@
+"""``fusionnet-keras train-agglomeration``: train the boundary classifier of the learned agglomeration."""
+
+from __future__ import annotations
+
+import click
+
+from fusionnet_keras.cli.options import handle_errors, overwrite_option
+from fusionnet_keras.cli.segment import invert_option
+
+
+@click.command("train-agglomeration")
+@click.argument("affinities")
+@click.argument("fragments")
+@click.argument("labels")
+@click.argument("classifier", type=click.Path(dir_okay=False))
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True,
+              help="Agglomerations of the training volume (1: mean-affinity order; later: the classifier's).")
+@click.option("--trees", type=click.IntRange(1), default=100, show_default=True, help="Trees of the random forest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the forest.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, help="CPU cores for the forest.")
+@invert_option
+@overwrite_option
+@handle_errors
+def train_agglomeration(affinities, fragments, labels, classifier, epochs, trees, seed, jobs, invert, overwrite):
+    """Train a boundary classifier on AFFINITIES, FRAGMENTS and ground-truth LABELS; save it to CLASSIFIER.
+
+    FRAGMENTS: the over-segmentation to agglomerate (e.g. from
+    `segment --method watershed`); LABELS: ground-truth bodies (0 = unlabelled,
+    ignored). Each epoch agglomerates the volume with the ground truth as the
+    oracle and adds every visited boundary as an example (GALA); the random
+    forest is retrained after each. The classifier is a .npz file.
+    """
+    import time
+    from pathlib import Path
+
+    from fusionnet_keras.errors import OutputExistsError
+    from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
+    from fusionnet_keras.segmentation.learned import train_classifier
+
+    if Path(classifier).exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {classifier} (use --overwrite)")
+    start = time.perf_counter()
+    affs = load_affinities(affinities, invert=invert)
+    frags = load_labels(fragments, "fragments", shape=affs.shape[1:])
+    gt = load_labels(labels, "labels", shape=affs.shape[1:])
+    clf = train_classifier(affs, frags, gt, epochs=epochs, trees=trees, seed=seed, jobs=jobs, log=click.echo)
+    clf.save(classifier, overwrite=overwrite)
+    click.echo(f"wrote {classifier} ({clf.info['examples']} examples, {time.perf_counter() - start:.1f} s)")

@@ -1,0 +1,126 @@
+"""``fusionnet-keras segment``: neuron labels from affinities or a boundary map."""
+
+from __future__ import annotations
+
+import click
+
+from fusionnet_keras.cli.options import handle_errors, overwrite_option
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.segmentation import defaults
+
+
+def invert_option(func):
+    return click.option("--invert", is_flag=True,
+                        help="The input is high on cell interiors (or affinities given as boundary "
+                             "probabilities): use 1 - input.")(func)
+
+
+def watershed_options(func):
+    """The z-watershed settings (``--ws-*``)."""
+    for opt in reversed([
+        click.option("--ws-low", type=click.FloatRange(0, 1), default=defaults.WATERSHED_LOW, show_default=True,
+                     help="T_low: affinities at or below it are cut; voxels with no link above it are background (0)."),
+        click.option("--ws-high", type=click.FloatRange(0, 1), default=defaults.WATERSHED_HIGH, show_default=True,
+                     help="T_high: affinities at or above it always join their voxels."),
+        click.option("--ws-size", type=click.IntRange(0), default=defaults.WATERSHED_SIZE, show_default=True,
+                     help="T_size: fragments smaller than this (voxels) merge with their strongest neighbour (0: off)."),
+        click.option("--ws-merge-affinity", type=click.FloatRange(0, 1), default=defaults.WATERSHED_MERGE_AFFINITY,
+                     show_default=True, help="T_e: the size merging only follows boundaries at least this strong."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
+    from fusionnet_keras.segmentation.pipeline import WatershedOptions
+
+    return WatershedOptions(low=ws_low, high=ws_high, size=ws_size, merge_affinity=ws_merge_affinity)
+
+
+def parse_thresholds(threshold, thresholds):
+    """``--threshold`` / ``--thresholds`` -> a list of floats, or None for the default."""
+    if threshold is not None and thresholds is not None:
+        raise FusionNetError("give either --threshold or --thresholds, not both")
+    if thresholds is None:
+        return None if threshold is None else [threshold]
+    try:
+        values = [float(t) for t in thresholds.split(",") if t.strip()]
+    except ValueError:
+        raise FusionNetError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from None
+    if not values:
+        raise FusionNetError("--thresholds is empty")
+    return values
+
+
+def dataset_name(threshold: float) -> str:
+    """Name of the volume of one threshold in the output container, e.g. ``threshold_0.5``."""
+    return f"threshold_{threshold:g}"
+
+
+@click.command()
+@click.argument("affinities")
+@click.argument("out")
+@click.option("--method", type=click.Choice(defaults.METHODS), default=None,
+              help="watershed: the fragments only; mean: agglomerate by mean boundary affinity; learned: by a "
+                   "classifier from train-agglomeration. Default: learned with --classifier, else mean.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help=f"Agglomeration threshold (higher = more merging) [default: {defaults.THRESHOLD:g}].")
+@click.option("--thresholds", default=None, metavar="T1,T2,...",
+              help="Several thresholds, one pass: OUT is an HDF5 file or zarr group with one volume per "
+                   "threshold, named threshold_T.")
+@click.option("--classifier", default=None, type=click.Path(dir_okay=False), help="Classifier for --method learned.")
+@click.option("--fragments", default=None, help="Agglomerate these fragments (same shape) instead of the watershed's.")
+@invert_option
+@watershed_options
+@overwrite_option
+@handle_errors
+def segment(affinities, out, method, threshold, thresholds, classifier, fragments, invert,
+            ws_low, ws_high, ws_size, ws_merge_affinity, overwrite):
+    """Segment AFFINITIES into neurons; write uint64 labels to OUT.
+
+    AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
+    linking v and v - e_c; or a (Z, Y, X) boundary map, high = boundary
+    (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
+    Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
+    where the input says background (no affinity above --ws-low).
+    """
+    import time
+
+    import numpy as np
+
+    from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
+    from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
+    from fusionnet_keras.segmentation.pipeline import segment as run
+
+    values = parse_thresholds(threshold, thresholds)
+    if method is None:
+        method = "learned" if classifier else "mean"
+    if method == "watershed" and values is not None:
+        raise FusionNetError("--method watershed takes no --threshold/--thresholds")
+    several = thresholds is not None
+    if several:
+        from fusionnet_keras.segmentation.agglomeration import check_thresholds
+
+        check_outputs(out, [dataset_name(t) for t in check_thresholds(values)], overwrite)
+    else:
+        check_output(out, overwrite)
+    clf = None
+    if classifier is not None:
+        from fusionnet_keras.segmentation.learned import BoundaryClassifier
+
+        clf = BoundaryClassifier.load(classifier)
+    start = time.perf_counter()
+    affs = load_affinities(affinities, invert=invert)
+    frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
+    results = {}
+    for t, labels in run(affs, method, values, fragments=frags, classifier=clf,
+                         watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity)):
+        results[t] = labels
+        n = int(np.count_nonzero(np.unique(labels)))
+        what = "fragments" if t is None else f"segments at threshold {t:g}"
+        click.echo(f"{n} {what}")
+    if several:
+        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)
+    else:
+        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite)
+    click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s)")
