@@ -2,11 +2,10 @@
 
 Conventions (waterz / gunpowder):
 
-* **Affinities** are a float array ``(3, Z, Y, X)`` in ``[0, 1]``, channels in
-  the order (z, y, x); channel ``c`` at voxel ``v`` is the affinity between
-  ``v`` and ``v - e_c`` (1 = same object, 0 = boundary). The entries of the
-  first slice along each channel's own axis link to outside the volume and are
-  not used.
+* **Affinities** are a float array ``(3, Z, Y, X)`` in ``[0, 1]`` in the
+  project's one affinity convention, :mod:`fusionnet_keras.data.affinities`
+  (channels (z, y, x); channel ``c`` at voxel ``v`` links ``v`` and ``v - e_c``;
+  the first slice along each channel's axis is not an edge).
 * A **boundary map** is a ``(Z, Y, X)`` array, high = boundary (``invert``
   when high = interior, e.g. a membrane network's "cell interior"
   probability). It becomes affinities as ``1 - max(b(v), b(v - e_c))``.
