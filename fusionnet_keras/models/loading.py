@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_weights_path
 
 
 def register_custom_objects() -> None:
@@ -22,15 +21,10 @@ def load_model(path, spatial_dims=2):
     ``spatial_dims``: 2 for the image models (input ``(batch, y, x, 1)``), 3 for the affinity
     networks (input ``(batch, z, y, x, 1)``); a model of the other kind is refused.
     """
+    path = check_weights_path(path)
     import keras
 
     register_custom_objects()
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FusionNetError(f"weights not found: {path}")
-    if not path.endswith(".keras"):
-        raise FusionNetError(f"weights must be a .keras file saved by fusionnet-keras, got {path}")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # corrupt zip, foreign model, missing classes
