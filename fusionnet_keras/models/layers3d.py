@@ -12,52 +12,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from fusionnet_keras.models.layers import ConvReluBN
 from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
 
-class _ConvReluBN(layers.Layer):
-    """A convolution (made by :meth:`_make_conv`), ReLU, batch normalisation."""
-
-    def __init__(self, filters, kernel_initializer="he_normal", bn_momentum=0.99, gamma_initializer="ones",
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
-        self.gamma_initializer = gamma_initializer
-        self.conv = self._make_conv()
-        self.relu = layers.ReLU(dtype=self.dtype_policy, name="relu")
-        self.bn = layers.BatchNormalization(
-            momentum=bn_momentum, gamma_initializer=gamma_initializer, dtype=self.dtype_policy, name="bn"
-        )
-
-    def _make_conv(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        self.bn.build(self.conv.compute_output_shape(input_shape))
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        return self.bn(self.relu(self.conv(inputs)), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_initializer=self.kernel_initializer,
-            bn_momentum=self.bn_momentum,
-            gamma_initializer=self.gamma_initializer,
-        )
-        return config
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ConvBlock3D(_ConvReluBN):
+class ConvBlock3D(ConvReluBN):
     """Valid 3-D convolution followed by ReLU and batch normalisation.
 
     Args:
@@ -183,7 +143,7 @@ class ResidualBlock3D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class UpConv3D(_ConvReluBN):
+class UpConv3D(ConvReluBN):
     """Transposed convolution with kernel = stride = ``scale`` (xy only by default), ReLU, batch norm.
 
     Args:
