@@ -40,9 +40,11 @@ isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
 
-benchmark: $(VENV)/.installed ## Prediction and training throughput benchmarks
+benchmark: $(VENV)/.installed ## Prediction, training and start-up benchmarks, MALIS share of a 3-D training step
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/malis_share.py
+	$(PY) benchmarks/startup.py
 
 clean: ## Remove the virtualenv, caches and build files (not results/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -45,7 +45,7 @@ import time
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
 from fusionnet_keras.training.inputs import load_pairs, split_sections
-from fusionnet_keras.training.rundir import prepare_run_dir, summary
+from fusionnet_keras.training.rundir import check_resume_overwrite, prepare_run_dir, summary
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 # ---------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def _fit(run, models, net, ds, callbacks, state: dict, schedule: _Schedule, verb
     from fusionnet_keras.training import units
     from fusionnet_keras.training.callbacks import UnitCheckpoint
 
-    fit = dict(steps_per_epoch=schedule.steps, verbose=verbose)
+    fit = dict(steps_per_epoch=schedule.steps, verbose=verbose, shuffle=False)  # ds shuffles
     if not schedule.by_unit:
         models[0].fit(ds, epochs=schedule.total_epochs, initial_epoch=state["epoch"], callbacks=callbacks, **fit)
         return
@@ -206,6 +206,7 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     """
     import keras
 
+    check_resume_overwrite(resume, overwrite)  # before anything is read or written
     previous = keras.mixed_precision.global_policy()
     try:
         return _train(config, out, resume=resume, overwrite=overwrite, verbose=verbose)
