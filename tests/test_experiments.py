@@ -19,6 +19,9 @@ steps_per_epoch = 2
 epochs = 1
 loss = "bce"
 tensorboard = false
+
+[predict]
+tta = 1
 """
 
 
@@ -68,7 +71,8 @@ def test_isbi2012_pipeline(tmp_path, isbi_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_isbi2012_chain(tmp_path, isbi_dir, monkeypatch):
-    """make isbi2012-chain with a tiny preset: FusionNetW^2 trained unit by unit, the W^1 vs W^2 rows."""
+    """make isbi2012-chain with a tiny preset and --cv: FusionNetW^2 trained unit by unit, the W^1 vs W^2
+    rows, the 3-fold cross-validation section."""
     from conftest import REPO
     from fusionnet_keras.data.io.volumes import read_volume
     from fusionnet_keras.evaluation import isbi_scores
@@ -77,7 +81,7 @@ def test_isbi2012_chain(tmp_path, isbi_dir, monkeypatch):
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(isbi_dir.parent))
     exp = _experiment_dir(tmp_path, REPO / "experiments" / "isbi2012", crop=64, extra=("fusionnet_w2.toml",))
     out = tmp_path / "results"
-    result = isbi.run("tiny", out, exp, tta=1, models="fusionnet_w2")
+    result = isbi.run("tiny", out, exp, tta=1, models="fusionnet_w2", cv=True)
     report = (out / "report.md").read_text()
     labels = read_volume(out / "val-labels.tif")
     r = result["results"]["fusionnet_w2"]
@@ -92,6 +96,10 @@ def test_isbi2012_chain(tmp_path, isbi_dir, monkeypatch):
         header = f.readline()
     assert "loss_unit1" in header and "loss_unit2" in header  # one loss per unit, trained one by one
     assert read_volume(out / "submission.tif").shape == (30, 512, 512)
+    cv = result["cv"]["fusionnet_w2"]
+    assert [f["fold"] for f in cv["folds"]] == [1, 2, 3] and (out / "cv" / "fusionnet_w2" / "cv.json").exists()
+    assert sorted(s for f in cv["folds"] for s in f["val_sections"]) == list(range(1, 31))
+    assert f"| FusionNetW^2 | {cv['mean']['vrand']:.5f} | {cv['mean']['vinfo']:.5f} |" in report
 
 
 @pytest.mark.slow
