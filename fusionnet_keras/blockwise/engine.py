@@ -11,6 +11,7 @@ for all its blocks, in a Dask worker plugin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -74,8 +75,16 @@ def run_one(task, state, block):
     """Process ``block`` and mark it done (data first, then the marker); returns its result."""
     result = task.process(state, block)
     if task.markers is not None:
-        task.markers.mark(block, result)
+        task.markers.mark(block, result, worker=worker_info())
     return result
+
+
+def worker_info() -> dict:
+    """This process's id and peak resident memory (MB), kept in every block's marker."""
+    import resource
+
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"pid": os.getpid(), "peak_rss_mb": round(peak_kb / 1024.0, 1)}
 
 
 def _process_on_worker(plugin_name, block):
@@ -110,6 +119,27 @@ def connect(workers: int = 1, scheduler: str | None = None, threads: int | None 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            memory_limit=0, silence_logs=logging.ERROR, env=env)
     return Client(cluster, set_as_default=False)
+
+
+@contextlib.contextmanager
+def session(workers: int = 1, scheduler: str | None = None, client=None, threads: int | None = None):
+    """The client every pass of a job uses (``None``: in this process); local workers are closed at the end.
+
+    Connecting first means an unreachable scheduler fails before any output is
+    created, and a job of several passes starts its local workers once.
+    """
+    workers = check_int("workers", workers, 0)
+    if client is not None or (scheduler is None and workers == 0):
+        yield client
+        return
+    client = connect(workers, scheduler, threads)
+    try:
+        yield client
+    finally:
+        cluster = client.cluster if scheduler is None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def default_threads(workers: int) -> int:

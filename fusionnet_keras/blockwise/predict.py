@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks
+from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
 from fusionnet_keras.blockwise.grid import BlockGrid, check_multiple
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError
@@ -161,10 +161,12 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
     sig = signature({"job": "predict-2d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
                      "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block})
-    output = BlockOutput(output_path, shape, dtype, grid.block, sig).open(overwrite=overwrite)
-    task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
-                            batch_size=int(batch_size), dtype=dtype,
-                            threads=None if client or scheduler else default_threads(workers))
-    before = sum(output.markers.is_done(b) for b in grid)
-    run_blocks(task, grid, workers=workers, scheduler=scheduler, client=client, progress=progress)
+    threads = None if client or scheduler else default_threads(workers)
+    output = BlockOutput(output_path, shape, dtype, grid.block, sig)  # a zarr path, checked before any worker starts
+    with session(workers, scheduler, client, threads) as client:
+        output.open(overwrite=overwrite)
+        task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
+                                batch_size=int(batch_size), dtype=dtype, threads=threads)
+        before = sum(output.markers.is_done(b) for b in grid)
+        run_blocks(task, grid, workers=workers, client=client, progress=progress)
     return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block}

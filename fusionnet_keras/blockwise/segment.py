@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, run_blocks
+from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
 from fusionnet_keras.blockwise.grid import BlockGrid
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
@@ -313,23 +313,24 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     seg_sig = signature({"job": "segment", "graph": graph_sig, "method": method, "thresholds": thresholds,
                          "classifier": None if classifier_path is None else _tag(classifier_path)})
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
-    for out in outs:  # check every output before any work
-        out.open(overwrite=overwrite)
-    fragments.open(overwrite=overwrite)
-    table, shells = work / "graph", work / "shells"
-    graph_task = GraphTask(str(input_path), fragments, str(table), str(shells), bool(invert), bins, graph_sig)
-    if overwrite:
-        graph_task.markers.clear()
-    run = dict(workers=workers, scheduler=scheduler, client=client, progress=progress)
-    counts = run_blocks(FragmentTask(str(input_path), fragments, bool(invert), options, context, grid.block_size,
-                                     str(shells)), grid, **run)
-    run_blocks(graph_task, grid, **run)
-    lut = work / f"lut-{seg_sig}.npz"
-    if not lut.exists():
-        nodes, luts = _agglomerate(table, grid, method, thresholds, classifier)
-        with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
-    run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)
+    with session(workers, scheduler, client) as client:
+        for out in outs:  # check every output before any work
+            out.open(overwrite=overwrite)
+        fragments.open(overwrite=overwrite)
+        table, shells = work / "graph", work / "shells"
+        graph_task = GraphTask(str(input_path), fragments, str(table), str(shells), bool(invert), bins, graph_sig)
+        if overwrite:
+            graph_task.markers.clear()
+        run = dict(workers=workers, client=client, progress=progress)
+        counts = run_blocks(FragmentTask(str(input_path), fragments, bool(invert), options, context,
+                                         grid.block_size, str(shells)), grid, **run)
+        run_blocks(graph_task, grid, **run)
+        lut = work / f"lut-{seg_sig}.npz"
+        if not lut.exists():
+            nodes, luts = _agglomerate(table, grid, method, thresholds, classifier)
+            with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
+        run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)
     with np.load(lut) as f:
         segments = [int(f[f"ids_{i}"].max(initial=0)) for i in range(len(outs))]
     return {"blocks": len(grid), "fragments": sum(c["fragments"] for c in counts.values()), "segments": segments,

@@ -66,9 +66,9 @@ class DoneMarkers:
     def is_done(self, block) -> bool:
         return self.read(block) is not None
 
-    def mark(self, block, result=None) -> None:
+    def mark(self, block, result=None, worker=None) -> None:
         """Mark ``block`` done (call after its data are written), with a small JSON ``result``."""
-        marker = {"signature": self.signature, "block": block.to_json(), "result": result}
+        marker = {"signature": self.signature, "block": block.to_json(), "result": result, "worker": worker}
         atomic_write_text(self._path(block), json.dumps(marker))
 
     def result(self, block):
@@ -94,10 +94,11 @@ def _array_dir(file: Path, key: str | None) -> Path:
 
 
 def _writable(path: Path, display: str) -> None:
+    """Refuse a read-only output (no write permission, or no write bit at all: respected even for root)."""
     ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if not os.access(ancestor, os.W_OK | os.X_OK):
+    if not os.access(ancestor, os.W_OK | os.X_OK) or not ancestor.stat().st_mode & 0o222:
         raise FusionNetError(f"cannot write {display}: {ancestor} is read-only")
 
 
@@ -174,14 +175,12 @@ class BlockOutput:
         _writable(self.dir, self.display)
         exists = self.dir.exists() and any(self.dir.iterdir())
         if exists and not overwrite:
-            node = self._existing()
+            self._check_existing(self._existing())
             if not (resume and self._same_job()):
                 raise OutputExistsError(
                     f"output exists: {self.display} (use --overwrite; a run is resumed only with the same settings)"
                 )
-            self._check_existing(node)
-            if not os.access(self.markers.root, os.W_OK | os.X_OK):
-                raise FusionNetError(f"cannot write {self.display}: {self.markers.root} is read-only")
+            _writable(self.markers.root, self.display)
             return self
         with user_errors(f"cannot create {self.display}"):
             if exists:
