@@ -8,11 +8,11 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-slow isbi2012 zebrafish benchmark clean
+.PHONY: help install test test-slow isbi2012 isbi2012-chain isbi2012-cv zebrafish benchmark clean
 
 help: ## List the targets
 	@echo "fusionnet-keras targets (PRESET=cpu|paper, FUSIONNET_DATA_DIR=$(FUSIONNET_DATA_DIR)):"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,17 @@ install: $(VENV)/.installed ## Create .venv and install the package with its tes
 test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (both experiments with tiny presets, ~2 min)
+test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (the experiments with tiny presets, a few minutes)
 	$(PY) -m pytest -q -m slow
 
 isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write results/isbi2012/report.md
 	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --out $(RESULTS)/isbi2012
+
+isbi2012-chain: $(VENV)/.installed ## FusionNetW^2 on ISBI 2012 (W^1 vs W^2), write results/isbi2012-chain/report.md
+	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --models fusionnet_w2 --out $(RESULTS)/isbi2012-chain
+
+isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation to results/isbi2012 (long on CPU)
+	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --cv --out $(RESULTS)/isbi2012
 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
