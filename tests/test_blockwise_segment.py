@@ -127,8 +127,10 @@ def test_blockwise_fragments_equal_the_whole_volumes(volume, tmp_path, block):
 
 
 def test_rim_is_the_face_layer_around_the_block():
-    from fusionnet_keras.blockwise.segment import rim_mask
+    from fusionnet_keras.blockwise.stitch import rim_mask
 
     rim = rim_mask((4, 5, 6), (slice(1, 3), slice(1, 4), slice(0, 6)))
     assert rim.sum() == 2 * 3 * 6 + 2 * 2 * 6  # two z layers and two y layers; x is the array's edge
     assert not rim[0, 0].any() and not rim[1:3, 1:4].any()
+    full = rim_mask((4, 5, 6), (slice(1, 3), slice(1, 4), slice(0, 6)), faces_only=False)
+    assert full.sum() == 4 * 5 * 6 - 2 * 3 * 6 and full[0, 0].all()

@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.utils.atomic import atomic_path
@@ -80,23 +81,6 @@ def _open_input(path):
     return volume
 
 
-def rim_mask(shape, inner) -> np.ndarray:
-    """The voxels of an array of ``shape`` that touch a face of the box ``inner`` (slices) from outside.
-
-    Example:
-        >>> rim_mask((3, 4), (slice(0, 2), slice(1, 3))).astype(int).tolist()
-        [[1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]]
-    """
-    rim = np.zeros(shape, bool)
-    for axis, s in enumerate(inner):
-        for layer in (s.start - 1, s.stop):
-            if 0 <= layer < shape[axis]:
-                index = list(inner)
-                index[axis] = slice(layer, layer + 1)
-                rim[tuple(index)] = True
-    return rim
-
-
 @dataclass
 class FragmentTask(BlockTask):
     """Pass 1: z-watershed basins of each block (with context), globally unique ids; the rim and first voxels."""
@@ -120,33 +104,13 @@ class FragmentTask(BlockTask):
     def process(self, volume, block):
         from dataclasses import replace
 
-        from fusionnet_keras.segmentation.zwatershed import first_voxels
-
         shape = volume.shape[-3:]
         grown = block.grown(self.context, self.context, shape)
         affs = read_affinities(volume.lazy, grown, self.invert, volume.name)
         basins = replace(self.watershed, size=0).run(affs)  # the size merging is global (pass 3)
-        inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, grown))
-        ids, inverse = np.unique(basins[inner], return_inverse=True)
-        offset = np.uint64(block.id) * np.uint64(self.block_size)
-        new = np.arange(ids.size, dtype=np.uint64) + np.uint64(0 if ids.size and ids[0] == 0 else 1)
-        new[new > 0] += offset
-        core = new[inverse.reshape(block.shape)]
-        # the watershed's view of the rim, in the block's ids (0 where a basin misses the core)
-        rim_box = block.grown((1, 1, 1), (1, 1, 1), shape)
-        view = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(rim_box, grown))
-        lut = np.zeros(int(basins.max()) + 1, np.uint64)
-        lut[ids.astype(np.int64)] = new
-        rim = lut[basins[view]]
-        rim[~rim_mask(rim.shape, tuple(slice(r.start - b.start, r.stop - b.start)
-                                       for r, b in zip(block.region, rim_box)))] = 0
-        nodes = new[new > 0]
-        local = np.unravel_index(first_voxels(core, nodes), block.shape)
-        first = np.ravel_multi_index(tuple(i + s for i, s in zip(local, block.start)), shape).astype(np.int64)
-        with atomic_path(Path(self.rims) / f"{block.id}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, labels=rim, start=np.array([g.start for g in rim_box]), nodes=nodes, first=first)
+        core, n = number_block(basins, grown, block, self.block_size, shape, Path(self.rims) / f"{block.id}.npz")
         self.output.write(block, core)
-        return {"fragments": int(nodes.size)}
+        return {"fragments": n}
 
 
 @dataclass
@@ -179,19 +143,10 @@ class GraphTask(BlockTask):
         start = tuple(r.start - g.start for r, g in zip(block.region, grown))
         graph = region_graph(affs, frags, bins=self.bins, start=start)
         graph.save(Path(self.table) / f"{block.id}.npz")
-        pairs = self._stitches(block)
+        pairs = rim_stitches(Path(self.rims) / f"{block.id}.npz", self.fragments.array)
         with atomic_path(Path(self.table) / f"{block.id}.stitch.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, pairs)
         return {"nodes": graph.num_nodes, "edges": graph.num_edges, "stitches": int(len(pairs))}
-
-    def _stitches(self, block) -> np.ndarray:
-        """Pairs ``(mine, theirs)``: the block's basin and the neighbour's basin at a voxel of the rim."""
-        with np.load(Path(self.rims) / f"{block.id}.npz") as f:
-            mine, start = f["labels"], f["start"]
-        region = tuple(slice(int(s0), int(s0) + n) for s0, n in zip(start, mine.shape))
-        theirs = np.asarray(self.fragments.array[region])
-        both = (mine > 0) & (theirs > 0)
-        return np.unique(np.stack([mine[both], theirs[both]], axis=1), axis=0).astype(np.uint64).reshape(-1, 2)
 
 
 @dataclass
@@ -242,18 +197,11 @@ def contract(graph, pairs):
     """
     from dataclasses import replace
 
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     from fusionnet_keras.segmentation.graph import merge_graphs
 
-    n = graph.num_nodes
     pairs = np.asarray(pairs, np.uint64).reshape(-1, 2)
-    i, j = graph.node_index(pairs[:, 0]), graph.node_index(pairs[:, 1])
-    _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)), directed=False)
-    first = np.full(comp.max(initial=0) + 1, n, np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    reps = graph.nodes[first[comp]]
+    graph.node_index(pairs.ravel())  # every id a node
+    reps = union(graph.nodes, pairs)
     u, v = reps[graph.node_index(graph.u)], reps[graph.node_index(graph.v)]
     inside = u == v
     inner_count, inner_sum = graph.inner_count.copy(), graph.inner_sum.copy()
@@ -270,18 +218,6 @@ def contract(graph, pairs):
                      u=lo, v=hi, count=graph.count[keep], sum=graph.sum[keep], max=graph.max[keep],
                      hist=None if graph.hist is None else graph.hist[keep])
     return reps, merge_graphs([mapped])
-
-
-def first_voxels_of(nodes, rims: Path, grid) -> np.ndarray:
-    """The scan-order index of the first voxel of each basin in ``nodes``, from the blocks' rim files."""
-    ids, first = [], []
-    for b in grid:
-        with np.load(rims / f"{b.id}.npz") as f:
-            ids.append(f["nodes"])
-            first.append(f["first"])
-    ids, first = np.concatenate(ids), np.concatenate(first)
-    order = np.argsort(ids)
-    return first[order][np.searchsorted(ids[order], nodes)]
 
 
 def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options):
@@ -348,7 +284,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}
     grid = BlockGrid(shape, tuple(block or DEFAULT_BLOCK))
-    context = tuple(int(c) for c in context)
+    context = parse_block(context, name="context")
     file, _ = zarr_target(outputs[0])
     work = Path(str(file) + ".work")
     bins = classifier.bins if method == "learned" else 0
