@@ -296,10 +296,11 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
                          "thresholds": thresholds,
                          "classifier": None if classifier_path is None else _tag(classifier_path)})
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
+    for out in outs + [fragments]:  # every output checked before any worker starts
+        out.check(overwrite)
     with session(workers, scheduler, client) as client:
-        for out in outs:  # check every output before any work
+        for out in outs + [fragments]:
             out.open(overwrite=overwrite)
-        fragments.open(overwrite=overwrite)
         table, rims = work / "graph", work / "rims"
         graph_task = GraphTask(str(input_path), fragments, str(table), str(rims), bool(invert), bins, graph_sig)
         if overwrite:
