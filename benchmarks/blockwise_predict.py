@@ -44,10 +44,10 @@ def make_stack(path, depth, size=512, chunk=8):
     return path
 
 
-def peaks(output) -> dict:
-    """Peak RSS (MB) of each worker process, from the markers of ``output``."""
+def peaks(output, pattern: str = ".blocks/*.json") -> dict:
+    """Peak RSS (MB) of each worker process, from the markers of ``output`` (those ``pattern`` finds in it)."""
     found = {}
-    for marker in (Path(output) / ".blocks").glob("*.json"):
+    for marker in Path(output).glob(pattern):
         m = json.loads(marker.read_text())
         if not isinstance(m, dict) or "block" not in m:
             continue

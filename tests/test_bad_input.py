@@ -296,6 +296,12 @@ def _finished_run(o):
         (o / "run" / name).write_text(f"{name} of a finished run\n")
 
 
+def _other_work(f, o):
+    """The work files of a blockwise morphology run with other settings, beside the table."""
+    (o / "t.csv.work").mkdir()
+    (o / "t.csv.work" / "job.json").write_text('{"signature": "another run"}')
+
+
 def _read_only(f, o):
     (o / "ro").mkdir()
     os.chmod(o / "ro", 0o555)
@@ -526,6 +532,22 @@ ROWS = [
         runner="unprivileged"),
     Row("morphology", "full-disk", _morph("ball", "--overwrite"), "No space left",
         setup=lambda f, o: (o / "t.csv").write_text("keep\n"), runner="full-disk"),
+    # morphology, blockwise (--workers / --block / --scheduler)
+    Row("morphology", "option-value", _morph("ball", "--block", "0,8,8"), "--block must be 3 positive",
+        name="blockwise-block"),
+    Row("morphology", "option-value", _morph("ball", "--scheduler", "tcp://127.0.0.1:9"),
+        "cannot reach the Dask scheduler", name="blockwise-scheduler"),
+    Row("morphology", "dimensions", _morph("labels2d", "--block", "4,8,8"), "3-D", name="blockwise"),
+    Row("morphology", "nan-inf", _morph("ball_nan", "--block", "4,8,8"), "NaN", name="blockwise"),
+    Row("morphology", "value-range", _morph("ball_negative", "--workers", "1", "--block", "4,8,8"), "negative",
+        name="blockwise"),
+    Row("morphology", "one-pixel", _morph("ball_voxel", "--workers", "1"), ok=_prints("1 nuclei"), name="blockwise"),
+    Row("morphology", "output-exists", _morph("ball", "--block", "4,8,8"), "output exists",
+        setup=lambda f, o: (o / "t.csv").write_text("keep\n"), name="blockwise"),
+    Row("morphology", "output-exists", _morph("ball", "--block", "4,8,8"), "work files of another run",
+        setup=_other_work, name="blockwise-work"),
+    Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
+        setup=_read_only, runner="unprivileged", name="blockwise"),
     # --- info -------------------------------------------------------------------------------------------------
     Row("info", "missing", lambda f, o: ["info", "/nonexistent/m.keras"], "not found"),
     Row("info", "unreadable", lambda f, o: ["info", f["weights"]], "permission denied", runner="unprivileged"),
@@ -569,6 +591,15 @@ ROWS = [
         setup=_read_only, runner="unprivileged"),
     Row("segment", "full-disk", _segment("affinities", out="out.h5:b"), "No space left", setup=_existing_h5,
         runner="full-disk"),
+    # segment, blockwise: outputs checked before any worker starts, finished blocks kept
+    Row("segment", "option-value", _segment("affinities", "--scheduler", "tcp://127.0.0.1:9", out="seg.zarr"),
+        "cannot reach the Dask scheduler", name="blockwise-scheduler"),
+    Row("segment", "option-value", _segment("affinities", "--block", "4,8,8", "--context", "0,1,1", out="seg.zarr"),
+        "--context must be 3 positive", name="blockwise-context"),
+    Row("segment", "output-exists", _segment("affinities", "--block", "4,8,8", out="out.zarr:a"),
+        "exists with shape (3, 4) and dtype uint8", setup=_existing_zarr, name="blockwise-shape"),
+    Row("segment", "read-only-output", _segment("affinities", "--block", "4,8,8", out="ro/seg.zarr"), "read-only",
+        setup=_read_only, runner="unprivileged", name="blockwise"),
     Row("segment", "full-disk", _segment("affinities", out="out.zarr:b"), "No space left", setup=_existing_zarr,
         runner="full-disk", name="zarr"),
     # --- train-agglomeration ----------------------------------------------------------------------------------

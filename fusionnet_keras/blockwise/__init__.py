@@ -12,7 +12,8 @@ reschedules the blocks of a killed worker and spawns the workers; each worker
 sets the task up once (e.g. loads the model) and then runs block after block.
 
 Modules: ``grid`` (blocks of a volume), ``storage`` (chunked outputs, done
-markers), ``engine`` (Dask), ``predict`` (2-D sections),
-``segment`` (fragments, region graph, agglomeration, relabelling),
-``morphology`` (per-object measures).
+markers), ``engine`` (Dask), ``stitch`` (labels numbered per block and joined
+across block faces), ``predict`` (2-D sections), ``segment`` (basins, region
+graph, global size merging and agglomeration, relabelling), ``morphology``
+(per-object measures gathered from blocks).
 """

@@ -162,7 +162,8 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
                      "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block})
     threads = None if client or scheduler else default_threads(workers)
-    output = BlockOutput(output_path, shape, dtype, grid.block, sig)  # a zarr path, checked before any worker starts
+    output = BlockOutput(output_path, shape, dtype, grid.block, sig)
+    output.check(overwrite)  # before any worker starts
     with session(workers, scheduler, client, threads) as client:
         output.open(overwrite=overwrite)
         task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),

@@ -3,19 +3,35 @@
 Four passes over the block grid, each resumable (done markers) and run by the
 engine's workers, except the third:
 
-1. **fragments**: z-watershed of each block read with ``context`` voxels
-   around it, cropped to the block, numbered ``block.id * block voxels + 1, ...``
-   (globally unique) into a uint64 zarr array;
+1. **basins**: the z-watershed's basins (steps 1-2, no size merging) of each
+   block read with ``context`` voxels around it, cropped to the block, numbered
+   ``block.id * block voxels + 1, ...`` (globally unique) into a uint64 zarr
+   array; beside them the block's view of the one-voxel rim around it (the
+   layer of its neighbours that touches each face) and the scan-order index of
+   each basin's first voxel;
 2. **graph**: the block's region graph (:func:`~fusionnet_keras.segmentation.graph.region_graph`)
-   from its fragments and affinities with one voxel of the lower neighbours
+   from its basins and affinities with one voxel of the lower neighbours
    (``start``), so the edges across block faces are counted once; each block's
-   graph is a file in the job's graph table (``graph/<block>.npz``);
+   graph is a file in the job's graph table (``graph/<block>.npz``), with the
+   block's *stitches*: every pair (its basin, a neighbour's basin) that meet
+   on the rim, where the block's watershed saw its basin continue;
 3. **agglomeration** (one process): the block graphs merged
    (:func:`~fusionnet_keras.segmentation.graph.merge_graphs`: statistics add up
-   exactly) and agglomerated globally, mean or learned, all thresholds in one
-   pass; the result is a lookup table fragment -> segment (ids 1..K);
-4. **relabel**: every block's fragments through the lookup table, into the
+   exactly), the stitched basins contracted into the whole volume's basins, the
+   watershed's size merging (step 3) done on that global basin graph, then the
+   agglomeration, mean or learned, all thresholds in one pass; the result is a
+   lookup table basin -> segment (ids 1..K);
+4. **relabel**: every block's basins through the lookup table, into the
    output arrays (one per threshold).
+
+Why it agrees with whole-volume segmentation: a basin is decided by its
+voxels' steepest-ascent paths, which the context holds near the block, so a
+block's basins are pieces of the whole volume's and its view one voxel past a
+face is as good as of its own voxels; stitching every pair that meets there
+joins the pieces (on fib-medulla into exactly the whole volume's basins). The
+size merging is a single linkage over the *whole* basin graph (per block it
+would see truncated sizes), with ties between equally strong edges broken by
+the basins' first voxels, not by their ids, so it does not depend on the blocks.
 
 The work files live beside the output, in ``OUT.work/``.
 """
@@ -28,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.utils.atomic import atomic_path
@@ -66,7 +83,7 @@ def _open_input(path):
 
 @dataclass
 class FragmentTask(BlockTask):
-    """Pass 1: z-watershed fragments of each block (with context), globally unique ids."""
+    """Pass 1: z-watershed basins of each block (with context), globally unique ids; the rim and first voxels."""
 
     input: str
     output: BlockOutput
@@ -74,7 +91,7 @@ class FragmentTask(BlockTask):
     watershed: object
     context: tuple
     block_size: int
-    shells: str
+    rims: str
     name = "fragments"
 
     @property
@@ -85,36 +102,25 @@ class FragmentTask(BlockTask):
         return _open_input(self.input)
 
     def process(self, volume, block):
+        from dataclasses import replace
 
         shape = volume.shape[-3:]
         grown = block.grown(self.context, self.context, shape)
         affs = read_affinities(volume.lazy, grown, self.invert, volume.name)
-        frags = self.watershed.run(affs)
-        inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, grown))
-        ids, inverse = np.unique(frags[inner], return_inverse=True)
-        offset = np.uint64(block.id) * np.uint64(self.block_size)
-        new = np.arange(ids.size, dtype=np.uint64) + np.uint64(0 if ids.size and ids[0] == 0 else 1)
-        new[new > 0] += offset
-        core = new[inverse.reshape(frags[inner].shape)]
-        # the watershed's view of the context, in the block's global ids (0 where a basin misses the core)
-        lut = np.zeros(int(frags.max()) + 1, np.uint64)
-        lut[ids.astype(np.int64)] = new
-        shell = lut[frags]
-        shell[inner] = 0
-        with atomic_path(Path(self.shells) / f"{block.id}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, labels=shell, start=np.array([g.start for g in grown]))
+        basins = replace(self.watershed, size=0).run(affs)  # the size merging is global (pass 3)
+        core, n = number_block(basins, grown, block, self.block_size, shape, Path(self.rims) / f"{block.id}.npz")
         self.output.write(block, core)
-        return {"fragments": int(np.count_nonzero(new))}
+        return {"fragments": n}
 
 
 @dataclass
 class GraphTask(BlockTask):
-    """Pass 2: the region graph of each block, its lower faces included once; one ``.npz`` per block."""
+    """Pass 2: the region graph of each block, its lower faces included once, and its stitches; one file each."""
 
     input: str
     fragments: BlockOutput
     table: str
-    shells: str
+    rims: str
     invert: bool
     bins: int
     sig: str
@@ -137,35 +143,10 @@ class GraphTask(BlockTask):
         start = tuple(r.start - g.start for r, g in zip(block.region, grown))
         graph = region_graph(affs, frags, bins=self.bins, start=start)
         graph.save(Path(self.table) / f"{block.id}.npz")
-        pairs = self._stitches(block, shape)
+        pairs = rim_stitches(Path(self.rims) / f"{block.id}.npz", self.fragments.array)
         with atomic_path(Path(self.table) / f"{block.id}.stitch.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, pairs)
         return {"nodes": graph.num_nodes, "edges": graph.num_edges, "stitches": int(len(pairs))}
-
-    def _stitches(self, block, shape) -> np.ndarray:
-        """Fragment pairs ``(mine, theirs)`` that the block's watershed saw as one in its context.
-
-        Where the block's context lies in its neighbours, the block's basins
-        (continued from its core) are compared with the neighbours' fragments: a
-        pair is stitched when one covers most (> half) of the other there.
-        """
-        with np.load(Path(self.shells) / f"{block.id}.npz") as f:
-            mine, start = f["labels"], f["start"]
-        region = tuple(slice(int(s0), int(s0) + n) for s0, n in zip(start, mine.shape))
-        theirs = np.asarray(self.fragments.array[region])
-        both = (mine > 0) & (theirs > 0)
-        if not both.any():
-            return np.zeros((0, 2), np.uint64)
-        a, b = mine[both], theirs[both]
-        pairs, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
-        ids_a, n_a = np.unique(mine[mine > 0], return_counts=True)
-        ids_b, n_b = np.unique(theirs[(mine > 0) | (theirs > 0)], return_counts=True)
-        size_a = n_a[np.searchsorted(ids_a, pairs[:, 0])]
-        valid = ids_b > 0
-        ids_b, n_b = ids_b[valid], n_b[valid]
-        size_b = n_b[np.searchsorted(ids_b, pairs[:, 1])]
-        keep = (2 * counts > size_a) & (2 * counts > size_b)
-        return pairs[keep].astype(np.uint64)
 
 
 @dataclass
@@ -216,18 +197,11 @@ def contract(graph, pairs):
     """
     from dataclasses import replace
 
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     from fusionnet_keras.segmentation.graph import merge_graphs
 
-    n = graph.num_nodes
     pairs = np.asarray(pairs, np.uint64).reshape(-1, 2)
-    i, j = graph.node_index(pairs[:, 0]), graph.node_index(pairs[:, 1])
-    _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)), directed=False)
-    first = np.full(comp.max(initial=0) + 1, n, np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    reps = graph.nodes[first[comp]]
+    graph.node_index(pairs.ravel())  # every id a node
+    reps = union(graph.nodes, pairs)
     u, v = reps[graph.node_index(graph.u)], reps[graph.node_index(graph.v)]
     inside = u == v
     inner_count, inner_sum = graph.inner_count.copy(), graph.inner_sum.copy()
@@ -246,14 +220,20 @@ def contract(graph, pairs):
     return reps, merge_graphs([mapped])
 
 
-def _agglomerate(table: Path, grid, method, thresholds, classifier):
-    """The lookup tables fragment -> segment (ids 1..K) of every threshold, from the block graphs."""
+def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options):
+    """The lookup tables basin -> segment (ids 1..K) of every threshold, from the block graphs."""
     from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate
     from fusionnet_keras.segmentation.graph import RegionGraph, merge_graphs
+    from fusionnet_keras.segmentation.zwatershed import size_merge
 
     graph = merge_graphs(RegionGraph.load(table / f"{b.id}.npz") for b in grid)
     stitches = np.concatenate([np.load(table / f"{b.id}.stitch.npy") for b in grid])
-    reps, contracted = contract(graph, stitches)
+    reps, basins = contract(graph, stitches)
+    first = np.full(basins.num_nodes, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, basins.node_index(reps), first_voxels_of(graph.nodes, rims, grid))
+    roots = size_merge(basins, options.size, options.merge_affinity, first)
+    merged, contracted = contract(basins, np.stack([basins.nodes, basins.nodes[roots]], axis=1))
+    reps = merged[basins.node_index(reps)]
     rows = contracted.node_index(reps)
     if method == "watershed":
         return graph.nodes, [_compact(reps)]
@@ -293,6 +273,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     Returns:
         ``{"blocks": n, "fragments": f, "segments": [k per threshold]}``.
     """
+    from dataclasses import replace
+
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
@@ -302,31 +284,34 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}
     grid = BlockGrid(shape, tuple(block or DEFAULT_BLOCK))
-    context = tuple(int(c) for c in context)
+    context = parse_block(context, name="context")
     file, _ = zarr_target(outputs[0])
     work = Path(str(file) + ".work")
     bins = classifier.bins if method == "learned" else 0
-    frag_sig = signature({"job": "fragments", **tag, "watershed": options, "block": grid.block, "context": context})
+    frag_sig = signature({"job": "basins", **tag, "watershed": replace(options, size=0), "block": grid.block,
+                          "context": context})
     fragments = BlockOutput(f"{work / 'fragments.zarr'}", shape, "uint64", grid.block, frag_sig)
     graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
-    seg_sig = signature({"job": "segment", "graph": graph_sig, "method": method, "thresholds": thresholds,
+    seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
+                         "thresholds": thresholds,
                          "classifier": None if classifier_path is None else _tag(classifier_path)})
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
+    for out in outs + [fragments]:  # every output checked before any worker starts
+        out.check(overwrite)
     with session(workers, scheduler, client) as client:
-        for out in outs:  # check every output before any work
+        for out in outs + [fragments]:
             out.open(overwrite=overwrite)
-        fragments.open(overwrite=overwrite)
-        table, shells = work / "graph", work / "shells"
-        graph_task = GraphTask(str(input_path), fragments, str(table), str(shells), bool(invert), bins, graph_sig)
+        table, rims = work / "graph", work / "rims"
+        graph_task = GraphTask(str(input_path), fragments, str(table), str(rims), bool(invert), bins, graph_sig)
         if overwrite:
             graph_task.markers.clear()
         run = dict(workers=workers, client=client, progress=progress)
         counts = run_blocks(FragmentTask(str(input_path), fragments, bool(invert), options, context,
-                                         grid.block_size, str(shells)), grid, **run)
+                                         grid.block_size, str(rims)), grid, **run)
         run_blocks(graph_task, grid, **run)
         lut = work / f"lut-{seg_sig}.npz"
         if not lut.exists():
-            nodes, luts = _agglomerate(table, grid, method, thresholds, classifier)
+            nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options)
             with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
         run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)

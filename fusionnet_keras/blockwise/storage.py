@@ -168,10 +168,8 @@ class BlockOutput:
                 f"--block {','.join(map(str, chunks))} or use --overwrite"
             )
 
-    def open(self, overwrite: bool = False, resume: bool = True):
-        """Create or reopen the array; returns the number of blocks already done is not known here."""
-        import zarr
-
+    def check(self, overwrite: bool = False, resume: bool = True) -> bool:
+        """Refuse what :meth:`open` would refuse, creating nothing; returns whether the array exists."""
         _writable(self.dir, self.display)
         exists = self.dir.exists() and any(self.dir.iterdir())
         if exists and not overwrite:
@@ -181,6 +179,14 @@ class BlockOutput:
                     f"output exists: {self.display} (use --overwrite; a run is resumed only with the same settings)"
                 )
             _writable(self.markers.root, self.display)
+        return exists
+
+    def open(self, overwrite: bool = False, resume: bool = True):
+        """Create the array, or reopen it to resume (same job); anything else refused (:meth:`check`)."""
+        import zarr
+
+        exists = self.check(overwrite, resume)
+        if exists and not overwrite:
             return self
         with user_errors(f"cannot create {self.display}"):
             if exists:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from fusionnet_keras.cli.options import (
+    blockwise_options,
+    blockwise_requested,
     handle_errors,
     overwrite_option,
 )
@@ -45,15 +47,22 @@ def parse_voxel_size(text):
 @click.option("--binary/--instances", "binary", default=None,
               help="Read LABELS as a binary mask (split into 3-D connected components, 26-connectivity) or as "
                    "instance ids. Default: binary when it holds a single non-zero value (e.g. 0/1 or 0/255).")
+@blockwise_options(writes="LABELS is read by block (work files in OUT.work/, removed at the end)",
+                   block_help="Block shape for blockwise measuring [default: 64,256,256].")
 @overwrite_option
 @handle_errors
-def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_outliers, binary, overwrite):
+def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_outliers, binary, workers, block, scheduler,
+               overwrite):
     """Measure every nucleus of LABELS: volume, surface area, sphericity, K-means.
 
     LABELS: a 3-D (Z, Y, X) instance volume (0 = background, one id per
     nucleus) or a binary mask, in any format that `predict` reads. Writes one
     CSV row per nucleus (sizes in um, um^2, um^3; centroids in um and voxels;
-    cluster; outlier) and prints a summary.
+    bounding box; cluster; outlier) and prints a summary.
+
+    With --workers/--block/--scheduler, volumes larger than memory (HDF5, zarr):
+    the measures are gathered block by block (objects crossing blocks measured
+    once; a mask's components joined across blocks), the same table as without.
     """
     from pathlib import Path
 
@@ -78,17 +87,23 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
     for t in targets:
         check_overwrite(t, overwrite)
 
-    raw = check_labels(read_volume(labels), f"labels {labels}")  # 3-D, not empty, whole non-negative numbers
-    if image is not None:
-        with open_image(image) as vol:
-            image_shape = tuple(vol.shape)
-        if image_shape != raw.shape:
-            raise FusionNetError(f"--image {image} has shape {image_shape}, labels {labels} have {raw.shape}")
-    if binary is None and raw.dtype.kind in "biuf":
-        binary = morph.is_binary_mask(raw)
-    inst = morph.instance_labels(raw, binary=binary)
-    del raw
-    records = morph.analyze_nuclei(inst, vs, k=clusters, seed=seed, exclude_outliers=exclude_outliers, binary=False)
+    if blockwise_requested(workers, block, scheduler):
+        records, fig9 = _measure_blockwise(labels, vs, binary, image, workers, block, scheduler, out_path,
+                                           bool(fig_paths), overwrite)
+        inst = None
+    else:
+        raw = check_labels(read_volume(labels), f"labels {labels}")  # 3-D, not empty, whole non-negative numbers
+        if image is not None:
+            with open_image(image) as vol:
+                image_shape = tuple(vol.shape)
+            if image_shape != raw.shape:
+                raise FusionNetError(f"--image {image} has shape {image_shape}, labels {labels} have {raw.shape}")
+        if binary is None and raw.dtype.kind in "biuf":
+            binary = morph.is_binary_mask(raw)
+        inst = morph.instance_labels(raw, binary=binary)
+        del raw
+        records = morph.measure_nuclei(inst, vs, binary=False)
+    morph.annotate(records, k=clusters, seed=seed, exclude_outliers=exclude_outliers)
     morph.write_csv(records, out_path, overwrite=overwrite)
 
     if not records:
@@ -107,11 +122,47 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
                        f"{np.mean([r['sphericity'] for r in sel]):>10.3f}")
         click.echo(f"wrote {out_path}")
     if fig_paths:
-        if image is not None:
-            background = load_image(image)
+        if inst is None:
+            morph_figures.plot_sections(records=records, path=fig_paths[0], voxel_size=vs, overwrite=overwrite, **fig9)
+        elif image is not None:
+            morph_figures.plot_overlay(load_image(image), inst, records, fig_paths[0], voxel_size=vs, binary=False,
+                                       overwrite=overwrite)
         else:
-            background = (inst != 0).astype(np.float32)
-        morph_figures.plot_overlay(background, inst, records, fig_paths[0], voxel_size=vs, binary=False,
-                           overwrite=overwrite)
+            morph_figures.plot_overlay((inst != 0).astype(np.float32), inst, records, fig_paths[0], voxel_size=vs,
+                                       binary=False, overwrite=overwrite)
         morph_figures.plot_features(records, fig_paths[1], overwrite=overwrite)
         click.echo(f"wrote {fig_paths[0]} and {fig_paths[1]}")
+
+
+def _measure_blockwise(labels, vs, binary, image, workers, block, scheduler, out_path, figures, overwrite):
+    """The records, block by block, and (with ``figures``) the sections of Fig. 9, read lazily (else None)."""
+    import shutil
+
+    import numpy as np
+
+    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.blockwise.morphology import measure_volume
+    from fusionnet_keras.data.io import open_volume
+
+    with open_volume(labels) as vol:
+        shape = tuple(vol.shape)
+    if image is not None:
+        with open_volume(image) as vol:
+            if tuple(vol.shape) != shape:
+                raise FusionNetError(f"--image {image} has shape {tuple(vol.shape)}, labels {labels} have {shape}")
+    records, info = measure_volume(labels, vs, binary=binary, out=out_path,
+                                   block=None if block is None else parse_block(block), workers=workers or 1,
+                                   scheduler=scheduler, overwrite=overwrite, keep_work=figures)
+    if not figures:
+        return records, None
+    z, y = shape[0] // 2, shape[1] // 2
+    try:
+        lab_xy, lab_xz = info["section"](0, z), info["section"](1, y)
+    finally:
+        shutil.rmtree(info["work"], ignore_errors=True)
+    if image is not None:
+        with open_volume(image) as vol:
+            img_xy, img_xz = np.asarray(vol.lazy[z]), np.asarray(vol.lazy[:, y, :])
+    else:
+        img_xy, img_xz = (lab_xy != 0).astype(np.float32), (lab_xz != 0).astype(np.float32)
+    return records, {"xy": (img_xy, lab_xy), "xz": (img_xz, lab_xz), "z": z, "y": y}

@@ -215,14 +215,19 @@ def batch_size_option(func):
                         help="Network inputs per forward pass.")(func)
 
 
-def blockwise_options(func):
-    """``--workers``, ``--block``, ``--scheduler``: run block by block on Dask (resumable)."""
+def blockwise_options(func=None, *, writes: str = "the output (zarr) is written by block",
+                      block_help: str = "Block shape for blockwise processing (also the output's chunks)."):
+    """``--workers``, ``--block``, ``--scheduler``: run block by block on Dask (resumable).
+
+    ``writes`` and ``block_help`` adapt the help to a command (``@blockwise_options(writes=...)``).
+    """
+    if func is None:
+        return functools.partial(blockwise_options, writes=writes, block_help=block_help)
     for opt in reversed([
         click.option("--workers", type=click.IntRange(1), default=None,
                      help="Process the volume block by block in this many local worker processes (Dask); "
-                          "the output (zarr) is written by block and an interrupted run resumes."),
-        click.option("--block", default=None, metavar="Z,Y,X",
-                     help="Block shape for blockwise processing (also the output's chunks)."),
+                          f"{writes} and an interrupted run resumes."),
+        click.option("--block", default=None, metavar="Z,Y,X", help=block_help),
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run the blocks on the workers of a running Dask scheduler (e.g. tcp://host:8786, "
                           "started by dask-jobqueue on SLURM) instead of local workers."),

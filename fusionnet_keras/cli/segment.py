@@ -73,10 +73,13 @@ def dataset_name(threshold: float) -> str:
 @invert_option
 @watershed_options
 @blockwise_options
+@click.option("--context", default=None, metavar="Z,Y,X",
+              help="Blockwise: voxels around each block that its watershed sees [default: 8,48,48]; it must hold "
+                   "the steepest-ascent paths of the block's basins (less gives blocks that disagree at faces).")
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, fragments, invert,
-            ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, overwrite):
+            ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
@@ -109,6 +112,8 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     several = thresholds is not None
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
 
+    if context is not None and not blockwise_requested(workers, block, scheduler):
+        raise FusionNetError("--context is for blockwise segmentation (with --workers, --block or --scheduler)")
     if blockwise_requested(workers, block, scheduler):
         pass  # the blockwise outputs are checked (and resumed) by segment_volume
     elif several:
@@ -123,7 +128,7 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     start = time.perf_counter()
     if blockwise_requested(workers, block, scheduler):
         from fusionnet_keras.blockwise.grid import parse_block
-        from fusionnet_keras.blockwise.segment import segment_volume
+        from fusionnet_keras.blockwise.segment import DEFAULT_CONTEXT, segment_volume
 
         if fragments:
             raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
@@ -132,6 +137,7 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
                               classifier=clf, classifier_path=classifier, invert=invert,
                               watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
                               block=None if block is None else parse_block(block), workers=workers or 1,
+                              context=DEFAULT_CONTEXT if context is None else parse_block(context, name="--context"),
                               scheduler=scheduler, overwrite=overwrite)
         click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
                    + ", ".join(f"{n} segments" for n in info["segments"]))

@@ -53,11 +53,6 @@ def plot_overlay(image, labels, records, path, *, voxel_size=None, z: int | None
     same way). With ``voxel_size`` (nm) the axes are in um and the x-z panel has
     the true aspect. Without nuclei the sections are drawn with a "no nuclei" note.
     """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from skimage.segmentation import find_boundaries
-
     img = np.asarray(image)
     if img.ndim != 3:
         raise FusionNetError(f"image must be a 3-D (Z, Y, X) volume, got {img.ndim} dimensions")
@@ -69,6 +64,21 @@ def plot_overlay(image, labels, records, path, *, voxel_size=None, z: int | None
     y = Y // 2 if y is None else int(y)
     if not (0 <= z < Z and 0 <= y < Y):
         raise FusionNetError(f"section z={z}, y={y} is outside the volume {img.shape}")
+    return plot_sections((img[z], inst[z]), (img[:, y, :], inst[:, y, :]), records, path, z=z, y=y,
+                         voxel_size=voxel_size, cmap=cmap, overwrite=overwrite)
+
+
+def plot_sections(xy, xz, records, path, *, z: int, y: int, voxel_size=None, cmap: str = "jet",
+                  overwrite: bool = True) -> Path:
+    """Fig. 9 (see :func:`plot_overlay`) from its two sections only: ``xy = (image, labels)`` at ``z``
+    and ``xz = (image, labels)`` at ``y``, e.g. read from a volume larger than memory."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from skimage.segmentation import find_boundaries
+
+    (img_xy, lab_xy), (img_xz, lab_xz) = xy, xz
+    (Y, X), Z = np.shape(img_xy), np.shape(img_xz)[0]
     vs_um = check_voxel_size(voxel_size) / 1000.0 if voxel_size is not None else None
 
     sph = {int(r["label"]): float(r["sphericity"]) for r in records}
@@ -95,8 +105,8 @@ def plot_overlay(image, labels, records, path, *, voxel_size=None, z: int | None
     fig = new_figure((12, 6.5))
     grid = fig.add_gridspec(1, 2, width_ratios=[1, 1])
     panels = [
-        ("transverse (x-y), z = %d" % z, img[z], inst[z], (X, Y), (2, 1), "y"),
-        ("horizontal (x-z), y = %d" % y, img[:, y, :], inst[:, y, :], (X, Z), (2, 0), "z"),
+        ("transverse (x-y), z = %d" % z, img_xy, lab_xy, (X, Y), (2, 1), "y"),
+        ("horizontal (x-z), y = %d" % y, img_xz, lab_xz, (X, Z), (2, 0), "z"),
     ]
     for i, (title, sec, lab2d, (w, h), (ax_x, ax_v), vname) in enumerate(panels):
         ax = fig.add_subplot(grid[0, i])

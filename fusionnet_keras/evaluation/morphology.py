@@ -16,7 +16,18 @@ For every nucleus of a 3-D segmentation this module measures
 * ``sphericity``: pi^(1/3) (6 V)^(2/3) / A (1 for a sphere, ~0.806 for a cube).
   It is unreliable for objects of a few hundred voxels or fewer (the mesh of
   a single voxel gives ~2.8), which :func:`flag_outliers` flags;
-* the centroid, in voxels and in um (voxel index x voxel size).
+* the centroid, in voxels and in um (voxel index x voxel size), and the
+  bounding box (``bbox_z0`` ... ``bbox_x1``: voxel ranges ``[z0, z1)``).
+
+Every measure is gathered from *parts* of the volume (:func:`object_parts`):
+the whole volume is one part, a volume larger than memory is cut into blocks
+(:mod:`fusionnet_keras.blockwise.morphology`). A part counts the voxels it owns
+(volume, centroid sums, bounding box: exact integers) and the marching-cubes
+cells it owns (each part owns the cells whose lowest corner is its voxel; the
+first and last parts along an axis also the cells outside the volume), on the
+smoothed mask computed with the Gaussian's radius of context, so its triangles
+are exactly those of the whole volume's mesh in these cells: the area of an
+object cut by blocks is the sum of its parts, up to float round-off.
 
 Units: ``voxel_size`` is given in **nanometres**, ``(Z, Y, X)`` order (e.g. the
 paper's ``(60, 56.4, 56.4)``); every output is in **micrometres** (um, um^2, um^3).
@@ -68,8 +79,14 @@ MEASURE_FIELDS = [
     "centroid_y_vox",
     "centroid_x_vox",
     "touches_border",
+    "bbox_z0",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_z1",
+    "bbox_y1",
+    "bbox_x1",
 ]
-"""Keys of every record returned by :func:`measure_nuclei`."""
+"""Keys of every record returned by :func:`measure_nuclei` (bounding box: ``[z0, z1)`` voxels, ...)."""
 
 CSV_FIELDS = MEASURE_FIELDS + ["cluster", "outlier"]
 """Columns of :func:`write_csv` (``cluster``/``outlier`` empty when not annotated)."""
@@ -145,17 +162,162 @@ def sphericity(volume, area):
     return out[()] if out.ndim == 0 else out
 
 
-def _surface_area(mask: np.ndarray, spacing, smooth_sigma: float = 0.5) -> float:
+def margins(smooth_sigma: float) -> tuple[int, int]:
+    """``(pad, radius)``: the zero margin marching cubes sees around an object (it closes the
+    mesh there) and the radius of the smoothing Gaussian (scipy's, truncated at 4 sigma), in voxels."""
+    if smooth_sigma <= 0:
+        return 1, 0
+    return 1 + int(math.ceil(4 * smooth_sigma)), int(4 * smooth_sigma + 0.5)
+
+
+def part_regions(region, shape, smooth_sigma: float = 0.5) -> tuple[tuple, tuple]:
+    """``(read, points)``: what a part ``region`` (slices) of a volume of ``shape`` reads and the lattice points it meshes.
+
+    The part owns the marching-cubes cells whose lowest corner lies in it (the
+    first and last parts along an axis also those up to ``pad`` outside the
+    volume), so ``points`` are its voxels, one more on the high side, and the
+    margins outside the volume; ``read`` adds the Gaussian's radius (zeros
+    outside the volume, see :func:`read_part`). Both are global slices.
+    """
+    pad, radius = margins(smooth_sigma)
+    read, points = [], []
+    for s, n in zip(region, shape):
+        lo = s.start if s.start > 0 else -pad
+        hi = s.stop if s.stop < n else n + pad
+        points.append(slice(lo, hi + 1))
+        read.append(slice(lo - radius, hi + 1 + radius))
+    return tuple(read), tuple(points)
+
+
+def read_part(source, read, shape) -> np.ndarray:
+    """``source[read]`` (global slices, possibly outside the volume of ``shape``) with zeros outside the volume."""
+    inside = tuple(slice(min(max(r.start, 0), n), max(min(r.stop, n), 0)) for r, n in zip(read, shape))
+    data = np.asarray(source[inside])
+    out = np.zeros(tuple(r.stop - r.start for r in read), data.dtype)
+    out[tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(inside, read))] = data
+    return out
+
+
+def _mesh_area(field: np.ndarray, spacing) -> float:
+    """Area of the marching-cubes mesh (level 0.5) of ``field``; 0 without a crossing."""
     from skimage.measure import marching_cubes, mesh_surface_area
 
-    pad = 1 + int(math.ceil(4 * smooth_sigma))
-    field = np.pad(mask, pad).astype(np.float32)
-    if smooth_sigma > 0:
-        smooth = ndi.gaussian_filter(field, smooth_sigma)
-        if smooth.max() > 0.5:  # a tiny object may vanish when smoothed: keep it binary
-            field = smooth
+    if min(field.shape) < 2 or not field.min() <= 0.5 <= field.max() or field.min() == field.max():
+        return 0.0
     verts, faces, _, _ = marching_cubes(field, level=0.5, spacing=tuple(float(s) for s in spacing))
     return float(mesh_surface_area(verts, faces))
+
+
+PART_KEYS = ("label", "n", "sum", "lo", "hi", "area", "peak", "area_binary")
+"""Arrays of :func:`object_parts`, one row per object."""
+
+
+def object_parts(labels, origin, core, points, spacing, smooth_sigma: float = 0.5) -> dict:
+    """The measures of every object of a part of a volume, in sums that parts add up to (:func:`combine_parts`).
+
+    Args:
+        labels: instance ids (0 = background) of the part's ``read`` region
+            (:func:`part_regions`, :func:`read_part`).
+        origin: global coordinates of ``labels[0, 0, 0]``.
+        core, points: the voxels the part counts and the lattice points it
+            meshes, as slices of ``labels``.
+        spacing: voxel size (um) for the mesh.
+        smooth_sigma: the Gaussian (voxels) of the mask before marching cubes.
+
+    Returns:
+        ``{key: array}`` for :data:`PART_KEYS`: ``n`` voxels, ``sum`` of their
+        global coordinates, bounding box ``lo`` / ``hi`` (``[lo, hi)``), mesh
+        ``area`` in the owned cells, ``peak`` of the smoothed mask there, and
+        ``area_binary``, the raw mask's mesh area (NaN where the peak exceeds
+        0.5: a smoothed mask that never reaches 0.5 is meshed raw instead).
+    """
+
+    labels = np.asarray(labels)
+    compact, ids = relabel(labels)
+    pad, _ = margins(smooth_sigma)
+    rows = {key: [] for key in PART_KEYS}
+    origin = np.asarray(origin, np.int64)
+    for k, sl in enumerate(ndi.find_objects(compact), start=1):
+        if sl is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, labels.shape))
+        mask = compact[box] == k
+        counted = _within(core, box)
+        where = np.nonzero(mask[counted])
+        n = int(where[0].size)
+        if n:  # global coordinates of the voxels it counts
+            coords = [w.astype(np.int64) + b.start + c.start + o for w, b, c, o in zip(where, box, counted, origin)]
+            total, lo, hi = [int(c.sum()) for c in coords], [int(c.min()) for c in coords], [int(c.max()) + 1 for c in coords]
+        else:
+            total, lo, hi = [0, 0, 0], [np.iinfo(np.int64).max] * 3, [np.iinfo(np.int64).min] * 3
+        owned = _within(points, box)
+        area = peak = 0.0
+        area_binary = np.nan
+        if all(o.stop > o.start for o in owned):
+            field = mask.astype(np.float32)
+            if smooth_sigma > 0:
+                field = ndi.gaussian_filter(field, smooth_sigma)
+            peak = float(field[owned].max())
+            area = _mesh_area(field[owned], spacing)
+            if peak <= 0.5:
+                area_binary = _mesh_area(mask[owned].astype(np.float32), spacing)
+        if n or peak > 0:
+            for key, value in zip(PART_KEYS, (ids[k - 1], n, total, lo, hi, area, peak, area_binary)):
+                rows[key].append(value)
+    dtypes = (np.uint64, np.int64, np.int64, np.int64, np.int64, np.float64, np.float64, np.float64)
+    return {key: np.asarray(rows[key], dtype).reshape((-1, 3) if key in ("sum", "lo", "hi") else (-1,))
+            for key, dtype in zip(PART_KEYS, dtypes)}
+
+
+def _within(region, box) -> tuple:
+    """``region`` (slices of the same array as ``box``) intersected with ``box``, as slices of ``box``."""
+    return tuple(slice(min(max(r.start - b.start, 0), b.stop - b.start), max(min(r.stop, b.stop) - b.start, 0))
+                 for r, b in zip(region, box))
+
+
+def combine_parts(parts) -> dict:
+    """The parts' rows of the same object added up (counts, sums, areas), min/max-ed (box, peak); sorted by label."""
+    parts = list(parts)
+    cat = {key: np.concatenate([p[key] for p in parts]) for key in PART_KEYS}
+    ids, inv = np.unique(cat["label"], return_inverse=True)
+    out = {"label": ids}
+    for key, ufunc, init in (("n", np.add, 0), ("sum", np.add, 0), ("lo", np.minimum, np.iinfo(np.int64).max),
+                             ("hi", np.maximum, np.iinfo(np.int64).min), ("area", np.add, 0.0),
+                             ("peak", np.maximum, 0.0), ("area_binary", np.add, 0.0)):
+        arr = cat[key]
+        out[key] = np.full((ids.size,) + arr.shape[1:], init, arr.dtype)
+        ufunc.at(out[key], inv.ravel(), arr)
+    return out
+
+
+def part_records(combined: dict, shape, voxel_size, min_voxels: int = 1) -> list[dict]:
+    """The records of :func:`measure_nuclei` from the combined parts (:func:`combine_parts`) of a volume of ``shape``."""
+    vs_um = check_voxel_size(voxel_size) / 1000.0
+    voxel_volume = float(np.prod(vs_um))
+    records = []
+    shape = np.asarray(shape)
+    for i in range(combined["label"].size):
+        n = int(combined["n"][i])
+        if n < max(int(min_voxels), 1):
+            continue
+        cent = combined["sum"][i] / n
+        lo, hi = combined["lo"][i], combined["hi"][i]
+        area = float(combined["area"][i] if combined["peak"][i] > 0.5 else combined["area_binary"][i])
+        volume = n * voxel_volume
+        record = {
+            "label": int(combined["label"][i]),
+            "n_voxels": n,
+            "volume_um3": volume,
+            "surface_area_um2": area,
+            "sphericity": float(sphericity(volume, area)),
+            **{f"centroid_{a}_um": float(c * v) for a, c, v in zip("zyx", cent, vs_um)},
+            **{f"centroid_{a}_vox": float(c) for a, c in zip("zyx", cent)},
+            "touches_border": bool(np.any(lo == 0) or np.any(hi == shape)),
+        }
+        record.update({f"bbox_{a}0": int(v) for a, v in zip("zyx", lo)})
+        record.update({f"bbox_{a}1": int(v) for a, v in zip("zyx", hi)})
+        records.append(record)
+    return records
 
 
 def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivity: int = 26,
@@ -176,48 +338,22 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
         connected-component id for binary input; ``touches_border`` is True when
         the nucleus reaches the volume border, so its shape is truncated). An
         empty volume gives ``[]``.
+
+    The whole volume is one part (:func:`object_parts`); the blockwise
+    measurement gathers the same records from blocks.
     """
     vs_nm = check_voxel_size(voxel_size)
     if not (np.isfinite(smooth_sigma) and smooth_sigma >= 0):
         raise FusionNetError(f"smooth_sigma must be >= 0, got {smooth_sigma}")
     inst = instance_labels(labels, binary=binary, connectivity=connectivity)
-    vs_um = vs_nm / 1000.0
-    voxel_volume = float(np.prod(vs_um))
     if inst.size == 0 or not inst.any():
         return []
-    # find_objects allocates one entry per id up to the maximum: number the ids 1..N
-    compact, ids = relabel(inst)
-    records = []
-    shape = np.array(inst.shape)
-    for k, sl in enumerate(ndi.find_objects(compact), start=1):
-        if sl is None:
-            continue
-        mask = compact[sl] == k
-        n = int(mask.sum())
-        if n < max(int(min_voxels), 1):
-            continue
-        coords = np.nonzero(mask)
-        cent = np.array([c.mean() + s.start for c, s in zip(coords, sl)])
-        area = _surface_area(mask, vs_um, float(smooth_sigma))
-        volume = n * voxel_volume
-        border = any(s.start == 0 or s.stop == shape[a] for a, s in enumerate(sl))
-        records.append(
-            {
-                "label": int(ids[k - 1]),
-                "n_voxels": n,
-                "volume_um3": volume,
-                "surface_area_um2": area,
-                "sphericity": float(sphericity(volume, area)),
-                "centroid_z_um": float(cent[0] * vs_um[0]),
-                "centroid_y_um": float(cent[1] * vs_um[1]),
-                "centroid_x_um": float(cent[2] * vs_um[2]),
-                "centroid_z_vox": float(cent[0]),
-                "centroid_y_vox": float(cent[1]),
-                "centroid_x_vox": float(cent[2]),
-                "touches_border": bool(border),
-            }
-        )
-    return records
+    whole = tuple(slice(0, n) for n in inst.shape)
+    read, points = part_regions(whole, inst.shape, smooth_sigma)
+    local = lambda region: tuple(slice(r.start - o.start, r.stop - o.start) for r, o in zip(region, read))  # noqa: E731
+    parts = object_parts(read_part(inst, read, inst.shape), [r.start for r in read], local(whole), local(points),
+                         vs_nm / 1000.0, float(smooth_sigma))
+    return part_records(combine_parts([parts]), inst.shape, vs_nm, min_voxels)
 
 
 # ---------------------------------------------------------------------- analysis

@@ -74,18 +74,34 @@ def _find(parent: np.ndarray, i: int) -> int:
     return root
 
 
-def size_merge(graph, size: int, merge_affinity: float) -> np.ndarray:
-    """Step 3: the root row of every node of ``graph`` after size-dependent single linkage."""
+def first_voxels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The scan-order (C-order) index of the first voxel of each label in ``ids`` (all present in ``labels``)."""
+    found, first = np.unique(np.asarray(labels).ravel(), return_index=True)
+    return first[np.searchsorted(found, ids)].astype(np.int64)
+
+
+def size_merge(graph, size: int, merge_affinity: float, keys=None) -> np.ndarray:
+    """Step 3: the root row of every node of ``graph`` after size-dependent single linkage.
+
+    Edges are taken in decreasing weight; equally strong edges (common: the
+    affinities of a boundary map repeat the map's values) in increasing order
+    of their nodes' ``keys`` (smaller key first, then the larger), one distinct
+    number per node. The scan-order index of each fragment's first voxel
+    (:func:`first_voxels`, the default's order for the watershed's ids) makes
+    the result independent of how the fragments are numbered, e.g. block by block.
+    """
     n = graph.num_nodes
     parent = np.arange(n)
     if size <= 0 or graph.num_edges == 0:
         return parent
     sizes = graph.size.astype(np.int64).copy()
     weight = graph.max.max(axis=1)
-    order = np.argsort(-weight, kind="stable")
+    ui, vi = graph.node_index(graph.u), graph.node_index(graph.v)
+    key = np.arange(n) if keys is None else np.asarray(keys, np.int64)
+    lo, hi = np.minimum(key[ui], key[vi]), np.maximum(key[ui], key[vi])
+    order = np.lexsort((hi, lo, -weight))
     order = order[weight[order] >= merge_affinity]
-    ui, vi = graph.node_index(graph.u[order]), graph.node_index(graph.v[order])
-    for a, b in zip(ui.tolist(), vi.tolist()):
+    for a, b in zip(ui[order].tolist(), vi[order].tolist()):
         ra, rb = _find(parent, a), _find(parent, b)
         if ra != rb and (sizes[ra] < size or sizes[rb] < size):
             if sizes[ra] < sizes[rb]:
@@ -136,7 +152,7 @@ def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.
     basins = _basins(affs, low, high)
     if size > 0:
         graph = region_graph(affs, basins)
-        roots = size_merge(graph, size, merge_affinity)
+        roots = size_merge(graph, size, merge_affinity, first_voxels(basins, graph.nodes))
         lut = np.zeros(int(basins.max()) + 1, np.uint64)
         lut[graph.nodes.astype(np.int64)] = graph.nodes[roots]
         basins = lut[basins]
