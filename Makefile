@@ -8,11 +8,11 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-slow isbi2012 zebrafish benchmark clean
+.PHONY: help install test test-jax test-slow check-install isbi2012 zebrafish benchmark gpu-check clean
 
 help: ## List the targets
 	@echo "fusionnet-keras targets (PRESET=cpu|paper, FUSIONNET_DATA_DIR=$(FUSIONNET_DATA_DIR)):"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its test tools
+install: $(VENV)/.installed ## Create .venv and install the package with its test tools (JAX included)
 
 test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q
+
+# the tests of the layers, models, precision, predictor, tiling, augmentation and numpy batches again under JAX
+JAX_TESTS = tests/test_layers.py tests/test_models.py tests/test_precision.py tests/test_predictor.py \
+	tests/test_tiling.py tests/test_augment.py tests/test_batches.py
+test-jax: $(VENV)/.installed ## Run the model, predictor and augmentation tests under KERAS_BACKEND=jax
+	KERAS_BACKEND=jax $(PY) -m pytest -q $(JAX_TESTS)
+
+check-install: $(VENV)/.installed ## Check that the default install and the cuda/jax/jax-cuda extras resolve (no download)
+	$(PY) -m pytest -q -m slow tests/test_install.py
 
 test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (both experiments with tiny presets, ~2 min)
 	$(PY) -m pytest -q -m slow
@@ -34,9 +43,13 @@ isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write re
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
 
-benchmark: $(VENV)/.installed ## Prediction and training throughput benchmarks
+benchmark: $(VENV)/.installed ## Prediction and training throughput benchmarks, precision (bf16 vs fp32)
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/precision.py
+
+gpu-check: $(VENV)/.installed ## The accelerator check: paper-size benchmarks in fp32/bf16 and 200 paper-preset steps
+	benchmarks/gpu_check.sh
 
 clean: ## Remove the virtualenv, caches and build files (not results/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

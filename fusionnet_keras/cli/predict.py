@@ -8,6 +8,7 @@ from fusionnet_keras.cli.options import (
     batch_size_option,
     handle_errors,
     overwrite_option,
+    precision_option,
     tta_option,
 )
 from fusionnet_keras.errors import FusionNetError
@@ -23,11 +24,12 @@ from fusionnet_keras.errors import FusionNetError
                    "side, so any tile gives the untiled result; default: whole sections.")
 @click.option("--pad", type=click.IntRange(0), default=64, show_default=True, help="Mirror padding (px) on every side.")
 @batch_size_option
+@precision_option
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
               help="Output type: float32 in [0, 1] or uint8 (0-255).")
 @overwrite_option
 @handle_errors
-def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype, overwrite):
+def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, overwrite):
     """Predict cell-interior probability (1 = cell, 0 = membrane) for INPUT, write OUTPUT.
 
     INPUT and OUTPUT: .tif/.tiff, .h5/.hdf5 (file.h5:dataset), .zarr, or (input
@@ -44,7 +46,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
 
     try:
         out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
-                          progress=image.ndim == 3)
+                          progress=image.ndim == 3, precision=precision)
     except FusionNetError:
         raise
     except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit

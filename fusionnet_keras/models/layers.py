@@ -12,6 +12,10 @@ from keras import layers
 
 from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
+# Every layer is channels-last, whatever keras.config.image_data_format() says: (N, H, W, C) is the
+# layout of the whole package (predictor, pipeline, augmentation) and the fast one of oneDNN and XLA.
+CHANNELS_LAST = "channels_last"
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ConvBlock(layers.Layer):
@@ -49,7 +53,8 @@ class ConvBlock(layers.Layer):
         self.gamma_initializer = gamma_initializer
         policy = self.dtype_policy
         self.conv = layers.Conv2D(
-            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, dtype=policy, name="conv"
+            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, data_format=CHANNELS_LAST,
+            dtype=policy, name="conv"
         )
         self.relu = layers.ReLU(dtype=policy, name="relu")
         self.bn = layers.BatchNormalization(
@@ -178,7 +183,8 @@ class UpConv(layers.Layer):
         self.bn_momentum = bn_momentum
         policy = self.dtype_policy
         self.deconv = layers.Conv2DTranspose(
-            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, dtype=policy, name="deconv"
+            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, data_format=CHANNELS_LAST,
+            dtype=policy, name="deconv"
         )
         self.relu = layers.ReLU(dtype=policy, name="relu")
         self.bn = layers.BatchNormalization(momentum=bn_momentum, dtype=policy, name="bn")

@@ -81,10 +81,13 @@ def _compile(model, config, steps_per_epoch, unit=None, n_outputs=1):
     weights = None
     if n_outputs > 1 and unit is not None:
         weights = [1.0 if i + 1 == unit else 0.0 for i in range(n_outputs)]
+    from fusionnet_keras.utils.hardware import training_jit_compile
+
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=schedule),
         loss=losses if n_outputs > 1 else losses[0],
         loss_weights=weights,
+        jit_compile=training_jit_compile(),  # measured per backend and precision (benchmarks/xla.py)
     )
 
 
@@ -123,13 +126,14 @@ def _schedule(config: dict, images, n_train: int) -> _Schedule:
 
 
 def _dataset(config: dict, images, labels, units: int):
-    """The repeated, shuffled training dataset; one (ignored) target per network output."""
-    from fusionnet_keras.data.pipeline import make_dataset
+    """The repeated, shuffled training dataset (``train.pipeline``); one (ignored) target per network output."""
+    from fusionnet_keras.data.pipeline import make_training_data
 
     t = config["train"]
-    ds = make_dataset(images, labels, t["batch_size"], shuffle=True, seed=t["seed"], enrich=t["enrich"],
-                      pad=t["pad"], repeat=True, crop=t["crop"] or None, drop_remainder=True)
-    return ds.map(lambda x, y: ((x, y), (y,) * units if units > 1 else y))
+    return make_training_data(images, labels, t["batch_size"], pipeline=t["pipeline"],
+                              transform=lambda x, y: ((x, y), (y,) * units if units > 1 else y),
+                              shuffle=True, seed=t["seed"], enrich=t["enrich"], pad=t["pad"], repeat=True,
+                              crop=t["crop"] or None, drop_remainder=True)
 
 
 def _model(run, state: dict, config: dict, schedule: _Schedule):
