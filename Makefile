@@ -43,10 +43,12 @@ isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write re
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
 
-benchmark: $(VENV)/.installed ## Prediction and training throughput benchmarks, precision (bf16 vs fp32)
+benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) and start-up benchmarks, MALIS share
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/precision.py
+	$(PY) benchmarks/malis_share.py
+	$(PY) benchmarks/startup.py
 
 gpu-check: $(VENV)/.installed ## The accelerator check: paper-size benchmarks in fp32/bf16 and 200 paper-preset steps
 	benchmarks/gpu_check.sh

@@ -5,6 +5,8 @@ line's ``--help`` stay fast)::
 
     import fusionnet_keras as fk
     fk.FusionNet, fk.FusionNetW, fk.UNet, fk.build_model   # fusionnet_keras.models
+    fk.UNet3D, fk.FusionNet3D                               # 3-D affinity networks
+    fk.malis_weights                                        # fusionnet_keras.training.malis
     fk.predict                                              # fusionnet_keras.inference
     fk.load_model                                           # any .keras file of this package
     fk.metrics                                              # fusionnet_keras.evaluation
@@ -29,6 +31,9 @@ _LAZY = {
     "FusionNet": ("fusionnet_keras.models", "FusionNet"),
     "FusionNetW": ("fusionnet_keras.models", "FusionNetW"),
     "UNet": ("fusionnet_keras.models", "UNet"),
+    "UNet3D": ("fusionnet_keras.models", "UNet3D"),
+    "FusionNet3D": ("fusionnet_keras.models", "FusionNet3D"),
+    "malis_weights": ("fusionnet_keras.training.malis", "malis_weights"),
     "build_model": ("fusionnet_keras.models", "build_model"),
     "load_model": ("fusionnet_keras.models.loading", "load_model"),
     "predict": ("fusionnet_keras.inference.predictor", "predict"),

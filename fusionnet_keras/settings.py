@@ -12,3 +12,23 @@ KERAS_PACKAGE = "fusionnet_keras"
 def data_dir() -> Path:
     """Directory holding datasets: ``$FUSIONNET_DATA_DIR`` or ``data/`` (relative to the cwd)."""
     return Path(os.environ.get(DATA_DIR_ENV, "data")).expanduser()
+
+LOCK_TIMEOUT_ENV = "FUSIONNET_LOCK_TIMEOUT"
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
+def lock_timeout() -> float:
+    """Seconds a writer waits for another writer of the same container: ``$FUSIONNET_LOCK_TIMEOUT`` or 600."""
+    from fusionnet_keras.errors import FusionNetError
+
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise FusionNetError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value

@@ -76,6 +76,26 @@ def synthetic_em(n, size=64, seed=0, cells=12):
     return (np.clip(image, 0, 1) * 255).astype(np.uint8), labels
 
 
+def tiny_train_toml(images, labels, name="tiny"):
+    """TOML of a tiny training run (FusionNet 4/2, one step of 32 px crops) on 3 sections: train 1-2, val 3."""
+    return f"""name = "{name}"
+[model]
+nb_filters = 4
+depth = 2
+[data]
+images = "{images}"
+labels = "{labels}"
+train_sections = "1-2"
+val_sections = "3"
+[train]
+epochs = 1
+steps_per_epoch = 1
+crop = 32
+pad = 16
+tensorboard = false
+"""
+
+
 def write_tiff(path, array):
     tifffile.imwrite(path, array, photometric="minisblack")
     return path

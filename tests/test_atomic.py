@@ -58,3 +58,60 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_temporary_names_are_recognised_exactly(tmp_path):
+    from fusionnet_keras.utils.atomic import is_temporary_name, remove_stale_temporaries, temporary_name
+
+    assert is_temporary_name(temporary_name("out.tif", suffix=".tif"))
+    assert is_temporary_name(temporary_name("store.zarr", "old"))
+    for name in ("out.tif", ".out.tif", "notes.tmp", ".x.tmp-123", ".x.tmp-0123456789abcdef"):
+        assert not is_temporary_name(name), name
+    # a folder swapped out by atomic_dir before the new one arrived is put back, not deleted
+    (tmp_path / temporary_name("store", "old")).mkdir()
+    (tmp_path / temporary_name("other", "old")).mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / temporary_name("a.json", suffix=".json")).write_text("half")
+    (tmp_path / "keep.tmp").write_text("mine")
+    removed = remove_stale_temporaries(tmp_path)
+    assert len(removed) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.tmp", "other", "store"]
+
+
+def test_exclusive_lock_waits_then_times_out(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from fusionnet_keras.utils.locking import exclusive_lock, lock_path
+
+    target = tmp_path / "out.h5"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from fusionnet_keras.utils.locking import exclusive_lock\n"
+         f"with exclusive_lock({str(target)!r}):\n    print('held', flush=True); time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(FusionNetError, match="in use by another process"):
+            with exclusive_lock(target, timeout=0.3):
+                pass
+        assert time.monotonic() - start >= 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(target, timeout=5):  # released by the kill
+        assert lock_path(target).exists()
+    assert not lock_path(target).exists()
+
+
+def test_docstring_examples():
+    import doctest
+
+    import fusionnet_keras.utils.atomic as atomic
+    import fusionnet_keras.utils.locking as locking
+    import fusionnet_keras.utils.validate as validate
+
+    for module in (atomic, locking, validate):
+        assert doctest.testmod(module).failed == 0, module.__name__

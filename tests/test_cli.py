@@ -22,7 +22,7 @@ from scipy import ndimage
 from fusionnet_keras import __version__
 from fusionnet_keras.cli import main
 
-from conftest import TINY, randomize_batchnorm, synthetic_em, write_tiff
+from conftest import TINY, randomize_batchnorm, synthetic_em, tiny_train_toml, write_tiff
 
 PAD = ["--pad", "16"]
 
@@ -428,23 +428,7 @@ def test_evaluate_errors(files, tmp_path):
 
 @pytest.fixture
 def train_toml(tmp_path, files):
-    text = f"""
-name = "cli-tiny"
-[model]
-nb_filters = 4
-depth = 2
-[data]
-images = "{files['stack']}"
-labels = "{files['labels']}"
-train_sections = "1-2"
-val_sections = "3"
-[train]
-epochs = 1
-steps_per_epoch = 1
-crop = 32
-pad = 16
-tensorboard = false
-"""
+    text = tiny_train_toml(files["stack"], files["labels"], "cli-tiny")
     path = tmp_path / "tiny.toml"
     path.write_text(text)
     return path

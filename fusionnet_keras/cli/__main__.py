@@ -1,5 +1,5 @@
 """``python -m fusionnet_keras.cli``: the command line."""
 
-from fusionnet_keras.cli import main
+from fusionnet_keras.cli import run
 
-main()
+run()

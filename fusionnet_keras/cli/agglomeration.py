@@ -6,6 +6,7 @@ import click
 
 from fusionnet_keras.cli.options import handle_errors, overwrite_option
 from fusionnet_keras.cli.segment import invert_option
+from fusionnet_keras.errors import FusionNetError
 
 
 @click.command("train-agglomeration")
@@ -31,18 +32,18 @@ def train_agglomeration(affinities, fragments, labels, classifier, epochs, trees
     forest is retrained after each. The classifier is a .npz file.
     """
     import time
-    from pathlib import Path
 
-    from fusionnet_keras.errors import OutputExistsError
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
     from fusionnet_keras.segmentation.learned import train_classifier
+    from fusionnet_keras.utils.atomic import check_overwrite
 
-    if Path(classifier).exists() and not overwrite:
-        raise OutputExistsError(f"output exists: {classifier} (use --overwrite)")
+    check_overwrite(classifier, overwrite)
     start = time.perf_counter()
     affs = load_affinities(affinities, invert=invert)
     frags = load_labels(fragments, "fragments", shape=affs.shape[1:])
     gt = load_labels(labels, "labels", shape=affs.shape[1:])
+    if not gt.any():
+        raise FusionNetError(f"labels {labels} have no labelled (non-zero) voxel: nothing to learn from")
     clf = train_classifier(affs, frags, gt, epochs=epochs, trees=trees, seed=seed, jobs=jobs, log=click.echo)
     clf.save(classifier, overwrite=overwrite)
     click.echo(f"wrote {classifier} ({clf.info['examples']} examples, {time.perf_counter() - start:.1f} s)")

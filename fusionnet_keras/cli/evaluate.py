@@ -17,13 +17,17 @@ from fusionnet_keras.errors import FusionNetError
 @click.argument("labels")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--median", type=click.IntRange(0), default=0, show_default=True,
-              help="Median-filter radius (px) applied to each section first (the 2016 paper used 2).")
+              help="Median-filter radius (px) applied to each section first (the 2016 paper used 2); at most "
+                   "(min(H, W) - 1) / 2, a window inside the section.")
 @click.option("--instances", is_flag=True,
               help="PREDICTION is a label volume (e.g. from segment) and LABELS ground-truth bodies: print "
                    "VI split/merge (bits), adapted Rand error and the CREMI score instead.")
 @handle_errors
 def evaluate(prediction, labels, as_json, median, instances):
     """Score PREDICTION (probability of cell interior) against binary LABELS (0 = membrane).
+
+    PREDICTION: floats in [0, 1] (values outside are refused, not rescaled), or
+    uint8/uint16 scaled by 255/65535.
 
     Prints the ISBI 2012 challenge scores V^Rand and V^Info (foreground-restricted,
     after border thinning, maximised over thresholds 0.0..1.0), with their
@@ -41,14 +45,22 @@ def evaluate(prediction, labels, as_json, median, instances):
             raise FusionNetError("--median applies to probability maps, not to --instances")
         return _evaluate_instances(prediction, labels, as_json)
 
-    from fusionnet_keras.data.io import load_image, read_volume
+    from fusionnet_keras.data.io import read_volume
+    from fusionnet_keras.data.io.images import load_probability
     from fusionnet_keras.evaluation import dice, isbi_scores, pixel_error
+    from fusionnet_keras.evaluation.postprocess import check_median_radius, median_filter
 
-    pred = load_image(prediction)
-    lab = read_volume(labels)
+    pred = load_probability(prediction)
     if median:
-        from fusionnet_keras.evaluation.postprocess import median_filter
-
+        check_median_radius(median, pred.shape)
+    lab = read_volume(labels)
+    values = np.unique(lab)
+    if values.size < 2:
+        raise FusionNetError(
+            f"labels {labels} hold a single value ({values[0]:g}): expected 0 = membrane and one cell value, "
+            "so that there is something to score" if values.size else f"labels {labels} are empty"
+        )
+    if median:
         pred = median_filter(pred, median)
     scores = isbi_scores(pred, lab)
     binary_lab = np.asarray(lab) > 0

@@ -24,6 +24,10 @@ def info(weights, size, architecture):
 
     Without WEIGHTS, describes the paper configuration (nb_filters 64, depth 4).
     """
+    if weights:
+        from fusionnet_keras.utils.validate import check_weights_path
+
+        check_weights_path(weights)
     quiet_backend()
     from fusionnet_keras import models
 

@@ -59,6 +59,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
     from fusionnet_keras.data.io import load_image, open_image, read_volume
     from fusionnet_keras.evaluation import figures as morph_figures
     from fusionnet_keras.evaluation import morphology as morph
+    from fusionnet_keras.segmentation.inputs import check_labels
     from fusionnet_keras.utils.atomic import check_overwrite
 
     vs = parse_voxel_size(voxel_size)
@@ -74,11 +75,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
     for t in targets:
         check_overwrite(t, overwrite)
 
-    raw = np.asarray(read_volume(labels))
-    if raw.ndim != 3:
-        raise FusionNetError(f"{labels}: labels must be a 3-D (Z, Y, X) volume, got shape {raw.shape}")
-    if 0 in raw.shape:
-        raise FusionNetError(f"{labels}: empty volume (shape {raw.shape})")
+    raw = check_labels(read_volume(labels), f"labels {labels}")  # 3-D, not empty, whole non-negative numbers
     if image is not None:
         with open_image(image) as vol:
             image_shape = tuple(vol.shape)

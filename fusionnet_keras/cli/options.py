@@ -1,7 +1,17 @@
-"""What the commands share: error handling, common options, a quiet backend."""
+"""What the commands share: error handling, the global --debug / --verbose flags, common options, a quiet backend.
+
+Error contract of every command (:func:`handle_errors`): a problem with the
+user's input or environment (a bad file, setting or option, an existing output,
+a full disk, a permission) ends with one line ``Error: ...`` on stderr and exit
+status 2; anything else (a bug, an out-of-memory) with one line ``Error: ...``
+naming the command and exit status 1. ``fusionnet-keras --debug COMMAND``
+prints the traceback before that line; ``--verbose`` lets TensorFlow's own
+log lines through (silenced by default, see :func:`quiet_backend`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -11,26 +21,177 @@ import click
 from fusionnet_keras.errors import FusionNetError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+_DEBUG = "fusionnet_keras.debug"
+_VERBOSE = "fusionnet_keras.verbose"
 
 
-def quiet_backend():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+class OneLineGroup(click.Group):
+    """A command group whose usage errors (a bad option value, a missing argument) are one line too.
+
+    click prints ``Usage: ...``, a hint and the error on separate lines; here
+    the error and the hint share one line, ``Error: ... (see 'CMD --help')``,
+    with click's exit status (2). Help, ``--version`` and everything else are
+    click's.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def global_options(func):
+    """``--debug`` and ``--verbose`` of the command group; the values go to ``ctx.meta`` for every command."""
+
+    def store(key):
+        def callback(ctx, _param, value):
+            ctx.meta[key] = value
+            return value
+
+        return callback
+
+    func = click.option("--verbose", is_flag=True, expose_value=False, is_eager=True, callback=store(_VERBOSE),
+                        help="Show the log lines of TensorFlow and its libraries (hidden by default).")(func)
+    func = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=store(_DEBUG),
+                        help="On an error, print the Python traceback before the one-line message.")(func)
+    return func
+
+
+def _flag(key: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(key))
+
+
+@contextlib.contextmanager
+def _silenced_stderr_fd():
+    """Point file descriptor 2 at /dev/null in the block (C++ libraries write there, not to sys.stderr)."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (e.g. a detached process): nothing to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+# Optional imports of TensorFlow and Keras that the package never uses through them: TensorFlow Lite's JAX
+# converter (jax), Keras' scikit-learn wrappers (sklearn, which imports scipy.stats) and image-gallery plots
+# (matplotlib.pyplot). Each is guarded by ``try: import ... except ImportError`` there; hiding them while the
+# backend is imported saves about a third of its import time. Imported later, they load normally.
+_BACKEND_OPTIONAL = ("jax", "sklearn", "matplotlib")
+
+
+@contextlib.contextmanager
+def _hidden_modules(names):
+    """Make ``import NAME`` raise ImportError in the block, for the ``names`` not imported yet."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def quiet_backend(verbose: bool | None = None) -> None:
+    """Prepare the Keras backend (TensorFlow unless ``KERAS_BACKEND`` says otherwise) before anything imports it.
+
+    Unless ``verbose`` (default: the command line's ``--verbose``), set
+    ``TF_CPP_MIN_LOG_LEVEL=2`` and import TensorFlow with file descriptor 2
+    pointed at /dev/null: the oneDNN notice and absl's "All log messages before
+    absl::InitializeLog()" are written by C++ code during the import, before
+    TensorFlow reads its log level. A user's own ``TF_CPP_MIN_LOG_LEVEL`` is
+    kept; numerics are untouched (oneDNN stays on). TensorFlow and Keras are
+    imported without their optional extras (``_BACKEND_OPTIONAL``).
+    """
+    verbose = _flag(_VERBOSE) if verbose is None else verbose
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["KERAS_BACKEND"] != "tensorflow" or "keras" in sys.modules:
+        return
+    with _hidden_modules(_BACKEND_OPTIONAL), (contextlib.nullcontext() if verbose else _silenced_stderr_fd()):
+        import tensorflow  # noqa: F401
+
+        import keras  # noqa: F401
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _fail(message: str, code: int):
+    if _flag(_DEBUG):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _os_error(e: OSError) -> str:
+    """``strerror: filename`` of an OSError that escaped a command (disk full, permission denied, ...)."""
+    reason = e.strerror or _one_line(e) or type(e).__name__
+    return f"{reason}: {e.filename}" if e.filename else reason
 
 
 def handle_errors(func):
-    """Print FusionNetError (and other expected input errors) as one line; exit 2."""
+    """Run a command under the error contract of this module (one line ``Error: ...``; exit 2 or 1)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        command = click.get_current_context().info_name
         try:
             return func(*args, **kwargs)
-        except FusionNetError as e:
-            click.echo(f"Error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # e.g. `fusionnet-keras evaluate ... | head -1`: stop quietly, as Unix tools do
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_INTERNAL_ERROR)
+        except FusionNetError as e:
+            _fail(_one_line(e) or type(e).__name__, EXIT_USER_ERROR)
+        except MemoryError:
+            _fail(f"{command}: not enough memory for this input (try smaller inputs or tiles)", EXIT_INTERNAL_ERROR)
+        except OSError as e:  # the environment: a full disk, a permission, a vanished file
+            _fail(f"{command}: {_os_error(e)}", EXIT_USER_ERROR)
+        except Exception as e:
+            reason = _one_line(e)
+            what = f"{type(e).__name__}: {reason[:200]}" if reason else type(e).__name__
+            _fail(f"{command} failed unexpectedly ({what}); rerun with --debug for the traceback and report it",
+                  EXIT_INTERNAL_ERROR)
 
     return wrapper
 

@@ -9,9 +9,12 @@ from fusionnet_keras.cli.options import (
     handle_errors,
     overwrite_option,
     precision_option,
+    quiet_backend,
     tta_option,
 )
 from fusionnet_keras.errors import FusionNetError
+
+MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can exhaust memory)
 
 
 @click.command()
@@ -22,7 +25,8 @@ from fusionnet_keras.errors import FusionNetError
 @click.option("--tile", type=click.IntRange(16), default=None,
               help="Tile core (px) for large images: each network window adds the receptive field on every "
                    "side, so any tile gives the untiled result; default: whole sections.")
-@click.option("--pad", type=click.IntRange(0), default=64, show_default=True, help="Mirror padding (px) on every side.")
+@click.option("--pad", type=click.IntRange(0, MAX_PAD), default=64, show_default=True,
+              help=f"Mirror padding (px) on every side (at most {MAX_PAD}).")
 @batch_size_option
 @precision_option
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
@@ -36,9 +40,14 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     only) a directory of PNG/TIFF sections. 2-D images and 3-D stacks (Z, H, W).
     """
     from fusionnet_keras.data.io import check_output, load_image, write_volume
+    from fusionnet_keras.data.io.paths import check_not_input
+    from fusionnet_keras.utils.validate import check_weights_path
 
+    check_not_input(output_path, input_path)
     check_output(output_path, overwrite)
+    check_weights_path(weights)
     image = load_image(input_path)
+    quiet_backend()
     from fusionnet_keras.models.loading import load_model
 
     model = load_model(weights)

@@ -92,6 +92,9 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
     from fusionnet_keras.segmentation.pipeline import segment as run
 
+    from fusionnet_keras.data.io.paths import check_not_input
+
+    check_not_input(out, affinities, fragments)
     values = parse_thresholds(threshold, thresholds)
     if method is None:
         method = "learned" if classifier else "mean"

@@ -24,6 +24,17 @@ def _train_options(func):
     return func
 
 
+def _checked_config(configs, overrides, resume, overwrite) -> dict:
+    """The resolved configuration, the options checked, then the backend prepared (nothing heavy before)."""
+    from fusionnet_keras.training.config import load_config
+    from fusionnet_keras.training.rundir import check_resume_overwrite
+
+    check_resume_overwrite(resume, overwrite)
+    config = load_config(configs, overrides)
+    quiet_backend()
+    return config
+
+
 @click.command()
 @click.argument("configs", nargs=-1, required=True, metavar="CONFIG [PRESET ...]")
 @_train_options
@@ -35,11 +46,9 @@ def train(configs, overrides, out, resume, overwrite):
     --out; keeps best.keras by validation V^Rand; --resume continues after an
     interruption.
     """
-    quiet_backend()
-    from fusionnet_keras.training.config import load_config
+    config = _checked_config(configs, overrides, resume, overwrite)
     from fusionnet_keras.training.trainer import train as run_train
 
-    config = load_config(configs, overrides)
     out = out or os.path.join("runs", config["name"])
     result = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(result, indent=2))
@@ -52,11 +61,9 @@ def train(configs, overrides, out, resume, overwrite):
 @handle_errors
 def cv(configs, folds, overrides, out, resume, overwrite):
     """k-fold cross-validation (default 3) over the train + validation sections."""
-    quiet_backend()
-    from fusionnet_keras.training.config import load_config
+    config = _checked_config(configs, overrides, resume, overwrite)
     from fusionnet_keras.training.crossval import cross_validate
 
-    config = load_config(configs, overrides)
     out = out or os.path.join("runs", config["name"] + "-cv")
     report = cross_validate(config, out, folds=folds, resume=resume, overwrite=overwrite)
     for r in report["folds"]:

@@ -19,11 +19,31 @@ def disk(radius: float) -> np.ndarray:
     return x * x + y * y <= r2 + 1e-10
 
 
+def check_median_radius(radius: float, shape) -> float:
+    """``radius`` if its disk fits inside a section of ``shape`` (``(H, W)`` or ``(Z, H, W)``).
+
+    The window's diameter ``2 r + 1`` may not exceed the smaller side of a
+    section: a larger window would see mostly mirrored copies, and its cost
+    (and the footprint's memory) grows with ``r^2``. :class:`FusionNetError` otherwise.
+    """
+    shape = tuple(shape)
+    h, w = shape[-2:] if len(shape) >= 2 else (0, 0)
+    if not (isinstance(radius, (int, float, np.integer, np.floating)) and math.isfinite(radius) and radius >= 0):
+        raise FusionNetError(f"median filter radius must be a number >= 0, got {radius!r}")
+    limit = (min(h, w) - 1) // 2
+    if radius > limit:
+        raise FusionNetError(
+            f"median filter radius {radius:g} px does not fit a {h}x{w} section: use at most {max(limit, 0)} px"
+        )
+    return radius
+
+
 def median_filter(prob: np.ndarray, radius: float = 2) -> np.ndarray:
     """2-D median filter of every section (the 2016 paper's "median filter with radius = 2px").
 
     ``prob`` is ``(H, W)`` or ``(Z, H, W)``; sections are filtered independently,
-    with mirrored borders and ImageJ's circular kernel (:func:`disk`). Integer
+    with mirrored borders and ImageJ's circular kernel (:func:`disk`); the
+    radius is bounded by the section size (:func:`check_median_radius`). Integer
     and floating-point inputs keep their dtype; others become float32.
     """
     prob = np.asarray(prob)
@@ -31,7 +51,7 @@ def median_filter(prob: np.ndarray, radius: float = 2) -> np.ndarray:
         prob = prob.astype(np.float32)
     if prob.ndim not in (2, 3):
         raise FusionNetError(f"median filter: expected a 2-D image or 3-D stack (Z, H, W), got shape {prob.shape}")
-    footprint = disk(radius)
+    footprint = disk(check_median_radius(radius, prob.shape))
     if prob.ndim == 2:
         return ndimage.median_filter(prob, footprint=footprint, mode="mirror")
     return np.stack([ndimage.median_filter(s, footprint=footprint, mode="mirror") for s in prob])

@@ -1,4 +1,4 @@
-"""Model inspection: size multiple, receptive field, FLOPs and level shapes."""
+"""Model inspection: size multiple, receptive field, FLOPs and level shapes (2-D and 3-D networks)."""
 
 from __future__ import annotations
 
@@ -10,60 +10,83 @@ from keras import layers
 from fusionnet_keras.errors import FusionNetError
 
 
-def _conv_layers(layer):
-    """Yield the Conv2D / Conv2DTranspose layers inside ``layer`` (recursively)."""
-    from keras import layers
+def _conv_macs(layer, input_shape):
+    """Multiply-adds of the convolutions in ``layer`` (recursively) for an input of ``input_shape``.
 
-    if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
-        yield layer
-        return
-    for attr in ("conv", "deconv", "convs", "layers"):
+    Returns ``(macs, output_shape)``; blocks are followed through their ``conv``,
+    ``deconv`` and ``convs`` sub-layers in that order, so valid convolutions that
+    shrink the map inside a block are counted at their own sizes.
+    """
+    transposed = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, *transposed)):
+        out = tuple(layer.compute_output_shape(tuple(input_shape)))
+        # a convolution computes every output voxel; a transposed one scatters every input voxel
+        spatial = input_shape[1:-1] if isinstance(layer, transposed) else out[1:-1]
+        macs = math.prod(spatial) * math.prod(layer.kernel_size) * input_shape[-1] * layer.filters
+        return float(macs), out
+    macs, shape = 0.0, tuple(input_shape)
+    for attr in ("conv", "deconv", "convs"):
         sub = getattr(layer, attr, None)
-        if sub is None:
-            continue
         for s in sub if isinstance(sub, (list, tuple)) else [sub]:
             if isinstance(s, layers.Layer):
-                yield from _conv_layers(s)
+                m, shape = _conv_macs(s, shape)
+                macs += m
+    return macs, shape
 
 
-def level_shapes(model, height=640, width=640):
-    """Output shape (H, W, C) of every named block of ``model`` for an input of ``height x width``."""
-    from keras import layers
+def _probe(model, spatial_shape):
+    """``model`` rebuilt for a fixed input of ``spatial_shape`` (one channel)."""
+    return model.__class__.from_config({**model.get_config(), "image_shape": [*spatial_shape, 1]})
 
+
+def level_shapes(model, height=640, width=640, spatial_shape=None):
+    """Output shape of every named block of ``model`` for an input of ``height x width``.
+
+    ``spatial_shape`` (e.g. ``(z, y, x)`` for the 3-D networks)
+    replaces ``height`` and ``width``.
+    """
     from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv
+    from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D, UpConv3D
 
-    probe = model.__class__.from_config({**model.get_config(), "image_shape": [height, width, 1]})
-    shapes = []
+    blocks = (ConvBlock, ResidualBlock, UpConv, ConvBlock3D, ResidualBlock3D, UpConv3D,
+              layers.Conv2D, layers.Conv3D, layers.MaxPooling2D, layers.MaxPooling3D)
+    probe = _probe(model, spatial_shape or (height, width))
+    return [(layer.name, tuple(layer.output.shape[1:])) for layer in probe.layers if isinstance(layer, blocks)]
+
+
+def forward_flops(model, input_shape):
+    """Floating-point operations of one forward pass on one input of spatial ``input_shape``.
+
+    2 FLOPs per multiply-add of every convolution and transposed convolution
+    (batch norm, ReLU, pooling and additions are a negligible fraction and are
+    not counted). Works for the 2-D and the 3-D networks of this package.
+    """
+    probe = _probe(model, input_shape)
+    macs = 0.0
     for layer in probe.layers:
-        if isinstance(layer, (ConvBlock, ResidualBlock, UpConv, layers.Conv2D, layers.MaxPooling2D)):
-            out = layer.output.shape
-            shapes.append((layer.name, tuple(out[1:])))
-    return shapes
+        if isinstance(layer, layers.InputLayer) or isinstance(layer.input, (list, tuple)):
+            continue  # the input, merges: no convolutions
+        macs += _conv_macs(layer, tuple(layer.input.shape))[0]
+    return 2.0 * macs
 
 
 def flops_per_pixel(model):
     """Floating-point operations per input pixel of one forward pass (2 FLOPs per multiply-add).
 
-    Counts every convolution and transposed convolution (batch norm, ReLU,
-    pooling and additions are a negligible fraction and are not counted). The
-    count is exact for any input size divisible by ``2**depth``.
+    For the 2-D ("same"-padded) networks; exact for any input size divisible by
+    ``2**depth``. See :func:`forward_flops`.
     """
     size = 2**model.depth * 8
-    probe = model.__class__.from_config({**model.get_config(), "image_shape": [size, size, 1]})
-    macs = 0.0
-    for layer in probe.layers:
-        out_pixels = layer.output.shape[1] * layer.output.shape[2] if layer.output.shape[1:3] else 0
-        for conv in _conv_layers(layer):
-            kh, kw = conv.kernel_size
-            if isinstance(conv, layers.Conv2DTranspose):
-                # every input pixel scatters a kh x kw x cout patch
-                cout, cin = conv.kernel.shape[2], conv.kernel.shape[3]
-                sh, sw = conv.strides
-                macs += out_pixels / (sh * sw) * kh * kw * cin * cout
-            else:
-                cin, cout = conv.kernel.shape[2], conv.kernel.shape[3]
-                macs += out_pixels * kh * kw * cin * cout
-    return 2.0 * macs / (size * size)
+    return forward_flops(model, (size, size)) / (size * size)
+
+
+def flops_per_output_voxel(model, input_shape):
+    """Forward FLOPs per *output* voxel of a valid-convolution (3-D) network at ``input_shape``.
+
+    A valid network recomputes its context for every block, so the cost per
+    useful voxel depends on the block size: larger blocks amortise it better.
+    """
+    return forward_flops(model, input_shape) / math.prod(model.geometry.output_shape(input_shape))
 
 
 def _pair(value):
@@ -90,15 +113,19 @@ def _all_layers(layer):
         return out
 
 
-def size_multiple(model) -> int:
+def size_multiple(model):
     """The number input height and width must be divisible by.
 
     Uses ``model.size_multiple`` when the model provides it (the models of
     :mod:`fusionnet_keras.models` do: ``2**depth``); otherwise the product of the
     strides of all 2-D pooling layers and strided (non-transposed) convolutions,
     i.e. ``2**count`` for a U-shaped net with ``count`` 2x2 max-poolings.
+    The 3-D networks give a tuple per axis (z, y, x): ``(1, 2**depth, 2**depth)``,
+    the step between valid input sizes (``model.geometry.multiple``).
     """
     value = getattr(model, "size_multiple", None)
+    if isinstance(value, tuple):
+        return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
         return int(value)
     multiple = 1
@@ -170,8 +197,16 @@ def _rf(layer, r, j):
     return _leaf_rf(layer, r, j)
 
 
-def receptive_field_margin(model) -> int:
+def receptive_field_margin(model):
     """Conservative receptive-field radius of ``model`` in input pixels.
+
+    For the 3-D valid-convolution networks (models with a ``geometry``) a tuple
+    per axis (z, y, x): ``context + multiple - 1``. The output voxel ``j`` is
+    centred on input voxel ``j + context`` and, because pooling windows are
+    fixed to the grid, output voxels off the pooling grid reach up to
+    ``multiple - 1`` voxels further (measured in the tests). Blocks of such a
+    network join exactly when they start on multiples of ``multiple`` and overlap
+    by ``2 * context``; see :class:`~fusionnet_keras.models.geometry.ValidGeometry`.
 
     An output pixel depends only on input pixels at most this far away (per
     axis), so tiles that discard this many pixels at inner edges reproduce the
@@ -182,6 +217,9 @@ def receptive_field_margin(model) -> int:
     maximum over branches. Blocks that are not functional graphs are treated as
     chains of their sub-layers (an over-estimate at worst).
     """
+    geometry = getattr(model, "geometry", None)
+    if geometry is not None:
+        return tuple(c + m - 1 for c, m in zip(geometry.context, geometry.multiple))
     r, _ = _rf(model, 0.0, 1.0)
     if not math.isfinite(r):
         raise FusionNetError("the model has a global receptive field; tiled prediction is not exact")

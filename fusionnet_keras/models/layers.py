@@ -17,8 +17,50 @@ from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 CHANNELS_LAST = "channels_last"
 
 
+class ConvReluBN(layers.Layer):
+    """Base of the conv blocks of every network: a convolution (made by :meth:`_make_conv` of the
+    subclass, attribute ``conv``), ReLU, batch normalisation, in the order the FusionNet paper lists them."""
+
+    def __init__(self, filters, kernel_initializer="he_normal", bn_momentum=0.99, gamma_initializer="ones",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_initializer = kernel_initializer
+        self.bn_momentum = bn_momentum
+        self.gamma_initializer = gamma_initializer
+        self.conv = self._make_conv()
+        self.relu = layers.ReLU(dtype=self.dtype_policy, name="relu")
+        self.bn = layers.BatchNormalization(
+            momentum=bn_momentum, gamma_initializer=gamma_initializer, dtype=self.dtype_policy, name="bn"
+        )
+
+    def _make_conv(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return self.bn(self.relu(self.conv(inputs)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_initializer=self.kernel_initializer,
+            bn_momentum=self.bn_momentum,
+            gamma_initializer=self.gamma_initializer,
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ConvBlock(layers.Layer):
+class ConvBlock(ConvReluBN):
     """3x3 "same" convolution followed by ReLU and batch normalisation.
 
     Args:
@@ -36,53 +78,18 @@ class ConvBlock(layers.Layer):
         (1, 16, 16, 8)
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size=3,
-        kernel_initializer="he_normal",
-        bn_momentum=0.99,
-        gamma_initializer="ones",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = filters
+    def __init__(self, filters, kernel_size=3, **kwargs):
         self.kernel_size = kernel_size
-        self.kernel_initializer = kernel_initializer
-        self.bn_momentum = bn_momentum
-        self.gamma_initializer = gamma_initializer
-        policy = self.dtype_policy
-        self.conv = layers.Conv2D(
-            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer, data_format=CHANNELS_LAST,
-            dtype=policy, name="conv"
+        super().__init__(filters, **kwargs)
+
+    def _make_conv(self):
+        return layers.Conv2D(
+            self.filters, self.kernel_size, padding="same", kernel_initializer=self.kernel_initializer,
+            data_format=CHANNELS_LAST, dtype=self.dtype_policy, name="conv",
         )
-        self.relu = layers.ReLU(dtype=policy, name="relu")
-        self.bn = layers.BatchNormalization(
-            momentum=bn_momentum, gamma_initializer=gamma_initializer, dtype=policy, name="bn"
-        )
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        out_shape = self.conv.compute_output_shape(input_shape)
-        self.bn.build(out_shape)
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        return self.bn(self.relu(self.conv(inputs)), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            kernel_initializer=self.kernel_initializer,
-            bn_momentum=self.bn_momentum,
-            gamma_initializer=self.gamma_initializer,
-        )
-        return config
+        return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.validate import check_weights_path
 
 
 def register_custom_objects() -> None:
@@ -12,29 +11,30 @@ def register_custom_objects() -> None:
     augmentation layers, losses), so that plain ``keras.saving.load_model`` can rebuild it."""
     import fusionnet_keras.data.augment  # noqa: F401  (the classes register themselves on import)
     import fusionnet_keras.models  # noqa: F401
+    import fusionnet_keras.training.affinity_losses  # noqa: F401
     import fusionnet_keras.training.losses  # noqa: F401
 
 
-def load_model(path):
-    """Load a ``.keras`` model written by this package, with a one-line error on failure."""
+def load_model(path, spatial_dims=2):
+    """Load a ``.keras`` model written by this package, with a one-line error on failure.
+
+    ``spatial_dims``: 2 for the image models (input ``(batch, y, x, 1)``), 3 for the affinity
+    networks (input ``(batch, z, y, x, 1)``); a model of the other kind is refused.
+    """
+    path = check_weights_path(path)
     import keras
 
     register_custom_objects()
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FusionNetError(f"weights not found: {path}")
-    if not path.endswith(".keras"):
-        raise FusionNetError(f"weights must be a .keras file saved by fusionnet-keras, got {path}")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # corrupt zip, foreign model, missing classes
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FusionNetError(f"cannot load weights {path}: {reason[:200]}") from None
     inputs = model.inputs
-    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 1:
+    if len(inputs) != 1 or len(inputs[0].shape) != spatial_dims + 2 or inputs[0].shape[-1] != 1:
+        kind = "3-D volume" if spatial_dims == 3 else "2-D image"
         raise FusionNetError(
-            f"incompatible weights {path}: expected a single-channel image model, got inputs "
+            f"incompatible weights {path}: expected a single-channel {kind} model, got inputs "
             f"{[tuple(i.shape) for i in inputs]}"
         )
     return model

@@ -2,11 +2,10 @@
 
 Conventions (waterz / gunpowder):
 
-* **Affinities** are a float array ``(3, Z, Y, X)`` in ``[0, 1]``, channels in
-  the order (z, y, x); channel ``c`` at voxel ``v`` is the affinity between
-  ``v`` and ``v - e_c`` (1 = same object, 0 = boundary). The entries of the
-  first slice along each channel's own axis link to outside the volume and are
-  not used.
+* **Affinities** are a float array ``(3, Z, Y, X)`` in ``[0, 1]`` in the
+  project's one affinity convention, :mod:`fusionnet_keras.data.affinities`
+  (channels (z, y, x); channel ``c`` at voxel ``v`` links ``v`` and ``v - e_c``;
+  the first slice along each channel's axis is not an edge).
 * A **boundary map** is a ``(Z, Y, X)`` array, high = boundary (``invert``
   when high = interior, e.g. a membrane network's "cell interior"
   probability). It becomes affinities as ``1 - max(b(v), b(v - e_c))``.
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusionnet_keras.data.io.images import as_probability
 from fusionnet_keras.errors import FusionNetError
 
 #: Names of the affinity channels, in order.
@@ -29,31 +29,6 @@ CHANNELS = ("z", "y", "x")
 
 def _shape(shape) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
-
-
-def _unit_interval(array, name: str) -> np.ndarray:
-    """``array`` as float32 in [0, 1]: integers scaled by their dtype maximum, floats checked."""
-    a = np.asarray(array)
-    if a.dtype.names or a.dtype.kind not in "biuf":
-        raise FusionNetError(f"{name} must be numeric, got dtype {a.dtype}")
-    if a.size == 0:
-        raise FusionNetError(f"{name} is empty (shape {_shape(a.shape)})")
-    if a.dtype.kind == "b":
-        return a.astype(np.float32)
-    if a.dtype.kind in "iu":
-        if a.min() < 0:
-            raise FusionNetError(f"{name} has negative values (dtype {a.dtype}); expected values in [0, 1]")
-        return (a / np.float64(np.iinfo(a.dtype).max)).astype(np.float32)
-    a = a.astype(np.float32, copy=False)
-    bad = np.count_nonzero(~np.isfinite(a))
-    if bad:
-        raise FusionNetError(f"{name} contains {bad} NaN or infinite values")
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0.0 or hi > 1.0:
-        raise FusionNetError(
-            f"{name} values must lie in [0, 1], found range [{lo:g}, {hi:g}] (apply a sigmoid to logits first)"
-        )
-    return a
 
 
 def boundary_to_affinities(boundary, invert: bool = False) -> np.ndarray:
@@ -68,7 +43,7 @@ def boundary_to_affinities(boundary, invert: bool = False) -> np.ndarray:
         >>> boundary_to_affinities(b)[2, 0, 0].tolist()   # x-affinities of row 0
         [0.0, 0.0, 0.0]
     """
-    b = _unit_interval(boundary, "boundary map")
+    b = as_probability(boundary, "boundary map")
     if b.ndim != 3:
         raise FusionNetError(f"a boundary map must be 3-D (Z, Y, X), got shape {_shape(b.shape)}")
     if invert:
@@ -107,7 +82,7 @@ def as_affinities(array, invert: bool = False, name: str = "input") -> np.ndarra
         raise FusionNetError(
             f"{name} has {a.shape[0]} channels (shape {_shape(a.shape)}); affinities need 3 (z, y, x) first"
         )
-    a = _unit_interval(a, name)
+    a = as_probability(a, name)
     return 1.0 - a if invert else np.ascontiguousarray(a)
 
 
@@ -125,8 +100,12 @@ def check_labels(array, name: str = "labels", shape=None) -> np.ndarray:
     Negative values are refused; ``shape`` (Z, Y, X), when given, must match.
     """
     a = np.asarray(array)
+    if a.size == 0:
+        raise FusionNetError(f"{name} is empty (shape {_shape(a.shape)})")
     if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+        if not np.all(np.isfinite(a)):
+            raise FusionNetError(f"{name} contains NaN or infinite values; expected integer labels")
+        if not np.all(a == np.round(a)):
             raise FusionNetError(f"{name} must be integer labels, got dtype {a.dtype} with fractional values")
         a = a.astype(np.int64)
     elif a.dtype.kind == "b":

@@ -186,13 +186,19 @@ def _merge(base: dict, update: dict, source: str, schema: dict, prefix="") -> No
 def read_toml(path) -> dict:
     """The table of a TOML file; :class:`FusionNetError` if it is missing or invalid."""
     path = Path(path)
+    if path.is_dir():
+        raise FusionNetError(f"config {path} is a directory; give a TOML file (e.g. experiments/isbi2012/fusionnet.toml)")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise FusionNetError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise FusionNetError(f"config {path} is not a TOML text file (binary content)") from None
     except tomllib.TOMLDecodeError as e:
-        raise FusionNetError(f"invalid TOML in {path}: {e}") from None
+        raise FusionNetError(f"invalid TOML in {path}: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise FusionNetError(f"cannot read config {path}: {e.strerror or e}") from None
 
 
 def load_settings(schema: dict, paths=(), overrides=()) -> dict:
@@ -286,12 +292,14 @@ def save_config(config: dict, path) -> None:
 
 def read_config_json(path) -> dict:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return validate(json.load(f))
     except FileNotFoundError:
         raise FusionNetError(f"config file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise FusionNetError(f"invalid JSON in {path}: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FusionNetError(f"invalid JSON in {path}: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise FusionNetError(f"cannot read config {path}: {e.strerror or e}") from None
 
 
 def diff(a: dict, b: dict, prefix="") -> list[str]:

@@ -11,8 +11,9 @@ import numpy as np
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
 from fusionnet_keras.training.inputs import load_pairs, split_sections
+from fusionnet_keras.training.rundir import check_resume_overwrite
 from fusionnet_keras.training.trainer import train
-from fusionnet_keras.utils.atomic import atomic_write_text
+from fusionnet_keras.utils.atomic import atomic_write_text, remove_stale_temporaries
 
 
 def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) -> dict:
@@ -22,6 +23,7 @@ def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) ->
     from fusionnet_keras.inference.predictor import predict
     from fusionnet_keras.models.loading import load_model
 
+    check_resume_overwrite(resume, overwrite)
     config = cfg.validate(config)
     images, labels = load_pairs(config)
     train_idx, val_idx = split_sections(config, len(images))
@@ -37,6 +39,8 @@ def cross_validate(config: dict, out, folds=3, resume=False, overwrite=False) ->
         if not is_cv:
             raise FusionNetError(f"{out} is not empty and is not a cross-validation directory (no cv.json or fold*/)")
         shutil.rmtree(out)
+    if resume:
+        remove_stale_temporaries(out)  # e.g. cv.json of a run killed while writing it
     results = []
     for i, (tr, va) in enumerate(splits):
         fold = {**config, "name": f"{config['name']}-fold{i + 1}"}

@@ -38,6 +38,10 @@ def load_pairs(config: dict):
     if labels.ndim == 2:
         labels = labels[None]
     labels = binarize_labels(labels, images)
+    if labels.min() == labels.max():
+        what = "cell" if labels.flat[0] else "membrane"
+        raise FusionNetError(f"labels {labels_path} are all {what}: a network cannot learn membranes from a single "
+                             "value; expected 0 = membrane and one cell value")
     return images.astype("float32"), labels.astype("float32")
 
 

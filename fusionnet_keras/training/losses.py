@@ -1,4 +1,4 @@
-"""Losses of the 2-D training graph."""
+"""Losses of the 2-D training graph, and the pointwise errors the affinity losses share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from keras import ops
 from fusionnet_keras.settings import KERAS_PACKAGE
 
 LOSSES = ("mae", "mse", "bce")
+BCE_EPSILON = 1e-6
+
+
+def pointwise_error(kind, pred, target):
+    """Per-element loss of ``pred`` against ``target``: ``"mae"``, ``"mse"`` or ``"bce"`` (clipped to
+    ``[1e-6, 1 - 1e-6]``)."""
+    if kind == "bce":
+        pred = ops.clip(pred, BCE_EPSILON, 1.0 - BCE_EPSILON)
+        return -(target * ops.log(pred) + (1.0 - target) * ops.log(1.0 - pred))
+    if kind == "mae":
+        return ops.abs(pred - target)
+    return ops.square(pred - target)
 
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
@@ -40,15 +52,8 @@ class PairLoss(keras.losses.Loss):
         self.membrane_weight = float(membrane_weight)
 
     def call(self, y_true, y_pred):
-        pred, target = y_pred[..., 0], y_pred[..., 1]
-        if self.kind == "bce":
-            eps = 1e-6
-            pred = ops.clip(pred, eps, 1.0 - eps)
-            err = -(target * ops.log(pred) + (1.0 - target) * ops.log(1.0 - pred))
-        elif self.kind == "mae":
-            err = ops.abs(pred - target)
-        else:
-            err = ops.square(pred - target)
+        target = y_pred[..., 1]
+        err = pointwise_error(self.kind, y_pred[..., 0], target)
         if self.membrane_weight != 1.0:
             # membrane pixels (label 0) weigh membrane_weight, cell pixels 1
             err = err * (1.0 + (self.membrane_weight - 1.0) * (1.0 - target))

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
-from fusionnet_keras.utils.atomic import atomic_write_text
+from fusionnet_keras.utils.atomic import atomic_write_text, remove_stale_temporaries
+
+
+def check_resume_overwrite(resume: bool, overwrite: bool) -> None:
+    """Refuse ``resume`` with ``overwrite``: one continues a run, the other deletes it."""
+    if resume and overwrite:
+        raise FusionNetError("--resume and --overwrite contradict each other: --resume continues the run in "
+                             "--out, --overwrite deletes it; give one")
 
 
 def write_log(run, state: dict) -> None:
@@ -67,9 +74,7 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
             state = json.loads(run.state_path.read_text())
             write_log(run, state)  # the rows of the completed epochs, whatever the kill interrupted
         for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill
-            for tmp in folder.glob(".*.tmp-*"):
-                if tmp.is_file():
-                    tmp.unlink()
+            remove_stale_temporaries(folder)
     run.out.mkdir(parents=True, exist_ok=True)
     cfg.save_config(config, run.out / "config.json")
     return run, state

@@ -34,7 +34,7 @@ import time
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
 from fusionnet_keras.training.inputs import load_pairs, split_sections
-from fusionnet_keras.training.rundir import prepare_run_dir, summary
+from fusionnet_keras.training.rundir import check_resume_overwrite, prepare_run_dir, summary
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 # ---------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def _model(run, state: dict, config: dict, schedule: _Schedule):
 def _fit(run, model, net, ds, callbacks, state: dict, config: dict, schedule: _Schedule, verbose) -> None:
     """``model.fit`` to ``schedule.total_epochs``; FusionNetW unit by unit (Quan et al. 2021, sec. 3.4):
     train unit i, freeze it, then train unit i + 1."""
-    fit = dict(steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=verbose)
+    fit = dict(steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=verbose, shuffle=False)  # ds shuffles
     if not schedule.unit_epochs:
         model.fit(ds, epochs=schedule.total_epochs, initial_epoch=state["epoch"], **fit)
         return
@@ -181,6 +181,7 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     """
     import keras
 
+    check_resume_overwrite(resume, overwrite)  # before anything is read or written
     previous = keras.mixed_precision.global_policy()
     try:
         return _train(config, out, resume=resume, overwrite=overwrite, verbose=verbose)

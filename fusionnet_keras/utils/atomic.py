@@ -2,9 +2,16 @@
 
 A reader (or a run resumed after ``kill -9``) sees either the old output or the
 complete new one, never a partial write. This is the package's one mechanism
-for files (:func:`atomic_path`: TIFF, HDF5, CSV, figures, JSON, ``.keras``) and
-for directories (:func:`atomic_dir`: zarr stores); :func:`check_overwrite` is
-the one "never overwrite without ``--overwrite``" check for single-file outputs.
+for files (:func:`atomic_path`: TIFF, new HDF5 files, CSV, figures, JSON,
+``.keras``) and for directories (:func:`atomic_dir`: zarr stores);
+:func:`check_overwrite` is the one "never overwrite without ``--overwrite``"
+check for single-file outputs.
+
+Temporary names: ``.NAME.tmp-XXXXXXXXXXXX[.suffix]`` (12 hex digits) for what
+is being written and ``.NAME.old-XXXXXXXXXXXX`` for a directory being swapped
+out; :func:`is_temporary_name` recognises exactly these (HDF5 datasets written
+in place use the same names inside the file), and
+:func:`remove_stale_temporaries` cleans what a killed writer left in a folder.
 
 Example:
     >>> import tempfile, pathlib
@@ -19,18 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _remove(path: Path) -> None:
@@ -40,6 +41,44 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<tag>tmp|old)-[0-9a-f]{12}(\.[A-Za-z0-9]+)?$")
+
+
+def temporary_name(name: str, tag: str = "tmp", suffix: str = "") -> str:
+    """A fresh temporary name for ``name``: ``.NAME.TAG-<12 hex digits>SUFFIX``."""
+    return f".{name}.{tag}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the names :func:`atomic_path`, :func:`atomic_dir` and in-place writers use while writing."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove what writers killed in ``folder`` left behind; return the removed paths.
+
+    Call it only when no writer can be active in ``folder`` (e.g. when a run is
+    resumed). Temporaries (``.NAME.tmp-*``) are removed; a directory swapped
+    out by :func:`atomic_dir` (``.NAME.old-*``) is put back when the kill came
+    before ``NAME`` was replaced, and removed otherwise.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        match = _TEMPORARY.match(entry.name)
+        if match is None:
+            continue
+        target = folder / match["target"]
+        if match["tag"] == "old" and not (target.exists() or target.is_symlink()):
+            os.rename(entry, target)
+            continue
+        _remove(entry)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -53,13 +92,14 @@ def atomic_path(path, suffix=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.tmp-", suffix=path.suffix if suffix is None else suffix,
-        dir=path.parent,
-    )
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+    suffix = path.suffix if suffix is None else suffix
+    while True:
+        tmp = path.parent / temporary_name(path.name, suffix=suffix)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
     try:
         yield tmp
         os.replace(tmp, path)
@@ -70,7 +110,7 @@ def atomic_path(path, suffix=None):
 
 def _sibling(path: Path, tag: str) -> Path:
     """A fresh hidden name beside ``path`` (nothing is created)."""
-    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}"
+    return path.parent / temporary_name(path.name, tag)
 
 
 @contextlib.contextmanager
@@ -108,14 +148,28 @@ def check_overwrite(path, overwrite: bool) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a single-file output may be written there.
 
     Raises :class:`OutputExistsError` when it exists and ``overwrite`` is false,
-    :class:`FusionNetError` when it is a directory.
+    :class:`FusionNetError` when it is a directory or cannot be created
+    (:func:`check_writable_parent`).
     """
     path = Path(path)
     if path.is_dir():
         raise FusionNetError(f"output is a directory: {path}")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"output exists: {path} (use --overwrite)")
+    check_writable_parent(path)
     return path
+
+
+def check_writable_parent(path) -> None:
+    """:class:`FusionNetError` unless ``path`` can be created: its nearest existing ancestor must be a
+    directory this process may write to (the missing folders between are created when writing)."""
+    ancestor = Path(path).parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise FusionNetError(f"cannot create {path}: {ancestor} is not a directory")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FusionNetError(f"cannot write to directory {ancestor}: permission denied")
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -98,6 +98,42 @@ def normalize(array) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def as_probability(array, name: str) -> np.ndarray:
+    """``array`` as float32 in [0, 1]: integers scaled by their dtype maximum (uint8 / 255), floats
+    checked, not rescaled: values outside [0, 1] (logits, NaN) are a :class:`FusionNetError`.
+
+    The reading of probability maps and affinities, unlike :func:`normalize` (images), which
+    min-max rescales any float range.
+    """
+    a = np.asarray(array)
+    if a.dtype.names or a.dtype.kind not in "biuf":
+        raise FusionNetError(f"{name} must be numeric, got dtype {a.dtype}")
+    if a.size == 0:
+        raise FusionNetError(f"{name} is empty (shape {tuple(a.shape)})")
+    if a.dtype.kind == "b":
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu":
+        if a.min() < 0:
+            raise FusionNetError(f"{name} has negative values (dtype {a.dtype}); expected values in [0, 1]")
+        return (a / np.float64(np.iinfo(a.dtype).max)).astype(np.float32)
+    a = a.astype(np.float32, copy=False)
+    bad = np.count_nonzero(~np.isfinite(a))
+    if bad:
+        raise FusionNetError(f"{name} contains {bad} NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:
+        raise FusionNetError(
+            f"{name} values must lie in [0, 1], found range [{lo:g}, {hi:g}] (apply a sigmoid to logits first)"
+        )
+    return a
+
+
+def load_probability(path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_image` followed by :func:`as_probability`: float32 in [0, 1], or an error naming the file."""
+    with open_image(path) as vol:
+        return as_probability(vol.read(), vol.name)
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """:func:`read_image` followed by :func:`normalize`: float32 in [0, 1]."""
     return normalize(read_image(path))

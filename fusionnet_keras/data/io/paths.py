@@ -118,6 +118,32 @@ def parse_path(spec: str | os.PathLike) -> tuple[Path, str | None]:
     return whole, None
 
 
+def same_data(a, b) -> bool:
+    """Whether specs ``a`` and ``b`` name the same data: the same file, or the same dataset of a container.
+
+    For a container, a spec without ``:NAME`` matches one naming the default
+    dataset (``data``) or none. Used to refuse writing an output over the input
+    it is computed from.
+    """
+    (fa, ka), (fb, kb) = parse_path(a), parse_path(b)
+    try:
+        same_file = fa.resolve() == fb.resolve() or (fa.exists() and fb.exists() and os.path.samefile(fa, fb))
+    except OSError:
+        same_file = False
+    if not same_file:
+        return False
+    if fa.suffix.lower() not in CONTAINER_EXTS:
+        return True
+    return (ka or DEFAULT_H5_DATASET) == (kb or DEFAULT_H5_DATASET)
+
+
+def check_not_input(output, *inputs) -> None:
+    """:class:`FusionNetError` if ``output`` names the same data as one of ``inputs``."""
+    for spec in inputs:
+        if spec is not None and same_data(output, spec):
+            raise FusionNetError(f"output {output} is the input {spec}; write the result elsewhere")
+
+
 def _listing(names: Sequence[str]) -> str:
     names = list(names)
     text = ", ".join(names[:_MAX_LISTED])

@@ -22,6 +22,7 @@ from fusionnet_keras.data.io.paths import (
     user_errors,
 )
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.atomic import is_temporary_name
 
 
 class Volume:
@@ -185,6 +186,12 @@ class _TiffVolume(Volume):
             )
             if self._stacked:
                 shape, axes = (len(all_series),) + shape, "Q" + axes
+            elif len(all_series) > 1:  # reading the first alone would drop sections silently
+                shapes = ", ".join("x".join(map(str, s.shape)) + f" {s.dtype}" for s in all_series[:4])
+                raise FusionNetError(
+                    f"{display}: its {len(all_series)} pages differ in size or type ({shapes}"
+                    f"{', ...' if len(all_series) > 4 else ''}); a stack needs sections of one size and type"
+                )
             channel_axis = None
             if "S" in axes and shape[axes.index("S")] > 1:
                 channel_axis = axes.index("S")
@@ -297,7 +304,7 @@ class _H5Volume(Volume):
     def __init__(self, path, key, display):
         import h5py
 
-        self._file = h5py.File(str(path), "r")
+        self._file = open_h5(path, "r")
         try:
             datasets = _h5_datasets(self._file)
             if key is None:
@@ -388,13 +395,35 @@ def _only_member(names: list, kind: str, path) -> str:
     raise FusionNetError(f"{path} holds several {kind} ({_listing(names)}); choose one as {path}:NAME")
 
 
+def open_h5(path, mode: str = "r", timeout: float | None = None):
+    """``h5py.File(path, mode)``, waiting while another process has the file open for writing.
+
+    HDF5 locks a file while a writer has it open (and a writer while readers
+    have); instead of failing at once, retry for up to ``timeout`` seconds
+    (default :func:`fusionnet_keras.settings.lock_timeout`).
+    """
+    import h5py
+
+    from fusionnet_keras.utils.locking import wait_until
+
+    def attempt():
+        try:
+            return h5py.File(str(path), mode)
+        except OSError as e:
+            if isinstance(e, BlockingIOError) or "unable to lock file" in str(e):  # another process has it
+                return None
+            raise
+
+    return wait_until(attempt, str(path), timeout)
+
+
 def _h5_datasets(h5file) -> list[str]:
     import h5py
 
     found = []
 
     def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
+        if isinstance(obj, h5py.Dataset) and not is_temporary_name(name.rpartition("/")[2]):
             found.append(name)
 
     h5file.visititems(visit)
@@ -415,6 +444,7 @@ def _zarr_arrays(group) -> list[str]:
                 names.append(name)
     else:  # zarr v2
         group.visititems(lambda name, node: names.append(name) if not _zarr_is_group(node) else None)
+    names = [n for n in names if not any(is_temporary_name(part) for part in n.split("/"))]
     return sorted(names, key=natural_sort_key)
 
 

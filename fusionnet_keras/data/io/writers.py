@@ -1,9 +1,21 @@
-"""Writing arrays as TIFF, HDF5 or zarr, atomically, never over an existing output without ``overwrite``."""
+"""Writing arrays as TIFF, HDF5 or zarr, atomically, never over an existing output without ``overwrite``.
+
+Containers (an HDF5 file, a zarr group) may receive datasets from several
+processes at once. A writer holds the container's lock
+(:func:`fusionnet_keras.utils.locking.exclusive_lock`) while it adds its
+datasets, so none drops another's; each dataset appears whole or not at all:
+
+* HDF5: a new file is written under a temporary name and renamed into place;
+  into an existing file each dataset is written in place under a temporary
+  name (``.NAME.tmp-*``), then renamed to ``NAME`` (the other datasets are not
+  rewritten). Temporaries left by a killed writer are removed by the next one.
+* zarr: each array is written beside its group's folder and renamed into it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +31,17 @@ from fusionnet_keras.data.io.paths import (
     parse_path,
     user_errors,
 )
-from fusionnet_keras.data.io.volumes import _zarr_is_group
+from fusionnet_keras.data.io.volumes import _zarr_arrays, _zarr_is_group, open_h5
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
-from fusionnet_keras.utils.atomic import atomic_dir, atomic_path
+from fusionnet_keras.utils.atomic import (
+    atomic_dir,
+    atomic_path,
+    check_writable_parent,
+    is_temporary_name,
+    remove_stale_temporaries,
+    temporary_name,
+)
+from fusionnet_keras.utils.locking import exclusive_lock
 
 
 def _output_format(path: Path, display: str) -> str:
@@ -40,16 +60,55 @@ def _output_exists(path: Path, key: str | None, fmt: str, display: str) -> bool:
     if fmt == "tiff":
         return path.exists() or path.is_symlink()
     if fmt == "zarr":
-        return (path / key).exists() if key else (path.exists() or path.is_symlink())
+        if not path.exists():
+            return False
+        with exclusive_lock(path):  # not while another writer is creating the group
+            return _zarr_output_exists(path, key, display)
     # hdf5: the output is the dataset inside the file
     if not path.exists():
         return False
     if path.is_dir():
         raise FusionNetError(f"output is a directory, not an HDF5 file: {path}")
+    with user_errors(f"cannot read existing output {path}"), open_h5(path, "r") as f:
+        return _h5_target_exists(f, key or DEFAULT_H5_DATASET, display)
+
+
+def _h5_target_exists(f, key: str, display: str) -> bool:
+    """Whether the dataset ``key`` exists in the open HDF5 file ``f``; an error if it is a group."""
     import h5py
 
-    with user_errors(f"cannot read existing output {path}"), h5py.File(str(path), "r") as f:
-        return (key or DEFAULT_H5_DATASET) in f
+    if key not in f:
+        return False
+    if not isinstance(f[key], h5py.Dataset):
+        raise FusionNetError(f"output {display} is an HDF5 group, not a dataset; name a dataset inside it")
+    return True
+
+
+def _zarr_output_exists(path: Path, key: str | None, display: str) -> bool:
+    """Whether the zarr array ``path[:key]`` exists; an error if it is a group (replacing it would
+    drop every array in it) or if ``path`` is an array and ``key`` names something inside it."""
+    target = path / key if key else path
+    if not (target.exists() or target.is_symlink()):
+        if key and path.exists() and not _zarr_node_is_group(path, display):
+            raise FusionNetError(f"{path} is a zarr array, not a group; cannot add '{key}'")
+        return False
+    if _zarr_node_is_group(target, display):
+        import zarr
+
+        with user_errors(f"cannot read existing output {display}"):
+            arrays = _zarr_arrays(zarr.open_group(str(target), mode="r"))
+        shown = ", ".join(arrays[:5]) + (", ..." if len(arrays) > 5 else "") if arrays else "none"
+        raise FusionNetError(f"output {display} is a zarr group (arrays: {shown}); name an array as {path}:NAME")
+    return True
+
+
+def _zarr_node_is_group(path: Path, display: str) -> bool:
+    import zarr
+
+    if not path.is_dir():
+        raise FusionNetError(f"output {display} exists and is not a zarr store")
+    with user_errors(f"cannot read existing output {display}"):
+        return _zarr_is_group(zarr.open(store=str(path), mode="r"))
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -70,13 +129,7 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
             raise OutputExistsError(f"output exists: {display} (use --overwrite)")
         if fmt == "tiff" and file.is_dir():
             raise FusionNetError(f"output is a directory, not a TIFF file: {file}")
-    ancestor = file.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise FusionNetError(f"cannot create {file}: {ancestor} is not a directory")
-    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FusionNetError(f"cannot write to directory {ancestor}: permission denied")
+    check_writable_parent(file)
     return file
 
 
@@ -134,22 +187,50 @@ def _write_tiff(path: Path, arr: np.ndarray) -> None:
         tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
 
 
+def _h5_create(f, key: str, arr: np.ndarray):
+    return f.create_dataset(key, data=arr, chunks=_chunks(arr.shape), compression="gzip",
+                            compression_opts=4, shuffle=True)
+
+
+def _h5_remove_temporaries(f) -> None:
+    """Delete the temporary datasets a killed writer left in ``f`` (the caller holds the lock)."""
+    stale = []
+    f.visit(lambda name: stale.append(name) if is_temporary_name(name.rpartition("/")[2]) else None)
+    for name in stale:
+        if name in f:
+            del f[name]
+
+
 def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
-    """Write ``{key: array}`` into the HDF5 file ``path`` in one temporary copy, then swap it in."""
+    """Write ``{key: array}`` into the HDF5 file ``path`` under its lock (see the module docstring)."""
     import h5py
 
-    existing = path.exists()
-    with atomic_path(path) as tmp:
-        if existing:  # keep the file's other datasets: edit a copy, then swap
-            shutil.copy2(path, tmp)
-        with h5py.File(str(tmp), "a" if existing else "w") as f:
-            for key, arr in datasets.items():
+    with exclusive_lock(path):
+        if not path.exists():
+            with atomic_path(path) as tmp, h5py.File(str(tmp), "w") as f:
+                for key, arr in datasets.items():
+                    _h5_create(f, key, arr)
+            return
+        with open_h5(path, "r+") as f:
+            _h5_remove_temporaries(f)
+            for key in datasets:  # another writer may have added it since check_output
+                if _h5_target_exists(f, key, f"{path}:{key}") and not overwrite:
+                    raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
+            temporaries = {}
+            try:
+                for key, arr in datasets.items():
+                    group, _, name = key.rpartition("/")
+                    temporaries[key] = f"{group}/{temporary_name(name)}" if group else temporary_name(name)
+                    _h5_create(f, temporaries[key], arr)
+                f.flush()
+            except BaseException:  # e.g. a full disk: leave the file as it was (space is not reclaimed)
+                with contextlib.suppress(Exception):
+                    _h5_remove_temporaries(f)
+                raise
+            for key, tmp in temporaries.items():
                 if key in f:
-                    if not overwrite:
-                        raise OutputExistsError(f"output exists: {path}:{key} (use --overwrite)")
                     del f[key]
-                f.create_dataset(key, data=arr, chunks=_chunks(arr.shape),
-                                 compression="gzip", compression_opts=4, shuffle=True)
+                f.move(tmp, key)
 
 
 def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
@@ -165,25 +246,29 @@ def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
     return z
 
 
-def _write_zarr(path: Path, key: str | None, arr: np.ndarray) -> None:
-    if key is None:
-        with atomic_dir(path) as tmp:
-            _zarr_create(tmp, arr)
-        return
+def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
+    """Write ``{key: array}`` as zarr arrays: ``{None: array}`` is the store ``path`` itself,
+    other keys are arrays of the group ``path`` (created if needed), each written beside its
+    final folder and renamed into it, under the group's lock."""
     import zarr
 
-    if path.exists():
-        root = zarr.open(store=str(path), mode="r")
-        if not _zarr_is_group(root):
-            raise FusionNetError(f"{path} is a zarr array, not a group; cannot add '{key}'")
-    root = zarr.open_group(str(path), mode="a")
-    zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
-    parent_key = key.rpartition("/")[0]
-    if parent_key:
-        root.require_group(parent_key)
-    # the new array is written beside the group's folder, then swapped into it
-    with atomic_dir(path / key) as tmp:
-        _zarr_create(tmp, arr, zarr_format=zarr_format)
+    with exclusive_lock(path):
+        for key, arr in arrays.items():
+            display = _display(path, key)
+            if _zarr_output_exists(path, key, display) and not overwrite:
+                raise OutputExistsError(f"output exists: {display} (use --overwrite)")
+            if key is None:
+                with atomic_dir(path) as tmp:
+                    _zarr_create(tmp, arr)
+                continue
+            root = zarr.open_group(str(path), mode="a")
+            zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
+            parent_key = key.rpartition("/")[0]
+            if parent_key:
+                root.require_group(parent_key)
+            remove_stale_temporaries((path / key).parent)
+            with atomic_dir(path / key) as tmp:
+                _zarr_create(tmp, arr, zarr_format=zarr_format)
 
 
 def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None) -> Path:
@@ -214,7 +299,7 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
         elif fmt == "hdf5":
             _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite)
         else:
-            _write_zarr(file, key, arr)
+            _write_zarr(file, {key: arr}, overwrite)
     return file
 
 
@@ -242,9 +327,8 @@ def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False
 
     ``path`` is ``file.h5``, ``file.h5:group``, ``x.zarr`` or ``x.zarr:group``.
     Every target dataset is checked first (none is overwritten without
-    ``overwrite``; other datasets of the file are kept). HDF5: all datasets go
-    into one temporary copy of the file, renamed into place at the end (all or
-    nothing); zarr: each array is written atomically.
+    ``overwrite``; other datasets of the file are kept). Each dataset is
+    written atomically under the container's lock (see the module docstring).
     """
     file, key = parse_path(path)
     display = _display(file, key)
@@ -260,6 +344,5 @@ def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False
         if fmt == "hdf5":
             _write_hdf5(file, names, overwrite)
         else:
-            for name, arr in names.items():
-                _write_zarr(file, name, arr)
+            _write_zarr(file, names, overwrite)
     return file
