@@ -17,6 +17,8 @@ help: ## List the targets
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# tensorflow-cpu (what earlier versions installed) and tensorflow provide the same module: keep one
+	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 

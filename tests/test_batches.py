@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
 import numpy as np
 import pytest
 
@@ -32,7 +33,7 @@ def data():
 
 
 
-@pytest.mark.skipif(not pipeline.tensorflow_available(), reason="compares with the tf.data pipeline")
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="compares with the tf.data pipeline")
 def test_equals_tf_data_without_randomness(data):
     images, labels = data
     kwargs = dict(shuffle=False, enrich=True, pad=3, batch_size=5)
@@ -99,7 +100,12 @@ def test_pipeline_choice(data, monkeypatch):
     images, labels = data
     kw = dict(batch_size=2, pad=0, crop=8)
     assert isinstance(pipeline.make_training_data(images, labels, pipeline="numpy", **kw), SectionBatches)
+    auto = pipeline.make_training_data(images, labels, **kw)
+    assert isinstance(auto, SectionBatches) == (keras.backend.backend() != "tensorflow")
     monkeypatch.setattr(pipeline, "tensorflow_available", lambda: False)  # a machine without TensorFlow
     assert isinstance(pipeline.make_training_data(images, labels, **kw), SectionBatches)
     with pytest.raises(FusionNetError, match="pipeline must be"):
         pipeline.make_training_data(images, labels, pipeline="torch", **kw)
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(FusionNetError, match="needs KERAS_BACKEND=tensorflow"):
+            pipeline.make_training_data(images, labels, pipeline="tf.data", **kw)

@@ -181,3 +181,23 @@ def test_cli_info_shows_backend_devices_and_saved_precision(net, tmp_path):
     assert "device: CPU:0" in result.output
     assert "precision policy: float32" in result.output
     assert "saved precision: bfloat16" in result.output
+
+
+@pytest.mark.parametrize("name", ["UNet3D", "FusionNet3D"])
+def test_3d_networks_convert_and_keep_their_input_block(name):
+    import keras
+
+    from fusionnet_keras import models
+
+    cls = getattr(models, name)
+    keras.utils.set_random_seed(0)
+    net = randomize_weights(cls(nb_filters=2, depth=1, z_kernels=1), seed=2)
+    fast = with_precision(net, "bfloat16")
+    assert type(fast) is cls and precision_of(fast) == "bfloat16"
+    first = next(layer for layer in fast.layers if layer.name.startswith("down1_conv"))
+    assert first.compute_dtype == "float32" and fast.get_layer("output").compute_dtype == "float32"
+    assert fast.get_layer("down1_pool").compute_dtype == "bfloat16"
+    shape = tuple(n + 2 * m for n, m in zip(net.geometry.min_input, net.geometry.multiple))
+    x = np.random.default_rng(0).random((1, *shape, 1), dtype=np.float32)
+    ref, low = (keras.ops.convert_to_numpy(m(x)) for m in (net, fast))
+    assert ref.shape == low.shape and 0 < np.abs(low - ref).max() < 0.05

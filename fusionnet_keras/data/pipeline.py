@@ -156,16 +156,23 @@ def tensorflow_available() -> bool:
 def make_training_data(images, labels, batch_size, pipeline="auto", transform=None, **kwargs):
     """The training batches: :func:`make_dataset` (``tf.data``) or numpy :class:`~fusionnet_keras.data.batches.SectionBatches`.
 
-    ``pipeline``: ``"tf.data"``, ``"numpy"`` (backend-neutral: no TensorFlow
-    needed, e.g. JAX machines), or ``"auto"`` (``tf.data`` when TensorFlow is
-    installed). Both visit the same (section, orientation) pairs per epoch with
+    ``pipeline``: ``"tf.data"`` (needs the TensorFlow backend: its padding is a
+    Keras op), ``"numpy"`` (backend-neutral: no TensorFlow needed, e.g. JAX
+    machines), or ``"auto"`` (``tf.data`` under the TensorFlow backend, else
+    numpy). Both visit the same (section, orientation) pairs per epoch with
     the same crops and padding conventions (their random draws differ).
     ``transform(x, y)`` maps each batch (e.g. to the training graph's inputs);
     other keyword arguments are those of :func:`make_dataset`.
     """
+    import keras
+
     if pipeline not in ("auto", "tf.data", "numpy"):
         raise FusionNetError(f"pipeline must be auto, tf.data or numpy, got {pipeline!r}")
-    if pipeline == "tf.data" or (pipeline == "auto" and tensorflow_available()):
+    tensorflow_backend = keras.backend.backend() == "tensorflow"
+    if pipeline == "tf.data" and not tensorflow_backend:
+        raise FusionNetError(f"pipeline 'tf.data' needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}; "
+                             "use 'numpy' or 'auto'")
+    if pipeline == "tf.data" or (pipeline == "auto" and tensorflow_backend and tensorflow_available()):
         ds = make_dataset(images, labels, batch_size, **kwargs)
         return ds if transform is None else ds.map(transform)
     from fusionnet_keras.data.batches import SectionBatches

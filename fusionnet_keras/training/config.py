@@ -89,8 +89,8 @@ SCHEMA = {
         # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs)
         "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
         "enrich": (bool, True, None),
-        # input pipeline: tf.data, numpy (backend-neutral, for machines without TensorFlow), or auto
-        # (tf.data when TensorFlow is installed); fusionnet_keras.data.pipeline.make_training_data
+        # input pipeline: tf.data (TensorFlow backend), numpy (backend-neutral, no TensorFlow needed), or auto
+        # (tf.data under the TensorFlow backend, else numpy); fusionnet_keras.data.pipeline.make_training_data
         "pipeline": (str, "auto", ("auto", "tf.data", "numpy")),
     },
     "augment": {
