@@ -217,7 +217,7 @@ def precision_option(func):
         type=click.Choice(["float32", "bfloat16", "float16"]),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
-             "bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX and on recent GPUs. "
+             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'). "
              "Default: the precision saved with the model (float32 for models trained with the default settings).",
     )(func)
 
