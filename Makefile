@@ -8,11 +8,12 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-jax test-slow check-install isbi2012 zebrafish benchmark gpu-check clean
+.PHONY: help install test test-jax test-slow check-install isbi2012 isbi2012-chain isbi2012-cv zebrafish benchmark \
+	gpu-check clean
 
 help: ## List the targets
 	@echo "fusionnet-keras targets (PRESET=cpu|paper, FUSIONNET_DATA_DIR=$(FUSIONNET_DATA_DIR)):"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +37,17 @@ test-jax: $(VENV)/.installed ## Run the model, predictor and augmentation tests 
 check-install: $(VENV)/.installed ## Check that the default install and the cuda/jax/jax-cuda extras resolve (no download)
 	$(PY) -m pytest -q -m slow tests/test_install.py
 
-test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (both experiments with tiny presets, ~2 min)
+test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (the experiments with tiny presets, a few minutes)
 	$(PY) -m pytest -q -m slow
 
 isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write results/isbi2012/report.md
 	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --out $(RESULTS)/isbi2012
+
+isbi2012-chain: $(VENV)/.installed ## FusionNetW^2 on ISBI 2012 (W^1 vs W^2), write results/isbi2012-chain/report.md
+	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --models fusionnet_w2 --out $(RESULTS)/isbi2012-chain
+
+isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation to results/isbi2012 (long on CPU)
+	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --cv --out $(RESULTS)/isbi2012
 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish

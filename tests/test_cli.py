@@ -527,7 +527,8 @@ def _csv_rows(path):
 def test_morphology_help():
     result = run("morphology", "--help")
     assert_ok(result)
-    for option in ("--voxel-size", "--out", "--clusters", "--figures", "--image", "--seed", "--overwrite"):
+    for option in ("--voxel-size", "--out", "--clusters", "--figures", "--image", "--seed", "--overwrite",
+                   "--exclude-outliers"):
         assert option in result.stdout
 
 
@@ -547,6 +548,24 @@ def test_morphology_instances_with_figures(nuclei, tmp_path):
     assert "2 nuclei" in result.stdout and "0 outliers" in result.stdout
     for name in ("fig9_overlay.png", "fig10_features.png"):
         assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_morphology_exclude_outliers(nuclei, tmp_path, monkeypatch):
+    """--exclude-outliers reaches the K-means fit (the paper's way, the default, fits every whole nucleus)."""
+    from fusionnet_keras.evaluation import morphology
+
+    seen = []
+    annotate = morphology.annotate
+
+    def spy(records, **kwargs):
+        seen.append(kwargs["exclude_outliers"])
+        return annotate(records, **kwargs)
+
+    monkeypatch.setattr(morphology, "annotate", spy)
+    for flag in ((), ("--exclude-outliers",)):
+        assert_ok(run("morphology", nuclei["labels"], "--voxel-size", VOXEL, "--out", tmp_path / f"t{len(flag)}.csv",
+                      "--clusters", 2, *flag))
+    assert seen == [False, True]
 
 
 def test_morphology_binary_mask(nuclei, tmp_path):

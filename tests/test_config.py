@@ -306,3 +306,47 @@ def test_diff_lists_changed_keys():
     # keys present on one side only count as different
     assert cfg.diff({"x": {"y": 1}}, {"x": {}}) == ["x.y"]
     assert cfg.diff({"x": 1}, {"x": {"y": 1}}) == ["x"]
+
+
+# ---------------------------------------------------------------------------
+# the values the papers do not state are labelled wherever they are shown
+
+
+def test_settings_not_in_the_paper_are_labelled_in_the_paper_presets():
+    from conftest import REPO
+
+    label = cfg.NOT_IN_PAPER_LABEL
+    for experiment in ("isbi2012", "zebrafish"):
+        lines = (REPO / "experiments" / experiment / "paper.toml").read_text().splitlines()
+        for setting, _reason in cfg.NOT_IN_PAPER:
+            # the line naming the setting (or a description of it) carries the label, with a reason after it
+            named = [i for i, line in enumerate(lines) if setting in line]
+            assert named, (experiment, setting)
+            assert any(label in " ".join(lines[i:i + 2]) for i in named), (experiment, setting)
+
+
+def test_settings_not_in_the_paper_are_labelled_in_the_readme_and_reports():
+    from conftest import REPO
+    from fusionnet_keras.experiments.common import preset_note
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Settings not stated in the papers"):]
+    table = table[: table.index("\n#")]
+    for setting, _reason in cfg.NOT_IN_PAPER:
+        assert f"| `{setting}`" in table or f"| {setting}" in table, setting
+    assert "the paper's protocol (GPU)" not in readme and "which are the paper's protocol" not in readme
+    note = "\n".join(preset_note("paper", "isbi2012", cfg.defaults()))
+    assert f"**{cfg.NOT_IN_PAPER_LABEL}**" in note
+    for setting, reason in cfg.NOT_IN_PAPER:
+        assert setting in note and reason in note
+    assert "train.lr_decay = 0.99" in note and "train.epochs = 500" in note and "augment.noise_sigma = 0.1" in note
+
+
+def test_unit_schedule_default_is_the_papers():
+    c = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
+    assert c["train"]["unit_schedule"] == "units"
+    assert cfg.load_config([], ["train.unit_schedule=joint"])["train"]["unit_schedule"] == "joint"
+    with pytest.raises(FusionNetError, match="train.unit_schedule"):
+        cfg.load_config([], ["train.unit_schedule=sequential"])
+    with pytest.raises(FusionNetError, match="train.unit_epochs"):  # the earlier, non-paper schedule is gone
+        cfg.load_config([], ["train.unit_epochs=2"])

@@ -95,6 +95,65 @@ def test_outliers_and_annotate():
     assert {r["cluster"] for r in recs} <= {0, 1}
 
 
+def test_kmeans_fits_all_whole_nuclei_and_isolates_the_outliers():
+    """The paper's way: the fit includes the outliers, which then form their own cluster (the magenta one);
+    pre-flagging them (the project's option) leaves them out of the fit instead."""
+    rng = np.random.default_rng(4)
+    small = np.column_stack([rng.normal(60, 4, 25), rng.normal(75, 4, 25), rng.normal(0.9, 0.01, 25)])
+    large = np.column_stack([rng.normal(140, 6, 25), rng.normal(130, 6, 25), rng.normal(0.85, 0.01, 25)])
+    merged = np.array([[420.0, 330.0, 0.55], [450.0, 350.0, 0.52], [400.0, 320.0, 0.58]])  # sphericity < 0.6
+    x = np.concatenate([small, large, merged])
+    recs = [dict(zip(morph.FEATURES, row), touches_border=False) for row in x]
+    recs.append(dict(zip(morph.FEATURES, (5.0, 20.0, 0.5)), touches_border=True))  # a cut nucleus: not fitted
+    morph.annotate(recs, k=3, seed=0)
+    ids = np.array([r["cluster"] for r in recs[:-1]])
+    assert set(ids[-3:]) == {2} and 2 not in set(ids[:-3])  # the outliers are the largest cluster, alone
+    assert set(ids[:25]) == {0} and set(ids[25:50]) == {1}
+    assert all(recs[i]["outlier"] for i in (50, 51, 52))
+    morph.annotate(recs, k=3, seed=0, exclude_outliers=True)  # the pre-flagging: fitted without them
+    ids = np.array([r["cluster"] for r in recs[:-1]])
+    assert len(set(ids[:50])) == 3  # the three clusters now split the ordinary nuclei
+    sil = morph.silhouettes(recs, ks=(2, 3, 4))
+    assert set(sil) == {2, 3, 4} and sil[3] > 0.5
+
+
+def _mirrored_volume(shape=(24, 40, 96), seed=0, mirror=True):
+    """Balls of random radii in the left half of x; the right half is its mirror image (or the same
+    balls enlarged by 2 voxels when ``mirror`` is False)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.int32)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    half = shape[2] // 2
+    centres = [(12, 10 + 20 * (i % 2), 8 + 10 * (i // 2)) for i in range(8)]
+    for i, (cz, cy, cx) in enumerate(centres):
+        r = int(rng.integers(3, 6))
+        lab[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= r * r] = i + 1
+        r2 = r if mirror else r + 2
+        mx = shape[2] - 1 - cx
+        lab[(z - cz) ** 2 + (y - cy) ** 2 + (x - mx) ** 2 <= r2 * r2] = i + 9
+    assert not lab[:, :, half - 1 : half + 1].any()
+    return lab
+
+
+def test_symmetry_of_a_mirrored_volume():
+    lab = _mirrored_volume()
+    np.testing.assert_array_equal(lab[:, :, ::-1] > 0, lab > 0)
+    recs = morph.measure_nuclei(lab, UM)
+    sym = morph.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
+    assert sym["n_left"] == sym["n_right"] == 8
+    for name in morph.SYMMETRY_FEATURES:
+        f = sym["features"][name]
+        assert f["median_left"] == pytest.approx(f["median_right"], rel=1e-6), name
+        assert f["ks"] == pytest.approx(0.0, abs=1e-9) and f["p"] == pytest.approx(1.0), name
+    # right-hand nuclei 2 voxels larger in radius: the volumes differ, the positions still mirror
+    recs = morph.measure_nuclei(_mirrored_volume(mirror=False), UM)
+    sym = morph.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
+    assert sym["features"]["volume_um3"]["ks"] > 0.8 and sym["features"]["volume_um3"]["p"] < 0.01
+    assert sym["features"]["midline_distance_um"]["p"] > 0.5
+    # nuclei cut by the border are left out; one empty side gives no comparison
+    assert morph.symmetry(recs, midline_x_um=1000.0)["features"] == {}
+
+
 def test_csv_atomic_with_header(tmp_path):
     vol = np.zeros((20, 20, 20), np.int32)
     vol[2:8, 2:8, 2:8] = 1

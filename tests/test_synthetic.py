@@ -122,6 +122,7 @@ def test_dataset_presets(monkeypatch):
     assert synthetic.PRESETS["paper"] == {
         "train": [(512, 512, 512), (256, 512, 512)],
         "test": (512, 512, 512),
+        "voxel_size": (60.0, 56.4, 56.4),
     }
     assert synthetic.PRESETS["cpu"]["train"] == [(96, 256, 256), (64, 256, 256)]
     tiny = {"train": [(8, 40, 40), (6, 40, 40)], "test": (8, 40, 40)}
@@ -134,3 +135,18 @@ def test_dataset_presets(monkeypatch):
     assert not np.array_equal(data["train"][0][0], data["test"][0])
     again = make_dataset_volumes("cpu", seed=2, size_scale=0.25)
     np.testing.assert_array_equal(again["test"][1], data["test"][1])
+
+
+def test_cpu_test_block_holds_30_whole_nuclei():
+    """The CPU preset's test volume (seed 0, as make zebrafish draws it) has >= 30 nuclei not cut by its border."""
+    from scipy import ndimage
+
+    spec = synthetic.PRESETS["cpu"]
+    seed = int(np.random.SeedSequence(0).generate_state(3)[2])  # make_dataset_volumes' seed of the test volume
+    _, labels = make_nucleus_volume(spec["test"], voxel_size=spec["voxel_size"], seed=seed)
+    boxes = [b for b in ndimage.find_objects(labels) if b is not None]
+    whole = [b for b in boxes if all(0 < s.start and s.stop < n for s, n in zip(b, labels.shape))]
+    assert len(whole) >= 30
+    # real-size nuclei: 4-6 um across, i.e. 35-53 voxels of 112.8 nm
+    sizes = [np.mean([(s.stop - s.start) * v for s, v in zip(b, spec["voxel_size"])]) for b in whole]
+    assert 3000 < np.median(sizes) < 6500

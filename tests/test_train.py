@@ -96,11 +96,11 @@ def temp_files(folder):
 # the background run, killed with SIGKILL after its first checkpoint
 
 
-@pytest.fixture(scope="module")
-def interrupted(data, tmp_path_factory):
-    d = tmp_path_factory.mktemp("interrupted")
+def _run_and_kill(d, toml_text, stop):
+    """Start ``fusionnet-keras train`` on ``toml_text`` in the background; SIGKILL it as soon as its
+    state.json satisfies ``stop(state)``. Yields the run's handles (see :func:`_wait_for_kill`)."""
     toml = d / "run.toml"
-    toml.write_text(tiny_toml(data, "interrupted", {"train": {"epochs": 3, "steps_per_epoch": 3}}))
+    toml.write_text(toml_text)
     out = d / "run"
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     log = open(d / "output.txt", "wb")
@@ -108,7 +108,7 @@ def interrupted(data, tmp_path_factory):
         [sys.executable, "-m", "fusionnet_keras.cli", "train", str(toml), "--out", str(out)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    info = {"killed_after": None, "timed_out": False}
+    info = {"killed_at": None, "timed_out": False}
 
     def watch():
         deadline = time.monotonic() + KILL_TIMEOUT
@@ -117,18 +117,18 @@ def interrupted(data, tmp_path_factory):
                 info["timed_out"] = True
                 break
             try:
-                epoch = json.loads((out / "state.json").read_text())["epoch"]
-            except (OSError, ValueError, KeyError):
-                epoch = 0
-            if epoch >= 1:
-                info["killed_after"] = epoch
+                state = json.loads((out / "state.json").read_text())
+            except (OSError, ValueError):
+                state = None
+            if state is not None and stop(state):
+                info["killed_at"] = (state["epoch"], state.get("unit", 0))
                 break
             time.sleep(0.02)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    thread = threading.Thread(target=watch, name="kill-after-first-epoch", daemon=True)
+    thread = threading.Thread(target=watch, name="kill", daemon=True)
     thread.start()
     yield {"toml": toml, "out": out, "proc": proc, "thread": thread, "info": info, "output": d / "output.txt"}
     if proc.poll() is None:
@@ -138,18 +138,39 @@ def interrupted(data, tmp_path_factory):
     log.close()
 
 
+def _wait_for_kill(run):
+    run["thread"].join(KILL_TIMEOUT + 30)
+    assert not run["thread"].is_alive()
+    output = run["output"].read_text(errors="replace")
+    assert not run["info"]["timed_out"], output[-3000:]
+    # killed by us, or (on a fast machine) finished before the kill
+    assert run["proc"].returncode in (-signal.SIGKILL, 0), output[-3000:]
+    return json.loads((run["out"] / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def interrupted(data, tmp_path_factory):
+    """A FusionNet run killed with SIGKILL after its first checkpoint."""
+    yield from _run_and_kill(tmp_path_factory.mktemp("interrupted"),
+                             tiny_toml(data, "interrupted", {"train": {"epochs": 3, "steps_per_epoch": 3}}),
+                             lambda state: state["epoch"] >= 1)
+
+
+@pytest.fixture(scope="module")
+def interrupted_units(data, tmp_path_factory):
+    """A FusionNetW^2 run (units one by one) killed with SIGKILL in the middle of its second epoch,
+    after unit 1 and before unit 2."""
+    text = tiny_toml(data, "interrupted-units", {"model": {"architecture": "fusionnet_w", "units": 2},
+                                                 "train": {"epochs": 3, "steps_per_epoch": 3}})
+    yield from _run_and_kill(tmp_path_factory.mktemp("interrupted-units"), text,
+                             lambda state: state["epoch"] >= 1 and state.get("unit") == 1)
+
+
 @pytest.fixture(scope="module")
 def resumed(interrupted):
     """Wait for the kill, then resume the run in this process with the same configuration."""
-    interrupted["thread"].join(KILL_TIMEOUT + 30)
-    assert not interrupted["thread"].is_alive()
-    output = interrupted["output"].read_text(errors="replace")
-    assert not interrupted["info"]["timed_out"], output[-3000:]
-    proc = interrupted["proc"]
-    # killed by us, or (on a fast machine) finished before the kill
-    assert proc.returncode in (-signal.SIGKILL, 0), output[-3000:]
+    before = _wait_for_kill(interrupted)
     out = interrupted["out"]
-    before = json.loads((out / "state.json").read_text())
     config = cfg.load_config([interrupted["toml"]])
     summary = train(config, out, resume=True, verbose=0)
     return {**interrupted, "config": config, "summary": summary, "before": before}
@@ -159,66 +180,163 @@ def resumed(interrupted):
 # FusionNetW, unit by unit (runs while the background run trains)
 
 
-def test_fusionnet_w_unit_by_unit(data, tmp_path, monkeypatch, capsys, interrupted):
+def _weights(net):
+    return {layer.name: [np.array(w.numpy()) for w in layer.weights] for layer in net.layers}
+
+
+def _unit_names(weights, unit):
+    return sorted(n for n in weights if n.startswith(f"unit{unit}_") and weights[n])
+
+
+def _same(a, b, names):
+    return all(np.array_equal(x, y) for n in names for x, y in zip(a[n], b[n]))
+
+
+@pytest.fixture
+def spy_units(monkeypatch):
+    """The FusionNetW the trainer builds, its initial weights, and its weights after every phase
+    (recorded whenever a resume point is written), named by the training wrapper."""
+    from fusionnet_keras import models
+
+    record = {"net": None, "initial": None, "phases": []}
+    build = models.build_model
+
+    def spy_build(*args, **kwargs):
+        record["net"] = build(*args, **kwargs)
+        record["initial"] = _weights(record["net"])
+        return record["net"]
+
+    commit = train_callbacks._commit
+
+    def spy_commit(run, model, save_resume_point, state):
+        commit(run, model, save_resume_point, state)
+        record["phases"].append((model.name, _weights(record["net"])))
+
+    monkeypatch.setattr(models, "build_model", spy_build)
+    monkeypatch.setattr(train_callbacks, "_commit", spy_commit)
+    return record
+
+
+def _w_config(data, tmp_path, name="w", **train_settings):
+    return tiny_config(data, tmp_path, name, model={"architecture": "fusionnet_w", "units": 2},
+                       train={"epochs": 2, "steps_per_epoch": 2, **train_settings})
+
+
+def test_fusionnet_w_units_one_by_one_in_every_epoch(data, tmp_path, capsys, spy_units, interrupted):
+    """The 2021 paper's schedule: every epoch trains unit 1 (unit 2 frozen), then unit 2 (unit 1 frozen)."""
     import keras
 
     from fusionnet_keras import models
 
-    config = tiny_config(
-        data, tmp_path, "w",
-        model={"architecture": "fusionnet_w", "units": 2},
-        train={"unit_epochs": 1, "steps_per_epoch": 2},
-    )
-    initial, snapshots = {}, []
-
-    def weights(net):
-        return {layer.name: [np.array(w.numpy()) for w in layer.weights] for layer in net.layers}
-
-    build = models.build_model
-
-    def spy_build(*args, **kwargs):
-        net = build(*args, **kwargs)
-        initial.update(weights(net))
-        return net
-
-    save = train_callbacks.atomic_save_model
-
-    def spy_save(model, path):
-        if Path(path).name == "last.keras" and Path(path).parent.name != "checkpoints":
-            snapshots.append(weights(model))
-        save(model, path)
-
-    monkeypatch.setattr(models, "build_model", spy_build)
-    monkeypatch.setattr(train_callbacks, "atomic_save_model", spy_save)
-
+    config = _w_config(data, tmp_path)
+    assert config["train"]["unit_schedule"] == "units"  # the default
     out = tmp_path / "run"
     summary = train(config, out, verbose=0)
     printed = capsys.readouterr().out
-    assert "training unit 1/2" in printed and "training unit 2/2" in printed
-    assert summary["epochs"] == 2  # units * unit_epochs, not train.epochs
+    assert "epoch 1/2 unit 1/2" in printed and "epoch 2/2 unit 1/2" in printed
+    assert summary["epochs"] == 2
     state = json.loads((out / "state.json").read_text())
-    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert state["epoch"] == 2 and state["unit"] == 0 and len(state["history"]) == 2
 
-    assert len(snapshots) == 2 and initial
-    after1, after2 = snapshots
-    unit1 = sorted(n for n in initial if n.startswith("unit1_") and initial[n])
-    unit2 = sorted(n for n in initial if n.startswith("unit2_") and initial[n])
+    phases = spy_units["phases"]
+    assert [name for name, _ in phases] == ["training_unit1", "training_unit2"] * 2
+    initial = spy_units["initial"]
+    unit1, unit2 = _unit_names(initial, 1), _unit_names(initial, 2)
     assert unit1 and unit2
-
-    def same(a, b, names):
-        return all(np.array_equal(x, y) for n in names for x, y in zip(a[n], b[n]))
-
-    # epoch 1 trains unit 1 only; epoch 2 trains unit 2 only (unit 1 frozen, batch-norm statistics included)
-    assert not same(initial, after1, unit1)
-    assert same(initial, after1, unit2)
-    assert same(after1, after2, unit1)
-    assert not same(after1, after2, unit2)
+    before = initial
+    for name, after in phases:  # each phase changes its own unit only (batch-norm statistics included)
+        trained, frozen = (unit1, unit2) if name == "training_unit1" else (unit2, unit1)
+        assert not _same(before, after, trained), name
+        assert _same(before, after, frozen), name
+        before = after
 
     fields, rows = read_log(out / "log.csv")
+    assert {"loss", "loss_unit1", "loss_unit2", "learning_rate", "val_vrand"} <= set(fields)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
-    assert "val_vrand" in fields and all(0 <= float(r["val_vrand"]) <= 1 for r in rows)
+    assert all(float(r["loss"]) == float(r["loss_unit2"]) for r in rows)
+    with np.load(out / "checkpoints" / "units.npz") as saved:  # each unit has its own Adam: 2 epochs of 2 steps
+        assert int(saved["adam1/0"]) == int(saved["adam2/0"]) == 4
+    assert not (out / "checkpoints" / "last.keras").exists()
     best = keras.saving.load_model(out / "best.keras", compile=False)
     assert isinstance(best, models.FusionNetW) and len(best.outputs) == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_fusionnet_w_resumes_in_the_middle_of_an_epoch(data, tmp_path, capsys, spy_units, monkeypatch):
+    """Killed after unit 1 of epoch 2 (everything on disk is written atomically, so stopping there leaves
+    what a kill -9 leaves): the resumed run trains only unit 2 of epoch 2, from the saved states."""
+    config = _w_config(data, tmp_path, "w-resume")
+    out = tmp_path / "run"
+    end_of_unit = train_callbacks.UnitCheckpoint.on_epoch_end
+
+    def crash_after_unit1_of_epoch2(self, epoch, logs=None):
+        end_of_unit(self, epoch, logs)
+        if epoch == 1:
+            raise _Crash
+
+    monkeypatch.setattr(train_callbacks.UnitCheckpoint, "on_epoch_end", crash_after_unit1_of_epoch2)
+    with pytest.raises(_Crash):
+        train(config, out, verbose=0)
+    state = json.loads((out / "state.json").read_text())
+    assert (state["epoch"], state["unit"]) == (1, 1) and "loss_unit1" in state["partial"]
+    at_crash = spy_units["phases"][-1][1]
+    after_epoch1 = spy_units["phases"][1][1]  # unit 2 after epoch 1
+    capsys.readouterr()
+
+    spy_units["phases"].clear()
+    summary = train(config, out, resume=True, verbose=0)
+    printed = capsys.readouterr().out
+    assert "resuming unit by unit after unit 1 of epoch 2" in printed
+    assert "unit 1/2" not in printed  # unit 1 of epoch 2 is not trained again
+    assert summary["epochs"] == 2
+    [(name, final)] = spy_units["phases"]
+    assert name == "training_unit2"
+    initial = spy_units["initial"]  # of the resumed process: a fresh, seeded build before the restore
+    unit1, unit2 = _unit_names(initial, 1), _unit_names(initial, 2)
+    assert _same(final, at_crash, unit1)  # unit 1 restored from its checkpoint and frozen
+    assert not _same(final, after_epoch1, unit2)  # unit 2 restored, then trained once more
+    state = json.loads((out / "state.json").read_text())
+    assert (state["epoch"], state["unit"]) == (2, 0) and "partial" not in state
+    assert [sorted(k for k in h if k.startswith("loss_unit")) for h in state["history"]] == [
+        ["loss_unit1", "loss_unit2"]] * 2
+    with np.load(out / "checkpoints" / "units.npz") as saved:  # the Adam states came back: 2 epochs of 2 steps
+        assert int(saved["adam1/0"]) == int(saved["adam2/0"]) == 4
+
+
+def test_fusionnet_w_resumes_after_sigkill_in_the_middle_of_an_epoch(interrupted_units, capsys):
+    before = _wait_for_kill(interrupted_units)
+    assert interrupted_units["proc"].returncode == -signal.SIGKILL  # the stop point lasts a whole unit phase
+    epoch, unit = interrupted_units["info"]["killed_at"]
+    assert unit == 1 and (before["epoch"], before["unit"]) == (epoch, 1)
+    out = interrupted_units["out"]
+    capsys.readouterr()
+    summary = train(cfg.load_config([interrupted_units["toml"]]), out, resume=True, verbose=0)
+    assert f"resuming unit by unit after unit 1 of epoch {epoch + 1}" in capsys.readouterr().out
+    assert summary["epochs"] == 3
+    state = json.loads((out / "state.json").read_text())
+    assert (state["epoch"], state["unit"]) == (3, 0) and len(state["history"]) == 3
+    assert state["history"][:epoch] == before["history"]  # completed epochs kept, not redone
+    assert state["history"][epoch]["loss_unit1"] == before["partial"]["loss_unit1"]  # the unit done before the kill
+    with np.load(out / "checkpoints" / "units.npz") as saved:  # both Adam states survived the kill
+        assert int(saved["adam1/0"]) == 3 * 3
+        assert int(saved["adam2/0"]) in (3 * 3, 4 * 3)  # + 1 phase if the kill fell after its resume point
+    assert temp_files(out) == []
+
+
+def test_fusionnet_w_joint_training(data, tmp_path, spy_units):
+    """unit_schedule = "joint": every unit trains in every step on the sum of the units' losses."""
+    config = _w_config(data, tmp_path, "w-joint", unit_schedule="joint", epochs=1)
+    out = tmp_path / "run"
+    train(config, out, verbose=0)
+    net, initial = spy_units["net"], spy_units["initial"]
+    after = _weights(net)
+    assert not _same(initial, after, _unit_names(initial, 1))
+    assert not _same(initial, after, _unit_names(initial, 2))
+    assert [name for name, _ in spy_units["phases"]] == ["training_model"]
+    assert (out / "checkpoints" / "last.keras").is_file() and not (out / "checkpoints" / "units.npz").exists()
 
 
 # ---------------------------------------------------------------------------

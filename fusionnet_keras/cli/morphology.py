@@ -39,12 +39,15 @@ def parse_voxel_size(text):
 @click.option("--image", type=str, default=None,
               help="EM volume behind the overlay figure (same shape as LABELS); default: the label mask.")
 @click.option("--seed", type=int, default=0, show_default=True, help="K-means random seed.")
+@click.option("--exclude-outliers", is_flag=True,
+              help="Fit the K-means without the flagged outliers (the project's pre-flagging; the paper fits "
+                   "all whole nuclei and finds the outliers as a cluster of their own).")
 @click.option("--binary/--instances", "binary", default=None,
               help="Read LABELS as a binary mask (split into 3-D connected components, 26-connectivity) or as "
                    "instance ids. Default: binary when it holds a single non-zero value (e.g. 0/1 or 0/255).")
 @overwrite_option
 @handle_errors
-def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, overwrite):
+def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_outliers, binary, overwrite):
     """Measure every nucleus of LABELS: volume, surface area, sphericity, K-means.
 
     LABELS: a 3-D (Z, Y, X) instance volume (0 = background, one id per
@@ -85,7 +88,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, binary, 
         binary = morph.is_binary_mask(raw)
     inst = morph.instance_labels(raw, binary=binary)
     del raw
-    records = morph.analyze_nuclei(inst, vs, k=clusters, seed=seed, binary=False)
+    records = morph.analyze_nuclei(inst, vs, k=clusters, seed=seed, exclude_outliers=exclude_outliers, binary=False)
     morph.write_csv(records, out_path, overwrite=overwrite)
 
     if not records:

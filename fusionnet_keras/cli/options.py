@@ -226,3 +226,24 @@ def batch_size_option(func):
     return click.option("--batch-size", type=click.IntRange(1), default=None,
                         help="Network inputs per forward pass. Default: as many as fit in a quarter of the free "
                              "memory, at most 8 (the 8 orientations of a window in one call).")(func)
+
+
+def blockwise_options(func):
+    """``--workers``, ``--block``, ``--scheduler``: run block by block on Dask (resumable)."""
+    for opt in reversed([
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="Process the volume block by block in this many local worker processes (Dask); "
+                          "the output (zarr) is written by block and an interrupted run resumes."),
+        click.option("--block", default=None, metavar="Z,Y,X",
+                     help="Block shape for blockwise processing (also the output's chunks)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run the blocks on the workers of a running Dask scheduler (e.g. tcp://host:8786, "
+                          "started by dask-jobqueue on SLURM) instead of local workers."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def blockwise_requested(workers, block, scheduler) -> bool:
+    """Whether a command runs blockwise (any of the blockwise options given)."""
+    return workers is not None or block is not None or scheduler is not None

@@ -6,6 +6,8 @@ import click
 
 from fusionnet_keras.cli.options import (
     batch_size_option,
+    blockwise_options,
+    blockwise_requested,
     handle_errors,
     overwrite_option,
     precision_option,
@@ -31,14 +33,24 @@ MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can 
 @precision_option
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
               help="Output type: float32 in [0, 1] or uint8 (0-255).")
+@blockwise_options
 @overwrite_option
 @handle_errors
-def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, overwrite):
+def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers, block,
+            scheduler, overwrite):
     """Predict cell-interior probability (1 = cell, 0 = membrane) for INPUT, write OUTPUT.
 
     INPUT and OUTPUT: .tif/.tiff, .h5/.hdf5 (file.h5:dataset), .zarr, or (input
     only) a directory of PNG/TIFF sections. 2-D images and 3-D stacks (Z, H, W).
+
+    With --workers/--block/--scheduler the volume is processed block by block
+    (Z,Y,X blocks with the receptive field as context in y and x) into a zarr
+    OUTPUT chunked like the blocks; the same command again resumes an
+    interrupted run, computing only the blocks not marked done.
     """
+    if blockwise_requested(workers, block, scheduler):
+        return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, precision,
+                                  dtype, workers, block, scheduler, overwrite)
     from fusionnet_keras.data.io import check_output, load_image, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.utils.validate import check_weights_path
@@ -63,3 +75,17 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
         raise FusionNetError(f"cannot run the model {weights} on {input_path}: {reason[:200]}") from None
     write_volume(output_path, out, overwrite=overwrite, dtype=dtype)
     click.echo(f"wrote {output_path} {out.shape} {dtype}")
+
+
+def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers,
+                       block, scheduler, overwrite):
+    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.blockwise.predict import predict_volume
+
+    if tile is not None:
+        raise FusionNetError("--tile is for whole-section prediction; blockwise, the --block is the tile")
+    info = predict_volume(input_path, output_path, weights, block=None if block is None else parse_block(block),
+                          workers=workers or 1, scheduler=scheduler, tta=tta, pad=pad, batch_size=batch_size,
+                          dtype=dtype, overwrite=overwrite, precision=precision)
+    click.echo(f"wrote {output_path} {info['shape']} {dtype}: {info['blocks']} blocks of "
+               f"{','.join(map(str, info['block']))}, {info['computed']} computed now")

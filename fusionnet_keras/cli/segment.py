@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import handle_errors, overwrite_option
+from fusionnet_keras.cli.options import blockwise_options, blockwise_requested, handle_errors, overwrite_option
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
 
@@ -72,10 +72,11 @@ def dataset_name(threshold: float) -> str:
 @click.option("--fragments", default=None, help="Agglomerate these fragments (same shape) instead of the watershed's.")
 @invert_option
 @watershed_options
+@blockwise_options
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, fragments, invert,
-            ws_low, ws_high, ws_size, ws_merge_affinity, overwrite):
+            ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
@@ -83,6 +84,11 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
     Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
     where the input says background (no affinity above --ws-low).
+
+    With --workers/--block/--scheduler, volumes larger than memory: fragments
+    per block (with context), the region graph gathered per block, one global
+    agglomeration, then relabelling by block into zarr OUT (work files in
+    OUT.work/); the same command again resumes an interrupted run.
     """
     import time
 
@@ -101,9 +107,11 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     if method == "watershed" and values is not None:
         raise FusionNetError("--method watershed takes no --threshold/--thresholds")
     several = thresholds is not None
-    if several:
-        from fusionnet_keras.segmentation.agglomeration import check_thresholds
+    from fusionnet_keras.segmentation.agglomeration import check_thresholds
 
+    if blockwise_requested(workers, block, scheduler):
+        pass  # the blockwise outputs are checked (and resumed) by segment_volume
+    elif several:
         check_outputs(out, [dataset_name(t) for t in check_thresholds(values)], overwrite)
     else:
         check_output(out, overwrite)
@@ -113,6 +121,22 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
 
         clf = BoundaryClassifier.load(classifier)
     start = time.perf_counter()
+    if blockwise_requested(workers, block, scheduler):
+        from fusionnet_keras.blockwise.grid import parse_block
+        from fusionnet_keras.blockwise.segment import segment_volume
+
+        if fragments:
+            raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
+        names = [dataset_name(t) for t in check_thresholds(values)] if several else [None]
+        info = segment_volume(affinities, [_member(out, n) for n in names], method=method, thresholds=values,
+                              classifier=clf, classifier_path=classifier, invert=invert,
+                              watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
+                              block=None if block is None else parse_block(block), workers=workers or 1,
+                              scheduler=scheduler, overwrite=overwrite)
+        click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
+                   + ", ".join(f"{n} segments" for n in info["segments"]))
+        click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
+        return
     affs = load_affinities(affinities, invert=invert)
     frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
     results = {}
@@ -127,3 +151,13 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     else:
         write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite)
     click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s)")
+
+
+def _member(out, name):
+    """``OUT`` for one volume, else ``OUT[:group]/name``."""
+    if name is None:
+        return out
+    from fusionnet_keras.data.io import parse_path
+
+    file, key = parse_path(out)
+    return f"{file}:{key}/{name}" if key else f"{file}:{name}"

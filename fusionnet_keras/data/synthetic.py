@@ -64,10 +64,15 @@ DEFAULT_VOXEL_SIZE = (60.0, 56.4, 56.4)
 
 PRESETS = {
     # Paper protocol (section 4.2): two training volumes, 512^3 and 512x512x256
-    # (X x Y x Z), and a separate 512^3 test volume -- given here as (Z, Y, X).
-    "paper": {"train": [(512, 512, 512), (256, 512, 512)], "test": (512, 512, 512)},
-    # Small CPU-friendly stand-in with the same structure and the same voxel size.
-    "cpu": {"train": [(96, 256, 256), (64, 256, 256)], "test": (160, 224, 224)},
+    # (X x Y x Z), and a separate 512^3 test volume -- given here as (Z, Y, X) --
+    # at the paper's voxel size.
+    "paper": {"train": [(512, 512, 512), (256, 512, 512)], "test": (512, 512, 512),
+              "voxel_size": DEFAULT_VOXEL_SIZE},
+    # Small CPU-friendly stand-in with the same structure, at twice the paper's voxel size (real-size
+    # nuclei, 35-53 voxels across): the (160, 224, 224) test block (19 x 25 x 25 um) then holds 35-41
+    # whole nuclei (not cut by its border; seeds 0-2), where the paper's voxels would give 2.
+    "cpu": {"train": [(96, 256, 256), (64, 256, 256)], "test": (160, 224, 224),
+            "voxel_size": (120.0, 112.8, 112.8)},
 }
 
 # Monomials u0^i u1^j u2^k of degree 2 and 3 (16 terms): a low-frequency basis
@@ -462,16 +467,21 @@ def make_nucleus_volume(
     return image, out_lab, info
 
 
-def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=DEFAULT_VOXEL_SIZE, **kwargs):
+def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=None, **kwargs):
     """The paper's data protocol (section 4.2) as synthetic volumes.
 
     Two training volumes and a separate labelled test volume, all ``(Z, Y, X)``:
 
     * ``"paper"``: training (512, 512, 512) and (256, 512, 512) -- the paper's
       512^3 and 512 x 512 x 256 (X x Y x Z) volumes -- and a (512, 512, 512) test
-      volume. Each 512^3 volume takes about a minute and a few GB of memory.
-    * ``"cpu"``: training (96, 256, 256) and (64, 256, 256), test (160, 224, 224) (thicker, so that fewer nuclei are cut by the volume border);
-      same voxel size and nucleus sizes, a few seconds each.
+      volume, at the paper's voxel size. Each 512^3 volume takes about a minute
+      and a few GB of memory.
+    * ``"cpu"``: training (96, 256, 256) and (64, 256, 256), test (160, 224, 224),
+      at twice the paper's voxel size (120 x 112.8 x 112.8 nm; the same nucleus
+      sizes in um), so the test block holds more than 30 whole nuclei; a few
+      seconds each.
+
+    ``voxel_size`` (nm, Z, Y, X) replaces the preset's.
 
     Each volume gets its own seed derived from ``seed``; ``kwargs`` go to
     :func:`make_nucleus_volume`.
@@ -483,6 +493,7 @@ def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=DEFAULT_
     if preset not in PRESETS:
         raise FusionNetError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     spec = PRESETS[preset]
+    voxel_size = spec.get("voxel_size", DEFAULT_VOXEL_SIZE) if voxel_size is None else voxel_size
     shapes = list(spec["train"]) + [spec["test"]]
     seeds = np.random.SeedSequence(seed).generate_state(len(shapes))
     vols = [

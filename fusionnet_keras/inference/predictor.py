@@ -52,7 +52,7 @@ from fusionnet_keras.models.analysis import receptive_field_margin, size_multipl
 from fusionnet_keras.models.precision import with_precision
 from fusionnet_keras.utils.validate import check_int
 
-__all__ = ["predict", "predict_section", "SectionPredictor"]
+__all__ = ["predict", "predict_section", "SectionPredictor", "orient_region", "unorient_region"]
 
 # Orientations grouped by output shape (even k keep (H, W), odd k swap it), so
 # that windows of equal shape follow each other and batch together.
@@ -78,6 +78,7 @@ class _Orientation:
     offsets: tuple
     acc: np.ndarray
     left: int
+    z: int = 0  # the section of a block (predict_region)
 
 
 @dataclass(eq=False)
@@ -101,6 +102,41 @@ def window_bytes(model, window) -> int:
     if filters is None:  # any other Keras model: the widest layer of the first level is unknown; assume 64
         filters = 64
     return int(np.prod(window)) * filters * BYTES_PER_PIXEL_AND_FILTER
+
+
+def orient_region(shape, region, k):
+    """Where the part ``region`` (y, x slices) of a section of ``shape`` lies after :func:`orient` by ``k``.
+
+    Regions may reach past the section (mirrored context): orientations are
+    flips and transposes, which commute with mirror reflection.
+
+    Example:
+        >>> x = np.arange(12).reshape(3, 4)
+        >>> r = orient_region(x.shape, (slice(0, 2), slice(1, 4)), 1)
+        >>> bool(np.array_equal(orient(x, 1)[r], orient(x[0:2, 1:4], 1)))
+        True
+    """
+    (h, w), (ys, xs) = shape, region
+    if k >= 4:  # mirror the last axis first
+        xs = slice(w - xs.stop, w - xs.start)
+    for _ in range(k % 4):  # a quarter turn: new[i, j] = old[j, w - 1 - i], new shape (w, h)
+        ys, xs, h, w = slice(w - xs.stop, w - xs.start), ys, w, h
+    return ys, xs
+
+
+def unorient_region(shape, region, k):
+    """Inverse of :func:`orient_region`: ``shape`` is the oriented section's, the result is in the original."""
+    (h, w), (ys, xs) = shape, region
+    for _ in range(k % 4):  # undo a quarter turn of an array of (original) shape (w, h)
+        ys, xs, h, w = xs, slice(h - ys.stop, h - ys.start), w, h
+    if k >= 4:
+        xs = slice(w - xs.stop, w - xs.start)
+    return ys, xs
+
+
+def _snap(start, stop, context, multiple, size):
+    """A window ``[start - context, stop + context)`` widened to the ``multiple`` grid, inside ``[0, size)``."""
+    return slice(max(0, (start - context) // multiple * multiple), min(size, -(-(stop + context) // multiple) * multiple))
 
 
 def _batches(items, key, batch_size):
@@ -200,6 +236,77 @@ class SectionPredictor:
             states.append(state)
             for tile in plan:
                 yield _Job(np.ascontiguousarray(frame[tile.read], dtype=np.float32), tile, state)
+
+    def margin(self):
+        """Context (px) that makes a window's core exact: the receptive field radius (or ``overlap``)."""
+        return self.context if self.tile is not None else receptive_field_margin(self.model)
+
+    def _region_jobs(self, read, shape, region, depth, states):
+        """Jobs for ``region`` of ``depth`` sections of ``shape``: one window per section and orientation.
+
+        Each orientation's window is the region's core in the padded frame
+        grown by :meth:`margin` and widened to the pooling grid, inside the
+        frame (where the frame ends, the window ends: the network sees the edge
+        it sees on the whole frame), so the core equals the whole-section result.
+        """
+        context = self.margin()
+        plans = []
+        for k in self.orientations:
+            oshape = tuple(shape)[::-1] if k % 2 else tuple(shape)
+            widths = frame_widths(oshape, self.pad, self.multiple)
+            frame = [s + lo + hi for s, (lo, hi) in zip(oshape, widths)]
+            core = [slice(r.start + lo, r.stop + lo) for r, (lo, _) in zip(orient_region(shape, region, k), widths)]
+            window = tuple(_snap(c.start, c.stop, context, self.multiple, f) for c, f in zip(core, frame))
+            source = unorient_region(oshape, [slice(w.start - lo, w.stop - lo) for w, (lo, _) in zip(window, widths)], k)
+            tile = Tile(index=(k,), read=window, write=tuple(core),
+                        crop=tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window)))
+            plans.append((k, tile, source))
+        box = tuple(slice(min(p[2][a].start for p in plans), max(p[2][a].stop for p in plans)) for a in range(2))
+        stack = read(box)  # (depth, ...) the sections' union of all windows, mirrored past the edges
+        for k, tile, source in plans:
+            part = stack[(slice(None),) + tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(source, box))]
+            windows = orient(part, k)
+            for z in range(depth):
+                state = _Orientation(k, tuple(c.start for c in tile.write),
+                                     np.zeros(tile.write_shape, np.float32), 1, z)
+                states.append(state)
+                yield _Job(np.ascontiguousarray(windows[z], dtype=np.float32), tile, state)
+
+    def predict_region(self, read, shape, region, depth=1):
+        """Probability map of ``region`` (y, x slices) of ``depth`` sections of ``shape`` (blockwise prediction).
+
+        ``read(box)`` returns the ``depth`` sections' pixels in ``box`` (y, x
+        slices that may reach past the section, mirrored as
+        :func:`~fusionnet_keras.inference.tiling.read_block` does), float32 in
+        [0, 1]. The result, ``(depth, h, w)``, equals the same part of
+        :meth:`predict` of the whole sections up to float round-off, for any region.
+
+        Example:
+            >>> import keras
+            >>> from fusionnet_keras.inference.tiling import read_block
+            >>> net = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+            >>> sp, x = SectionPredictor(net, tta=8, pad=4, multiple=1), np.random.default_rng(0).random((1, 9, 7))
+            >>> part = sp.predict_region(lambda box: read_block(x, (slice(0, 1),) + box), (9, 7), (slice(2, 5), slice(0, 4)))
+            >>> bool(np.allclose(part[0], sp.predict(x[0])[2:5, 0:4], atol=1e-6))
+            True
+        """
+        region = tuple(slice(r.start, r.stop) for r in region)
+        total = np.zeros((depth,) + tuple(r.stop - r.start for r in region), np.float32)
+
+        def finish(state):
+            total[state.z] += unorient(state.acc, state.k)
+            state.acc = None
+
+        states = []
+        jobs = self._region_jobs(read, tuple(shape), region, depth, states)
+        # batches of one section each, as predict() makes them: the same float round-off for any block depth
+        per_call = self.windows_per_call(tuple(shape))
+        for batch in _batches(jobs, lambda job: (job.state.z, job.window.shape), per_call):
+            self._run(batch, finish)
+        assert all(s.left == 0 for s in states)
+        total /= self.tta
+        np.clip(total, 0.0, 1.0, out=total)
+        return total
 
     def _run(self, batch, finish):
         x = np.stack([job.window for job in batch])[..., None]

@@ -124,8 +124,9 @@ class FusionNetW(SegmentationModel):
 
     Unit ``i + 1`` takes the output probability map of unit ``i``; the model has
     one input and ``units`` outputs named ``unit1_output`` .. ``unitK_output``, one loss per
-    unit. The paper trains unit by unit: train unit i, freeze it, train unit
-    i + 1; :meth:`set_trainable_unit` does the freezing.
+    unit. The paper trains unit by unit within every epoch: train unit i, freeze it,
+    train unit i + 1 (:mod:`fusionnet_keras.training.units`); :meth:`set_trainable_unit`
+    does the freezing.
 
     Args:
         units: number of chained FusionNet units (k >= 1).

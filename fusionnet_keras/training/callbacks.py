@@ -63,12 +63,32 @@ class Validate(keras.callbacks.Callback):
             atomic_save_model(net, self.run.out / "best.keras")
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """After every epoch: the resume point (wrapper + optimizer), last.keras, state.json (last), log.csv."""
+def _commit(run, model, save_resume_point, state: dict) -> None:
+    """Write the resume point (``save_resume_point()``, default: the wrapper ``model`` with its optimizer
+    to ``checkpoints/last.keras``), then ``state.json`` with the augmenter's random state (not part of a
+    .keras file). The state is written last: it says which epoch (and unit) the resume point holds."""
+    state["augmenter"] = [np.asarray(v).tolist() for v in model.get_layer("augmenter").variables]
+    if save_resume_point is None:
+        atomic_save_model(model, run.ckpt)
+    else:
+        save_resume_point()
+    atomic_write_text(run.state_path, json.dumps(state, indent=1) + "\n")
 
-    def __init__(self, run, net, state: dict, total_epochs: int):
+
+class Checkpoint(keras.callbacks.Callback):
+    """After every epoch: the resume point (wrapper + optimizer), last.keras, state.json (last), log.csv.
+
+    With ``unit`` (the last FusionNetW unit, the units trained one by one) it
+    ends the epoch's last unit phase: the losses of the epoch's earlier units
+    (``state["partial"]``) join the logs as ``loss_unit<i>``; ``loss`` is the
+    last unit's. ``save_resume_point`` replaces the default resume point (see
+    :func:`_commit`).
+    """
+
+    def __init__(self, run, net, state: dict, total_epochs: int, unit: int | None = None, save_resume_point=None):
         super().__init__()
-        self.run, self.net, self.state, self.total_epochs = run, net, state, total_epochs
+        self.run, self.net, self.state, self.total_epochs, self.unit = run, net, state, total_epochs, unit
+        self.save_resume_point = save_resume_point
         self.t0 = time.time()
         self.e0 = None
 
@@ -77,13 +97,15 @@ class Checkpoint(keras.callbacks.Callback):
             self.e0 = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
         logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+        if self.unit is not None:
+            logs.update(self.state.pop("partial", {}), **{f"loss_unit{self.unit}": logs.get("loss", np.nan)})
+            self.state["unit"] = 0
         self.state["epoch"] = epoch + 1
         self.state["history"].append({k: float(v) for k, v in logs.items()})
-        atomic_save_model(self.model, self.run.ckpt)
         atomic_save_model(inference_model(self.run, self.net), self.run.out / "last.keras")
-        atomic_write_text(self.run.state_path, json.dumps(self.state, indent=1) + "\n")
+        _commit(self.run, self.model, self.save_resume_point, self.state)
         write_log(self.run, self.state)
         self._report(epoch, logs)
 
@@ -93,17 +115,42 @@ class Checkpoint(keras.callbacks.Callback):
         val = ""
         if "val_vrand" in logs:
             val = f" val V^Rand {logs['val_vrand']:.4f} V^Info {logs['val_vinfo']:.4f}"
+        units = "".join(f" unit {k[9:]} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("loss_unit"))
         print(
             f"[{self.run.name}] epoch {epoch + 1}/{self.total_epochs} loss {logs.get('loss', float('nan')):.4f}"
-            f"{val} elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min",
+            f"{' (' + units.strip() + ')' if units else ''}{val} elapsed {elapsed / 60:.1f} min, "
+            f"ETA {eta / 60:.1f} min",
             flush=True,
         )
 
 
-def make_callbacks(run, net, val_images, val_labels, state: dict, total_epochs: int) -> list:
-    """Validation (first: it adds its scores to the logs), checkpointing, and TensorBoard if configured."""
+class UnitCheckpoint(keras.callbacks.Callback):
+    """End of the phase of FusionNetW unit ``unit`` (not the last) in an epoch, the units trained one by one:
+    the resume point (``save_resume_point()``), its loss in ``state["partial"]``, ``state["unit"]``."""
+
+    def __init__(self, run, state: dict, unit: int, units: int, total_epochs: int, save_resume_point):
+        super().__init__()
+        self.run, self.state, self.unit, self.units, self.total_epochs = run, state, unit, units, total_epochs
+        self.save_resume_point = save_resume_point
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", np.nan))
+        self.state["unit"] = self.unit
+        self.state.setdefault("partial", {})[f"loss_unit{self.unit}"] = loss
+        _commit(self.run, self.model, self.save_resume_point, self.state)
+        print(f"[{self.run.name}] epoch {epoch + 1}/{self.total_epochs} unit {self.unit}/{self.units} "
+              f"loss {loss:.4f}", flush=True)
+
+
+def make_callbacks(run, net, val_images, val_labels, state: dict, total_epochs: int, unit: int | None = None,
+                   save_resume_point=None) -> list:
+    """Validation (first: it adds its scores to the logs), checkpointing, and TensorBoard if configured.
+
+    ``unit``, ``save_resume_point``: the last FusionNetW unit and the resume point when the units are
+    trained one by one (see :class:`Checkpoint`).
+    """
     callbacks = [Validate(run, net, val_images, val_labels, state, total_epochs),
-                 Checkpoint(run, net, state, total_epochs)]
+                 Checkpoint(run, net, state, total_epochs, unit=unit, save_resume_point=save_resume_point)]
     if run.config["train"]["tensorboard"] and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False))
     return callbacks

@@ -45,12 +45,18 @@ class Run:
         self.name = config["name"]
         self.ckpt = self.out / "checkpoints" / "last.keras"
         self.state_path = self.out / "state.json"
+        # the resume point when FusionNetW's units are trained one by one (training/units.py)
+        self.units_ckpt = self.out / "checkpoints" / "units.npz"
+
+    def has_checkpoint(self) -> bool:
+        return self.ckpt.exists() or self.units_ckpt.exists()
 
 
 def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[Run, dict]:
     """Create / check the run directory; return the run and its state."""
     run = Run(config, out)
-    state = {"epoch": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
+    # epoch: completed epochs; unit: FusionNetW units completed in the current epoch (unit by unit)
+    state = {"epoch": 0, "unit": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
     if run.out.exists() and not run.out.is_dir():
         raise FusionNetError(f"output exists and is not a directory: {run.out}")
     exists = run.out.exists() and any(run.out.iterdir())
@@ -70,7 +76,7 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
                 raise FusionNetError(
                     f"cannot resume {run.out}: config differs from the saved one in {', '.join(changed)}"
                 )
-        if run.state_path.exists() and run.ckpt.exists():
+        if run.state_path.exists() and run.has_checkpoint():
             state = json.loads(run.state_path.read_text())
             write_log(run, state)  # the rows of the completed epochs, whatever the kill interrupted
         for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill

@@ -8,19 +8,30 @@ pipeline. Each output of the wrapper is ``concat([prediction, warped_label])``
 and :class:`PairLoss` compares the two channels (the ``y`` fed by the input
 pipeline is ignored).
 
+FusionNetW^k (``model.architecture = "fusionnet_w"``) is trained as the 2021
+paper does (sec. 3.4) by default (``train.unit_schedule = "units"``): every
+epoch trains unit 1 on its own loss against the labels, then freezes it
+(weights and batch-norm statistics) and trains unit 2 on its loss, and so on.
+Each unit has its own wrapper (the network up to that unit's output), its own
+Adam and its own learning-rate schedule (:mod:`fusionnet_keras.training.units`). ``unit_schedule = "joint"``
+trains every unit at once on the sum of their losses (not the paper's).
+
 Run directory layout (``OUT``)::
 
     config.json          the resolved configuration
-    state.json           epoch, unit, best score (written atomically every epoch)
+    state.json           epoch, unit, best score, augmentation state (written atomically every epoch
+                         and, unit by unit, after every unit)
     checkpoints/last.keras   wrapper model + optimizer state (atomic; resume point)
+    checkpoints/units.npz    unit by unit, instead: the network's weights and every unit's optimizer state
     best.keras           the plain network with the best validation V^Rand
     last.keras           the plain network after the last epoch
-    log.csv              per-epoch loss, learning rate, validation scores
+    log.csv              per-epoch loss (and loss_unit<i>), learning rate, validation scores
     tensorboard/         TensorBoard logs (TensorFlow backend)
 
 Resuming (``resume=True``) after an interruption, ``kill -9`` included,
-continues from the last completed epoch with the optimizer state, the
-augmentation random state, the learning-rate schedule and the best score.
+continues from the last completed epoch (unit by unit: from the last completed
+unit, also in the middle of an epoch) with the optimizer states, the
+augmentation random state, the learning-rate schedules and the best score.
 """
 
 from __future__ import annotations
@@ -41,16 +52,12 @@ from fusionnet_keras.utils.atomic import atomic_write_text
 # the training graph
 
 
-def build_training_model(net, input_size: int, config: dict):
-    """Wrap ``net``: ``(image, label)`` -> Augmenter -> net -> ``concat(pred, warped label)`` per output."""
-    import keras
-
+def make_augmenter(config: dict):
+    """The :class:`~fusionnet_keras.data.augment.Augmenter` of ``config['augment']`` (seeded by ``train.seed``)."""
     from fusionnet_keras.data.augment import Augmenter
 
     aug = config["augment"]
-    image = keras.Input(shape=(input_size, input_size, 1), name="image")
-    label = keras.Input(shape=(input_size, input_size, 1), name="label")
-    augmenter = Augmenter(
+    return Augmenter(
         elastic_amplitude=aug["elastic_amplitude"],
         noise_sigma=aug["noise_sigma"],
         grid_size=aug["elastic_grid"],
@@ -58,6 +65,18 @@ def build_training_model(net, input_size: int, config: dict):
         dtype="float32",  # the warp is computed in float32 under any precision policy
         name="augmenter",
     )
+
+
+def build_training_model(net, input_size: int, config: dict, augmenter=None, name: str = "training_model"):
+    """Wrap ``net``: ``(image, label)`` -> Augmenter -> net -> ``concat(pred, warped label)`` per output.
+
+    ``augmenter`` (default: a new :func:`make_augmenter`) can be shared by several wrappers.
+    """
+    import keras
+
+    image = keras.Input(shape=(input_size, input_size, 1), name="image")
+    label = keras.Input(shape=(input_size, input_size, 1), name="label")
+    augmenter = augmenter if augmenter is not None else make_augmenter(config)
     warped_image, warped_label = augmenter((image, label))
     preds = net(warped_image)
     if not isinstance(preds, (list, tuple)):
@@ -65,30 +84,25 @@ def build_training_model(net, input_size: int, config: dict):
     outputs = [
         keras.layers.Concatenate(dtype="float32", name=f"pair{i + 1}")([p, warped_label]) for i, p in enumerate(preds)
     ]
-    return keras.Model([image, label], outputs, name="training_model")
+    return keras.Model([image, label], outputs, name=name)
 
 
-def _compile(model, config, steps_per_epoch, unit=None, n_outputs=1):
+def _compile(model, config, steps_per_epoch, n_outputs=1):
+    """Adam with the per-epoch decay; one :class:`PairLoss` per output (summed)."""
     import keras
+
+    from fusionnet_keras.training.losses import PairLoss
 
     t = config["train"]
     schedule = keras.optimizers.schedules.ExponentialDecay(
         t["learning_rate"], decay_steps=max(1, steps_per_epoch), decay_rate=t["lr_decay"]
     )
-    from fusionnet_keras.training.losses import PairLoss
-
     losses = [PairLoss(t["loss"], t["membrane_weight"]) for _ in range(n_outputs)]
-    weights = None
-    if n_outputs > 1 and unit is not None:
-        weights = [1.0 if i + 1 == unit else 0.0 for i in range(n_outputs)]
     from fusionnet_keras.utils.hardware import training_jit_compile
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
-        loss=losses if n_outputs > 1 else losses[0],
-        loss_weights=weights,
-        jit_compile=training_jit_compile(),  # measured per backend and precision (benchmarks/xla.py)
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
+                  loss=losses if n_outputs > 1 else losses[0],
+                  jit_compile=training_jit_compile())  # measured per backend and precision (benchmarks/xla.py)
 
 
 # ---------------------------------------------------------------------------
@@ -100,9 +114,9 @@ class _Schedule:
     """Sizes and lengths of a run, checked before anything is written."""
 
     input_size: int  # crop (or section) + 2 * pad
-    steps: int  # optimisation steps per epoch
+    steps: int  # optimisation steps per epoch (per unit when trained unit by unit)
     units: int  # network outputs (FusionNetW units)
-    unit_epochs: int  # epochs per unit when FusionNetW is trained unit by unit, else 0
+    by_unit: bool  # FusionNetW trained unit by unit within every epoch (the 2021 paper)
     total_epochs: int
 
 
@@ -120,57 +134,72 @@ def _schedule(config: dict, images, n_train: int) -> _Schedule:
             f"training input {size} + 2 * pad {t['pad']} = {input_size} is not divisible by 2**depth = {multiple}"
         )
     units = m["units"] if m["architecture"] == "fusionnet_w" else 1
-    unit_epochs = t["unit_epochs"] if units > 1 else 0
     steps = t["steps_per_epoch"] or max(1, math.ceil(n_train * (8 if t["enrich"] else 1) / t["batch_size"]))
-    return _Schedule(input_size, steps, units, unit_epochs, unit_epochs * units if unit_epochs else t["epochs"])
+    return _Schedule(input_size, steps, units, units > 1 and t["unit_schedule"] == "units", t["epochs"])
 
 
-def _dataset(config: dict, images, labels, units: int):
-    """The repeated, shuffled training dataset (``train.pipeline``); one (ignored) target per network output."""
+def _dataset(config: dict, images, labels, n_outputs: int):
+    """The repeated, shuffled training dataset (``train.pipeline``); one (ignored) target per wrapper output."""
     from fusionnet_keras.data.pipeline import make_training_data
 
     t = config["train"]
     return make_training_data(images, labels, t["batch_size"], pipeline=t["pipeline"],
-                              transform=lambda x, y: ((x, y), (y,) * units if units > 1 else y),
+                              transform=lambda x, y: ((x, y), (y,) * n_outputs if n_outputs > 1 else y),
                               shuffle=True, seed=t["seed"], enrich=t["enrich"], pad=t["pad"], repeat=True,
                               crop=t["crop"] or None, drop_remainder=True)
 
 
-def _model(run, state: dict, config: dict, schedule: _Schedule):
-    """``(training model, network)``: resumed from the checkpoint, or built and compiled."""
+def _models(run, state: dict, config: dict, schedule: _Schedule):
+    """``(training models, network)``: one wrapper, or one per unit when trained unit by unit;
+    resumed from the checkpoint, or built and compiled."""
     import keras
 
     from fusionnet_keras.models import build_model
+    from fusionnet_keras.models.loading import register_custom_objects
+    from fusionnet_keras.training import units
 
     m = config["model"]
-    if state["epoch"] > 0:
-        from fusionnet_keras.models.loading import register_custom_objects
-
-        register_custom_objects()  # a new process has not imported the augmentation layers yet
+    resuming = state["epoch"] > 0 or state.get("unit", 0) > 0
+    register_custom_objects()  # a new process has not imported the augmentation layers yet
+    if resuming and not schedule.by_unit:
         model = keras.saving.load_model(run.ckpt)
         print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
-        return model, model.get_layer(m["architecture"])
-    net = build_model(m["architecture"], **cfg.model_kwargs(config))
-    model = build_training_model(net, schedule.input_size, config)
-    _compile(model, config, schedule.steps, unit=1 if schedule.unit_epochs else None, n_outputs=schedule.units)
-    return model, net
+        models, net = [model], model.get_layer(m["architecture"])
+    else:
+        net = build_model(m["architecture"], **cfg.model_kwargs(config))
+        if schedule.by_unit:
+            models = units.unit_models(net, schedule.input_size, config)
+        else:
+            models = [build_training_model(net, schedule.input_size, config)]
+        for model in models:
+            _compile(model, config, schedule.steps, n_outputs=len(model.outputs))
+        if resuming:
+            restored = units.restore_units(run.units_ckpt, net, models)
+            unit = state.get("unit", 0)
+            where = f"unit {unit} of epoch {state['epoch'] + 1}" if unit else f"epoch {state['epoch']}"
+            print(f"[{run.name}] resuming unit by unit after {where} from {run.units_ckpt} "
+                  f"(optimizers of units {restored})", flush=True)
+    if resuming and state.get("augmenter"):
+        # the seed generators' state is not saved in .keras files: state.json keeps it
+        for variable, value in zip(models[0].get_layer("augmenter").variables, state["augmenter"]):
+            variable.assign(value)
+    return models, net
 
 
-def _fit(run, model, net, ds, callbacks, state: dict, config: dict, schedule: _Schedule, verbose) -> None:
+def _fit(run, models, net, ds, callbacks, state: dict, schedule: _Schedule, verbose, save_resume_point) -> None:
     """``model.fit`` to ``schedule.total_epochs``; FusionNetW unit by unit (Quan et al. 2021, sec. 3.4):
-    train unit i, freeze it, then train unit i + 1."""
-    fit = dict(steps_per_epoch=schedule.steps, callbacks=callbacks, verbose=verbose, shuffle=False)  # ds shuffles
-    if not schedule.unit_epochs:
-        model.fit(ds, epochs=schedule.total_epochs, initial_epoch=state["epoch"], **fit)
+    in every epoch unit i is trained (the others frozen) and checkpointed, then unit i + 1
+    (:mod:`fusionnet_keras.training.units`)."""
+    from fusionnet_keras.training import units
+    from fusionnet_keras.training.callbacks import UnitCheckpoint
+
+    fit = dict(steps_per_epoch=schedule.steps, verbose=verbose, shuffle=False)  # ds shuffles
+    if not schedule.by_unit:
+        models[0].fit(ds, epochs=schedule.total_epochs, initial_epoch=state["epoch"], callbacks=callbacks, **fit)
         return
-    while state["epoch"] < schedule.total_epochs:
-        unit = state["epoch"] // schedule.unit_epochs + 1
-        end = unit * schedule.unit_epochs
-        net.set_trainable_unit(unit)
-        if state["epoch"] % schedule.unit_epochs == 0 or model.optimizer is None:
-            _compile(model, config, schedule.steps, unit=unit, n_outputs=schedule.units)
-        print(f"[{run.name}] training unit {unit}/{schedule.units} (epochs {state['epoch'] + 1}-{end})", flush=True)
-        model.fit(ds, epochs=end, initial_epoch=state["epoch"], **fit)
+    phases = [[UnitCheckpoint(run, state, unit, schedule.units, schedule.total_epochs, save_resume_point)]
+              for unit in range(1, schedule.units)] + [callbacks]
+    units.fit_units(models, net, ds, state, schedule.total_epochs, phases, fit)
 
 
 def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
@@ -207,12 +236,19 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
         print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
         return summary(run, state)
 
-    ds = _dataset(config, images[train_idx], labels[train_idx], schedule.units)
-    model, net = _model(run, state, config, schedule)
-    callbacks = make_callbacks(run, net, images[val_idx], labels[val_idx], state, schedule.total_epochs)
+    ds = _dataset(config, images[train_idx], labels[train_idx], 1 if schedule.by_unit else schedule.units)
+    models, net = _models(run, state, config, schedule)
+    save_resume_point = None
+    if schedule.by_unit:
+        from fusionnet_keras.training.units import save_units
+
+        def save_resume_point():
+            save_units(run.units_ckpt, net, models)
+    callbacks = make_callbacks(run, net, images[val_idx], labels[val_idx], state, schedule.total_epochs,
+                               unit=schedule.units if schedule.by_unit else None, save_resume_point=save_resume_point)
     t0 = time.time()
-    _fit(run, model, net, ds, callbacks, state, config, schedule,
-         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    _fit(run, models, net, ds, callbacks, state, schedule,
+         (1 if sys.stdout.isatty() else 2) if verbose is None else verbose, save_resume_point)
     state["train_seconds"] = state.get("train_seconds", 0.0) + time.time() - t0
     atomic_write_text(run.state_path, json.dumps(state, indent=1) + "\n")
     return summary(run, state)

@@ -106,6 +106,11 @@ class Volume:
             )
         return arr
 
+    @property
+    def lazy(self):
+        """An array-like whose N-D slices read only what they ask for (the HDF5/zarr dataset; else the volume)."""
+        return self
+
     def __array__(self, dtype=None, copy=None):
         arr = self.read()
         return arr if dtype is None else arr.astype(dtype)
@@ -328,6 +333,10 @@ class _H5Volume(Volume):
             self._file.close()
             raise
 
+    @property
+    def lazy(self):
+        return self._ds
+
     def _read_all(self):
         return self._ds[()]
 
@@ -375,6 +384,10 @@ class _ZarrVolume(Volume):
         self.key = key
         self._arr = arr
         super().__init__(path, arr.shape, dtype, display=_display(Path(path), key))
+
+    @property
+    def lazy(self):
+        return self._arr
 
     def _read_all(self):
         return np.asarray(self._arr[...])

@@ -133,7 +133,7 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return file
 
 
-def _convert_dtype(arr: np.ndarray, dtype, display: str) -> np.ndarray:
+def convert_dtype(arr: np.ndarray, dtype, display: str) -> np.ndarray:
     if dtype is None:
         return arr
     try:
@@ -291,7 +291,7 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
         raise FusionNetError(f"cannot write data type {arr.dtype} to {display}")
     if arr.ndim == 0 or arr.size == 0:
         raise FusionNetError(f"refusing to write an empty array (shape {arr.shape}) to {display}")
-    arr = _convert_dtype(arr, dtype, display)
+    arr = convert_dtype(arr, dtype, display)
     with user_errors(f"cannot write {display}"):
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "tiff":

@@ -1,0 +1,175 @@
+"""Blockwise prediction of 2-D sections: blocks (z, y, x) with context in y and x, any number of workers.
+
+Each block is ``depth`` sections of a ``(y, x)`` region. For every section and
+orientation the worker runs the network on one window: the region's core in the
+mirror-padded frame grown by the receptive field and widened to the pooling
+grid (:meth:`~fusionnet_keras.inference.predictor.SectionPredictor.predict_region`),
+so a block gives the numbers the whole-section prediction gives there, for any
+block shape and worker count. The model is loaded once per worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
+from fusionnet_keras.blockwise.grid import BlockGrid, check_multiple
+from fusionnet_keras.blockwise.storage import BlockOutput, signature
+from fusionnet_keras.errors import FusionNetError
+
+#: Default block (z, y, x) of the 2-D predictor.
+DEFAULT_BLOCK = (4, 512, 512)
+
+
+def normalize_block(block, name="the input") -> np.ndarray:
+    """A block as float32 in [0, 1] by a rule that depends on the dtype only (the same for every block).
+
+    Unsigned integers (and non-negative signed ones) are divided by their dtype's
+    maximum, as :func:`fusionnet_keras.data.io.normalize` does; floats must
+    already lie in [0, 1] (min-max scaling needs the whole volume).
+    """
+    from fusionnet_keras.data.io import normalize
+
+    a = np.asarray(block)
+    if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+        raise FusionNetError(f"{name} has float values outside [0, 1] (or NaN); blockwise prediction needs "
+                             "values in [0, 1] or an integer type")
+    if a.dtype.kind == "i" and a.size and a.min() < 0:
+        raise FusionNetError(f"{name} has negative values; blockwise prediction needs unsigned data")
+    return normalize(a)
+
+
+def limit_threads(threads) -> None:
+    """Use ``threads`` CPU threads in TensorFlow's pools (before its first operation; else ignored)."""
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
+    except RuntimeError:  # TensorFlow is already running in this process
+        pass
+
+
+@dataclass
+class SectionBlockTask(BlockTask):
+    """Predict the 2-D sections of a block and write them (float32 or uint8)."""
+
+    input: str
+    weights: str
+    output: BlockOutput
+    tta: int = 8
+    pad: int = 64
+    batch_size: int | None = None
+    dtype: str = "float32"
+    precision: str | None = None
+    threads: int | None = None
+    name = "predict"
+
+    @property
+    def markers(self):
+        return self.output.markers
+
+    def setup(self):
+        from fusionnet_keras.cli.options import quiet_backend
+
+        quiet_backend()
+        limit_threads(self.threads)
+        from fusionnet_keras.data.io import open_volume
+        from fusionnet_keras.inference.predictor import SectionPredictor
+        from fusionnet_keras.models.loading import load_model
+
+        volume = open_volume(self.input)
+        predictor = SectionPredictor(load_model(self.weights), tta=self.tta, pad=self.pad,
+                                     batch_size=self.batch_size, precision=self.precision)
+        return volume, predictor
+
+    def process(self, state, block):
+        from fusionnet_keras.data.io.writers import convert_dtype
+        from fusionnet_keras.inference.tiling import read_block
+
+        volume, predictor = state
+        source = volume.lazy
+        flat = len(volume.shape) == 2  # one section: blocks (y, x)
+        zs = (slice(0, 1),) if flat else block.region[:1]
+        region = block.region[-2:]
+
+        def read(box):
+            data = read_block(source, box if flat else zs + box)
+            return normalize_block(data[None] if flat else data, volume.name)
+
+        y = predictor.predict_region(read, volume.shape[-2:], region, depth=zs[0].stop - zs[0].start)
+        self.output.write(block, convert_dtype(y[0] if flat else y, self.dtype, self.output.display))
+        return None
+
+
+def _file_tag(path) -> dict:
+    """What identifies a file's content cheaply: its resolved path, size and modification time."""
+    from fusionnet_keras.data.io import parse_path
+
+    p = Path(parse_path(path)[0]).resolve()
+    try:
+        st = os.stat(p)
+        return {"path": str(path), "resolved": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
+    except OSError:
+        return {"path": str(p)}
+
+
+def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
+                   tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
+                   precision=None) -> dict:
+    """Predict a 2-D image or a (Z, H, W) stack block by block into a zarr array; resumable.
+
+    Args:
+        input_path: any readable volume (HDF5 and zarr are read block by block).
+        output_path: a zarr array (``x.zarr`` or ``x.zarr:group/array``),
+            created chunked like the blocks; an existing output of the same job
+            is resumed (only the blocks without a done marker are computed).
+        weights: the ``.keras`` model (loaded once per worker).
+        block: (z, y, x) block (y, x multiples of the network's size multiple);
+            default :data:`DEFAULT_BLOCK` capped at the volume.
+        workers, scheduler, client: where the blocks run (see
+            :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        tta, pad, batch_size, dtype, precision: as for :func:`fusionnet_keras.predict`
+            and the ``predict`` command.
+        overwrite: replace an existing output (and its markers).
+
+    Returns:
+        ``{"blocks": n, "computed": k, "shape": ...}``.
+    """
+    from fusionnet_keras.data.io import open_volume
+    from fusionnet_keras.models.analysis import size_multiple
+    from fusionnet_keras.models.loading import load_model
+
+    if dtype not in ("float32", "uint8"):
+        raise FusionNetError(f"dtype must be float32 or uint8, got {dtype!r}")
+    with open_volume(input_path) as volume:
+        shape, in_dtype = tuple(volume.shape), str(volume.dtype)
+    if len(shape) not in (2, 3):
+        raise FusionNetError(f"expected a 2-D image or a 3-D stack (Z, H, W), got shape {shape}")
+    multiple = size_multiple(load_model(weights))
+    if block is None:
+        block = tuple(min(b, -(-s // multiple) * multiple) for b, s in zip(DEFAULT_BLOCK, (1,) * (3 - len(shape)) + shape))
+    block = tuple(block)[-len(shape):] if len(shape) == 2 and len(tuple(block)) == 3 else tuple(block)
+    if len(block) != len(shape):
+        raise FusionNetError(f"--block needs {len(shape)} values for an input of shape {shape}, got {block}")
+    check_multiple(block[-2:], (multiple, multiple), "the network's size multiple")
+    grid = BlockGrid(shape, block)
+    sig = signature({"job": "predict-2d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
+                     "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
+                     "block": grid.block, **({"precision": precision} if precision else {})})
+    threads = None if client or scheduler else default_threads(workers)
+    output = BlockOutput(output_path, shape, dtype, grid.block, sig)  # a zarr path, checked before any worker starts
+    with session(workers, scheduler, client, threads) as client:
+        output.open(overwrite=overwrite)
+        task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
+                                batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
+                                threads=threads, precision=precision)
+        before = sum(output.markers.is_done(b) for b in grid)
+        run_blocks(task, grid, workers=workers, client=client, progress=progress)
+    return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block}

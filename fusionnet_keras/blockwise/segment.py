@@ -1,0 +1,336 @@
+"""Blockwise segmentation of volumes larger than memory: fragments, region graph, agglomeration, relabelling.
+
+Four passes over the block grid, each resumable (done markers) and run by the
+engine's workers, except the third:
+
+1. **fragments**: z-watershed of each block read with ``context`` voxels
+   around it, cropped to the block, numbered ``block.id * block voxels + 1, ...``
+   (globally unique) into a uint64 zarr array;
+2. **graph**: the block's region graph (:func:`~fusionnet_keras.segmentation.graph.region_graph`)
+   from its fragments and affinities with one voxel of the lower neighbours
+   (``start``), so the edges across block faces are counted once; each block's
+   graph is a file in the job's graph table (``graph/<block>.npz``);
+3. **agglomeration** (one process): the block graphs merged
+   (:func:`~fusionnet_keras.segmentation.graph.merge_graphs`: statistics add up
+   exactly) and agglomerated globally, mean or learned, all thresholds in one
+   pass; the result is a lookup table fragment -> segment (ids 1..K);
+4. **relabel**: every block's fragments through the lookup table, into the
+   output arrays (one per threshold).
+
+The work files live beside the output, in ``OUT.work/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
+from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.atomic import atomic_path
+
+#: Default block and watershed context (z, y, x) of blockwise segmentation.
+DEFAULT_BLOCK = (32, 256, 256)
+DEFAULT_CONTEXT = (8, 48, 48)
+
+
+def read_affinities(source, region, invert: bool = False, name: str = "input") -> np.ndarray:
+    """Affinities ``(3, ...)`` of ``region`` of an affinity or boundary-map array, as the whole volume has them.
+
+    A boundary map is read with one more voxel on the low sides (the link of
+    ``v`` to ``v - e_c``), so the block's affinities equal the whole volume's there.
+    """
+    from fusionnet_keras.segmentation.inputs import as_affinities
+
+    if len(source.shape) == 4:
+        return as_affinities(np.asarray(source[(slice(None),) + tuple(region)]), invert=invert, name=name)
+    grown = tuple(slice(max(0, r.start - 1), r.stop) for r in region)
+    affs = as_affinities(np.asarray(source[grown]), invert=invert, name=name)
+    return np.ascontiguousarray(affs[(slice(None),) + tuple(slice(r.start - g.start, None) for r, g in zip(region, grown))])
+
+
+def _open_input(path):
+    from fusionnet_keras.data.io import open_volume
+
+    volume = open_volume(path)
+    if volume.ndim not in (3, 4) or (volume.ndim == 4 and volume.shape[0] != 3):
+        volume.close()
+        raise FusionNetError(f"{volume.name} must be affinities (3, Z, Y, X) or a boundary map (Z, Y, X), "
+                             f"got shape {volume.shape}")
+    return volume
+
+
+@dataclass
+class FragmentTask(BlockTask):
+    """Pass 1: z-watershed fragments of each block (with context), globally unique ids."""
+
+    input: str
+    output: BlockOutput
+    invert: bool
+    watershed: object
+    context: tuple
+    block_size: int
+    shells: str
+    name = "fragments"
+
+    @property
+    def markers(self):
+        return self.output.markers
+
+    def setup(self):
+        return _open_input(self.input)
+
+    def process(self, volume, block):
+
+        shape = volume.shape[-3:]
+        grown = block.grown(self.context, self.context, shape)
+        affs = read_affinities(volume.lazy, grown, self.invert, volume.name)
+        frags = self.watershed.run(affs)
+        inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, grown))
+        ids, inverse = np.unique(frags[inner], return_inverse=True)
+        offset = np.uint64(block.id) * np.uint64(self.block_size)
+        new = np.arange(ids.size, dtype=np.uint64) + np.uint64(0 if ids.size and ids[0] == 0 else 1)
+        new[new > 0] += offset
+        core = new[inverse.reshape(frags[inner].shape)]
+        # the watershed's view of the context, in the block's global ids (0 where a basin misses the core)
+        lut = np.zeros(int(frags.max()) + 1, np.uint64)
+        lut[ids.astype(np.int64)] = new
+        shell = lut[frags]
+        shell[inner] = 0
+        with atomic_path(Path(self.shells) / f"{block.id}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, labels=shell, start=np.array([g.start for g in grown]))
+        self.output.write(block, core)
+        return {"fragments": int(np.count_nonzero(new))}
+
+
+@dataclass
+class GraphTask(BlockTask):
+    """Pass 2: the region graph of each block, its lower faces included once; one ``.npz`` per block."""
+
+    input: str
+    fragments: BlockOutput
+    table: str
+    shells: str
+    invert: bool
+    bins: int
+    sig: str
+    name = "graph"
+
+    @property
+    def markers(self):
+        return DoneMarkers(Path(self.table) / ".blocks", self.sig)
+
+    def setup(self):
+        return _open_input(self.input)
+
+    def process(self, volume, block):
+        from fusionnet_keras.segmentation.graph import region_graph
+
+        shape = volume.shape[-3:]
+        grown = block.grown((1, 1, 1), (0, 0, 0), shape)
+        affs = read_affinities(volume.lazy, grown, self.invert, volume.name)
+        frags = np.asarray(self.fragments.array[grown])
+        start = tuple(r.start - g.start for r, g in zip(block.region, grown))
+        graph = region_graph(affs, frags, bins=self.bins, start=start)
+        graph.save(Path(self.table) / f"{block.id}.npz")
+        pairs = self._stitches(block, shape)
+        with atomic_path(Path(self.table) / f"{block.id}.stitch.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, pairs)
+        return {"nodes": graph.num_nodes, "edges": graph.num_edges, "stitches": int(len(pairs))}
+
+    def _stitches(self, block, shape) -> np.ndarray:
+        """Fragment pairs ``(mine, theirs)`` that the block's watershed saw as one in its context.
+
+        Where the block's context lies in its neighbours, the block's basins
+        (continued from its core) are compared with the neighbours' fragments: a
+        pair is stitched when one covers most (> half) of the other there.
+        """
+        with np.load(Path(self.shells) / f"{block.id}.npz") as f:
+            mine, start = f["labels"], f["start"]
+        region = tuple(slice(int(s0), int(s0) + n) for s0, n in zip(start, mine.shape))
+        theirs = np.asarray(self.fragments.array[region])
+        both = (mine > 0) & (theirs > 0)
+        if not both.any():
+            return np.zeros((0, 2), np.uint64)
+        a, b = mine[both], theirs[both]
+        pairs, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+        ids_a, n_a = np.unique(mine[mine > 0], return_counts=True)
+        ids_b, n_b = np.unique(theirs[(mine > 0) | (theirs > 0)], return_counts=True)
+        size_a = n_a[np.searchsorted(ids_a, pairs[:, 0])]
+        valid = ids_b > 0
+        ids_b, n_b = ids_b[valid], n_b[valid]
+        size_b = n_b[np.searchsorted(ids_b, pairs[:, 1])]
+        keep = (2 * counts > size_a) & (2 * counts > size_b)
+        return pairs[keep].astype(np.uint64)
+
+
+@dataclass
+class RelabelTask(BlockTask):
+    """Pass 4: fragments -> segments through the lookup tables, one output per threshold."""
+
+    fragments: BlockOutput
+    outputs: list
+    lut: str
+    name = "relabel"
+
+    @property
+    def markers(self):
+        return self.outputs[0].markers
+
+    def setup(self):
+        with np.load(self.lut) as f:
+            return f["nodes"], [f[f"ids_{i}"] for i in range(len(self.outputs))]
+
+    def process(self, state, block):
+        from fusionnet_keras.segmentation.agglomeration import relabel
+
+        nodes, luts = state
+        frags = np.asarray(self.fragments.array[block.region])
+        for out, ids in zip(self.outputs[::-1], luts[::-1]):  # the first output (the marker's) last
+            out.write(block, relabel(frags, nodes, ids))
+        return None
+
+
+def _compact(ids) -> np.ndarray:
+    """Segment ids renumbered 1..K in order of their ids."""
+    _, inverse = np.unique(ids, return_inverse=True)
+    return (inverse + 1).astype(np.uint64)
+
+
+def contract(graph, pairs):
+    """Merge the fragments of ``pairs`` (stitches) in ``graph``; returns ``(representative of each node, graph)``.
+
+    A representative is the smallest fragment id of its stitched group; the
+    statistics of a group add up, and its inner boundaries become inner statistics.
+
+    Example:
+        >>> from fusionnet_keras.segmentation.graph import region_graph
+        >>> g = region_graph(np.full((3, 1, 1, 3), 0.5, np.float32), np.array([[[1, 2, 3]]], np.uint64))
+        >>> reps, c = contract(g, np.array([[2, 3]], np.uint64))
+        >>> reps.tolist(), c.nodes.tolist(), c.size.tolist()
+        ([1, 2, 2], [1, 2], [1, 2])
+    """
+    from dataclasses import replace
+
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from fusionnet_keras.segmentation.graph import merge_graphs
+
+    n = graph.num_nodes
+    pairs = np.asarray(pairs, np.uint64).reshape(-1, 2)
+    i, j = graph.node_index(pairs[:, 0]), graph.node_index(pairs[:, 1])
+    _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)), directed=False)
+    first = np.full(comp.max(initial=0) + 1, n, np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    reps = graph.nodes[first[comp]]
+    u, v = reps[graph.node_index(graph.u)], reps[graph.node_index(graph.v)]
+    inside = u == v
+    inner_count, inner_sum = graph.inner_count.copy(), graph.inner_sum.copy()
+    rows = graph.node_index(u[inside])
+    np.add.at(inner_count, rows, graph.count[inside])
+    np.add.at(inner_sum, rows, graph.sum[inside])
+    inner_hist = None
+    if graph.bins:
+        inner_hist = graph.inner_hist.copy()
+        np.add.at(inner_hist, rows, graph.hist[inside])
+    keep = ~inside
+    lo, hi = np.minimum(u, v)[keep], np.maximum(u, v)[keep]
+    mapped = replace(graph, nodes=reps, inner_count=inner_count, inner_sum=inner_sum, inner_hist=inner_hist,
+                     u=lo, v=hi, count=graph.count[keep], sum=graph.sum[keep], max=graph.max[keep],
+                     hist=None if graph.hist is None else graph.hist[keep])
+    return reps, merge_graphs([mapped])
+
+
+def _agglomerate(table: Path, grid, method, thresholds, classifier):
+    """The lookup tables fragment -> segment (ids 1..K) of every threshold, from the block graphs."""
+    from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate
+    from fusionnet_keras.segmentation.graph import RegionGraph, merge_graphs
+
+    graph = merge_graphs(RegionGraph.load(table / f"{b.id}.npz") for b in grid)
+    stitches = np.concatenate([np.load(table / f"{b.id}.stitch.npy") for b in grid])
+    reps, contracted = contract(graph, stitches)
+    rows = contracted.node_index(reps)
+    if method == "watershed":
+        return graph.nodes, [_compact(reps)]
+    if method == "learned":
+        from fusionnet_keras.segmentation.learned import LearnedScore
+
+        scorer = LearnedScore(classifier)
+    else:
+        scorer = MeanAffinity()
+    return graph.nodes, [_compact(ids[rows]) for _, ids in agglomerate(contracted, thresholds, scorer)]
+
+
+def _tag(path) -> dict:
+    from fusionnet_keras.blockwise.predict import _file_tag
+
+    return _file_tag(path)
+
+
+def segment_volume(input_path, outputs, *, method="mean", thresholds=None, classifier=None, classifier_path=None,
+                   invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
+                   scheduler=None, client=None, overwrite=False, progress=True) -> dict:
+    """Segment affinities (or a boundary map) larger than memory, block by block; resumable.
+
+    Args:
+        input_path: ``(3, Z, Y, X)`` affinities or a ``(Z, Y, X)`` boundary map
+            (read block by block; HDF5, zarr, TIFF).
+        outputs: zarr array paths, one per threshold (sorted thresholds) or one
+            for ``method="watershed"``; created chunked like the blocks.
+        method, thresholds, classifier, invert, watershed_options: as for
+            :func:`fusionnet_keras.segmentation.segment` (``classifier``: a loaded
+            :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`).
+        classifier_path: the classifier's file (part of the job's signature).
+        block, context: block shape and watershed context (z, y, x).
+        workers, scheduler, client: where the blocks run.
+        overwrite: replace existing outputs and work files.
+
+    Returns:
+        ``{"blocks": n, "fragments": f, "segments": [k per threshold]}``.
+    """
+    from fusionnet_keras.segmentation.agglomeration import check_thresholds
+    from fusionnet_keras.segmentation.pipeline import WatershedOptions
+
+    options = watershed_options or WatershedOptions()
+    thresholds = None if method == "watershed" else check_thresholds(thresholds or [0.5])
+    with _open_input(input_path) as volume:
+        shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
+                                                 "dtype": str(volume.dtype), "invert": bool(invert)}
+    grid = BlockGrid(shape, tuple(block or DEFAULT_BLOCK))
+    context = tuple(int(c) for c in context)
+    file, _ = zarr_target(outputs[0])
+    work = Path(str(file) + ".work")
+    bins = classifier.bins if method == "learned" else 0
+    frag_sig = signature({"job": "fragments", **tag, "watershed": options, "block": grid.block, "context": context})
+    fragments = BlockOutput(f"{work / 'fragments.zarr'}", shape, "uint64", grid.block, frag_sig)
+    graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
+    seg_sig = signature({"job": "segment", "graph": graph_sig, "method": method, "thresholds": thresholds,
+                         "classifier": None if classifier_path is None else _tag(classifier_path)})
+    outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
+    with session(workers, scheduler, client) as client:
+        for out in outs:  # check every output before any work
+            out.open(overwrite=overwrite)
+        fragments.open(overwrite=overwrite)
+        table, shells = work / "graph", work / "shells"
+        graph_task = GraphTask(str(input_path), fragments, str(table), str(shells), bool(invert), bins, graph_sig)
+        if overwrite:
+            graph_task.markers.clear()
+        run = dict(workers=workers, client=client, progress=progress)
+        counts = run_blocks(FragmentTask(str(input_path), fragments, bool(invert), options, context,
+                                         grid.block_size, str(shells)), grid, **run)
+        run_blocks(graph_task, grid, **run)
+        lut = work / f"lut-{seg_sig}.npz"
+        if not lut.exists():
+            nodes, luts = _agglomerate(table, grid, method, thresholds, classifier)
+            with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
+        run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)
+    with np.load(lut) as f:
+        segments = [int(f[f"ids_{i}"].max(initial=0)) for i in range(len(outs))]
+    return {"blocks": len(grid), "fragments": sum(c["fragments"] for c in counts.values()), "segments": segments,
+            "block": grid.block}
