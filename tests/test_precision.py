@@ -201,3 +201,23 @@ def test_3d_networks_convert_and_keep_their_input_block(name):
     x = np.random.default_rng(0).random((1, *shape, 1), dtype=np.float32)
     ref, low = (keras.ops.convert_to_numpy(m(x)) for m in (net, fast))
     assert ref.shape == low.shape and 0 < np.abs(low - ref).max() < 0.05
+
+
+def test_blockwise_prediction_in_bfloat16(net, tmp_path):
+    """predict --workers/--block path: the precision reaches the workers' predictor."""
+    import zarr
+
+    from fusionnet_keras.blockwise.predict import predict_volume
+
+    net.save(tmp_path / "net.keras")
+    image, _ = synthetic_em(2, seed=8)
+    write_tiff(tmp_path / "in.tif", image)
+    outs = {}
+    for precision in (None, "bfloat16"):
+        out = tmp_path / f"{precision}.zarr"
+        predict_volume(str(tmp_path / "in.tif"), str(out), str(tmp_path / "net.keras"), block=(1, 32, 32), tta=1,
+                       pad=8, workers=0, progress=False, precision=precision)
+        outs[precision] = zarr.open_array(str(out))[:]
+    ref = fk.predict(net, image / np.float32(255), tta=1, pad=8)
+    np.testing.assert_allclose(outs[None], ref, atol=1e-5)
+    assert 0 < np.abs(outs["bfloat16"] - ref).max() < 0.05
