@@ -8,7 +8,8 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-slow isbi2012 isbi2012-chain isbi2012-cv zebrafish benchmark clean
+.PHONY: help install test test-jax test-slow check-install isbi2012 isbi2012-chain isbi2012-cv zebrafish benchmark \
+	gpu-check clean
 
 help: ## List the targets
 	@echo "fusionnet-keras targets (PRESET=cpu|paper, FUSIONNET_DATA_DIR=$(FUSIONNET_DATA_DIR)):"
@@ -17,13 +18,24 @@ help: ## List the targets
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# tensorflow-cpu (what earlier versions installed) and tensorflow provide the same module: keep one
+	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its test tools
+install: $(VENV)/.installed ## Create .venv and install the package with its test tools (JAX included)
 
 test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q
+
+# the tests of the layers, models, precision, predictor, tiling, augmentation and numpy batches again under JAX
+JAX_TESTS = tests/test_layers.py tests/test_models.py tests/test_precision.py tests/test_predictor.py \
+	tests/test_tiling.py tests/test_augment.py tests/test_batches.py
+test-jax: $(VENV)/.installed ## Run the model, predictor and augmentation tests under KERAS_BACKEND=jax
+	KERAS_BACKEND=jax $(PY) -m pytest -q $(JAX_TESTS)
+
+check-install: $(VENV)/.installed ## Check that the default install and the cuda/jax/jax-cuda extras resolve (no download)
+	$(PY) -m pytest -q -m slow tests/test_install.py
 
 test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (the experiments with tiny presets, a few minutes)
 	$(PY) -m pytest -q -m slow
@@ -40,11 +52,15 @@ isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
 
-benchmark: $(VENV)/.installed ## Prediction, training and start-up benchmarks, MALIS share of a 3-D training step
+benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) and start-up benchmarks, MALIS share
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/precision.py
 	$(PY) benchmarks/malis_share.py
 	$(PY) benchmarks/startup.py
+
+gpu-check: $(VENV)/.installed ## The accelerator check: paper-size benchmarks in fp32/bf16 and 200 paper-preset steps
+	benchmarks/gpu_check.sh
 
 clean: ## Remove the virtualenv, caches and build files (not results/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

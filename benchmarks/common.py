@@ -78,6 +78,11 @@ def machine_info() -> dict:
     return info
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages (rounded), or None: speed ratios on shared cores need them."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 # ----------------------------------------------------------------------------
 # timing
 
@@ -125,26 +130,29 @@ def matmul_gflops(n=2048, dtype="float32", repeats=5, warmup=2, backend=True, nu
     dict with ``backend_gflops`` (``keras.ops.matmul`` on backend tensors; the
     result is brought back to the host so asynchronous devices are waited for)
     and ``numpy_gflops`` (``numpy.matmul``), plus ``n``, ``dtype`` and
-    ``backend_gflops_all`` / ``numpy_gflops_all`` (every repeat).
+    ``backend_gflops_all`` / ``numpy_gflops_all`` (every repeat). ``dtype``
+    may be ``"bfloat16"`` or ``"float16"`` (the backend's low-precision rate;
+    numpy is then skipped: it has no fast kernels for them).
     """
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
+    a = rng.standard_normal((n, n)).astype("float32")
+    b = rng.standard_normal((n, n)).astype("float32")
     flops = 2.0 * n**3
-    out = {"n": int(n), "dtype": str(np.dtype(dtype)), "repeats": int(repeats)}
+    out = {"n": int(n), "dtype": str(dtype), "repeats": int(repeats)}
+    numpy = numpy and str(dtype) == "float32"
     if backend:
         import keras
         from keras import ops
 
-        ta = ops.convert_to_tensor(a)
-        tb = ops.convert_to_tensor(b)
+        ta = ops.cast(ops.convert_to_tensor(a), dtype)
+        tb = ops.cast(ops.convert_to_tensor(b), dtype)
 
         def run():
             return ops.convert_to_numpy(ops.matmul(ta, tb))
 
         # sanity check once (catches a silently lower-precision path)
         ref = a[:64].astype(np.float64) @ b.astype(np.float64)
-        got = run()[:64]
+        got = run()[:64].astype(np.float64)
         rel = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30))
         best, times, _ = best_time(run, repeats=repeats, warmup=warmup)
         out["backend"] = keras.backend.backend()

@@ -56,9 +56,12 @@ TRAIN_FLOPS_FACTOR = 3.0
 # the worker (runs in a fresh process through common.run_isolated)
 
 
-def train_worker(nb_filters, depth, size, batch_size, augment, warmup_steps, steps, seed=0, n_images=4, jit="auto"):
-    """Build, compile and ``fit`` the training model; return per-step seconds."""
+def train_worker(nb_filters, depth, size, batch_size, augment, warmup_steps, steps, seed=0, n_images=4, jit="auto",
+                 precision="float32"):
+    """Build, compile and ``fit`` the training model under the dtype policy ``precision``; return per-step seconds."""
     import keras
+
+    keras.mixed_precision.set_global_policy(precision)  # as the trainer does with train.precision
 
     from fusionnet_keras.training import config as cfg
     from fusionnet_keras.models.fusionnet import FusionNet
@@ -152,6 +155,7 @@ def measure(args, batch_size, augment, warmup_steps, steps):
         "steps": steps,
         "seed": args.seed,
         "jit": args.jit_compile,
+        "precision": args.precision,
     }
     t0 = time.perf_counter()
     try:
@@ -231,7 +235,11 @@ def parse_args(argv=None):
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--jit-compile", type=common.parse_jit, default="auto",
-                   help="XLA for the training step: auto (Keras' default, what fusionnet_keras.train uses), on, off")
+                   help="XLA for the training step: auto (what fusionnet_keras training uses: "
+                        "utils.hardware.training_jit_compile), on, off")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="dtype policy of the training step (train.precision); the matmul reference is measured "
+                        "in its compute dtype")
     p.add_argument("--timeout", type=float, default=None, help="seconds per subprocess (default none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", default=None, help="also write the result JSON here")
@@ -257,9 +265,10 @@ def main(argv=None):
 
     result = {"benchmark": "train_throughput", "quick": args.quick, "machine": common.machine_info()}
     print(f"machine: {result['machine']}", flush=True)
-    mm = common.matmul_gflops(args.matmul_n, repeats=args.matmul_repeats)
-    print(f"fp32 matmul n={args.matmul_n}: {mm['backend_gflops']:.1f} GFLOP/s ({mm['backend']}), "
-          f"numpy {mm['numpy_gflops']:.1f} GFLOP/s", flush=True)
+    compute = args.precision.replace("mixed_", "")
+    mm = common.matmul_gflops(args.matmul_n, dtype=compute, repeats=args.matmul_repeats)
+    print(f"{compute} matmul n={args.matmul_n}: {mm['backend_gflops']:.1f} GFLOP/s ({mm['backend']})"
+          + (f", numpy {mm['numpy_gflops']:.1f} GFLOP/s" if "numpy_gflops" in mm else ""), flush=True)
     fpp = flops_per_pixel(FusionNet(nb_filters=args.nb_filters, depth=args.depth))
     step_flops_per_image = TRAIN_FLOPS_FACTOR * fpp * args.size**2
     result["model"] = {"nb_filters": args.nb_filters, "depth": args.depth, "flops_per_pixel": fpp,
@@ -293,7 +302,7 @@ def main(argv=None):
     for b in batches:
         runs[(b, False)] = measure(args, b, False, args.warmup_steps, args.steps)
 
-    mm2 = common.matmul_gflops(args.matmul_n, repeats=args.matmul_repeats, numpy=False)
+    mm2 = common.matmul_gflops(args.matmul_n, dtype=compute, repeats=args.matmul_repeats, numpy=False)
     mm["backend_gflops_before"] = mm["backend_gflops"]
     mm["backend_gflops_after"] = mm2["backend_gflops"]
     mm["backend_gflops"] = max(mm["backend_gflops"], mm2["backend_gflops"])
@@ -332,7 +341,7 @@ def main(argv=None):
     common.print_table(
         rows,
         ["batch", "augment", "s/step", "images/s", "GFLOP/s", "% matmul", "peak RSS MB", "augment share"],
-        title=(f"train: FusionNet({args.nb_filters}, {args.depth}), {args.size}x{args.size}, Adam, "
+        title=(f"train: FusionNet({args.nb_filters}, {args.depth}), {args.size}x{args.size}, {args.precision}, Adam, "
                f"median of {args.steps} steps after {args.warmup_steps} warm-up; matmul {ref:.1f} GFLOP/s"),
     )
     common.print_verdicts(verdicts)

@@ -1,6 +1,5 @@
 """Tests for fusionnet_keras.augment (elastic deformation, noise, mirror padding)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 import keras
-import tensorflow as tf
 
 from fusionnet_keras.data.augment import Augmenter, ElasticDeform, GaussianImageNoise, MirrorPad, mirror_pad
 
@@ -20,6 +18,8 @@ from fusionnet_keras.errors import FusionNetError
 
 REPO = Path(__file__).resolve().parents[1]
 N, S = 2, 64
+# tf.data and tf.function checks; under the JAX backend (make test-jax) the augmentation's jax.jit check runs instead
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow backend only")
 
 
 @pytest.fixture
@@ -175,7 +175,10 @@ def test_inference_is_identity(pair):
 # --------------------------------------------------------------------------
 # eager vs tf.data vs compiled
 # --------------------------------------------------------------------------
+@tensorflow_only
 def test_eager_tfdata_tffunction_agree_for_explicit_seed(pair):
+    import tensorflow as tf
+
     image, label = pair
     layer = Augmenter(4.0, 0.1, seed=0)
     seed = tf.constant([7, 3], tf.int64)
@@ -203,7 +206,10 @@ def test_eager_tfdata_tffunction_agree_for_explicit_seed(pair):
     assert x1[0].min() >= 0.0 and x1[0].max() <= 1.0
 
 
+@tensorflow_only
 def test_eager_and_tffunction_agree_with_fresh_seed_generators(pair):
+    import tensorflow as tf
+
     image, label = pair
     eager, graph = Augmenter(4.0, 0.1, seed=21), Augmenter(4.0, 0.1, seed=21)
     fn = tf.function(lambda x, y: graph((x, y), training=True))
@@ -340,7 +346,6 @@ def test_bad_inputs_raise(pair):
         layer(image[..., 0], training=True)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_runs_under_jax_backend():
     script = textwrap.dedent(
         """

@@ -127,8 +127,13 @@ def test_dtype_policy_round_trip(tmp_path, rng, cls, kwargs):
         assert m.get_config()["dtype"]["config"]["name"] == "mixed_bfloat16"
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
+    # the input block of every unit (and its sublayers) stays float32 (fusionnet_keras.models.precision)
+    inputs = [l for l in loaded.layers if l.name.endswith(("down1_conv_in", "down1_conv1"))]
+    assert len(inputs) == kwargs.get("units", 1)
+    kept = {id(s) for l in inputs for s in l._flatten_layers(include_self=True, recursive=True)}
+    assert all(loaded_layer.dtype_policy.name == "float32" for loaded_layer in inputs)
     nested = [l for l in loaded._flatten_layers(include_self=True, recursive=True)
-              if not l.name.endswith("output") and not isinstance(l, keras.layers.InputLayer)]
+              if not l.name.endswith("output") and not isinstance(l, keras.layers.InputLayer) and id(l) not in kept]
     assert {l.dtype_policy.name for l in nested} == {"mixed_bfloat16"}
     assert all(loaded.get_layer(n).dtype_policy.name == "float32" for n in loaded.output_names)
     x = rng.random((1, 32, 32, 1), dtype=np.float32)
@@ -213,3 +218,19 @@ def test_flops_per_pixel_hand_count():
 def test_paper_flops(paper_model):
     # about 3.16 GFLOP per 1000 pixels for the paper configuration
     assert models.flops_per_pixel(paper_model) == pytest.approx(3.1634e6, rel=1e-3)
+
+
+def test_channels_last_whatever_the_keras_setting():
+    """Every convolution and pooling is channels-last, also when Keras is configured channels-first."""
+    from fusionnet_keras.models.analysis import _all_layers
+
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        for cls in (FusionNet, UNet):
+            model = cls(**TINY)
+            assert model(np.zeros((1, 64, 64, 1), "float32")).shape == (1, 64, 64, 1)
+            formats = {layer.data_format for layer in _all_layers(model) if hasattr(layer, "data_format")}
+            assert formats == {"channels_last"}, formats
+    finally:
+        keras.config.set_image_data_format(previous)

@@ -65,8 +65,9 @@ class SectionBlockTask(BlockTask):
     output: BlockOutput
     tta: int = 8
     pad: int = 64
-    batch_size: int = 4
+    batch_size: int | None = None
     dtype: str = "float32"
+    precision: str | None = None
     threads: int | None = None
     name = "predict"
 
@@ -85,7 +86,7 @@ class SectionBlockTask(BlockTask):
 
         volume = open_volume(self.input)
         predictor = SectionPredictor(load_model(self.weights), tta=self.tta, pad=self.pad,
-                                     batch_size=self.batch_size)
+                                     batch_size=self.batch_size, precision=self.precision)
         return volume, predictor
 
     def process(self, state, block):
@@ -120,7 +121,8 @@ def _file_tag(path) -> dict:
 
 
 def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
-                   tta=8, pad=64, batch_size=4, dtype="float32", overwrite=False, progress=True) -> dict:
+                   tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
+                   precision=None) -> dict:
     """Predict a 2-D image or a (Z, H, W) stack block by block into a zarr array; resumable.
 
     Args:
@@ -133,8 +135,8 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
             default :data:`DEFAULT_BLOCK` capped at the volume.
         workers, scheduler, client: where the blocks run (see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        tta, pad, batch_size, dtype: as for :func:`fusionnet_keras.predict` and
-            the ``predict`` command.
+        tta, pad, batch_size, dtype, precision: as for :func:`fusionnet_keras.predict`
+            and the ``predict`` command.
         overwrite: replace an existing output (and its markers).
 
     Returns:
@@ -160,14 +162,15 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
     grid = BlockGrid(shape, block)
     sig = signature({"job": "predict-2d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
                      "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
-                     "block": grid.block})
+                     "block": grid.block, **({"precision": precision} if precision else {})})
     threads = None if client or scheduler else default_threads(workers)
     output = BlockOutput(output_path, shape, dtype, grid.block, sig)
     output.check(overwrite)  # before any worker starts
     with session(workers, scheduler, client, threads) as client:
         output.open(overwrite=overwrite)
         task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
-                                batch_size=int(batch_size), dtype=dtype, threads=threads)
+                                batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
+                                threads=threads, precision=precision)
         before = sum(output.markers.is_done(b) for b in grid)
         run_blocks(task, grid, workers=workers, client=client, progress=progress)
     return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block}

@@ -210,9 +210,22 @@ def tta_option(func):
     )(func)
 
 
+def precision_option(func):
+    """``--precision float32|bfloat16|float16`` (default: the precision saved with the model)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(["float32", "bfloat16", "float16"]),
+        default=None,
+        help="Number format of the convolutions (the input block, output and orientation average stay float32); "
+             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'). "
+             "Default: the precision saved with the model (float32 for models trained with the default settings).",
+    )(func)
+
+
 def batch_size_option(func):
-    return click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
-                        help="Network inputs per forward pass.")(func)
+    return click.option("--batch-size", type=click.IntRange(1), default=None,
+                        help="Network inputs per forward pass. Default: as many as fit in a quarter of the free "
+                             "memory, at most 8 (the 8 orientations of a window in one call).")(func)
 
 
 def blockwise_options(func=None, *, writes: str = "the output (zarr) is written by block",

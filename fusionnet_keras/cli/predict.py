@@ -10,6 +10,7 @@ from fusionnet_keras.cli.options import (
     blockwise_requested,
     handle_errors,
     overwrite_option,
+    precision_option,
     quiet_backend,
     tta_option,
 )
@@ -29,13 +30,14 @@ MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can 
 @click.option("--pad", type=click.IntRange(0, MAX_PAD), default=64, show_default=True,
               help=f"Mirror padding (px) on every side (at most {MAX_PAD}).")
 @batch_size_option
+@precision_option
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
               help="Output type: float32 in [0, 1] or uint8 (0-255).")
 @blockwise_options
 @overwrite_option
 @handle_errors
-def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype, workers, block, scheduler,
-            overwrite):
+def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers, block,
+            scheduler, overwrite):
     """Predict cell-interior probability (1 = cell, 0 = membrane) for INPUT, write OUTPUT.
 
     INPUT and OUTPUT: .tif/.tiff, .h5/.hdf5 (file.h5:dataset), .zarr, or (input
@@ -47,8 +49,8 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
     interrupted run, computing only the blocks not marked done.
     """
     if blockwise_requested(workers, block, scheduler):
-        return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, dtype,
-                                  workers, block, scheduler, overwrite)
+        return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, precision,
+                                  dtype, workers, block, scheduler, overwrite)
     from fusionnet_keras.data.io import check_output, load_image, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.utils.validate import check_weights_path
@@ -65,7 +67,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
 
     try:
         out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
-                          progress=image.ndim == 3)
+                          progress=image.ndim == 3, precision=precision)
     except FusionNetError:
         raise
     except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit
@@ -75,8 +77,8 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, dtype,
     click.echo(f"wrote {output_path} {out.shape} {dtype}")
 
 
-def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, dtype, workers, block,
-                       scheduler, overwrite):
+def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers,
+                       block, scheduler, overwrite):
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.blockwise.predict import predict_volume
 
@@ -84,6 +86,6 @@ def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_s
         raise FusionNetError("--tile is for whole-section prediction; blockwise, the --block is the tile")
     info = predict_volume(input_path, output_path, weights, block=None if block is None else parse_block(block),
                           workers=workers or 1, scheduler=scheduler, tta=tta, pad=pad, batch_size=batch_size,
-                          dtype=dtype, overwrite=overwrite)
+                          dtype=dtype, overwrite=overwrite, precision=precision)
     click.echo(f"wrote {output_path} {info['shape']} {dtype}: {info['blocks']} blocks of "
                f"{','.join(map(str, info['block']))}, {info['computed']} computed now")

@@ -35,6 +35,7 @@ __all__ = [
     "orient_tf",
     "make_index_dataset",
     "make_dataset",
+    "make_training_data",
 ]
 
 # orientations in numpy live in fusionnet_keras.data.orient, shared with the predictor
@@ -119,6 +120,66 @@ def _pad_and_channel(x, pad):
     return mirror_pad(x, pad)[..., None]
 
 
+def check_dataset_args(images, labels, batch_size, crop, pad, enrich):
+    """The checks of :func:`make_dataset` (shared with :class:`fusionnet_keras.data.batches.SectionBatches`).
+
+    Returns ``(images, labels, batch_size, crop, pad, (out_h, out_w))`` with
+    float32 images in [0, 1], labels in {0, 1} and the sample size before padding.
+    """
+    images, labels = _prepare(images, labels)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    _, height, width = images.shape
+    if crop is not None:
+        crop = check_int("crop", crop, minimum=1)
+        if crop > min(height, width):
+            raise FusionNetError(
+                f"crop size {crop} is larger than the sections ({height}x{width})"
+            )
+        pad = _check_pad(pad, crop, crop)
+        return images, labels, batch_size, crop, pad, (crop, crop)
+    pad = _check_pad(pad, height, width)
+    if enrich and height != width:
+        raise FusionNetError(
+            f"8-orientation enrichment needs square sections, got {height}x{width}; "
+            "pass crop= or enrich=False"
+        )
+    return images, labels, batch_size, crop, pad, (height, width)
+
+
+def tensorflow_available() -> bool:
+    """Whether TensorFlow can be imported (else training uses the numpy batches)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def make_training_data(images, labels, batch_size, pipeline="auto", transform=None, **kwargs):
+    """The training batches: :func:`make_dataset` (``tf.data``) or numpy :class:`~fusionnet_keras.data.batches.SectionBatches`.
+
+    ``pipeline``: ``"tf.data"`` (needs the TensorFlow backend: its padding is a
+    Keras op), ``"numpy"`` (backend-neutral: no TensorFlow needed, e.g. JAX
+    machines), or ``"auto"`` (``tf.data`` under the TensorFlow backend, else
+    numpy). Both visit the same (section, orientation) pairs per epoch with
+    the same crops and padding conventions (their random draws differ).
+    ``transform(x, y)`` maps each batch (e.g. to the training graph's inputs);
+    other keyword arguments are those of :func:`make_dataset`.
+    """
+    import keras
+
+    if pipeline not in ("auto", "tf.data", "numpy"):
+        raise FusionNetError(f"pipeline must be auto, tf.data or numpy, got {pipeline!r}")
+    tensorflow_backend = keras.backend.backend() == "tensorflow"
+    if pipeline == "tf.data" and not tensorflow_backend:
+        raise FusionNetError(f"pipeline 'tf.data' needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}; "
+                             "use 'numpy' or 'auto'")
+    if pipeline == "tf.data" or (pipeline == "auto" and tensorflow_backend and tensorflow_available()):
+        ds = make_dataset(images, labels, batch_size, **kwargs)
+        return ds if transform is None else ds.map(transform)
+    from fusionnet_keras.data.batches import SectionBatches
+
+    return SectionBatches(images, labels, batch_size, transform=transform, **kwargs)
+
+
 # --------------------------------------------------------------------------
 # datasets
 # --------------------------------------------------------------------------
@@ -175,25 +236,8 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    images, labels = _prepare(images, labels)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    n, height, width = images.shape
-    if crop is not None:
-        crop = check_int("crop", crop, minimum=1)
-        if crop > min(height, width):
-            raise FusionNetError(
-                f"crop size {crop} is larger than the sections ({height}x{width})"
-            )
-        pad = _check_pad(pad, crop, crop)
-        out_hw = (crop, crop)
-    else:
-        pad = _check_pad(pad, height, width)
-        if enrich and height != width:
-            raise FusionNetError(
-                f"8-orientation enrichment needs square sections, got {height}x{width}; "
-                "pass crop= or enrich=False"
-            )
-        out_hw = (height, width)
+    images, labels, batch_size, crop, pad, out_hw = check_dataset_args(images, labels, batch_size, crop, pad, enrich)
+    n = images.shape[0]
 
     image_t = tf.constant(images)
     label_t = tf.constant(labels)

@@ -84,7 +84,7 @@ def predict_models(out, configs: dict, images, tta: int, filename: str, what: st
         settings = configs[name]["predict"]
         t0 = time.time()
         probs[name] = predict(load_best(out, name), images, tta=tta, pad=settings["pad"],
-                              batch_size=settings["batch_size"], progress=progress)
+                              batch_size=settings["batch_size"] or None, progress=progress)
         seconds[name] = time.time() - t0
         write_volume(Path(out) / name / filename, probs[name], overwrite=True)
     return probs, seconds

@@ -32,6 +32,11 @@ Inference runs in inference mode (batch norm uses its moving statistics) via
 shape; windows of the same shape (all orientations of a square window, all
 tiles) are batched together up to ``batch_size``. Models with several outputs
 (FusionNetW^k) are read at their last output.
+
+``precision`` (``float32``, ``bfloat16``, ``float16``; default: the model's own,
+saved with it) runs the convolutions in that format
+(:func:`fusionnet_keras.models.precision.with_precision`); the input block, the
+sigmoid output and the orientation average stay float32.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from fusionnet_keras.data.orient import N_ORIENTATIONS, orient, unorient
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.inference.tiling import Tile, TilePlan, frame_widths, pad_for_model
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
+from fusionnet_keras.models.precision import with_precision
 from fusionnet_keras.utils.validate import check_int
 
 __all__ = ["predict", "predict_section", "SectionPredictor", "orient_region", "unorient_region"]
@@ -82,6 +88,20 @@ class _Job:
     window: np.ndarray
     tile: Tile
     state: _Orientation = field(repr=False)
+
+
+# Memory model of one network window (calibrated on the paper model, TensorFlow CPU, float32: 14 B per
+# pixel and base filter, benchmarks/README.md), and the free memory assumed when the backend does not say.
+BYTES_PER_PIXEL_AND_FILTER = 16
+DEFAULT_FREE_MEMORY = 4 << 30
+
+
+def window_bytes(model, window) -> int:
+    """Estimated activation memory of one ``window`` (``(h, w)``) in ``model``: 16 B per pixel and base filter."""
+    filters = getattr(model, "nb_filters", None)
+    if filters is None:  # any other Keras model: the widest layer of the first level is unknown; assume 64
+        filters = 64
+    return int(np.prod(window)) * filters * BYTES_PER_PIXEL_AND_FILTER
 
 
 def orient_region(shape, region, k):
@@ -146,11 +166,13 @@ class SectionPredictor:
         (40, 40)
     """
 
-    def __init__(self, model, tta=8, tile=None, pad=64, batch_size=4, overlap=None, multiple=None):
-        self.model = model
+    def __init__(self, model, tta=8, tile=None, pad=64, batch_size=None, overlap=None, multiple=None,
+                 precision=None):
+        self.model = model if precision is None else with_precision(model, precision)
         self.tta = _check_tta(tta)
         self.pad = check_int("pad", pad, 0)
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        #: windows per model call; None: :meth:`windows_per_call` decides from the free memory
+        self.batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
         self.multiple = check_int("multiple", multiple, 1, allow_none=True) or size_multiple(model)
         self.tile = check_int("tile", tile, 1, allow_none=True)
         overlap = check_int("overlap", overlap, 0, allow_none=True)
@@ -185,13 +207,25 @@ class SectionPredictor:
         return TilePlan(frame, tile, halo=self.context, multiple=self.multiple, region=region,
                         mode="fit", blend=self.blend)
 
+    def windows_per_call(self, shape):
+        """Windows per model call for a section of ``shape``: ``batch_size``, or when that is ``None``
+        as many as fit in a quarter of the free memory (:func:`window_bytes`), a power of two <= 8
+        (so the 8 orientations of a window go in one call when memory allows)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        from fusionnet_keras.utils.hardware import free_memory_bytes
+
+        free = free_memory_bytes() or DEFAULT_FREE_MEMORY
+        fits = int(free // 4 // window_bytes(self.model, self.plan(tuple(shape)).window))
+        return max(1, min(N_ORIENTATIONS, 1 << max(fits, 1).bit_length() - 1))
+
     def schedule(self, shape):
         """The model calls :meth:`predict` makes for a section of ``shape``: a list of ``(n, h, w)``."""
         shapes = []
         for k in self.orientations:
             plan = self.plan(tuple(shape)[::-1] if k % 2 else tuple(shape))  # odd k swap H and W
             shapes += [plan.window] * len(plan)
-        return [(len(b),) + b[0] for b in _batches(shapes, lambda s: s, self.batch_size)]
+        return [(len(b),) + b[0] for b in _batches(shapes, lambda s: s, self.windows_per_call(shape))]
 
     def _jobs(self, section, states):
         for k in self.orientations:
@@ -266,7 +300,8 @@ class SectionPredictor:
         states = []
         jobs = self._region_jobs(read, tuple(shape), region, depth, states)
         # batches of one section each, as predict() makes them: the same float round-off for any block depth
-        for batch in _batches(jobs, lambda job: (job.state.z, job.window.shape), self.batch_size):
+        per_call = self.windows_per_call(tuple(shape))
+        for batch in _batches(jobs, lambda job: (job.state.z, job.window.shape), per_call):
             self._run(batch, finish)
         assert all(s.left == 0 for s in states)
         total /= self.tta
@@ -278,7 +313,7 @@ class SectionPredictor:
         y = self.model.predict_on_batch(x)
         if isinstance(y, (list, tuple)):  # FusionNetW^k: the last unit's output is the prediction
             y = y[-1]
-        y = np.asarray(y)
+        y = np.asarray(y, dtype=np.float32)
         if y.ndim == 4:
             if y.shape[-1] != 1:
                 raise FusionNetError(f"the model must output one channel, got output shape {y.shape}")
@@ -307,7 +342,8 @@ class SectionPredictor:
             state.acc = None
 
         states = []
-        for batch in _batches(self._jobs(section, states), lambda job: job.window.shape, self.batch_size):
+        per_call = self.windows_per_call(section.shape)
+        for batch in _batches(self._jobs(section, states), lambda job: job.window.shape, per_call):
             self._run(batch, finish)
         assert all(s.left == 0 for s in states)
         total /= self.tta
@@ -326,7 +362,8 @@ def _check_image(image):
     return image, shape
 
 
-def predict_section(model, section, tta=8, tile=None, pad=64, batch_size=4, overlap=None, multiple=None):
+def predict_section(model, section, tta=8, tile=None, pad=64, batch_size=None, overlap=None, multiple=None,
+                    precision=None):
     """Predict one 2-D section ``(H, W)``; returns float32 ``(H, W)`` in ``[0, 1]``.
 
     Same arguments as :func:`predict`.
@@ -336,7 +373,7 @@ def predict_section(model, section, tta=8, tile=None, pad=64, batch_size=4, over
         raise FusionNetError(f"expected a 2-D section (H, W), got shape {shape}")
     section = np.asarray(section, dtype=np.float32)
     _check_finite(section)
-    return SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple).predict(section)
+    return SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple, precision).predict(section)
 
 
 def predict(
@@ -345,11 +382,12 @@ def predict(
     tta=8,
     tile=None,
     pad=64,
-    batch_size=4,
+    batch_size=None,
     overlap=None,
     multiple=None,
     progress=False,
     out=None,
+    precision=None,
 ):
     """Probability map of a section ``(H, W)`` or a stack ``(Z, H, W)``.
 
@@ -368,7 +406,10 @@ def predict(
             at most the padded section. ``None`` = the whole padded section in
             one window. Any tile size gives the untiled result (default overlap).
         pad: mirror-padding context in pixels added around each section.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass. Default ``None``: as many
+            windows of one shape as fit in a quarter of the free memory (of the
+            accelerator, else of the machine), at most 8, so the 8 orientations
+            of a window go through the network in one call when memory allows.
         overlap: context (px) each window has beyond its core at inner tile
             edges. Default: ``receptive_field_margin(model)``, which makes
             tiling exact. A smaller value is faster and not exact (the windows
@@ -377,6 +418,10 @@ def predict(
         progress: show a tqdm progress bar over sections.
         out: optional array-like of the image's shape (zarr, h5py, memmap) to
             write the result into section by section; it is returned.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"float16"``: the number
+            format of the convolutions (:mod:`fusionnet_keras.models.precision`;
+            the input block, the output and the orientation average stay
+            float32). Default ``None``: the model's own precision, saved with it.
 
     Returns:
         float32 array (or ``out``) of the same shape as ``image``, in [0, 1].
@@ -391,7 +436,7 @@ def predict(
         (40, 50)
     """
     image, shape = _check_image(image)
-    predictor = SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple)
+    predictor = SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple, precision)
     if out is not None and tuple(out.shape) != shape:
         raise FusionNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
     if isinstance(image, np.ndarray):

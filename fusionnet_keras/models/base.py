@@ -15,7 +15,8 @@ import keras
 from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.models.layers import UpConv
+from fusionnet_keras.models.layers import CHANNELS_LAST, UpConv
+from fusionnet_keras.models.precision import input_dtype
 from fusionnet_keras.utils.validate import check_int
 
 _AXIS_NAMES = ("depth", "height", "width")
@@ -50,8 +51,12 @@ def check_spatial_shape(shape, multiple, spatial_dims: int = 2) -> tuple:
 def u_shaped_graph(x, prefix, nb_filters, depth, level, merge, *, kernel_initializer, bn_momentum, dtype):
     """The U shape of FusionNet and the U-Net on tensor ``x``; returns the sigmoid output tensor.
 
-    ``level(x, name, filters)`` builds the convolutions of one resolution level
-    and ``merge(skip, up, name)`` joins the long skip with the up-sampled path.
+    ``level(x, name, filters, first_dtype)`` builds the convolutions of one
+    resolution level, its first block in ``first_dtype``, and ``merge(skip, up,
+    name)`` joins the long skip with the up-sampled path. The first level's
+    first block is the network's input block: float32 under a low-precision
+    policy (:func:`fusionnet_keras.models.precision.input_dtype`), ``dtype``
+    elsewhere.
     Going down, level ``i`` (``nb_filters * 2**i`` maps) is followed by 2x2
     max-pooling; the bridge has ``nb_filters * 2**depth`` maps; going up, a
     :class:`UpConv` halves the maps, is merged with the skip of its level, then
@@ -60,18 +65,20 @@ def u_shaped_graph(x, prefix, nb_filters, depth, level, merge, *, kernel_initial
     ``{prefix}bridge_...``, ``{prefix}up{i}_...``, ``{prefix}output``.
     """
     skips = []
+    first_dtype = input_dtype(dtype)
     for i in range(depth):
-        x = level(x, f"{prefix}down{i + 1}", nb_filters * 2**i)
+        x = level(x, f"{prefix}down{i + 1}", nb_filters * 2**i, first_dtype if i == 0 else dtype)
         skips.append(x)
-        x = layers.MaxPooling2D(2, dtype=dtype, name=f"{prefix}down{i + 1}_pool")(x)
-    x = level(x, f"{prefix}bridge", nb_filters * 2**depth)
+        x = layers.MaxPooling2D(2, data_format=CHANNELS_LAST, dtype=dtype, name=f"{prefix}down{i + 1}_pool")(x)
+    x = level(x, f"{prefix}bridge", nb_filters * 2**depth, first_dtype if depth == 0 else dtype)
     for i in reversed(range(depth)):
         filters = nb_filters * 2**i
         x = UpConv(filters, kernel_initializer=kernel_initializer, bn_momentum=bn_momentum, dtype=dtype,
                    name=f"{prefix}up{i + 1}_deconv")(x)
         x = merge(skips[i], x, f"{prefix}up{i + 1}_merge")
-        x = level(x, f"{prefix}up{i + 1}", filters)
-    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name=f"{prefix}output")(x)
+        x = level(x, f"{prefix}up{i + 1}", filters, dtype)
+    return layers.Conv2D(1, 1, activation="sigmoid", data_format=CHANNELS_LAST, dtype="float32",
+                         name=f"{prefix}output")(x)
 
 
 class SegmentationModel(keras.Model):

@@ -19,6 +19,7 @@ from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.models.base import SegmentationModel
 from fusionnet_keras.models.geometry import ValidGeometry
 from fusionnet_keras.models.layers3d import UpConv3D
+from fusionnet_keras.models.precision import input_dtype
 from fusionnet_keras.utils.validate import check_int
 
 POOL = (1, 2, 2)
@@ -49,20 +50,23 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
 
     Args:
         kernels: ``{"down": [...], "bridge": [...], "up": [...]}``, the kernel list of every level.
-        level: ``level(x, name, filters, kernels) -> x``: one level's convolutions.
+        level: ``level(x, name, filters, kernels, first_dtype) -> x``: one level's convolutions, the
+            first in ``first_dtype``: float32 for the network's input block under a low-precision policy
+            (:func:`fusionnet_keras.models.precision.input_dtype`), ``dtype`` elsewhere.
         merge: ``"add"`` (FusionNet) or ``"concat"`` (U-Net) of the cropped encoder map and the up-sampled map.
         crops: per level, the ``Cropping3D`` amounts (from :attr:`ValidGeometry.crops`).
         kw: ``kernel_initializer``, ``bn_momentum`` and ``dtype`` of the blocks.
     """
     depth = len(kernels["down"])
     dtype = kw["dtype"]
+    first_dtype = input_dtype(dtype)
     skips = []
     x = inputs
     for i in range(depth):
-        x = level(x, f"down{i + 1}", nb_filters * 2**i, kernels["down"][i])
+        x = level(x, f"down{i + 1}", nb_filters * 2**i, kernels["down"][i], first_dtype if i == 0 else dtype)
         skips.append(x)
         x = layers.MaxPooling3D(POOL, dtype=dtype, name=f"down{i + 1}_pool")(x)
-    x = level(x, "bridge", nb_filters * 2**depth, kernels["bridge"])
+    x = level(x, "bridge", nb_filters * 2**depth, kernels["bridge"], first_dtype if depth == 0 else dtype)
     for i in reversed(range(depth)):
         filters = nb_filters * 2**i
         x = UpConv3D(filters, POOL, **kw, name=f"up{i + 1}_deconv")(x)
@@ -71,7 +75,7 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
             x = layers.Add(dtype=dtype, name=f"up{i + 1}_merge")([x, skip])
         else:
             x = layers.Concatenate(dtype=dtype, name=f"up{i + 1}_merge")([skip, x])
-        x = level(x, f"up{i + 1}", filters, kernels["up"][i])
+        x = level(x, f"up{i + 1}", filters, kernels["up"][i], dtype)
     # the output stays float32 under a mixed-precision policy
     return layers.Conv3D(
         N_AFFINITIES, head_kernel, activation="sigmoid", dtype="float32", name="output"
@@ -115,7 +119,8 @@ class _AffinityModel(SegmentationModel):
         kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
         inputs = keras.Input(shape=image_shape, name="image")
         outputs = u_graph(
-            inputs, kernels, lambda *a: level(*a, kw), merge, nb_filters, geometry.crops,
+            inputs, kernels, lambda x, name, filters, kernels_, first_dtype: level(
+                x, name, filters, kernels_, kw, first_dtype), merge, nb_filters, geometry.crops,
             (head_z_kernel, 1, 1), kw,
         )
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)

@@ -47,8 +47,8 @@ def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_moment
     """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
     kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
 
-    def level(x, name, filters):
-        x = ConvBlock(filters, **kw, name=f"{name}_conv_in")(x)
+    def level(x, name, filters, first_dtype):
+        x = ConvBlock(filters, **{**kw, "dtype": first_dtype}, name=f"{name}_conv_in")(x)
         x = ResidualBlock(filters, **kw, zero_init=zero_init_residual, name=f"{name}_res")(x)
         return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
 
@@ -82,8 +82,8 @@ class FusionNet(SegmentationModel):
             the last batch norm of its branch initialised to 0; see
             :class:`ResidualBlock`). The paper is silent; default False.
         dtype: dtype policy of every layer (e.g. ``"mixed_bfloat16"``; default:
-            the global policy); the sigmoid output is always float32. Saved
-            with the model.
+            the global policy); the input block and the sigmoid output stay
+            float32 (:mod:`fusionnet_keras.models.precision`). Saved with the model.
         name: model name.
 
     Example:

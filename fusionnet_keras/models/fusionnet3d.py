@@ -10,8 +10,8 @@ from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D
 from fusionnet_keras.utils.validate import check_int
 
 
-def _fusionnet_level(x, name, filters, kernels, kw, zero_init):
-    x = ConvBlock3D(filters, kernels[0], **kw, name=f"{name}_conv_in")(x)
+def _fusionnet_level(x, name, filters, kernels, kw, zero_init, first_dtype):
+    x = ConvBlock3D(filters, kernels[0], **{**kw, "dtype": first_dtype}, name=f"{name}_conv_in")(x)
     x = ResidualBlock3D(
         filters, n_convs=len(kernels) - 2, kernel_size=kernels[1], zero_init=zero_init, **kw, name=f"{name}_res"
     )(x)
@@ -85,8 +85,8 @@ class FusionNet3D(_AffinityModel):
         n_residual = check_int("n_residual", n_residual, minimum=1)
         zero_init_residual = bool(zero_init_residual)
 
-        def level(x, name, filters, kernels, kw):
-            return _fusionnet_level(x, name, filters, kernels, kw, zero_init_residual)
+        def level(x, name, filters, kernels, kw, first_dtype):
+            return _fusionnet_level(x, name, filters, kernels, kw, zero_init_residual, first_dtype)
 
         self._build(
             nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,

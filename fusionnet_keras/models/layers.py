@@ -12,6 +12,10 @@ from keras import layers
 
 from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 
+# Every layer is channels-last, whatever keras.config.image_data_format() says: (N, H, W, C) is the
+# layout of the whole package (predictor, pipeline, augmentation) and the fast one of oneDNN and XLA.
+CHANNELS_LAST = "channels_last"
+
 
 class ConvReluBN(layers.Layer):
     """Base of the conv blocks of every network: a convolution (made by :meth:`_make_conv` of the
@@ -81,7 +85,7 @@ class ConvBlock(ConvReluBN):
     def _make_conv(self):
         return layers.Conv2D(
             self.filters, self.kernel_size, padding="same", kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy, name="conv",
+            data_format=CHANNELS_LAST, dtype=self.dtype_policy, name="conv",
         )
 
     def get_config(self):
@@ -186,7 +190,8 @@ class UpConv(layers.Layer):
         self.bn_momentum = bn_momentum
         policy = self.dtype_policy
         self.deconv = layers.Conv2DTranspose(
-            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, dtype=policy, name="deconv"
+            filters, 2, strides=2, padding="same", kernel_initializer=kernel_initializer, data_format=CHANNELS_LAST,
+            dtype=policy, name="deconv"
         )
         self.relu = layers.ReLU(dtype=policy, name="relu")
         self.bn = layers.BatchNormalization(momentum=bn_momentum, dtype=policy, name="bn")

@@ -26,7 +26,8 @@ class UNet(SegmentationModel):
         kernel_initializer: initializer for every convolution.
         bn_momentum: momentum of the batch-norm moving statistics.
         dtype: dtype policy of every layer (default: the global policy); the
-            sigmoid output is always float32. Saved with the model.
+            input block and the sigmoid output stay float32
+            (:mod:`fusionnet_keras.models.precision`). Saved with the model.
         name: model name.
 
     Example:
@@ -50,8 +51,8 @@ class UNet(SegmentationModel):
         nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
         kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
 
-        def level(x, name, filters):
-            x = ConvBlock(filters, **kw, name=f"{name}_conv1")(x)
+        def level(x, name, filters, first_dtype):
+            x = ConvBlock(filters, **{**kw, "dtype": first_dtype}, name=f"{name}_conv1")(x)
             return ConvBlock(filters, **kw, name=f"{name}_conv2")(x)
 
         def merge(skip, up, name):  # the long skip is a concatenation

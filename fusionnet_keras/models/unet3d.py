@@ -9,9 +9,10 @@ from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
 from fusionnet_keras.models.layers3d import ConvBlock3D
 
 
-def _unet_level(x, name, filters, kernels, kw):
+def _unet_level(x, name, filters, kernels, kw, first_dtype):
     for j, kernel in enumerate(kernels):
-        x = ConvBlock3D(filters, kernel, **kw, name=f"{name}_conv{j + 1}")(x)
+        x = ConvBlock3D(filters, kernel, **{**kw, "dtype": first_dtype if j == 0 else kw["dtype"]},
+                        name=f"{name}_conv{j + 1}")(x)
     return x
 
 

@@ -15,12 +15,22 @@ from fusionnet_keras.training.rundir import write_log
 from fusionnet_keras.utils.atomic import atomic_save_model, atomic_write_text
 
 
+def inference_model(run, net):
+    """``net`` in the prediction precision of the run (``predict.precision``): what validation
+    scores and what best.keras / last.keras hold, whatever the training precision is."""
+    from fusionnet_keras.models.precision import with_precision
+
+    return with_precision(net, run.config["predict"]["precision"])
+
+
 class Validate(keras.callbacks.Callback):
     """V^Rand / V^Info of ``net`` on the validation sections every ``validate_every`` epochs; keeps best.keras.
 
     Without validation sections every epoch's network becomes best.keras.
     Scores go into the epoch's logs (``val_vrand``, ``val_vinfo``,
-    ``val_pixel_error``) and the best ones into ``state``.
+    ``val_pixel_error``) and the best ones into ``state``. Validation predicts
+    with the network in ``predict.precision`` and best.keras is saved in it, so
+    the checkpoint is chosen by the score its file gives.
     """
 
     def __init__(self, run, net, val_images, val_labels, state: dict, total_epochs: int):
@@ -36,20 +46,21 @@ class Validate(keras.callbacks.Callback):
         done = epoch + 1
         t = self.run.config["train"]
         if not len(self.val_images):
-            atomic_save_model(self.net, self.run.out / "best.keras")
+            atomic_save_model(inference_model(self.run, self.net), self.run.out / "best.keras")
             self.state["best_epoch"] = done
             return
         if done % t["validate_every"] and done != self.total_epochs:
             return
-        prob = predict(self.net, self.val_images, tta=t["val_tta"], pad=self.run.config["predict"]["pad"],
-                       batch_size=self.run.config["predict"]["batch_size"])
+        net = inference_model(self.run, self.net)
+        prob = predict(net, self.val_images, tta=t["val_tta"], pad=self.run.config["predict"]["pad"],
+                       batch_size=self.run.config["predict"]["batch_size"] or None)
         scores = isbi_scores(prob, self.val_labels)
         logs["val_vrand"] = scores["vrand"]
         logs["val_vinfo"] = scores["vinfo"]
         logs["val_pixel_error"] = pixel_error(prob, self.val_labels)
         if scores["vrand"] > self.state["best_vrand"]:
             self.state.update(best_vrand=float(scores["vrand"]), best_vinfo=float(scores["vinfo"]), best_epoch=done)
-            atomic_save_model(self.net, self.run.out / "best.keras")
+            atomic_save_model(net, self.run.out / "best.keras")
 
 
 def _commit(run, model, save_resume_point, state: dict) -> None:
@@ -93,7 +104,7 @@ class Checkpoint(keras.callbacks.Callback):
             self.state["unit"] = 0
         self.state["epoch"] = epoch + 1
         self.state["history"].append({k: float(v) for k, v in logs.items()})
-        atomic_save_model(self.net, self.run.out / "last.keras")
+        atomic_save_model(inference_model(self.run, self.net), self.run.out / "last.keras")
         _commit(self.run, self.model, self.save_resume_point, self.state)
         write_log(self.run, self.state)
         self._report(epoch, logs)

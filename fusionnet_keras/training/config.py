@@ -94,6 +94,9 @@ SCHEMA = {
         # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs)
         "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
         "enrich": (bool, True, None),
+        # input pipeline: tf.data (TensorFlow backend), numpy (backend-neutral, no TensorFlow needed), or auto
+        # (tf.data under the TensorFlow backend, else numpy); fusionnet_keras.data.pipeline.make_training_data
+        "pipeline": (str, "auto", ("auto", "tf.data", "numpy")),
     },
     "augment": {
         # maximal displacement (pixels) of the interior nodes of the 12x12 field
@@ -105,9 +108,14 @@ SCHEMA = {
         "tta": (int, 8, (1, 8)),
         # mirror padding (px) around each section at prediction time (the paper: 64)
         "pad": (int, 64, (0, 4096)),
-        "batch_size": (int, 4, (1, 4096)),
+        # windows per forward pass; 0 = as many as fit in a quarter of the free memory, at most 8
+        "batch_size": (int, 0, (0, 4096)),
         # threshold of the binary mask for 3-D instances (zebrafish)
         "threshold": (float, 0.5, (0.0, 1.0)),
+        # number format of the convolutions at prediction time, whatever train.precision is: validation
+        # predicts in it and best.keras / last.keras are saved in it, so the checkpoint is chosen by the
+        # number that scoring the saved model gives (fusionnet_keras.models.precision)
+        "precision": (str, "float32", ("float32", "bfloat16", "float16")),
     },
 }
 

@@ -98,8 +98,11 @@ def _compile(model, config, steps_per_epoch, n_outputs=1):
         t["learning_rate"], decay_steps=max(1, steps_per_epoch), decay_rate=t["lr_decay"]
     )
     losses = [PairLoss(t["loss"], t["membrane_weight"]) for _ in range(n_outputs)]
+    from fusionnet_keras.utils.hardware import training_jit_compile
+
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule),
-                  loss=losses if n_outputs > 1 else losses[0])
+                  loss=losses if n_outputs > 1 else losses[0],
+                  jit_compile=training_jit_compile())  # measured per backend and precision (benchmarks/xla.py)
 
 
 # ---------------------------------------------------------------------------
@@ -136,13 +139,14 @@ def _schedule(config: dict, images, n_train: int) -> _Schedule:
 
 
 def _dataset(config: dict, images, labels, n_outputs: int):
-    """The repeated, shuffled training dataset; one (ignored) target per wrapper output."""
-    from fusionnet_keras.data.pipeline import make_dataset
+    """The repeated, shuffled training dataset (``train.pipeline``); one (ignored) target per wrapper output."""
+    from fusionnet_keras.data.pipeline import make_training_data
 
     t = config["train"]
-    ds = make_dataset(images, labels, t["batch_size"], shuffle=True, seed=t["seed"], enrich=t["enrich"],
-                      pad=t["pad"], repeat=True, crop=t["crop"] or None, drop_remainder=True)
-    return ds.map(lambda x, y: ((x, y), (y,) * n_outputs if n_outputs > 1 else y))
+    return make_training_data(images, labels, t["batch_size"], pipeline=t["pipeline"],
+                              transform=lambda x, y: ((x, y), (y,) * n_outputs if n_outputs > 1 else y),
+                              shuffle=True, seed=t["seed"], enrich=t["enrich"], pad=t["pad"], repeat=True,
+                              crop=t["crop"] or None, drop_remainder=True)
 
 
 def _models(run, state: dict, config: dict, schedule: _Schedule):
