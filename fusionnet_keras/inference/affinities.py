@@ -44,9 +44,9 @@ from __future__ import annotations
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.models.geometry import ValidGeometry
 
-__all__ = ["predict_affinities", "AffinityPredictor", "ORIENTATIONS", "DEFAULT_BLOCK", "check_affinity_model"]
+__all__ = ["predict_affinities", "AffinityPredictor", "ORIENTATIONS", "DEFAULT_BLOCK", "check_affinity_model",
+           "check_volume", "check_block"]
 
 #: Default block (z, y, x) of the affinity predictor (capped at the volume).
 DEFAULT_BLOCK = (16, 128, 128)
@@ -61,6 +61,8 @@ N_CHANNELS = 3
 
 def check_affinity_model(model, what="the model"):
     """``model.geometry`` of a 3-D affinity network; a one-line error (naming ``predict``) for anything else."""
+    from fusionnet_keras.models.geometry import ValidGeometry
+
     geometry = getattr(model, "geometry", None)
     if not isinstance(geometry, ValidGeometry):
         raise FusionNetError(
@@ -77,7 +79,8 @@ def _check_orientations(orientations):
     return int(orientations)
 
 
-def _check_volume(volume):
+def check_volume(volume):
+    """``(volume, shape)``: a numeric 3-D ``(Z, Y, X)`` array-like that is not empty, or a one-line error."""
     if not hasattr(volume, "shape"):
         volume = np.asarray(volume)
     shape = tuple(int(s) for s in volume.shape)
@@ -91,7 +94,8 @@ def _check_volume(volume):
     return volume, shape
 
 
-def _check_block(block, shape):
+def check_block(block, shape):
+    """The block ``(z, y, x)`` (``None``: :data:`DEFAULT_BLOCK`; one int: all axes) capped at ``shape``."""
     from fusionnet_keras.blockwise.grid import parse_block
 
     block = DEFAULT_BLOCK if block is None else parse_block(block, 3, "block")
@@ -277,8 +281,12 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
 
         model = load_model(model, spatial_dims=3)
     predictor = AffinityPredictor(model, precision=precision, orientations=orientations)
-    volume, shape = _check_volume(volume)
-    block = _check_block(block, shape)
+    volume, shape = check_volume(volume)
+    block = check_block(block, shape)
+    from fusionnet_keras.data.io import Volume
+
+    name = volume.name if isinstance(volume, Volume) else "the volume"
+    source = volume.lazy if isinstance(volume, Volume) else volume  # HDF5/zarr: read only each block
     out_shape = (N_CHANNELS, *shape)
     if out is None:
         out = np.zeros(out_shape, np.float32)
@@ -291,7 +299,7 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, total=len(blocks), desc="affinities", unit="block")
+        steps = tqdm(steps, total=len(blocks), desc="affinities", unit="block", disable=None)  # on a terminal
     for b in steps:
-        out[(slice(None), *b.region)] = predictor.predict_region(volume, b.region)
+        out[(slice(None), *b.region)] = predictor.predict_region(source, b.region, name)
     return out
