@@ -102,7 +102,6 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                              "interrupted run left, --overwrite starts again; give one")
     with open_affinity_input(input_path) as volume:
         shape, in_dtype = tuple(volume.shape), str(volume.dtype)
-    AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
     grid = BlockGrid(shape, check_block(block, shape))
     sig = signature({"job": "affinities-3d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
                      "weights": _file_tag(weights), "orientations": int(orientations), "block": grid.block,
@@ -117,6 +116,8 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
             raise
         raise OutputExistsError(f"output exists: {output.display} (use --resume to finish an interrupted run "
                                 "with the same settings, or --overwrite)") from None
+    # a model of the other kind, bad settings: refused here, not by every worker
+    AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
     with session(workers, scheduler, client, threads) as client:
         output.open(overwrite=overwrite, resume=resume)
         task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),

@@ -49,7 +49,9 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     finished with the same command and --resume.
     """
     from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.data.io.paths import check_not_input
 
+    check_not_input(output_path, input_path)
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
                              "interrupted run left, --overwrite starts again; give one")
@@ -66,10 +68,8 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
         return
     from fusionnet_keras.blockwise.affinities import open_affinity_input
     from fusionnet_keras.data.io import check_output, write_volume
-    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.utils.validate import check_weights_path
 
-    check_not_input(output_path, input_path)
     check_output(output_path, overwrite)
     check_weights_path(weights)
     quiet_backend()
