@@ -25,7 +25,7 @@ from fusionnet_keras.errors import FusionNetError
                    "(each costs one more pass).")
 @precision_option
 @blockwise_options(
-    writes="the zarr OUTPUT is written by block",
+    writes="the zarr OUTPUT is written by block, and with --resume",
     block_help="Block (Z,Y,X) the volume is predicted in, with the network's context around it; any shape "
                "gives the same numbers. Default 16,128,128 (capped at the volume); blockwise also the OUTPUT's "
                "chunks.")
