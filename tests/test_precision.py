@@ -221,3 +221,25 @@ def test_blockwise_prediction_in_bfloat16(net, tmp_path):
     ref = fk.predict(net, image / np.float32(255), tta=1, pad=8)
     np.testing.assert_allclose(outs[None], ref, atol=1e-5)
     assert 0 < np.abs(outs["bfloat16"] - ref).max() < 0.05
+
+
+def test_auto_training_precision_is_bfloat16_only_where_native(monkeypatch):
+    """``train.precision = "auto"``: mixed_bfloat16 with AVX512-BF16/AMX or an accelerator, float32 on a
+    CPU that would emulate bf16 (AVX2 only); explicit values pass through; the config accepts "auto"."""
+    from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.utils import hardware
+
+    monkeypatch.setattr(hardware, "accelerators", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
+    assert hardware.training_policy("auto") == "float32"
+    assert hardware.training_policy("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: ["AVX512-FP16"])
+    assert hardware.training_policy("auto") == "float32"
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: ["AVX512-BF16", "AMX-BF16"])
+    assert hardware.training_policy("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
+    monkeypatch.setattr(hardware, "accelerators", lambda: [("GPU", "GPU:0", "NVIDIA H200")])
+    assert hardware.training_policy("auto") == "mixed_bfloat16"
+    config = cfg.defaults()
+    config["train"]["precision"] = "auto"
+    assert cfg.validate(config)["train"]["precision"] == "auto"

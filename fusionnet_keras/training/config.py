@@ -91,8 +91,10 @@ SCHEMA = {
         "val_tta": (int, 1, (1, 8)),
         "tensorboard": (bool, True, None),
         # Keras dtype policy: float32, or mixed_bfloat16 (bf16 convolutions, float32 weights, warp,
-        # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs)
-        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
+        # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs, but 7.9x
+        # slower on CPUs without native bf16, e.g. AVX2 only), or auto: mixed_bfloat16 where bf16 is
+        # native, else float32 (fusionnet_keras.utils.hardware.training_policy)
+        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16", "auto")),
         "enrich": (bool, True, None),
         # input pipeline: tf.data (TensorFlow backend), numpy (backend-neutral, no TensorFlow needed), or auto
         # (tf.data under the TensorFlow backend, else numpy); fusionnet_keras.data.pipeline.make_training_data

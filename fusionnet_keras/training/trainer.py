@@ -223,6 +223,8 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
 
     from fusionnet_keras.training.callbacks import make_callbacks
 
+    from fusionnet_keras.utils.hardware import training_policy
+
     config = cfg.validate(config)
     images, labels = load_pairs(config)
     train_idx, val_idx = split_sections(config, len(images))
@@ -231,7 +233,10 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
     run, state = prepare_run_dir(config, out, resume=resume, overwrite=overwrite)
     t = config["train"]
     keras.utils.set_random_seed(t["seed"])
-    keras.mixed_precision.set_global_policy(t["precision"])
+    policy = training_policy(t["precision"])  # "auto": bfloat16 only where it is native
+    keras.mixed_precision.set_global_policy(policy)
+    if t["precision"] == "auto":
+        print(f"[{run.name}] train.precision auto: {policy}", flush=True)
     if state["epoch"] >= schedule.total_epochs:
         print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
         return summary(run, state)
