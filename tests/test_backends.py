@@ -86,7 +86,7 @@ def test_training_runs_under_jax_with_the_same_config_files(tmp_path):
     losses = [h["loss"] for h in state["history"]]
     assert all(np.isfinite(losses))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["precision"] == "mixed_bfloat16" and config["train"]["pipeline"] == "auto"
+    assert config["train"]["precision"] == "auto" and config["train"]["pipeline"] == "auto"
     # best.keras is saved in the prediction precision (float32) and loads under TensorFlow
     check = ("import fusionnet_keras as fk; from fusionnet_keras.models.precision import precision_of; "
              f"m = fk.load_model({str(tmp_path / 'run' / 'best.keras')!r}); print('precision', precision_of(m))")
