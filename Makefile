@@ -56,6 +56,7 @@ benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) 
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/precision.py
+	$(PY) benchmarks/train_precision.py
 	$(PY) benchmarks/malis_share.py
 	$(PY) benchmarks/startup.py
 
