@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.experiments.common import finish, load_best, model_config, preset_note, start, train_models
+from fusionnet_keras.experiments.common import finish, load_best, preset_note, start, train_models
 
 MODELS = ("unet3d_malis", "fusionnet3d_malis", "unet3d_bce")
 LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + MALIS",
