@@ -8,6 +8,7 @@ line's ``--help`` stay fast)::
     fk.UNet3D, fk.FusionNet3D                               # 3-D affinity networks
     fk.malis_weights                                        # fusionnet_keras.training.malis
     fk.predict                                              # fusionnet_keras.inference
+    fk.predict_affinities                                   # 3-D affinities (inference.affinities)
     fk.load_model                                           # any .keras file of this package
     fk.metrics                                              # fusionnet_keras.evaluation
 
@@ -37,6 +38,7 @@ _LAZY = {
     "build_model": ("fusionnet_keras.models", "build_model"),
     "load_model": ("fusionnet_keras.models.loading", "load_model"),
     "predict": ("fusionnet_keras.inference.predictor", "predict"),
+    "predict_affinities": ("fusionnet_keras.inference.affinities", "predict_affinities"),
     "metrics": ("fusionnet_keras.evaluation", None),
     "io": ("fusionnet_keras.data.io", None),
 }

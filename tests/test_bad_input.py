@@ -13,7 +13,7 @@ with the file-permission capabilities dropped, so the permissions bite), and
 with ENOSPC after writing part of their data.
 
 Extending: a new command adds its name to ``COMMANDS``, the classes that apply
-to it to ``APPLIES`` and rows to ``ROWS`` (``affinities`` is expected next);
+to it to ``APPLIES`` and rows to ``ROWS``;
 ``test_every_command_meets_every_class`` fails until the rows cover them.
 """
 
@@ -57,10 +57,11 @@ KINDS = (
 IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "dimensions", "channels", "mixed-sizes",
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
-COMMANDS = ("predict", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
+COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
             "train-agglomeration")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
+    "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
     "evaluate": IMAGE_KINDS | {"labels", "option-value", "contradictory"},
     "evaluate-instances": {"missing", "unreadable", "folder", "wrong-format", "corrupt", "dimensions", "empty",
                            "one-pixel", "nan-inf", "value-range", "labels", "contradictory"},
@@ -136,6 +137,10 @@ def inputs(tmp_path_factory):
     keras.utils.set_random_seed(0)
     randomize_batchnorm(FusionNet(**TINY), seed=1).save(d / "tiny.keras")
     f["weights"] = d / "tiny.keras"
+    from fusionnet_keras.models.unet3d import UNet3D
+
+    randomize_batchnorm(UNet3D(nb_filters=2, depth=1, z_kernels=1, head_z_kernel=1), seed=1).save(d / "aff3d.keras")
+    f["weights3d"] = d / "aff3d.keras"
     f["weights_truncated"] = _truncate(f["weights"], d / "truncated.keras")
     (d / "empty.keras").write_bytes(b"")
     f["weights_empty"] = d / "empty.keras"
@@ -220,6 +225,7 @@ def inputs(tmp_path_factory):
         labels2d=gt[0].astype(np.uint32), ball=ball, ball_voxel=np.ones((1, 1, 1), np.uint8),
         ball_nan=np.where(ball > 0, np.nan, 0).astype(np.float32),
         ball_empty=np.zeros((0, 20, 20), np.uint8), ball_negative=-ball.astype(np.int16),
+        raw_logits=(gt.astype(np.float32) / 4 - 1), raw_volume=(affs[0] * 255).astype(np.uint8),
     )
     from fusionnet_keras.segmentation.learned import train_classifier
 
@@ -335,6 +341,14 @@ def _predict(inp, *extra, out="out.tif", weights="weights"):
     return lambda f, o: ["predict", f[inp] if inp in f else inp, o / out, "-w", f[weights], *TTA1, *PAD, *extra]
 
 
+def _affinities(inp, *extra, out="out.h5", weights="weights3d"):
+    """``inp``: an input's name, a dataset of the 3-D volume file (``vol:NAME``), or a path."""
+    def args(f, o):
+        spec = f[inp] if inp in f else f"{f['vol']}:{inp[4:]}" if inp.startswith("vol:") else inp
+        return ["affinities", spec, o / out, "-w", f[weights], *extra]
+    return args
+
+
 def _evaluate(pred, labels, *extra):
     return lambda f, o: ["evaluate", f[pred] if pred in f else pred, f[labels] if labels in f else labels, *extra]
 
@@ -431,6 +445,86 @@ ROWS = [
         runner="full-disk"),
     Row("predict", "full-disk", _predict("image", out="out.h5:b"), "No space left", setup=_existing_h5,
         runner="full-disk", name="hdf5-in-place"),
+    Row("predict", "dimensions", _predict("image", weights="weights3d"), "use 'fusionnet-keras affinities'",
+        name="3d-model"),
+    # --- affinities -------------------------------------------------------------------------------------
+    Row("affinities", "missing", _affinities(MISSING), "not found"),
+    Row("affinities", "missing", _affinities("stack", weights="weights_missing"), "weights not found", name="weights"),
+    Row("affinities", "unreadable", _affinities("stack"), "permission denied", runner="unprivileged"),
+    Row("affinities", "folder", _affinities("empty_folder"), "sections found"),
+    Row("affinities", "folder", _affinities("folder_tif"), "folder.tif", name="named-tif"),
+    Row("affinities", "folder", _affinities("stack", weights="dir"), "is a directory", name="weights"),
+    Row("affinities", "wrong-format", _affinities("txt"), "'.txt'"),
+    Row("affinities", "wrong-format", _affinities("text_tif"), "text.tif", name="text-as-tif"),
+    Row("affinities", "wrong-format", _affinities("stack", weights="weights_h5"), ".keras", name="weights"),
+    Row("affinities", "wrong-format", _affinities("stack", out="out.png"), "output format", name="output"),
+    Row("affinities", "corrupt", _affinities("truncated_tif"), "truncated.tif"),
+    Row("affinities", "corrupt", lambda f, o: ["affinities", f"{f['h5_truncated']}:stack", o / "out.h5", "-w",
+                                               f["weights3d"]], "truncated.h5", name="hdf5"),
+    Row("affinities", "corrupt", _affinities("zarr_corrupt"), "corrupt.zarr", name="zarr"),
+    Row("affinities", "corrupt", _affinities("stack", weights="weights_truncated"), "truncated.keras", name="keras"),
+    Row("affinities", "empty", _affinities("stack", weights="weights_empty"), "empty.keras", name="keras"),
+    Row("affinities", "dimensions", _affinities("image"), "3-D volume"),
+    Row("affinities", "dimensions", lambda f, o: ["affinities", f"{f['h5']}:four_d", o / "out.h5", "-w",
+                                                  f["weights3d"]], "4-D", name="4d"),
+    Row("affinities", "dimensions", _affinities("stack", weights="weights"), "use 'fusionnet-keras predict'",
+        name="2d-model"),
+    Row("affinities", "channels", _affinities("rgb"), "colour"),
+    Row("affinities", "mixed-sizes", _affinities("mixed"), "s2.png"),
+    Row("affinities", "pages-differ", _affinities("pages_differ"), "pages-differ.tif"),
+    Row("affinities", "empty", lambda f, o: ["affinities", f"{f['h5']}:empty", o / "out.h5", "-w", f["weights3d"]],
+        "empty"),
+    Row("affinities", "empty", _affinities("zero_tif"), "zero.tif", name="zero-bytes"),
+    Row("affinities", "one-pixel", _affinities("vol:voxel"), ok=_output_shape("out.h5", (3, 1, 1, 1))),
+    Row("affinities", "aspect-ratio", _affinities("vol:thin"), ok=_output_shape("out.h5", (3, 1, 1, 4000))),
+    Row("affinities", "nan-inf", _affinities("stack_nan"), "NaN"),
+    Row("affinities", "value-range", _affinities("vol:raw_logits"), "outside [0, 1]"),
+    Row("affinities", "value-range", _affinities("vol:negative"), "negative", name="negative"),
+    Row("affinities", "value-range", _affinities("vol:raw_volume"), ok=_output_shape("out.h5", (3, 4, 24, 24)),
+        name="uint8"),
+    Row("affinities", "option-value", _affinities("stack", "--tta", "3"), "--tta"),
+    Row("affinities", "option-value", _affinities("stack", "--block", "0,8,8"), "--block must be 3 positive",
+        name="block-zero"),
+    Row("affinities", "option-value", _affinities("stack", "--block", "4,8"), "--block must be 3 positive",
+        name="block-two"),
+    Row("affinities", "option-value", _affinities("vol:raw_volume", "--block", "1000000000"),
+        ok=_output_shape("out.h5", (3, 4, 24, 24)), name="block-huge"),
+    Row("affinities", "option-value", _affinities("vol:raw_volume", "--block", "3,5,7"),
+        ok=_output_shape("out.h5", (3, 4, 24, 24)), name="block-odd"),
+    Row("affinities", "option-value", _affinities("stack", "--precision", "float8"), "--precision",
+        name="precision"),
+    Row("affinities", "option-value", _affinities("stack", "--workers", "0", out="out.zarr"), "--workers",
+        name="workers-zero"),
+    Row("affinities", "option-value", _affinities("stack", "--scheduler", "tcp://127.0.0.1:9", out="out.zarr"),
+        "cannot reach the Dask scheduler", name="blockwise-scheduler"),
+    Row("affinities", "contradictory", lambda f, o: ["affinities", f["stack"], f["stack"], "-w", f["weights3d"],
+                                                     "--overwrite"], "is the input"),
+    Row("affinities", "contradictory", _affinities("stack", "--resume", "--overwrite", out="out.zarr"), "contradict",
+        name="resume-overwrite"),
+    Row("affinities", "contradictory", _affinities("stack", "--workers", "1"), "zarr", name="blockwise-not-zarr"),
+    Row("affinities", "output-exists", _affinities("stack", out="out.tif"), "output exists", setup=_existing_tif),
+    Row("affinities", "output-exists", _affinities("vol:raw_volume", out="sub/deeper/out.tif"),
+        ok=_output_shape("sub/deeper/out.tif", (3, 4, 24, 24)), name="new-folders"),
+    Row("affinities", "output-exists", _affinities("stack", "--workers", "1", out="out.zarr:a"),
+        "exists with shape (3, 4) and dtype uint8", setup=_existing_zarr, name="blockwise-shape"),
+    Row("affinities", "output-in-container", _affinities("stack", out="out.h5:a"), "output exists",
+        setup=_existing_h5),
+    Row("affinities", "output-in-container", _affinities("vol:raw_volume", out="out.h5:b"), setup=_existing_h5,
+        ok=lambda f, o, r: _h5_names(o / "out.h5") == ["a", "b", "grp", "grp/inner"], name="added"),
+    Row("affinities", "output-in-container", _affinities("stack", "--overwrite", out="out.h5:grp"), "group",
+        setup=_existing_h5, name="group"),
+    Row("affinities", "output-in-container", _affinities("stack", out="out.zarr:a"), "output exists",
+        setup=_existing_zarr, name="zarr"),
+    Row("affinities", "output-in-container", _affinities("stack", "--overwrite", out="out.zarr"), "zarr group",
+        setup=_existing_zarr, name="zarr-group"),
+    Row("affinities", "read-only-output", _affinities("stack", out="ro/out.h5"), "permission denied",
+        setup=_read_only, runner="unprivileged"),
+    Row("affinities", "read-only-output", _affinities("stack", "--workers", "1", out="ro/out.zarr"), "read-only",
+        setup=_read_only, runner="unprivileged", name="blockwise"),
+    Row("affinities", "full-disk", _affinities("vol:raw_volume", "--overwrite", out="out.tif"), "No space left",
+        setup=_existing_tif, runner="full-disk"),
+    Row("affinities", "full-disk", _affinities("vol:raw_volume", out="out.h5:b"), "No space left",
+        setup=_existing_h5, runner="full-disk", name="hdf5-in-place"),
     # --- evaluate ---------------------------------------------------------------------------------------
     Row("evaluate", "missing", _evaluate(MISSING, "labels"), "not found"),
     Row("evaluate", "missing", _evaluate("prob", MISSING), "not found", name="labels"),

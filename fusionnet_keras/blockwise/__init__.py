@@ -13,7 +13,8 @@ sets the task up once (e.g. loads the model) and then runs block after block.
 
 Modules: ``grid`` (blocks of a volume), ``storage`` (chunked outputs, done
 markers), ``engine`` (Dask), ``stitch`` (labels numbered per block and joined
-across block faces), ``predict`` (2-D sections), ``segment`` (basins, region
+across block faces), ``predict`` (2-D sections), ``affinities`` (3-D affinity
+networks), ``segment`` (basins, region
 graph, global size merging and agglomeration, relabelling), ``morphology``
 (per-object measures gathered from blocks).
 """

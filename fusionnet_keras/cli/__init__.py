@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from fusionnet_keras import __version__
+from fusionnet_keras.cli.affinities import affinities
 from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
@@ -29,7 +30,7 @@ def main():
     """FusionNet for EM connectomics segmentation (Quan et al. 2016/2021), in Keras 3."""
 
 
-for _command in (predict, evaluate, info, train, cv, morphology, segment, train_agglomeration):
+for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration):
     main.add_command(_command)
 
 def run():

@@ -128,7 +128,9 @@ def quiet_backend(verbose: bool | None = None) -> None:
     ``TF_CPP_MIN_LOG_LEVEL=2`` and import TensorFlow with file descriptor 2
     pointed at /dev/null: the oneDNN notice and absl's "All log messages before
     absl::InitializeLog()" are written by C++ code during the import, before
-    TensorFlow reads its log level. A user's own ``TF_CPP_MIN_LOG_LEVEL`` is
+    TensorFlow reads its log level, and the CUDA platform's "failed call to
+    cuInit" on a machine without a GPU when TensorFlow first looks for one
+    (done here, silenced; ``fusionnet-keras info`` lists the devices). A user's own ``TF_CPP_MIN_LOG_LEVEL`` is
     kept; numerics are untouched (oneDNN stays on). TensorFlow and Keras are
     imported without their optional extras (``_BACKEND_OPTIONAL``).
     """
@@ -139,9 +141,14 @@ def quiet_backend(verbose: bool | None = None) -> None:
     if os.environ["KERAS_BACKEND"] != "tensorflow" or "keras" in sys.modules:
         return
     with _hidden_modules(_BACKEND_OPTIONAL), (contextlib.nullcontext() if verbose else _silenced_stderr_fd()):
-        import tensorflow  # noqa: F401
+        import tensorflow
 
         import keras  # noqa: F401
+
+        # the GPU-capable TensorFlow logs "failed call to cuInit" (an E-level absl line that
+        # TF_CPP_MIN_LOG_LEVEL does not filter) when it first looks for GPUs on a machine without
+        # one: look now, while file descriptor 2 is silenced (about a millisecond)
+        tensorflow.config.list_physical_devices("GPU")
 
 
 def _one_line(text: str) -> str:

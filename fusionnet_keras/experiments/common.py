@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -159,7 +158,6 @@ def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA) -> int
     """Command line of an experiment script: ``--preset cpu|paper --out DIR --tta N`` and the script's
     own ``options`` (``(flags, argparse keywords)`` pairs, passed to ``run`` as keyword arguments);
     ``tta``: the choices, default and help of ``--tta``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
                         help="cpu: reduced preset for 2 CPU cores (<= 45 min); paper: the paper preset (GPU)")
@@ -168,6 +166,9 @@ def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA) -> int
     for flags, kwargs in options:
         parser.add_argument(*flags, **kwargs)
     args = vars(parser.parse_args(argv))
+    from fusionnet_keras.cli.options import quiet_backend
+
+    quiet_backend(verbose=False)  # TensorFlow's start-up lines silenced, as in the command line
     try:
         run(args.pop("preset"), args.pop("out"), Path(sys.argv[0]).resolve().parent, **args)
     except FusionNetError as e:

@@ -15,11 +15,16 @@ def register_custom_objects() -> None:
     import fusionnet_keras.training.losses  # noqa: F401
 
 
+#: The command that runs a model of each kind (named when a model of the other kind is given).
+COMMANDS = {2: "fusionnet-keras predict", 3: "fusionnet-keras affinities"}
+
+
 def load_model(path, spatial_dims=2):
     """Load a ``.keras`` model written by this package, with a one-line error on failure.
 
     ``spatial_dims``: 2 for the image models (input ``(batch, y, x, 1)``), 3 for the affinity
-    networks (input ``(batch, z, y, x, 1)``); a model of the other kind is refused.
+    networks (input ``(batch, z, y, x, 1)``); a model of the other kind is refused, naming the
+    command that runs it; ``None`` accepts either kind.
     """
     path = check_weights_path(path)
     import keras
@@ -31,10 +36,18 @@ def load_model(path, spatial_dims=2):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FusionNetError(f"cannot load weights {path}: {reason[:200]}") from None
     inputs = model.inputs
-    if len(inputs) != 1 or len(inputs[0].shape) != spatial_dims + 2 or inputs[0].shape[-1] != 1:
+    dims = len(inputs[0].shape) - 2 if len(inputs) == 1 and inputs[0].shape[-1] == 1 else None
+    if spatial_dims is not None and dims != spatial_dims:
         kind = "3-D volume" if spatial_dims == 3 else "2-D image"
+        hint = ""
+        if dims in COMMANDS:
+            other = "3-D affinity" if dims == 3 else "2-D image"
+            hint = f"; it is a {other} model: use '{COMMANDS[dims]}'"
         raise FusionNetError(
             f"incompatible weights {path}: expected a single-channel {kind} model, got inputs "
-            f"{[tuple(i.shape) for i in inputs]}"
+            f"{[tuple(i.shape) for i in inputs]}{hint}"
         )
+    if dims not in COMMANDS:
+        raise FusionNetError(f"incompatible weights {path}: expected a single-channel 2-D image or 3-D volume "
+                             f"model, got inputs {[tuple(i.shape) for i in inputs]}")
     return model

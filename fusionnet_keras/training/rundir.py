@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -64,7 +65,7 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False, validate=N
     # epoch: completed epochs; unit: FusionNetW units completed in the current epoch (unit by unit)
     state = {"epoch": 0, "unit": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
     if initial_state is not None:
-        state = dict(initial_state)
+        state = copy.deepcopy(initial_state)
     if run.out.exists() and not run.out.is_dir():
         raise FusionNetError(f"output exists and is not a directory: {run.out}")
     exists = run.out.exists() and any(run.out.iterdir())

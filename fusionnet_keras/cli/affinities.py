@@ -1,0 +1,84 @@
+"""``fusionnet-keras affinities``: 3-D affinity graphs of EM volumes with a 3-D affinity network."""
+
+from __future__ import annotations
+
+import click
+
+from fusionnet_keras.cli.options import (
+    blockwise_options,
+    blockwise_requested,
+    handle_errors,
+    overwrite_option,
+    precision_option,
+    quiet_backend,
+)
+from fusionnet_keras.errors import FusionNetError
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("--weights", "-w", required=True, type=click.Path(dir_okay=False),
+              help="Trained 3-D affinity network (.keras: UNet3D or FusionNet3D).")
+@click.option("--tta", type=click.Choice(["1", "4", "8"]), default="1", show_default=True,
+              help="Test-time xy orientations averaged: 1 plain, 4 the xy flips, 8 flips and transposes "
+                   "(each costs one more pass).")
+@precision_option
+@blockwise_options(
+    writes="the zarr OUTPUT is written by block, and with --resume",
+    block_help="Block (Z,Y,X) the volume is predicted in, with the network's context around it; any shape "
+               "gives the same numbers. Default 16,128,128 (capped at the volume); blockwise also the OUTPUT's "
+               "chunks.")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted blockwise run in OUTPUT (same settings): only the blocks not marked "
+                   "done are computed.")
+@overwrite_option
+@handle_errors
+def affinities(input_path, output_path, weights, tta, precision, workers, block, scheduler, resume, overwrite):
+    """Predict the affinity graph of the 3-D volume INPUT, write it to OUTPUT.
+
+    OUTPUT is float32 (3, Z, Y, X) in [0, 1], channel order (z, y, x): channel c
+    at voxel v is the affinity between v and v - e_c (1 = same object). The
+    volume is predicted block by block with the network's context (mirrored at
+    the volume border), so OUTPUT has INPUT's shape.
+
+    INPUT: .tif/.tiff stack, file.h5:dataset, .zarr (uint8/uint16, or float in
+    [0, 1]). OUTPUT: .tif/.tiff, .h5 (file.h5:dataset), .zarr, written atomically.
+    With --workers, --scheduler or --resume the blocks run on Dask worker
+    processes and OUTPUT (zarr) is written block by block; an interrupted run is
+    finished with the same command and --resume.
+    """
+    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.data.io.paths import check_not_input
+
+    check_not_input(output_path, input_path)
+    if resume and overwrite:
+        raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
+                             "interrupted run left, --overwrite starts again; give one")
+    block = None if block is None else parse_block(block)
+    if blockwise_requested(workers, None, scheduler) or resume:
+        quiet_backend()
+        from fusionnet_keras.blockwise.affinities import affinities_volume
+
+        info = affinities_volume(input_path, output_path, weights, block=block, workers=workers or 1,
+                                 scheduler=scheduler, orientations=int(tta), precision=precision,
+                                 overwrite=overwrite, resume=resume)
+        click.echo(f"wrote {output_path} {info['shape']} float32: {info['blocks']} blocks of "
+                   f"{','.join(map(str, info['block']))}, {info['computed']} computed now")
+        return
+    from fusionnet_keras.blockwise.affinities import open_affinity_input
+    from fusionnet_keras.data.io import check_output, write_volume
+    from fusionnet_keras.utils.validate import check_weights_path
+
+    check_output(output_path, overwrite)
+    check_weights_path(weights)
+    quiet_backend()
+    with open_affinity_input(input_path) as volume:
+        from fusionnet_keras.inference.affinities import predict_affinities
+        from fusionnet_keras.models.loading import load_model
+
+        model = load_model(weights, spatial_dims=3)
+        out = predict_affinities(model, volume, block=block, precision=precision, orientations=int(tta),
+                                 progress=True)
+    write_volume(output_path, out, overwrite=overwrite)
+    click.echo(f"wrote {output_path} {out.shape} float32")
