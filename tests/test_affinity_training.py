@@ -422,6 +422,9 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
     if data is None or not (data / "fib-medulla" / "fib-medulla.h5").exists():
         pytest.skip("fib-medulla not found (set FUSIONNET_DATA_DIR)")
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(data))
+    # a short sweep and a small forest keep the run at a few minutes (the tiny networks' affinities are poor)
+    monkeypatch.setattr(affinity3d, "THRESHOLDS", [0.3, 0.6, 0.9])
+    monkeypatch.setattr(affinity3d, "CLASSIFIER", {"epochs": 1, "trees": 10})
     exp = tmp_path / "exp"
     exp.mkdir()
     for name in affinity3d.MODELS:
@@ -446,6 +449,9 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
                    "Total wall time"):
         assert needle in report
     assert (out / "split_vi.png").stat().st_size > 1000 and (out / "test_section.png").stat().st_size > 1000
-    # a second run resumes: nothing is retrained
+    # a second run resumes: nothing is retrained, predicted or segmented again
+    stamps = {p: p.stat().st_mtime for p in out.glob("*/*.h5")}
     again = affinity3d.run("tiny", out, exp)
     assert again["train"]["unet3d_malis"]["train_seconds"] == result["train"]["unet3d_malis"]["train_seconds"]
+    assert again["segmentation"] == json.loads(json.dumps(result["segmentation"]))
+    assert {p: p.stat().st_mtime for p in out.glob("*/*.h5")} == stamps

@@ -30,7 +30,7 @@ LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + 
           "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS"}
 METHODS = ("watershed", "mean", "learned")
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.96, 0.05)]
-WS_SIZE = 100  # z-watershed size threshold (voxels) of the fragments
+WS_SIZE = 300  # z-watershed size threshold (voxels) of the fragments (as benchmarks/segmentation_fib_medulla.py)
 CLASSIFIER = {"epochs": 3, "trees": 100}
 
 
@@ -101,6 +101,25 @@ def segment_test(affs: dict, parts: dict, classifier_path=None, log=print) -> di
         result[method], result["best"][method] = rows, best[1]
     result["seconds"] = seconds
     return result
+
+
+def _segmentation(folder: Path, affs: dict, parts: dict) -> tuple[dict, dict]:
+    """:func:`segment_test` of one network, written to ``folder`` (``segmentation.json``,
+    ``test-segmentation.h5``, ``classifier.npz``), or read back when newer than its test affinities."""
+    import json
+
+    from fusionnet_keras.data.io import read_volume, write_volumes
+    from fusionnet_keras.utils.atomic import atomic_write_text
+
+    scores, volumes = folder / "segmentation.json", folder / "test-segmentation.h5"
+    if scores.exists() and volumes.exists() and scores.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
+        return json.loads(scores.read_text()), {m: read_volume(f"{volumes}:{m}") for m in METHODS}
+    print(f"== segmenting the test part with {_label(folder.name)}'s affinities ==", flush=True)
+    result = segment_test(affs, parts, folder / "classifier.npz")
+    best = result.pop("best")
+    write_volumes(volumes, best, overwrite=True)
+    atomic_write_text(scores, json.dumps(result, indent=1) + "\n")
+    return result, best
 
 
 def best_row(result: dict, method: str) -> dict:
@@ -269,7 +288,6 @@ def run(preset: str, out, experiment_dir, tta=None, models=None) -> dict:
     ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU preset, 8 with the paper's).
     ``models``: config names of ``experiment_dir`` (default :data:`MODELS`, or a comma-separated string).
     """
-    from fusionnet_keras.data.io import write_volumes
     from fusionnet_keras.data.volumes3d import load_parts, whole_objects
     from fusionnet_keras.evaluation.figures import plot_split_vi
 
@@ -284,10 +302,7 @@ def run(preset: str, out, experiment_dir, tta=None, models=None) -> dict:
     segs, predict_seconds = {}, {}
     for name in models:
         affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, orientations)
-        print(f"== segmenting the test part with {_label(name)}'s affinities ==", flush=True)
-        segs[name] = segment_test(affs, parts, out / name / "classifier.npz")
-        best = segs[name].pop("best")
-        write_volumes(out / name / "test-segmentation.h5", best, overwrite=True)
+        segs[name], best = _segmentation(out / name, affs, parts)
         for method in METHODS:
             r = best_row(segs[name], method)
             print(f"   {method}: VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) "
