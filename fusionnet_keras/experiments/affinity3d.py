@@ -253,6 +253,9 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "",
         "## Comparisons",
         "",
+        "Losses: " + ", ".join(f"{_label(n)} = `{c['train']['loss']}`" for n, c in configs.items())
+        + " (`constrained_malis`: Funke et al. 2018's variant of MALIS, see the preset files).",
+        "",
         *_comparison(segs, "unet3d_malis", "unet3d_bce", "MALIS vs BCE (UNet3D)"),
         *_comparison(segs, "unet3d_malis", "fusionnet3d_malis", "UNet3D vs FusionNet3D (MALIS)"),
         *_learned_vs_mean(segs),
