@@ -8,7 +8,7 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-jax test-slow check-install isbi2012 isbi2012-chain isbi2012-cv zebrafish benchmark \
+.PHONY: help install test test-jax test-slow check-install isbi2012 isbi2012-chain isbi2012-cv zebrafish affinity3d benchmark \
 	gpu-check clean
 
 help: ## List the targets
@@ -51,6 +51,9 @@ isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation 
 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
+
+affinity3d: $(VENV)/.installed ## 3-D affinities (UNet3D/FusionNet3D, MALIS vs BCE) + agglomeration on fib-medulla, write results/affinity3d/report.md
+	$(PY) experiments/affinity3d/run.py --preset $(PRESET) --out $(RESULTS)/affinity3d
 
 benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) and start-up benchmarks, MALIS share
 	$(PY) benchmarks/predict_throughput.py

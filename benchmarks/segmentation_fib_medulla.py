@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SPLIT = {"train": (0, 125), "validation": (125, 150), "test": (150, 250)}
+from fusionnet_keras.data.volumes3d import SPLITS  # noqa: E402  (the project's one fib-medulla split)
+
+SPLIT = {name: part.y_range for name, part in SPLITS["fib-medulla"].items()}
 THRESHOLDS = [round(t, 3) for t in np.arange(0.025, 0.976, 0.025)]
 
 

@@ -236,6 +236,9 @@ def inputs(tmp_path_factory):
 
     (d / "tiny.toml").write_text(tiny_train_toml(f["stack"], f["stack_labels"], "bad-input"))
     f["toml"] = d / "tiny.toml"
+    (d / "affinity.toml").write_text('[model]\narchitecture = "unet3d"\nnb_filters = 2\ndepth = 1\n'
+                                     'z_kernels = [3, 1]\n\n[train]\ninput_shape = [14, 28, 28]\n')
+    f["toml_affinity"] = d / "affinity.toml"
     (d / "broken.toml").write_text("[train\nepochs = \n")
     f["toml_broken"] = d / "broken.toml"
     (d / "empty.toml").write_text("")
@@ -585,6 +588,14 @@ ROWS = [
     Row("train", "option-value", _train("--set", "train.epochs=-1"), "'train.epochs'"),
     Row("train", "option-value", _train("--set", "train.crop=4096"), "crop", name="crop-huge"),
     Row("train", "option-value", _train("--set", "train.batch_size=0"), "'train.batch_size'", name="batch-zero"),
+    # 3-D affinity configs (model.architecture unet3d / fusionnet3d) have their own validated schema
+    Row("train", "option-value", _train("--set", "train.input_shape=[14,27,27]", config="toml_affinity"),
+        "does not fit", name="affinity-input-shape"),
+    Row("train", "option-value", _train("--set", "train.crop=64", config="toml_affinity"),
+        "unknown config key 'train.crop'", name="affinity-unknown-key"),
+    Row("train", "option-value", _train("--set", "train.loss=mae", config="toml_affinity"),
+        "'train.loss' must be one of malis", name="affinity-loss"),
+    Row("cv", "option-value", _train(command="cv", config="toml_affinity"), "use train", name="affinity"),
     Row("train", "contradictory", _train("--resume", "--overwrite"), "contradict", setup=lambda f, o: _finished_run(o)),
     Row("train", "output-exists", _train(), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),

@@ -26,11 +26,11 @@ def _train_options(func):
 
 def _checked_config(configs, overrides, resume, overwrite) -> dict:
     """The resolved configuration, the options checked, then the backend prepared (nothing heavy before)."""
-    from fusionnet_keras.training.config import load_config
+    from fusionnet_keras.training.config import load_any_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)
-    config = load_config(configs, overrides)
+    config = load_any_config(configs, overrides)
     quiet_backend()
     return config
 
@@ -43,11 +43,17 @@ def train(configs, overrides, out, resume, overwrite):
     """Train a network from TOML CONFIG files (later files override earlier ones).
 
     Writes checkpoints (atomically), config.json, log.csv and TensorBoard logs to
-    --out; keeps best.keras by validation V^Rand; --resume continues after an
-    interruption.
+    --out; keeps best.keras by validation (2-D: V^Rand; 3-D affinity networks,
+    model.architecture unet3d or fusionnet3d: VI of the validation block);
+    --resume continues after an interruption.
     """
     config = _checked_config(configs, overrides, resume, overwrite)
-    from fusionnet_keras.training.trainer import train as run_train
+    from fusionnet_keras.training.config import is_affinity_config
+
+    if is_affinity_config(config):
+        from fusionnet_keras.training.affinity_trainer import train as run_train
+    else:
+        from fusionnet_keras.training.trainer import train as run_train
 
     out = out or os.path.join("runs", config["name"])
     result = run_train(config, out, resume=resume, overwrite=overwrite)
@@ -62,7 +68,13 @@ def train(configs, overrides, out, resume, overwrite):
 def cv(configs, folds, overrides, out, resume, overwrite):
     """k-fold cross-validation (default 3) over the train + validation sections."""
     config = _checked_config(configs, overrides, resume, overwrite)
+    from fusionnet_keras.errors import FusionNetError
+    from fusionnet_keras.training.config import is_affinity_config
     from fusionnet_keras.training.crossval import cross_validate
+
+    if is_affinity_config(config):
+        raise FusionNetError(f"cv cross-validates the 2-D networks over sections; "
+                             f"{config['model']['architecture']} trains on fixed volume parts: use train")
 
     out = out or os.path.join("runs", config["name"] + "-cv")
     report = cross_validate(config, out, folds=folds, resume=resume, overwrite=overwrite)

@@ -42,11 +42,12 @@ def load_best(out, name):
 
 def model_config(experiment_dir, preset: str, name: str, overrides=()) -> dict:
     """The configuration of model ``name``: ``<name>.toml``, then ``<preset>.toml`` and
-    ``<name>.<preset>.toml`` where they exist, then ``overrides`` (``key=value``)."""
+    ``<name>.<preset>.toml`` where they exist, then ``overrides`` (``key=value``); the 2-D or the 3-D
+    affinity schema by the architecture the files name (:func:`~fusionnet_keras.training.config.load_any_config`)."""
     experiment_dir = Path(experiment_dir)
     files = [experiment_dir / f"{name}.toml"]
     files += [p for p in (experiment_dir / f"{preset}.toml", experiment_dir / f"{name}.{preset}.toml") if p.exists()]
-    return cfg.load_config(files, overrides)
+    return cfg.load_any_config(files, overrides)
 
 
 def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, overrides=()) -> tuple[dict, dict]:
@@ -55,7 +56,7 @@ def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, ov
     Each run lives in ``out/<name>`` and resumes if it was interrupted.
     Returns ``(configs, summaries)`` keyed by model name.
     """
-    from fusionnet_keras.training.trainer import train
+    from fusionnet_keras.training import affinity_trainer, trainer
 
     out = Path(out)
     overrides = [f"data.{key}={json.dumps(str(value))}" for key, value in data.items()] + list(overrides)
@@ -63,6 +64,7 @@ def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, ov
     for name in models:
         configs[name] = model_config(experiment_dir, preset, name, overrides)
         print(f"== training {LABELS.get(name, name)} ({preset} preset) ==", flush=True)
+        train = affinity_trainer.train if cfg.is_affinity_config(configs[name]) else trainer.train
         trains[name] = train(configs[name], out / name, resume=True)
         trains[name]["parameters"] = f"{load_best(out, name).count_params():,}"
     return configs, trains
@@ -149,14 +151,18 @@ def training_table(configs: dict, trains: dict, seeds=None) -> list[str]:
     return lines
 
 
-def main(run, doc: str, default_out: str, argv=None, options=()) -> int:
-    """Command line of an experiment script: ``--preset cpu|paper --out DIR --tta 1|8`` and the script's
-    own ``options`` (``(flags, argparse keywords)`` pairs, passed to ``run`` as keyword arguments)."""
+TTA = ((1, 8), 8, "test-time orientations")
+
+
+def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA) -> int:
+    """Command line of an experiment script: ``--preset cpu|paper --out DIR --tta N`` and the script's
+    own ``options`` (``(flags, argparse keywords)`` pairs, passed to ``run`` as keyword arguments);
+    ``tta``: the choices, default and help of ``--tta``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
                         help="cpu: reduced preset for 2 CPU cores (<= 45 min); paper: the paper preset (GPU)")
     parser.add_argument("--out", default=default_out, help="output folder")
-    parser.add_argument("--tta", type=int, choices=[1, 8], default=8, help="test-time orientations")
+    parser.add_argument("--tta", type=int, choices=list(tta[0]), default=tta[1], help=tta[2])
     for flags, kwargs in options:
         parser.add_argument(*flags, **kwargs)
     args = vars(parser.parse_args(argv))

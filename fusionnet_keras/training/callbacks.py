@@ -67,7 +67,8 @@ def _commit(run, model, save_resume_point, state: dict) -> None:
     """Write the resume point (``save_resume_point()``, default: the wrapper ``model`` with its optimizer
     to ``checkpoints/last.keras``), then ``state.json`` with the augmenter's random state (not part of a
     .keras file). The state is written last: it says which epoch (and unit) the resume point holds."""
-    state["augmenter"] = [np.asarray(v).tolist() for v in model.get_layer("augmenter").variables]
+    if any(layer.name == "augmenter" for layer in model.layers):  # the 3-D trainer augments on the host
+        state["augmenter"] = [np.asarray(v).tolist() for v in model.get_layer("augmenter").variables]
     if save_resume_point is None:
         atomic_save_model(model, run.ckpt)
     else:
@@ -115,6 +116,8 @@ class Checkpoint(keras.callbacks.Callback):
         val = ""
         if "val_vrand" in logs:
             val = f" val V^Rand {logs['val_vrand']:.4f} V^Info {logs['val_vinfo']:.4f}"
+        elif "val_vi" in logs:  # 3-D affinity networks
+            val = f" val VI {logs['val_vi']:.4f}"
         units = "".join(f" unit {k[9:]} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("loss_unit"))
         print(
             f"[{self.run.name}] epoch {epoch + 1}/{self.total_epochs} loss {logs.get('loss', float('nan')):.4f}"

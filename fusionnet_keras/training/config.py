@@ -323,10 +323,12 @@ def save_config(config: dict, path) -> None:
     atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def read_config_json(path) -> dict:
+def read_config_json(path, check=None) -> dict:
+    """The configuration saved at ``path``, checked by ``check`` (default :func:`validate`)."""
+    check = validate if check is None else check
     try:
         with open(path, encoding="utf-8") as f:
-            return validate(json.load(f))
+            return check(json.load(f))
     except FileNotFoundError:
         raise FusionNetError(f"config file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -345,3 +347,34 @@ def diff(a: dict, b: dict, prefix="") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{key}")
     return out
+
+
+def architecture_of(paths=(), overrides=()) -> str:
+    """The ``model.architecture`` that ``paths`` and ``overrides`` set (the last one wins; default
+    ``"fusionnet"``), read without validation, to choose the schema."""
+    architecture = SCHEMA["model"]["architecture"][1]
+    tables = [read_toml(path) for path in paths]
+    tables += [parse_override(text) for text in overrides if text.split("=", 1)[0].strip() == "model.architecture"]
+    for table in tables:
+        model = table.get("model")
+        if isinstance(model, dict) and isinstance(model.get("architecture"), str):
+            architecture = model["architecture"]
+    return architecture
+
+
+def load_any_config(paths=(), overrides=()) -> dict:
+    """:func:`load_config`, or the 3-D affinity configuration
+    (:func:`fusionnet_keras.training.affinity_config.load_affinity_config`) when the files name a 3-D
+    architecture (``unet3d``, ``fusionnet3d``)."""
+    from fusionnet_keras.training import affinity_config
+
+    if architecture_of(paths, overrides) in affinity_config.ARCHITECTURES:
+        return affinity_config.load_affinity_config(paths, overrides)
+    return load_config(paths, overrides)
+
+
+def is_affinity_config(config: dict) -> bool:
+    """Whether ``config`` configures a 3-D affinity network."""
+    from fusionnet_keras.training.affinity_config import ARCHITECTURES
+
+    return config.get("model", {}).get("architecture") in ARCHITECTURES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -52,11 +53,19 @@ class Run:
         return self.ckpt.exists() or self.units_ckpt.exists()
 
 
-def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[Run, dict]:
-    """Create / check the run directory; return the run and its state."""
+def prepare_run_dir(config: dict, out, resume=False, overwrite=False, validate=None,
+                    initial_state=None) -> tuple[Run, dict]:
+    """Create / check the run directory; return the run and its state.
+
+    ``validate`` checks the saved ``config.json`` of a resumed run (default: the 2-D
+    :func:`~fusionnet_keras.training.config.validate`); ``initial_state`` is the state of a new run
+    (default: the 2-D trainer's).
+    """
     run = Run(config, out)
     # epoch: completed epochs; unit: FusionNetW units completed in the current epoch (unit by unit)
     state = {"epoch": 0, "unit": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
+    if initial_state is not None:
+        state = copy.deepcopy(initial_state)
     if run.out.exists() and not run.out.is_dir():
         raise FusionNetError(f"output exists and is not a directory: {run.out}")
     exists = run.out.exists() and any(run.out.iterdir())
@@ -69,7 +78,8 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False) -> tuple[R
     if exists and not resume:
         raise FusionNetError(f"output directory exists: {run.out} (use --resume to continue or --overwrite)")
     if exists:
-        saved = cfg.read_config_json(run.out / "config.json") if (run.out / "config.json").exists() else None
+        saved = (cfg.read_config_json(run.out / "config.json", check=validate)
+                 if (run.out / "config.json").exists() else None)
         if saved is not None:
             changed = cfg.diff(saved, config)
             if changed:

@@ -1,0 +1,460 @@
+"""3-D affinity training: volumes and split, 3-D augmentation, config, training, resume, the experiment.
+
+The fast tests use a small generated stand-in for fib-medulla (same file layout
+and y extent, 40 sections so 10 after keeping every 4th) and a network with two
+feature maps; the slow test runs the whole ``affinity3d`` experiment on the real
+fib-medulla with a tiny preset.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import h5py
+import numpy as np
+import pytest
+
+from fusionnet_keras.data import volumes3d
+from fusionnet_keras.data.affinities import affinities_from_labels
+from fusionnet_keras.data.augment3d import AffinityAugment, affinity_y_true, sample_sections
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.training import affinity_config as acfg
+from fusionnet_keras.training.config import load_any_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = REPO / "experiments" / "affinity3d"
+
+TINY_TOML = """
+name = "tiny-affinity"
+
+[model]
+architecture = "{architecture}"
+nb_filters = 2
+depth = 1
+z_kernels = [3, 1]
+head_z_kernel = 1
+n_residual = 1
+
+[train]
+input_shape = {input_shape}
+epochs = {epochs}
+steps_per_epoch = 2
+loss = "{loss}"
+validate_every = 1
+val_thresholds = [0.5, 0.9]
+tensorboard = false
+
+[augment]
+elastic_amplitude = 1.0
+missing_section = 0.5
+misalign = 0.5
+misalign_max = 2
+"""
+
+
+def blobs(shape, n, seed):
+    """Dense instance ids: nearest of ``n`` random seeds (anisotropic distance), 1..n."""
+    from scipy import ndimage
+
+    r = np.random.default_rng(seed)
+    markers = np.zeros(shape, np.int32)
+    markers[tuple(r.integers(0, s, n) for s in shape)] = np.arange(1, n + 1)
+    _, index = ndimage.distance_transform_edt(markers == 0, sampling=(1, 1, 1), return_indices=True)
+    return markers[tuple(index)]
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    """``$FUSIONNET_DATA_DIR`` with a generated ``fib-medulla/fib-medulla.h5`` (40, 250, 250)."""
+    root = tmp_path_factory.mktemp("datasets")
+    labels = blobs((40, 250, 250), 300, seed=3).astype(np.uint32)
+    from scipy import ndimage
+
+    boundary = ndimage.morphological_gradient(labels, size=(1, 3, 3)) > 0
+    image = np.where(boundary, 40, 180).astype(np.uint8)
+    (root / "fib-medulla").mkdir()
+    with h5py.File(root / "fib-medulla" / "fib-medulla.h5", "w") as f:
+        f["image"], f["labels"] = image, labels
+    return root, image, labels
+
+
+def tiny_config(tmp_path, architecture="unet3d", loss="malis", epochs=2, input_shape=(10, 28, 28)):
+    path = tmp_path / f"tiny-{architecture}.toml"
+    path.write_text(TINY_TOML.format(architecture=architecture, loss=loss, epochs=epochs,
+                                     input_shape=list(input_shape)))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# volumes and split
+
+
+def test_fixed_split_never_overlaps_and_keeps_every_4th_section(fake_data, monkeypatch):
+    root, image, labels = fake_data
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(root))
+    parts = volumes3d.load_parts("fib-medulla")
+    ys = {"train": (0, 125), "validation": (125, 150), "test": (150, 250)}
+    for name, (y0, y1) in ys.items():
+        img, lab = parts[name]
+        assert img.shape == lab.shape == (10, y1 - y0, 250)
+        assert lab.dtype == np.uint64
+        np.testing.assert_array_equal(img, image[::4, y0:y1])
+        np.testing.assert_array_equal(lab, labels[::4, y0:y1])
+    for split in volumes3d.SPLITS.values():  # the shipped splits
+        volumes3d.check_split(split, {"volume": (63, 250, 250), "train": (50, 100, 200), "test": (50, 100, 200)})
+    bad = {"train": volumes3d.Part("train", "volume", (0, 130)), "test": volumes3d.Part("test", "volume", (125, 250))}
+    with pytest.raises(FusionNetError, match="overlap"):
+        volumes3d.check_split(bad, {"volume": (63, 250, 250)})
+    with pytest.raises(FusionNetError, match="not inside"):
+        volumes3d.check_split({"test": volumes3d.Part("test", "volume", (150, 260))}, {"volume": (63, 250, 250)})
+    with pytest.raises(FusionNetError, match="unknown dataset"):
+        volumes3d.load_parts("cremi")
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(root / "nowhere"))
+    with pytest.raises(FusionNetError, match="not found"):
+        volumes3d.load_parts("fib-medulla")
+
+
+def test_gala_example_loads_as_a_second_dataset(tmp_path, monkeypatch):
+    folder = tmp_path / "gala-example"
+    folder.mkdir()
+    r = np.random.default_rng(0)
+    for part in ("train", "test"):
+        with h5py.File(folder / f"{part}-image.h5", "w") as f:
+            f["stack"] = r.integers(0, 255, (5, 100, 20)).astype(np.uint8)
+        with h5py.File(folder / f"{part}-gt.lzf.h5", "w") as f:
+            f["stack"] = r.integers(0, 4, (5, 100, 20)).astype(np.int32)
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(tmp_path))
+    parts = volumes3d.load_parts("gala-example")
+    assert {k: v[0].shape for k, v in parts.items()} == {"train": (5, 75, 20), "validation": (5, 25, 20),
+                                                          "test": (5, 100, 20)}
+
+
+def test_whole_objects_counts_ids_off_the_xy_faces():
+    labels = np.zeros((2, 6, 6), np.uint64)
+    labels[:, 2:4, 2:4] = 5  # inside
+    labels[:, 0, :] = 7  # on a face
+    assert volumes3d.whole_objects(labels) == 1
+
+
+# ---------------------------------------------------------------------------
+# augmentation: image and labels transformed alike, targets computed after
+
+
+def ramps(shape):
+    """Float image = row coordinate + 300 * section, labels = the same integers: bilinear sampling of the
+    image and nearest sampling of the labels at the same coordinates differ by at most 0.5."""
+    z, y, x = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    return (y + 300.0 * z).astype(np.float64), (y + 300 * z).astype(np.int64), (x + 300 * z).astype(np.int64)
+
+
+@pytest.mark.parametrize("axis", ["rows", "cols"])
+def test_sections_sample_image_and_labels_at_the_same_coordinates(axis):
+    from fusionnet_keras.data.augment3d import elastic_fields
+
+    rows_image, rows_labels, cols_labels = ramps((6, 80, 80))
+    image = rows_image if axis == "rows" else np.swapaxes(rows_image, 1, 2).copy()
+    labels = rows_labels if axis == "rows" else cols_labels
+    rng = np.random.default_rng(0)
+    fields = elastic_fields(4, (40, 40), 3.0, 5, rng)
+    shifts = np.zeros((4, 2), np.float32)
+    shifts[2:] = (2, -1)
+    x, y = sample_sections(image, labels, (1, 20, 20), (4, 40, 40), fields, shifts)
+    assert np.abs(x - y).max() <= 0.5 + 1e-4
+    assert np.abs(fields).max() > 1.0  # the field did move the samples
+    # the misalignment shifted sections 2 and 3 only
+    plain, _ = sample_sections(image, labels, (1, 20, 20), (4, 40, 40))
+    offset = 2 if axis == "rows" else -1
+    np.testing.assert_allclose(
+        sample_sections(image, labels, (1, 20, 20), (4, 40, 40), None, shifts)[0][2:], plain[2:] + offset)
+
+
+def test_sections_reflect_outside_the_volume():
+    image = np.arange(5 * 6 * 7, dtype=np.float64).reshape(5, 6, 7)
+    x, y = sample_sections(image, image.astype(np.int64), (-2, -3, 4), (6, 8, 9))
+    index = np.ix_(*(volumes3d_reflect(np.arange(o, o + n), s) for o, n, s in zip((-2, -3, 4), (6, 8, 9), image.shape)))
+    np.testing.assert_array_equal(x, image[index])
+    np.testing.assert_array_equal(y, image[index])
+
+
+def volumes3d_reflect(index, size):
+    return np.pad(np.arange(size), size, mode="reflect")[index + size]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_augmented_sample_is_consistent(seed):
+    """All transforms on: the image and the labels stay aligned, and y_true are the affinities of the
+    transformed labels (brute force over the output box)."""
+    _, labels, _ = ramps((8, 60, 60))
+    image = ramps((8, 60, 60))[0]
+    aug = AffinityAugment((6, 20, 20), (2, 6, 6), orientations=True, elastic_amplitude=2.0, elastic_grid=4,
+                          misalign=1.0, misalign_max=2)
+    x, y = aug.transform(image, labels, np.random.default_rng(seed))
+    assert np.abs(x - y).max() <= 0.5 + 1e-4
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    x_s, y_true = aug.sample(image, labels, rng_a)
+    _, y_lab = aug.transform(image, labels, rng_b)
+    assert x_s.shape == (6, 20, 20, 1) and y_true.shape == (2, 6, 6, 7)
+    c = aug.context
+    for dz, dy, dx in np.ndindex(2, 6, 6):
+        v = (c[0] + dz, c[1] + dy, c[2] + dx)
+        for ch, off in enumerate(((-1, 0, 0), (0, -1, 0), (0, 0, -1))):
+            u = tuple(a + b for a, b in zip(v, off))
+            same = y_lab[v] == y_lab[u] and y_lab[v] != 0
+            assert y_true[dz, dy, dx, ch] == float(same)
+            assert y_true[dz, dy, dx, 3 + ch] == float(y_lab[v] != 0 and y_lab[u] != 0)
+
+
+def test_orientations_turn_image_and_labels_together():
+    """Without elastic fields every one of the 8 orientations keeps the image and labels identical."""
+    labels = np.random.default_rng(0).integers(1, 50, (4, 30, 30))
+    aug = AffinityAugment((4, 12, 12), (2, 4, 4))
+    seen = set()
+    for seed in range(40):
+        x, y = aug.transform(labels.astype(np.float64), labels, np.random.default_rng(seed))
+        np.testing.assert_array_equal(x, y)
+        seen.add(x.tobytes())
+    assert len(seen) > 20
+
+
+def test_missing_section_and_noise_touch_the_image_only():
+    labels = blobs((6, 30, 30), 10, 1)
+    image = np.full(labels.shape, 128, np.uint8)
+    aug = AffinityAugment((6, 14, 14), (2, 4, 4), orientations=False, missing_section=1.0)
+    x, y = aug.transform(image, labels, np.random.default_rng(0))
+    assert sum(bool(np.all(s == 0)) for s in x) == 1
+    assert np.all((x == 0) | np.isclose(x, 128 / 255))
+    noisy = AffinityAugment((6, 14, 14), (2, 4, 4), orientations=False, noise_sigma=0.1)
+    x2, y2 = noisy.transform(image, labels, np.random.default_rng(0))
+    assert 0.05 < np.std(x2) < 0.15 and x2.min() >= 0 and x2.max() <= 1
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_targets_include_the_first_slices_of_the_box():
+    labels = np.ones((4, 6, 6), np.int64)
+    labels[:, :, 3:] = 2
+    y_true = affinity_y_true(labels, (1, 1, 1))
+    aff, mask = affinities_from_labels(labels)
+    np.testing.assert_array_equal(np.moveaxis(y_true[..., :3], -1, 0), aff[:, 1:3, 1:5, 1:5])
+    assert y_true[..., 3:6].min() == 1.0  # every edge of the box exists (its predecessors are in the input)
+
+
+def test_augment_refuses_bad_sizes():
+    with pytest.raises(FusionNetError, match="square"):
+        AffinityAugment((4, 12, 14), (2, 4, 6))
+    with pytest.raises(FusionNetError, match="centred"):
+        AffinityAugment((4, 12, 12), (3, 4, 4))
+    with pytest.raises(FusionNetError, match="smaller than"):
+        AffinityAugment((4, 12, 12), (2, 4, 4)).check_volume((1, 30, 30))
+
+
+# ---------------------------------------------------------------------------
+# config
+
+
+def test_presets_resolve_to_valid_3d_configs():
+    for name in ("unet3d_malis", "unet3d_bce", "fusionnet3d_malis"):
+        for preset in ("cpu", "paper"):
+            files = [EXPERIMENT / f"{name}.toml"] + [p for p in (EXPERIMENT / f"{preset}.toml",
+                                                                EXPERIMENT / f"{name}.{preset}.toml") if p.exists()]
+            config = load_any_config(files)
+            assert config["model"]["architecture"] == name.split("_")[0]
+            loss = name.split("_")[1]
+            if preset == "cpu" and loss == "malis":  # the CPU preset trains with the constrained variant
+                loss = "constrained_malis"
+            assert config["train"]["loss"] == loss
+            if preset == "paper" and name.startswith("unet3d"):
+                assert acfg.output_shape(config) == (3, 116, 116)  # the paper's sizes
+                assert config["train"]["input_shape"] == [33, 204, 204]
+
+
+def test_config_dispatch_and_validation(tmp_path):
+    assert load_any_config([])["model"]["architecture"] == "fusionnet"  # 2-D default
+    config = load_any_config([tiny_config(tmp_path)])
+    assert acfg.output_shape(config) == (2, 12, 12)
+    with pytest.raises(FusionNetError, match="unknown config key 'train.crop'"):
+        load_any_config([tiny_config(tmp_path)], ["train.crop=64"])
+    with pytest.raises(FusionNetError, match="'train.loss' must be one of malis, constrained_malis, bce"):
+        load_any_config([tiny_config(tmp_path)], ["train.loss=mae"])
+    with pytest.raises(FusionNetError, match="input_shape.*does not fit"):
+        load_any_config([tiny_config(tmp_path)], ["train.input_shape=[10,27,27]"])
+    with pytest.raises(FusionNetError, match="y == x"):
+        load_any_config([tiny_config(tmp_path)], ["train.input_shape=[10,28,30]"])
+    with pytest.raises(FusionNetError, match="z_kernels"):
+        load_any_config([tiny_config(tmp_path)], ["model.z_kernels=[3,1,1,1]"])
+    with pytest.raises(FusionNetError, match="odd"):
+        load_any_config([tiny_config(tmp_path)], ["model.z_kernels=[2,1]"])
+    # the override picks the schema too
+    assert load_any_config([], ["model.architecture=fusionnet3d", "train.input_shape=[33,334,334]"]
+                           )["model"]["n_residual"] == 3
+    with pytest.raises(FusionNetError, match="nearest sizes that do: 222"):  # FusionNet3D needs more context
+        load_any_config([], ["model.architecture=fusionnet3d"])
+
+
+# ---------------------------------------------------------------------------
+# training
+
+
+def _run_train(config_path, out, extra=()):
+    from click.testing import CliRunner
+
+    from fusionnet_keras.cli import main
+
+    return CliRunner().invoke(main, ["train", str(config_path), "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("architecture,loss", [("unet3d", "malis"), ("fusionnet3d", "bce")])
+def test_two_epochs_of_a_tiny_3d_network(tmp_path, fake_data, monkeypatch, architecture, loss):
+    import keras
+
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
+    shape = (10, 28, 28) if architecture == "unet3d" else (10, 36, 36)
+    result = _run_train(tiny_config(tmp_path, architecture, loss, input_shape=shape), tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert [round(h["val_vi"], 9) for h in state["history"]].count(round(summary["best_vi"], 9)) >= 1
+    assert summary["best_vi"] == min(h["val_vi"] for h in state["history"])
+    net = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert net.name == architecture and net.output_shape[-1] == 3
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and "val_vi" in log[0] and "val_fscore" in log[0]
+
+
+def test_resume_after_kill_9(tmp_path, fake_data):
+    """A run killed with SIGKILL right after its first epoch continues from it."""
+    config = tiny_config(tmp_path, epochs=3)
+    out = tmp_path / "run"
+    env = {**os.environ, "FUSIONNET_DATA_DIR": str(fake_data[0]), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "fusionnet_keras.cli", "train", str(config), "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = out / "state.json"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if state_path.exists() and json.loads(state_path.read_text() or "{}").get("epoch", 0) >= 1:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    killed_at = json.loads(state_path.read_text())["epoch"]
+    assert 1 <= killed_at < 3, "the run was not killed mid-way"
+    os.environ["FUSIONNET_DATA_DIR"], previous = str(fake_data[0]), os.environ.get("FUSIONNET_DATA_DIR")
+    try:
+        refused = _run_train(config, out)
+        assert refused.exit_code == 2 and "exists" in refused.output
+        result = _run_train(config, out, ["--resume"])
+    finally:
+        if previous is None:
+            os.environ.pop("FUSIONNET_DATA_DIR")
+        else:
+            os.environ["FUSIONNET_DATA_DIR"] = previous
+    assert result.exit_code == 0, result.output
+    assert f"resuming after epoch {killed_at}" in result.output
+    state = json.loads(state_path.read_text())
+    assert state["epoch"] == 3 and len(state["history"]) == 3
+    assert len((out / "log.csv").read_text().splitlines()) == 4
+
+
+def test_samples_are_a_function_of_seed_epoch_and_step(tmp_path, fake_data, monkeypatch):
+    from fusionnet_keras.training import affinity_trainer as at
+
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
+    config = load_any_config([tiny_config(tmp_path)])
+    parts = volumes3d.load_parts("fib-medulla", ["train"])
+    aug = at.make_augment(config, acfg.output_shape(config))
+    a, b = at.samples(config, aug, *parts["train"]), at.samples(config, aug, *parts["train"], epoch=1)
+    assert not np.array_equal(a[0][0], b[0][0])
+    a.epoch = 1
+    for i in range(2):
+        np.testing.assert_array_equal(a[i][0], b[i][0])
+        np.testing.assert_array_equal(a[i][1], b[i][1])
+
+
+def test_validation_scores():
+    from fusionnet_keras.training.affinity_trainer import score_affinities
+
+    labels = np.zeros((3, 12, 12), np.uint64)
+    labels[:, :, :6], labels[:, :, 6:] = 1, 2
+    perfect, _ = affinities_from_labels(labels)
+    good = score_affinities(perfect, labels, [0.5])
+    assert good["vi"] == pytest.approx(0.0) and good["fscore"] == 1.0
+    merged = score_affinities(np.ones_like(perfect), labels, [0.5])
+    assert merged["vi_merge"] == pytest.approx(1.0) and merged["fscore"] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# the experiment
+
+
+TINY_PRESET = """
+[model]
+nb_filters = 2
+depth = 1
+z_kernels = [3, 1]
+head_z_kernel = 1
+n_residual = 1
+
+[train]
+input_shape = [10, 28, 28]
+epochs = 1
+steps_per_epoch = 2
+val_thresholds = [0.5, 0.9]
+tensorboard = false
+"""
+
+
+@pytest.mark.slow
+def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
+    from conftest import datasets_dir
+    from fusionnet_keras.data.io import read_volume
+    from fusionnet_keras.evaluation import instance_scores
+    from fusionnet_keras.experiments import affinity3d
+
+    data = datasets_dir()
+    if data is None or not (data / "fib-medulla" / "fib-medulla.h5").exists():
+        pytest.skip("fib-medulla not found (set FUSIONNET_DATA_DIR)")
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(data))
+    # a short sweep and a small forest keep the run at a few minutes (the tiny networks' affinities are poor)
+    monkeypatch.setattr(affinity3d, "THRESHOLDS", [0.3, 0.6, 0.9])
+    monkeypatch.setattr(affinity3d, "CLASSIFIER", {"epochs": 1, "trees": 10})
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for name in affinity3d.MODELS:
+        (exp / f"{name}.toml").write_text((EXPERIMENT / f"{name}.toml").read_text())
+    (exp / "tiny.toml").write_text(TINY_PRESET)
+    (exp / "fusionnet3d_malis.tiny.toml").write_text('[train]\ninput_shape = [10, 36, 36]\n')
+    out = tmp_path / "results"
+    result = affinity3d.run("tiny", out, exp)
+    report = (out / "report.md").read_text()
+    gt = volumes3d.load_parts("fib-medulla", ["test"])["test"][1]
+    for name in affinity3d.MODELS:
+        affs = read_volume(f"{out / name / 'test-affinities.h5'}:affinities")
+        assert affs.shape == (3, *gt.shape) and affs.dtype == np.float32
+        seg = result["segmentation"][name]
+        assert len(seg["mean"]) == len(affinity3d.THRESHOLDS)
+        # the written best segmentation is the one scored, and the report shows it
+        mean = read_volume(f"{out / name / 'test-segmentation.h5'}:mean")
+        best = affinity3d.best_row(seg, "mean")
+        assert instance_scores(mean, gt)["vi"] == pytest.approx(best["vi"])
+        assert f"| {affinity3d.LABELS[name]} | mean | {best['threshold']:g} | {best['vi_split']:.3f} |" in report
+    for needle in ("MALIS vs BCE", "UNet3D vs FusionNet3D", "Learned vs mean", "split_vi.png", "test_section.png",
+                   "Total wall time"):
+        assert needle in report
+    assert (out / "split_vi.png").stat().st_size > 1000 and (out / "test_section.png").stat().st_size > 1000
+    # a second run resumes: nothing is retrained, predicted or segmented again
+    stamps = {p: p.stat().st_mtime for p in out.glob("*/*.h5")}
+    again = affinity3d.run("tiny", out, exp)
+    assert again["train"]["unet3d_malis"]["train_seconds"] == result["train"]["unet3d_malis"]["train_seconds"]
+    assert again["segmentation"] == json.loads(json.dumps(result["segmentation"]))
+    assert {p: p.stat().st_mtime for p in out.glob("*/*.h5")} == stamps
