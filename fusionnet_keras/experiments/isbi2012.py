@@ -217,7 +217,7 @@ def _unit1_scores(out: Path, name: str, config: dict, images, labels, tta: int) 
 
     print(f"== predicting sections 21-30 with unit 1 of {LABELS.get(name, name)} (tta {tta}) ==", flush=True)
     prob = predict(unit_network(load_best(out, name), 1), images, tta=tta, pad=config["predict"]["pad"],
-                   batch_size=config["predict"]["batch_size"])
+                   batch_size=config["predict"]["batch_size"] or None)  # 0: automatic
     write_volume(out / name / "val-prediction-unit1.tif", prob, overwrite=True)
     return score_prediction(prob, labels)
 
