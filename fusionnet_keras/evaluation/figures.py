@@ -177,8 +177,10 @@ def plot_split_vi(curves: dict, path, *, title: str | None = None, overwrite: bo
         path: the image to write (format from the suffix), atomically.
 
     Example:
-        >>> plot_split_vi({"mean": [(0.3, 0.2, 1.5), (0.5, 0.6, 0.8)]}, "/tmp/split_vi.png")  # doctest: +ELLIPSIS
-        PosixPath('/tmp/split_vi.png')
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     plot_split_vi({"mean": [(0.3, 0.2, 1.5), (0.5, 0.6, 0.8)]}, pathlib.Path(d) / "split_vi.png").name
+        'split_vi.png'
     """
     from matplotlib import colormaps
 
