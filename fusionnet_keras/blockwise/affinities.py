@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
 from fusionnet_keras.blockwise.grid import BlockGrid
-from fusionnet_keras.blockwise.predict import _file_tag, limit_threads
+from fusionnet_keras.blockwise.predict import _file_tag, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
@@ -38,10 +38,7 @@ class AffinityBlockTask(BlockTask):
         return self.output.markers
 
     def setup(self):
-        from fusionnet_keras.cli.options import quiet_backend
-
-        quiet_backend()
-        limit_threads(self.threads)
+        start_worker(self.threads)
         from fusionnet_keras.data.io import open_volume
         from fusionnet_keras.inference.affinities import AffinityPredictor
         from fusionnet_keras.models.loading import load_model

@@ -43,6 +43,14 @@ def normalize_block(block, name="the input") -> np.ndarray:
     return normalize(a)
 
 
+def start_worker(threads) -> None:
+    """What every model-running worker does first: TensorFlow imported quietly, its thread pools sized."""
+    from fusionnet_keras.cli.options import quiet_backend
+
+    quiet_backend()
+    limit_threads(threads)
+
+
 def limit_threads(threads) -> None:
     """Use ``threads`` CPU threads in TensorFlow's pools (before its first operation; else ignored)."""
     if not threads:
@@ -76,10 +84,7 @@ class SectionBlockTask(BlockTask):
         return self.output.markers
 
     def setup(self):
-        from fusionnet_keras.cli.options import quiet_backend
-
-        quiet_backend()
-        limit_threads(self.threads)
+        start_worker(self.threads)
         from fusionnet_keras.data.io import open_volume
         from fusionnet_keras.inference.predictor import SectionPredictor
         from fusionnet_keras.models.loading import load_model
