@@ -8,6 +8,7 @@ import pytest
 
 from fusionnet_keras.evaluation import figures
 from fusionnet_keras.evaluation import morphology as morph
+from fusionnet_keras.evaluation import population
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
 UM = (1000.0, 1000.0, 1000.0)  # 1 um isotropic voxels, given in nm
@@ -113,7 +114,7 @@ def test_kmeans_fits_all_whole_nuclei_and_isolates_the_outliers():
     morph.annotate(recs, k=3, seed=0, exclude_outliers=True)  # the pre-flagging: fitted without them
     ids = np.array([r["cluster"] for r in recs[:-1]])
     assert len(set(ids[:50])) == 3  # the three clusters now split the ordinary nuclei
-    sil = morph.silhouettes(recs, ks=(2, 3, 4))
+    sil = population.silhouettes(recs, ks=(2, 3, 4))
     assert set(sil) == {2, 3, 4} and sil[3] > 0.5
 
 
@@ -139,19 +140,19 @@ def test_symmetry_of_a_mirrored_volume():
     lab = _mirrored_volume()
     np.testing.assert_array_equal(lab[:, :, ::-1] > 0, lab > 0)
     recs = morph.measure_nuclei(lab, UM)
-    sym = morph.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
+    sym = population.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
     assert sym["n_left"] == sym["n_right"] == 8
-    for name in morph.SYMMETRY_FEATURES:
+    for name in population.SYMMETRY_FEATURES:
         f = sym["features"][name]
         assert f["median_left"] == pytest.approx(f["median_right"], rel=1e-6), name
         assert f["ks"] == pytest.approx(0.0, abs=1e-9) and f["p"] == pytest.approx(1.0), name
     # right-hand nuclei 2 voxels larger in radius: the volumes differ, the positions still mirror
     recs = morph.measure_nuclei(_mirrored_volume(mirror=False), UM)
-    sym = morph.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
+    sym = population.symmetry(recs, midline_x_um=(lab.shape[2] - 1) / 2)
     assert sym["features"]["volume_um3"]["ks"] > 0.8 and sym["features"]["volume_um3"]["p"] < 0.01
     assert sym["features"]["midline_distance_um"]["p"] > 0.5
     # nuclei cut by the border are left out; one empty side gives no comparison
-    assert morph.symmetry(recs, midline_x_um=1000.0)["features"] == {}
+    assert population.symmetry(recs, midline_x_um=1000.0)["features"] == {}
 
 
 def test_csv_atomic_with_header(tmp_path):

@@ -318,7 +318,7 @@ def _results(seeds=(0, 1, 2)):
 
 
 def _report(records, source="synthetic", preset="cpu", seeds=(0, 1, 2)):
-    from fusionnet_keras.evaluation import morphology
+    from fusionnet_keras.evaluation import population
     from fusionnet_keras.experiments.common import MODELS
     from fusionnet_keras.experiments.zebrafish_report import report
 
@@ -331,8 +331,8 @@ def _report(records, source="synthetic", preset="cpu", seeds=(0, 1, 2)):
     configs = {s: {name: config for name in MODELS} for s in seeds}
     trains = {s: {name: {"epochs": 3, "best_epoch": 2, "train_seconds": 90.0, "parameters": "1,234"}
                   for name in MODELS} for s in seeds}
-    morph = {"records": records, "silhouettes": morphology.silhouettes(records),
-             "symmetry": morphology.symmetry(records, 0.9)}
+    morph = {"records": records, "silhouettes": population.silhouettes(records),
+             "symmetry": population.symmetry(records, 0.9)}
     return "\n".join(report(preset, exp, info, configs, trains, _results(seeds), morph, 125.0))
 
 

@@ -43,7 +43,7 @@ nuclei as the 2016 paper does (its Fig. 10: the outliers form their own
 "magenta cluster" of large volumes and areas); :func:`flag_outliers` is the
 project's robust z-score pre-flagging, which :func:`annotate` can also leave
 out of the fit (``exclude_outliers=True``; not the paper's method).
-:func:`silhouettes` helps to choose k. :func:`symmetry` is the paper's
+:mod:`~fusionnet_keras.evaluation.population`: `silhouettes` helps to choose k, `symmetry` is the paper's
 left-right check: the feature distributions of the nuclei on the two sides of
 the midline (two-sample Kolmogorov-Smirnov tests). :func:`write_csv` writes the table,
 :func:`plot_overlay` draws Fig. 9 (segmentation over the EM in a transverse x-y
@@ -479,62 +479,6 @@ def analyze_nuclei(labels, voxel_size, k: int = 3, seed: int = 0, exclude_outlie
 def whole(records) -> list[dict]:
     """The nuclei not cut by the volume border (their size and shape are complete)."""
     return [r for r in records if not r.get("touches_border")]
-
-
-def silhouettes(records, ks=range(2, 7), seed: int = 0) -> dict:
-    """Mean silhouette of K-means on the standardised features of the whole nuclei, for each k in ``ks``
-    (higher = better separated clusters; a k needs more than k nuclei)."""
-    from sklearn.metrics import silhouette_score
-
-    x = feature_matrix(whole(records))
-    x = x[np.all(np.isfinite(x), axis=1)]
-    out = {}
-    for k in ks:
-        if len(x) > k:
-            labels = cluster(x, k=k, seed=seed)
-            if len(np.unique(labels)) > 1:
-                std = x.std(axis=0)
-                out[int(k)] = float(silhouette_score((x - x.mean(axis=0)) / np.where(std > 0, std, 1), labels))
-    return out
-
-
-SYMMETRY_FEATURES = FEATURES + ("midline_distance_um",)
-"""What :func:`symmetry` compares between the two sides: the features and the distance to the midline."""
-
-
-def symmetry(records, midline_x_um: float) -> dict:
-    """The 2016 paper's left-right check: feature distributions of the two halves split at the midline.
-
-    The whole nuclei (:func:`whole`) are split by their centroid's x
-    (``centroid_x_um``) at ``midline_x_um``; for the volume, surface area,
-    sphericity and the distance to the midline (mirror-symmetric positions
-    give equal distributions), the two samples are compared with a two-sample
-    Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``). Returns ``{"n_left",
-    "n_right", "midline_x_um", "features": {name: {"median_left",
-    "median_right", "ks", "p"}}}`` (empty ``features`` when a side has no nucleus).
-
-    Example:
-        >>> recs = [dict(volume_um3=v, surface_area_um2=2 * v, sphericity=0.9, centroid_x_um=x)
-        ...         for v, x in ((10, 1.0), (20, 2.0), (10, 5.0), (20, 4.0))]
-        >>> symmetry(recs, 3.0)["features"]["volume_um3"]["ks"]
-        0.0
-    """
-    from scipy.stats import ks_2samp
-
-    recs = whole(records)
-    xs = np.array([float(r["centroid_x_um"]) for r in recs])
-    left, right = xs < midline_x_um, xs >= midline_x_um
-    values = {name: feature_matrix(recs)[:, i] for i, name in enumerate(FEATURES)} if recs else {}
-    values["midline_distance_um"] = np.abs(xs - midline_x_um)
-    result = {"n_left": int(left.sum()), "n_right": int(right.sum()), "midline_x_um": float(midline_x_um),
-              "features": {}}
-    if left.any() and right.any():
-        for name in SYMMETRY_FEATURES:
-            a, b = values[name][left], values[name][right]
-            test = ks_2samp(a, b)
-            result["features"][name] = {"median_left": float(np.median(a)), "median_right": float(np.median(b)),
-                                        "ks": float(test.statistic), "p": float(test.pvalue)}
-    return result
 
 
 # -------------------------------------------------------------------------- output

@@ -310,13 +310,13 @@ def _train_seed(exp, experiment_dir, preset: str, out: Path, seed: int, info: di
 
 def morphology_summary(instances: np.ndarray, exp: dict, voxel_size, shape) -> dict:
     """Nucleus records (K-means on all whole nuclei), silhouettes for k = 2..6 and the symmetry check."""
-    from fusionnet_keras.evaluation import morphology
+    from fusionnet_keras.evaluation import morphology, population
 
     records = morphology.analyze_nuclei(instances, voxel_size, k=exp["clusters"], seed=exp["seed"],
                                         exclude_outliers=exp["exclude_outliers"])
     midline = exp["midline_x_um"] or (shape[2] - 1) / 2 * voxel_size[2] / 1000.0
-    return {"records": records, "silhouettes": morphology.silhouettes(records, seed=exp["seed"]),
-            "symmetry": morphology.symmetry(records, midline)}
+    return {"records": records, "silhouettes": population.silhouettes(records, seed=exp["seed"]),
+            "symmetry": population.symmetry(records, midline)}
 
 
 def run(preset: str, out, experiment_dir, tta=8) -> dict:
