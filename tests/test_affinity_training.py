@@ -328,12 +328,44 @@ def test_two_epochs_of_a_tiny_3d_network(tmp_path, fake_data, monkeypatch, archi
     assert len(log) == 3 and "val_vi" in log[0] and "val_fscore" in log[0]
 
 
+def test_bce_pretraining_then_malis_keeps_the_optimizer(tmp_path, fake_data, monkeypatch):
+    """``train.pretrain_bce_epochs``: BCE first, then MALIS, one optimizer (its step count and the learning-rate
+    schedule go on across the switch; across a resume: test_resume_after_kill_9)."""
+    import keras
+
+    from fusionnet_keras.training import affinity_trainer as at
+    from fusionnet_keras.training.affinity_config import load_affinity_config
+
+    config = load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=2"])
+    assert [at.loss_name(config, e) for e in range(3)] == ["bce", "bce", "malis"]
+    assert at._phases(config, 0) == [(0, 2), (2, 3)]
+    assert at._phases(config, 1) == [(1, 2), (2, 3)]
+    assert at._phases(config, 2) == [(2, 3)]
+    assert at._phases(config, 3) == []
+    assert at._phases(load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=5"]),
+                      0) == [(0, 3)]
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
+    out = tmp_path / "run"
+    result = _run_train(tiny_config(tmp_path, epochs=2), out, ["--set", "train.pretrain_bce_epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert "epochs 1-1: bce loss" in result.output and "epochs 2-2: malis loss" in result.output
+    steps = json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"]
+    ckpt = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    assert type(ckpt.loss).__name__ == "MalisLoss"
+    assert int(ckpt.optimizer.iterations) == 2 * steps
+
+
 def test_resume_after_kill_9(tmp_path, fake_data):
-    """A run killed with SIGKILL right after its first epoch continues from it."""
+    """A run killed with SIGKILL right after its first epoch continues from it (with one epoch of BCE
+    pre-training: the resumed run trains with MALIS and the same optimizer)."""
+    import keras
+
     config = tiny_config(tmp_path, epochs=3)
     out = tmp_path / "run"
+    pretrain = ["--set", "train.pretrain_bce_epochs=1"]
     env = {**os.environ, "FUSIONNET_DATA_DIR": str(fake_data[0]), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "fusionnet_keras.cli", "train", str(config), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "fusionnet_keras.cli", "train", str(config), "--out", str(out),
+                             *pretrain],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = out / "state.json"
     deadline = time.time() + 600
@@ -351,9 +383,9 @@ def test_resume_after_kill_9(tmp_path, fake_data):
     assert 1 <= killed_at < 3, "the run was not killed mid-way"
     os.environ["FUSIONNET_DATA_DIR"], previous = str(fake_data[0]), os.environ.get("FUSIONNET_DATA_DIR")
     try:
-        refused = _run_train(config, out)
+        refused = _run_train(config, out, pretrain)
         assert refused.exit_code == 2 and "exists" in refused.output
-        result = _run_train(config, out, ["--resume"])
+        result = _run_train(config, out, ["--resume", *pretrain])
     finally:
         if previous is None:
             os.environ.pop("FUSIONNET_DATA_DIR")
@@ -364,6 +396,10 @@ def test_resume_after_kill_9(tmp_path, fake_data):
     state = json.loads(state_path.read_text())
     assert state["epoch"] == 3 and len(state["history"]) == 3
     assert len((out / "log.csv").read_text().splitlines()) == 4
+    assert "bce loss" not in result.output and "malis loss" in result.output
+    ckpt = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    steps = json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"]
+    assert type(ckpt.loss).__name__ == "MalisLoss" and int(ckpt.optimizer.iterations) == 3 * steps
 
 
 def test_samples_are_a_function_of_seed_epoch_and_step(tmp_path, fake_data, monkeypatch):

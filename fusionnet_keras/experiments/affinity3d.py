@@ -38,6 +38,16 @@ def _label(name):
     return LABELS.get(name, name)
 
 
+def _loss_text(config: dict) -> str:
+    """``train.loss`` of a network, with its BCE pre-training when it has one."""
+    t = config["train"]
+    pre = min(t["pretrain_bce_epochs"], t["epochs"])
+    if not pre or t["loss"] == "bce":
+        return f"`{t['loss']}`"
+    return (f"`bce` for {pre} epochs ({pre * t['steps_per_epoch']} steps), then `{t['loss']}` for "
+            f"{t['epochs'] - pre} ({(t['epochs'] - pre) * t['steps_per_epoch']} steps)")
+
+
 def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations: int) -> tuple[dict, dict]:
     """Affinities of the train and test parts by ``name``'s best network: ``out/<name>/<part>-affinities.h5``
     (read back when newer than ``best.keras``). Returns ``({part: affs}, {part: seconds})``."""
@@ -253,8 +263,9 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "",
         "## Comparisons",
         "",
-        "Losses: " + ", ".join(f"{_label(n)} = `{c['train']['loss']}`" for n, c in configs.items())
-        + " (`constrained_malis`: Funke et al. 2018's variant of MALIS, see the preset files).",
+        "Losses: " + ", ".join(f"{_label(n)} = {_loss_text(c)}" for n, c in configs.items())
+        + " (`constrained_malis`: Funke et al. 2018's variant of MALIS; `bce`: class-balanced binary "
+        "cross-entropy; see the preset files).",
         "",
         *_comparison(segs, "unet3d_malis", "unet3d_bce", "MALIS vs BCE (UNet3D)"),
         *_comparison(segs, "unet3d_malis", "fusionnet3d_malis", "UNet3D vs FusionNet3D (MALIS)"),

@@ -90,6 +90,9 @@ SCHEMA = {
         "batch_size": (int, 1, (1, 4096)),
         # malis (Turaga et al. 2009), constrained_malis (Funke et al. 2018), bce (class-balanced, the baseline)
         "loss": (str, "malis", LOSSES),
+        # the first N epochs train with class-balanced BCE, the rest with train.loss (MALIS fine-tuning of a
+        # network pre-trained by standard affinity learning; the optimizer and learning-rate schedule go on)
+        "pretrain_bce_epochs": (int, 0, (0, 10**7)),
         # the error MALIS weighs per edge: squared error (Turaga et al.) or binary cross-entropy
         "malis_error": (str, "mse", ("mse", "bce")),
         "learning_rate": (float, 1e-4, (0.0, 1.0)),

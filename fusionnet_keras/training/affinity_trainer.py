@@ -50,14 +50,21 @@ def make_augment(config: dict, output_shape):
                            misalign_max=a["misalign_max"])
 
 
-def make_loss(config: dict):
-    """The loss of ``train.loss``: MALIS, constrained MALIS or class-balanced BCE."""
+def loss_name(config: dict, epoch: int) -> str:
+    """The loss of epoch ``epoch`` (0-based): ``"bce"`` during the ``train.pretrain_bce_epochs`` first
+    epochs, ``train.loss`` after them."""
+    t = config["train"]
+    return "bce" if epoch < t["pretrain_bce_epochs"] else t["loss"]
+
+
+def make_loss(config: dict, epoch: int = 10**9):
+    """The loss of epoch ``epoch`` (default: ``train.loss``): MALIS, constrained MALIS or class-balanced BCE."""
     from fusionnet_keras.training.affinity_losses import BalancedBCELoss, MalisLoss
 
-    t = config["train"]
-    if t["loss"] == "bce":
+    name = loss_name(config, epoch)
+    if name == "bce":
         return BalancedBCELoss()
-    return MalisLoss(kind=t["malis_error"], constrained=t["loss"] == "constrained_malis")
+    return MalisLoss(kind=config["train"]["malis_error"], constrained=name == "constrained_malis")
 
 
 def build_network(config: dict):
@@ -66,17 +73,20 @@ def build_network(config: dict):
     return build_model(config["model"]["architecture"], **acfg.model_kwargs(config))
 
 
-def _compile(net, config: dict) -> None:
+def _compile(net, config: dict, epoch: int = 0, optimizer=None) -> None:
+    """Compile ``net`` with the loss of ``epoch``; ``optimizer`` (the network's own, when the loss changes
+    or after a resume) keeps its moments and step count, so the learning-rate schedule goes on."""
     import keras
 
     from fusionnet_keras.utils.hardware import training_jit_compile
 
     t = config["train"]
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        t["learning_rate"], decay_steps=t["steps_per_epoch"], decay_rate=t["lr_decay"])
-    loss = make_loss(config)
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=loss,
-                jit_compile=bool(training_jit_compile() and loss.xla_compatible))
+    if optimizer is None:
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            t["learning_rate"], decay_steps=t["steps_per_epoch"], decay_rate=t["lr_decay"])
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    loss = make_loss(config, epoch)
+    net.compile(optimizer=optimizer, loss=loss, jit_compile=bool(training_jit_compile() and loss.xla_compatible))
 
 
 def samples(config: dict, augment, image, labels, epoch: int = 0):
@@ -197,6 +207,16 @@ def _callbacks(run, net, config: dict, state: dict, val, data):
     return callbacks
 
 
+def _phases(config: dict, epoch: int) -> list[tuple[int, int]]:
+    """The ``(first, last)`` epoch ranges still to train from ``epoch``, one per loss: the BCE pre-training
+    (``train.pretrain_bce_epochs``), then ``train.loss``."""
+    t = config["train"]
+    switch = min(t["pretrain_bce_epochs"], t["epochs"])
+    bounds = [b for b in (0, switch, t["epochs"]) if b >= epoch]
+    bounds = sorted({epoch, *bounds})
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 def summary(run, state: dict) -> dict:
     return {
         "name": run.name,
@@ -250,11 +270,14 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
         print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
     else:
         net = build_network(config)
-        _compile(net, config)
     data = samples(config, augment, *parts["train"], epoch=state["epoch"])
     callbacks = _callbacks(run, net, config, state, parts["validation"], data)
-    net.fit(data, epochs=t["epochs"], initial_epoch=state["epoch"], callbacks=callbacks,
-            verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
+    for first, last in _phases(config, state["epoch"]):
+        if t["pretrain_bce_epochs"]:
+            print(f"[{run.name}] epochs {first + 1}-{last}: {loss_name(config, first)} loss", flush=True)
+        _compile(net, config, first, optimizer=getattr(net, "optimizer", None))
+        net.fit(data, epochs=last, initial_epoch=first, callbacks=callbacks, verbose=verbose)
     if not (run.out / "best.keras").exists():
         raise FusionNetError(f"{run.out}: training ended without a validated checkpoint")
     return summary(run, state)
