@@ -349,6 +349,9 @@ def test_bce_pretraining_then_malis_keeps_the_optimizer(tmp_path, fake_data, mon
     result = _run_train(tiny_config(tmp_path, epochs=2), out, ["--set", "train.pretrain_bce_epochs=1"])
     assert result.exit_code == 0, result.output
     assert "epochs 1-1: bce loss" in result.output and "epochs 2-2: malis loss" in result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["best_epoch"] == 2  # the pre-training epoch is validated but never the best network
+    assert len(json.loads((out / "state.json").read_text())["history"]) == 2
     steps = json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"]
     ckpt = keras.saving.load_model(out / "checkpoints" / "last.keras")
     assert type(ckpt.loss).__name__ == "MalisLoss"

@@ -21,7 +21,9 @@ mirrored at its borders) and scored: masked class-balanced BCE and the affinity
 F-score of boundary edges (affinity < 0.5) against the targets, and the VI of
 the z-watershed + mean agglomeration at the best of ``train.val_thresholds``
 against the ground truth (:func:`fusionnet_keras.evaluation.instance_scores`).
-``best.keras`` is the network with the lowest validation VI.
+``best.keras`` is the network with the lowest validation VI (among the epochs trained with
+``train.loss``, after the ``train.pretrain_bce_epochs`` of BCE pre-training, which are validated and
+logged but not kept).
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def _callbacks(run, net, config: dict, state: dict, val, data):
     t = config["train"]
 
     class ValidateAffinities(keras.callbacks.Callback):
-        """Scores of the validation part every ``validate_every`` epochs; best.keras = lowest VI."""
+        """Scores of the validation part every ``validate_every`` epochs; best.keras = lowest VI (not counting
+        the BCE pre-training's epochs)."""
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
@@ -186,6 +189,8 @@ def _callbacks(run, net, config: dict, state: dict, val, data):
                   f"{scores['vi_merge']:.3f} at {scores['vi_threshold']:g}), affinity F-score {scores['fscore']:.3f}, "
                   f"BCE {scores['bce']:.4f} ({time.time() - start:.0f} s)", flush=True)
             state["val_seconds"] = state.get("val_seconds", 0.0) + time.time() - start
+            if done <= first_candidate(config):  # a pre-training epoch: logged, not a candidate
+                return
             if state["best_vi"] is None or scores["vi"] < state["best_vi"]:
                 state.update(best_vi=float(scores["vi"]), best_epoch=done, best_scores=scores)
                 atomic_save_model(inference, run.out / "best.keras")
@@ -205,6 +210,13 @@ def _callbacks(run, net, config: dict, state: dict, val, data):
     if t["tensorboard"] and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False))
     return callbacks
+
+
+def first_candidate(config: dict) -> int:
+    """Epochs before which no checkpoint becomes ``best.keras``: the BCE pre-training's (the best network is
+    one trained with ``train.loss``, as the paper picks an iteration of the MALIS training), 0 without it."""
+    t = config["train"]
+    return t["pretrain_bce_epochs"] if t["pretrain_bce_epochs"] < t["epochs"] else 0
 
 
 def _phases(config: dict, epoch: int) -> list[tuple[int, int]]:
