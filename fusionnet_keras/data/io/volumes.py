@@ -8,6 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionnet_keras.data.io.containers import (
+    h5_datasets,
+    only_member,
+    open_h5,
+    zarr_arrays,
+    zarr_is_group,
+)
 from fusionnet_keras.data.io.paths import (
     _READ_HINT,
     PNG_EXTS,
@@ -22,7 +29,6 @@ from fusionnet_keras.data.io.paths import (
     user_errors,
 )
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.utils.atomic import is_temporary_name
 
 
 class Volume:
@@ -311,9 +317,9 @@ class _H5Volume(Volume):
 
         self._file = open_h5(path, "r")
         try:
-            datasets = _h5_datasets(self._file)
+            datasets = h5_datasets(self._file)
             if key is None:
-                key = _only_member(datasets, "datasets", path)
+                key = only_member(datasets, "datasets", path)
             if key not in self._file:
                 raise FusionNetError(
                     f"no dataset '{key}' in {path}; available: {_listing(datasets) or 'none'}"
@@ -359,17 +365,17 @@ class _ZarrVolume(Volume):
         import zarr
 
         node = zarr.open(store=str(path), mode="r")
-        if _zarr_is_group(node):
-            arrays = _zarr_arrays(node)
+        if zarr_is_group(node):
+            arrays = zarr_arrays(node)
             if key is None:
-                key = _only_member(arrays, "arrays", path)
+                key = only_member(arrays, "arrays", path)
             try:
                 arr = node[key]
             except KeyError:
                 raise FusionNetError(
                     f"no array '{key}' in {path}; available: {_listing(arrays) or 'none'}"
                 ) from None
-            if _zarr_is_group(arr):
+            if zarr_is_group(arr):
                 inner = [a for a in arrays if a.startswith(key + "/")]
                 raise FusionNetError(
                     f"'{key}' in {path} is a group, not an array; arrays: {_listing(inner) or 'none'}"
@@ -397,68 +403,6 @@ class _ZarrVolume(Volume):
 
     def close(self):
         self._arr = None
-
-
-def _only_member(names: list, kind: str, path) -> str:
-    """The dataset (array) of a container given without ``:NAME``: its only one, else an error."""
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise FusionNetError(f"no {kind} in {path}")
-    raise FusionNetError(f"{path} holds several {kind} ({_listing(names)}); choose one as {path}:NAME")
-
-
-def open_h5(path, mode: str = "r", timeout: float | None = None):
-    """``h5py.File(path, mode)``, waiting while another process has the file open for writing.
-
-    HDF5 locks a file while a writer has it open (and a writer while readers
-    have); instead of failing at once, retry for up to ``timeout`` seconds
-    (default :func:`fusionnet_keras.settings.lock_timeout`).
-    """
-    import h5py
-
-    from fusionnet_keras.utils.locking import wait_until
-
-    def attempt():
-        try:
-            return h5py.File(str(path), mode)
-        except OSError as e:
-            if isinstance(e, BlockingIOError) or "unable to lock file" in str(e):  # another process has it
-                return None
-            raise
-
-    return wait_until(attempt, str(path), timeout)
-
-
-def _h5_datasets(h5file) -> list[str]:
-    import h5py
-
-    found = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and not is_temporary_name(name.rpartition("/")[2]):
-            found.append(name)
-
-    h5file.visititems(visit)
-    return sorted(found, key=natural_sort_key)
-
-
-def _zarr_is_group(node) -> bool:
-    import zarr
-
-    return isinstance(node, zarr.Group)
-
-
-def _zarr_arrays(group) -> list[str]:
-    names = []
-    if hasattr(group, "members"):  # zarr v3
-        for name, node in group.members(max_depth=None):
-            if not _zarr_is_group(node):
-                names.append(name)
-    else:  # zarr v2
-        group.visititems(lambda name, node: names.append(name) if not _zarr_is_group(node) else None)
-    names = [n for n in names if not any(is_temporary_name(part) for part in n.split("/"))]
-    return sorted(names, key=natural_sort_key)
 
 
 def _read_section_file(path: Path) -> np.ndarray:

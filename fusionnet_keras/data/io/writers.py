@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionnet_keras.data.io.containers import open_h5, zarr_arrays, zarr_is_group
 from fusionnet_keras.data.io.paths import (
     _CHUNK_XY,
     _WRITE_HINT,
@@ -31,7 +32,6 @@ from fusionnet_keras.data.io.paths import (
     parse_path,
     user_errors,
 )
-from fusionnet_keras.data.io.volumes import _zarr_arrays, _zarr_is_group, open_h5
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 from fusionnet_keras.utils.atomic import (
     atomic_dir,
@@ -96,7 +96,7 @@ def _zarr_output_exists(path: Path, key: str | None, display: str) -> bool:
         import zarr
 
         with user_errors(f"cannot read existing output {display}"):
-            arrays = _zarr_arrays(zarr.open_group(str(target), mode="r"))
+            arrays = zarr_arrays(zarr.open_group(str(target), mode="r"))
         shown = ", ".join(arrays[:5]) + (", ..." if len(arrays) > 5 else "") if arrays else "none"
         raise FusionNetError(f"output {display} is a zarr group (arrays: {shown}); name an array as {path}:NAME")
     return True
@@ -108,7 +108,7 @@ def _zarr_node_is_group(path: Path, display: str) -> bool:
     if not path.is_dir():
         raise FusionNetError(f"output {display} exists and is not a zarr store")
     with user_errors(f"cannot read existing output {display}"):
-        return _zarr_is_group(zarr.open(store=str(path), mode="r"))
+        return zarr_is_group(zarr.open(store=str(path), mode="r"))
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
