@@ -274,6 +274,31 @@ def test_presets_resolve_to_valid_3d_configs():
                 assert config["train"]["input_shape"] == [33, 204, 204]
 
 
+@pytest.mark.parametrize("argv,seed", [([], 0), (["--seed", "3"], 3)])
+def test_experiment_seed_option_reaches_every_network(tmp_path, monkeypatch, capsys, argv, seed):
+    """``experiments/affinity3d/run.py --seed N`` sets ``train.seed`` of every network (repeats of the experiment)."""
+    from fusionnet_keras.experiments import affinity3d, common
+
+    seen = {}
+
+    def fake_train_models(experiment_dir, preset, out, data, models, overrides=()):
+        seen.update({n: common.model_config(experiment_dir, preset, n, overrides) for n in models})
+        raise FusionNetError("stopped before training")
+
+    monkeypatch.setattr(affinity3d, "train_models", fake_train_models)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("affinity3d_run", EXPERIMENT / "run.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # the script's OPTIONS and TTA (its main() only runs as __main__)
+    monkeypatch.setattr(sys, "argv", [str(EXPERIMENT / "run.py")])
+    code = common.main(affinity3d.run, script.__doc__, str(tmp_path), argv=["--out", str(tmp_path / "r"), *argv],
+                       options=script.OPTIONS, tta=script.TTA)
+    assert code == 2 and "stopped before training" in capsys.readouterr().err
+    assert set(seen) == set(affinity3d.MODELS)
+    assert {c["train"]["seed"] for c in seen.values()} == {seed}
+
+
 def test_config_dispatch_and_validation(tmp_path):
     assert load_any_config([])["model"]["architecture"] == "fusionnet"  # 2-D default
     config = load_any_config([tiny_config(tmp_path)])

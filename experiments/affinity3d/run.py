@@ -12,6 +12,7 @@ BCE, UNet3D vs FusionNet3D, training times, a test section). Data:
 skipped.
 
     python experiments/affinity3d/run.py --preset cpu --out results/affinity3d
+    python experiments/affinity3d/run.py --preset cpu --seed 1 --out results/affinity3d-seed1
 """
 
 import sys
@@ -21,6 +22,9 @@ from fusionnet_keras.experiments.common import main
 OPTIONS = [
     (("--models",), {"default": None, "help": "comma-separated model files of this folder "
                                              "(default unet3d_malis,fusionnet3d_malis,unet3d_bce)"}),
+    (("--seed",), {"type": int, "default": None,
+                   "help": "train.seed of every network (default: the config files', 0); repeats of the "
+                           "experiment go to their own --out"}),
 ]
 TTA = ((1, 4, 8), None, "prediction orientations (default: 1 with --preset cpu, 8 with --preset paper)")
 

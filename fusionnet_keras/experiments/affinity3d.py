@@ -275,7 +275,7 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         *_training_table(configs, trains, predict_seconds),
         "",
         f"Learning rate {first['train']['learning_rate']:g} (Adam, x{first['train']['lr_decay']:g} per epoch), "
-        f"batch {first['train']['batch_size']}, augmentation: 8 xy orientations, per-section elastic fields "
+        f"batch {first['train']['batch_size']}, seed {first['train']['seed']}, augmentation: 8 xy orientations, per-section elastic fields "
         f"({first['augment']['elastic_amplitude']:g} px), noise {first['augment']['noise_sigma']:g}, a missing "
         f"section ({first['augment']['missing_section']:g}), misalignment ({first['augment']['misalign']:g}, up to "
         f"{first['augment']['misalign_max']} px). Times are wall-clock on this machine.",
@@ -296,11 +296,12 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
     ]
 
 
-def run(preset: str, out, experiment_dir, tta=None, models=None) -> dict:
+def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None) -> dict:
     """Run the whole experiment; return the results dict (also written to ``results.json``).
 
     ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU preset, 8 with the paper's).
     ``models``: config names of ``experiment_dir`` (default :data:`MODELS`, or a comma-separated string).
+    ``seed``: ``train.seed`` of every network (default: the config files'), for repeats of the experiment.
     """
     from fusionnet_keras.data.volumes3d import load_parts, whole_objects
     from fusionnet_keras.evaluation.figures import plot_split_vi
@@ -308,7 +309,8 @@ def run(preset: str, out, experiment_dir, tta=None, models=None) -> dict:
     models = tuple(models.split(",") if isinstance(models, str) else models or MODELS)
     orientations = tta or (1 if preset == "cpu" else 8)
     t0, out = start(preset, out)
-    configs, trains = train_models(experiment_dir, preset, out, {}, models)
+    overrides = [f"train.seed={int(seed)}"] if seed is not None else []
+    configs, trains = train_models(experiment_dir, preset, out, {}, models, overrides)
     datasets = {c["data"]["dataset"] for c in configs.values()}
     if len(datasets) != 1:
         raise FusionNetError(f"the networks of one run must train on one dataset, got {sorted(datasets)}")
