@@ -367,6 +367,10 @@ def test_bce_pretraining_then_malis_keeps_the_optimizer(tmp_path, fake_data, mon
     assert at._phases(config, 1) == [(1, 2), (2, 3)]
     assert at._phases(config, 2) == [(2, 3)]
     assert at._phases(config, 3) == []
+    assert at.first_candidate(config) == 2
+    assert at.first_candidate(load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=3"])) == 0
+    assert at.first_candidate(load_affinity_config([tiny_config(tmp_path, loss="bce", epochs=3)],
+                                                   ["train.pretrain_bce_epochs=2"])) == 0
     assert at._phases(load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=5"]),
                       0) == [(0, 3)]
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))

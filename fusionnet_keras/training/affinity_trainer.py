@@ -216,7 +216,7 @@ def first_candidate(config: dict) -> int:
     """Epochs before which no checkpoint becomes ``best.keras``: the BCE pre-training's (the best network is
     one trained with ``train.loss``, as the paper picks an iteration of the MALIS training), 0 without it."""
     t = config["train"]
-    return t["pretrain_bce_epochs"] if t["pretrain_bce_epochs"] < t["epochs"] else 0
+    return t["pretrain_bce_epochs"] if t["pretrain_bce_epochs"] < t["epochs"] and t["loss"] != "bce" else 0
 
 
 def _phases(config: dict, epoch: int) -> list[tuple[int, int]]:
