@@ -35,7 +35,7 @@ import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import affinity_config as acfg
-from fusionnet_keras.training.rundir import check_resume_overwrite, prepare_run_dir
+from fusionnet_keras.training.rundir import prepare_run_dir, run_training
 
 INITIAL_STATE = {"epoch": 0, "best_vi": None, "best_epoch": 0, "history": []}
 
@@ -248,14 +248,7 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
 
     ``train.precision`` sets the Keras dtype policy for this run only.
     """
-    import keras
-
-    check_resume_overwrite(resume, overwrite)
-    previous = keras.mixed_precision.global_policy()
-    try:
-        return _train(config, out, resume=resume, overwrite=overwrite, verbose=verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    return run_training(_train, config, out, resume=resume, overwrite=overwrite, verbose=verbose)
 
 
 def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:

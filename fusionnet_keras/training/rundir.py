@@ -19,6 +19,20 @@ def check_resume_overwrite(resume: bool, overwrite: bool) -> None:
                              "--out, --overwrite deletes it; give one")
 
 
+def run_training(train_fn, config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
+    """``train_fn(config, out, resume=..., overwrite=..., verbose=...)`` after refusing ``resume`` with
+    ``overwrite`` (before anything is read or written), with the global Keras dtype policy restored
+    afterwards (``train.precision`` sets it for the run only)."""
+    import keras
+
+    check_resume_overwrite(resume, overwrite)
+    previous = keras.mixed_precision.global_policy()
+    try:
+        return train_fn(config, out, resume=resume, overwrite=overwrite, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def write_log(run, state: dict) -> None:
     """(Re)write ``log.csv`` from ``state["history"]``: one row per completed epoch (0-based).
 

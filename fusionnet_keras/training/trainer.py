@@ -45,7 +45,7 @@ import time
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
 from fusionnet_keras.training.inputs import load_pairs, split_sections
-from fusionnet_keras.training.rundir import check_resume_overwrite, prepare_run_dir, summary
+from fusionnet_keras.training.rundir import prepare_run_dir, run_training, summary
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 # ---------------------------------------------------------------------------
@@ -208,14 +208,7 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
     ``config['train']['precision']`` sets the Keras dtype policy for this run only;
     the previous global policy is restored afterwards.
     """
-    import keras
-
-    check_resume_overwrite(resume, overwrite)  # before anything is read or written
-    previous = keras.mixed_precision.global_policy()
-    try:
-        return _train(config, out, resume=resume, overwrite=overwrite, verbose=verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    return run_training(_train, config, out, resume=resume, overwrite=overwrite, verbose=verbose)
 
 
 def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
