@@ -363,7 +363,7 @@ def test_report_with_nuclei():
     lab[ball(shape, (10, 28, 28), 8)] = 2
     records = morphology.analyze_nuclei(lab, (60, 56.4, 56.4), k=3, seed=0)
     text = _report(records, source="files", preset="paper", seeds=(0,))
-    assert "2 nuclei, 0 of them cut by the volume border" in text and "0 flagged as outliers" in text
+    assert "2 nuclei, 0 of them cut by the volume border" in text and "0 of the 2 others flagged as outliers" in text
     assert "K-means with k = 3" in text and "fitted on all whole nuclei, outliers included" in text
     assert "Why k = 3" in text and "magenta cluster" in text
     volumes = sorted(r["volume_um3"] for r in records)
@@ -373,6 +373,24 @@ def test_report_with_nuclei():
     # the paper preset lists the values the papers do not state
     assert "**not stated in the paper**" in text and "train.lr_decay = 0.99" in text
     assert "No nuclei" not in text and "1 training seeds" in text
+
+
+def test_report_clusters_count_only_the_fitted_whole_nuclei():
+    """A nucleus cut by the volume border is left out of the K-means fit, so the cluster table (and the
+    outlier count) must not list it either: the table's nuclei are the whole ones."""
+    from fusionnet_keras.evaluation import morphology
+
+    shape = (20, 40, 60)
+    lab = np.zeros(shape, np.int32)
+    for i, (centre, radius) in enumerate([((10, 10, 10), 7), ((10, 28, 28), 8), ((10, 10, 45), 7),
+                                          ((10, 30, 57), 6)], start=1):  # the last one is cut by the x border
+        lab[ball(shape, centre, radius)] = i
+    records = morphology.analyze_nuclei(lab, (60, 56.4, 56.4), k=3, seed=0)
+    assert sum(bool(r["touches_border"]) for r in records) == 1
+    text = _report(records, source="files", preset="paper", seeds=(0,))
+    assert "4 nuclei, 1 of them cut by the volume border" in text and "of the 3 others flagged" in text
+    table = text[text.index("| cluster | nuclei |"):].split("\n\n")[0].splitlines()[2:]
+    assert sum(int(row.split("|")[2]) for row in table) == 3
 
 
 def test_load_experiment_instance_method(tmp_path):

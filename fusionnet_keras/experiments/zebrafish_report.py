@@ -183,11 +183,12 @@ def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
     if not records:
         return lines + ["No nuclei were found in the test volume: no morphology to report."]
     interior = [r for r in records if not r["touches_border"]] or records
-    n_outliers = sum(bool(r["outlier"]) for r in records)
+    n_outliers = sum(bool(r["outlier"]) for r in interior)
     n_border = sum(bool(r["touches_border"]) for r in records)
     return lines + [
         f"{len(records)} nuclei, {n_border} of them cut by the volume border (their size and shape are "
-        f"truncated: left out of the statistics below and of the K-means fit); {n_outliers} flagged as outliers "
+        f"truncated: left out of the statistics, the K-means fit and the tables below; in `morphology.csv` they "
+        f"get the cluster of the nearest centre); {n_outliers} of the {len(interior)} others flagged as outliers "
         "by the pre-flagging. Per-nucleus values in `morphology.csv`.",
         "",
         f"Statistics of the {len(interior)} nuclei{' inside the volume' if len(interior) < len(records) else ''}:",
@@ -198,7 +199,7 @@ def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
         _quantiles("surface area (um^2)", [r["surface_area_um2"] for r in interior], 1),
         _quantiles("sphericity", [r["sphericity"] for r in interior], 3),
         "",
-        *_kmeans_lines(records, exp, morph.get("silhouettes", {})),
+        *_kmeans_lines(interior, exp, morph.get("silhouettes", {})),
         "",
         *_symmetry_lines(morph["symmetry"]),
     ]
