@@ -136,7 +136,11 @@ def test_zebrafish_pipeline(tmp_path, monkeypatch):
     assert "SYNTHETIC DATA" in report and "voxel size 120 x 112.8 x 112.8 nm" in report
     with open(out / "morphology.csv") as f:
         assert len(f.readlines()) == 1 + result["n_nuclei"]
-    assert result["n_nuclei"] == r[0]["fusionnet"]["instances"]["n_nuclei"]
+    # the morphology uses the FusionNet of the best validation V^Rand (not the test volume's scores)
+    best = max((result["train"][s]["fusionnet"]["best_vrand"], -s) for s in (0, 1))
+    assert result["morphology_seed"] == -best[1]
+    assert result["n_nuclei"] == r[result["morphology_seed"]]["fusionnet"]["instances"]["n_nuclei"]
+    assert f"seed {result['morphology_seed']}: the best validation V^Rand" in report
     assert "Left-right symmetry" in report and set(result["symmetry"]) >= {"n_left", "n_right", "features"}
     assert (out / "fig9_overlay.png").exists() and (out / "fig10_features.png").exists()
 

@@ -351,6 +351,8 @@ def test_report_table3_over_seeds():
     assert "| 2 | U-Net | 0.9200 | 0.9100 | 0.8500 |" in text  # per seed
     assert "| 1 | FusionNet | 8 | 2 | 1,234 | 3 | full | 1.5 | 2 |" in text  # training, per seed
     assert "Total wall time: 2.1 min" in text and "K-means" not in text
+    # no nuclei: the symmetry check still has its paragraph, saying there is nothing to compare
+    assert "Left-right symmetry" in text and "(0 left, 0 right)" in text and "nothing to compare" in text
     assert separated([1, 2], [3, 4]) and not separated([1, 3], [2, 4])
 
 
@@ -391,6 +393,14 @@ def test_report_clusters_count_only_the_fitted_whole_nuclei():
     assert "4 nuclei, 1 of them cut by the volume border" in text and "of the 3 others flagged" in text
     table = text[text.index("| cluster | nuclei |"):].split("\n\n")[0].splitlines()[2:]
     assert sum(int(row.split("|")[2]) for row in table) == 3
+
+
+def test_morphology_seed_is_the_best_validation_fusionnet():
+    trains = {s: {"fusionnet": {"best_vrand": v}, "unet": {"best_vrand": 0.99}}
+              for s, v in ((0, 0.9), (1, 0.95), (2, 0.95))}
+    assert zf.morphology_seed(trains) == 1  # the U-Net's scores do not count; a tie goes to the first seed
+    trains[0]["fusionnet"]["best_vrand"] = 0.96
+    assert zf.morphology_seed(trains) == 0
 
 
 def test_load_experiment_instance_method(tmp_path):

@@ -308,6 +308,18 @@ def _train_seed(exp, experiment_dir, preset: str, out: Path, seed: int, info: di
     return configs, trains, results
 
 
+def morphology_seed(trains: dict) -> int:
+    """The seed whose FusionNet the morphology uses: the best validation V^Rand (the first seed on a tie).
+
+    Chosen on the validation sections, never on the test volume.
+
+    Example:
+        >>> morphology_seed({0: {"fusionnet": {"best_vrand": 0.91}}, 1: {"fusionnet": {"best_vrand": 0.93}}})
+        1
+    """
+    return max(trains, key=lambda s: (float(trains[s]["fusionnet"]["best_vrand"]), -s))
+
+
 def morphology_summary(instances: np.ndarray, exp: dict, voxel_size, shape) -> dict:
     """Nucleus records (K-means on all whole nuclei), silhouettes for k = 2..6 and the symmetry check."""
     from fusionnet_keras.evaluation import morphology, population
@@ -336,14 +348,16 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
         configs[seed], trains[seed], results[seed] = _train_seed(exp, experiment_dir, preset, out, seed, info,
                                                                  test_image, test_gt, tta)
 
-    print(f"== morphology of the FusionNet nuclei (seed {seeds[0]}) ==", flush=True)
+    morph_seed = morphology_seed(trains)
+    print(f"== morphology of the FusionNet nuclei (seed {morph_seed}, the best validation V^Rand) ==", flush=True)
     voxel_size = tuple(info["voxel_size"])
-    instances = read_volume(out / f"seed{seeds[0]}" / "fusionnet" / "test-instances.tif")
+    instances = read_volume(out / f"seed{morph_seed}" / "fusionnet" / "test-instances.tif")
     morph = morphology_summary(instances, exp, voxel_size, test_image.shape)
     morphology.write_csv(morph["records"], out / "morphology.csv")
     figures.plot_overlay(test_image, instances, morph["records"], out / "fig9_overlay.png", voxel_size=voxel_size)
     figures.plot_features(morph["records"], out / "fig10_features.png")
     summary = {"preset": preset, "source": exp["source"], "seeds": seeds, "results": results, "train": trains,
-               "n_nuclei": len(morph["records"]), "silhouettes": morph["silhouettes"], "symmetry": morph["symmetry"]}
+               "morphology_seed": morph_seed, "n_nuclei": len(morph["records"]), "silhouettes": morph["silhouettes"],
+               "symmetry": morph["symmetry"]}
     return finish(out, t0, summary,
-                  lambda total: report(preset, exp, info, configs, trains, results, morph, total))
+                  lambda total: report(preset, exp, info, configs, trains, results, morph, total, morph_seed))

@@ -167,7 +167,7 @@ def _symmetry_lines(sym: dict) -> list[str]:
              f"({sym['n_left']} left, {sym['n_right']} right), two-sample Kolmogorov-Smirnov test per feature "
              "(a small p says the two sides differ)."]
     if not sym["features"]:
-        return lines + ["", "One side has no whole nucleus: nothing to compare."]
+        return lines + ["", "A side without whole nuclei: nothing to compare."]
     names = {"volume_um3": "volume (um^3)", "surface_area_um2": "surface area (um^2)", "sphericity": "sphericity",
              "midline_distance_um": "distance to the midline (um)"}
     lines += ["", "| feature | median left | median right | KS statistic | p |", "|---|---|---|---|---|"]
@@ -179,9 +179,10 @@ def _symmetry_lines(sym: dict) -> list[str]:
 
 def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
     records = morph["records"]
-    lines = [f"## Morphology (FusionNet nuclei of the test volume, seed {seed})", ""]
+    lines = [f"## Morphology (FusionNet nuclei of the test volume, seed {seed}: the best validation V^Rand)", ""]
     if not records:
-        return lines + ["No nuclei were found in the test volume: no morphology to report."]
+        return lines + ["No nuclei were found in the test volume: no morphology to report.", "",
+                        *_symmetry_lines(morph["symmetry"])]
     interior = [r for r in records if not r["touches_border"]] or records
     n_outliers = sum(bool(r["outlier"]) for r in interior)
     n_border = sum(bool(r["touches_border"]) for r in records)
@@ -206,7 +207,7 @@ def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
 
 
 def report(preset: str, exp: dict, info: dict, configs: dict, trains: dict, results: dict, morph: dict,
-           total: float) -> list[str]:
+           total: float, morph_seed=None) -> list[str]:
     """The lines of ``report.md``; ``configs``, ``trains``, ``results`` are keyed by seed, then model."""
     seeds = list(results)
     first = configs[seeds[0]]
@@ -220,7 +221,7 @@ def report(preset: str, exp: dict, info: dict, configs: dict, trains: dict, resu
         "",
         *training_table(configs, trains, seeds),
         "",
-        *morphology_section(morph, exp, seeds[0]),
+        *morphology_section(morph, exp, seeds[0] if morph_seed is None else morph_seed),
         "",
         "![segmentation coloured by sphericity (Fig. 9)](fig9_overlay.png)",
         "",
