@@ -243,3 +243,20 @@ def test_auto_training_precision_is_bfloat16_only_where_native(monkeypatch):
     config = cfg.defaults()
     config["train"]["precision"] = "auto"
     assert cfg.validate(config)["train"]["precision"] == "auto"
+
+
+def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatch):
+    """``predict.precision = "auto"`` / ``--precision auto``: bfloat16 convolutions where bf16 is native,
+    float32 where it would be emulated; the configs accept it."""
+    from fusionnet_keras.training import affinity_config, config as cfg
+    from fusionnet_keras.utils import hardware
+
+    monkeypatch.setattr(hardware, "accelerators", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
+    assert check_precision("auto") == "float32" and with_precision(net, "auto") is net
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: ["AVX512-BF16"])
+    assert check_precision("auto") == "bfloat16" and precision_of(with_precision(net, "auto")) == "bfloat16"
+    config = cfg.defaults()
+    config["predict"]["precision"] = "auto"
+    assert cfg.validate(config)["predict"]["precision"] == "auto"
+    assert affinity_config.load_affinity_config(overrides=["predict.precision=auto"])["predict"]["precision"] == "auto"

@@ -218,13 +218,14 @@ def tta_option(func):
 
 
 def precision_option(func):
-    """``--precision float32|bfloat16|float16`` (default: the precision saved with the model)."""
+    """``--precision float32|bfloat16|float16|auto`` (default: the precision saved with the model)."""
     return click.option(
         "--precision",
-        type=click.Choice(["float32", "bfloat16", "float16"]),
+        type=click.Choice(["float32", "bfloat16", "float16", "auto"]),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
-             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'). "
+             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'); auto: bfloat16 "
+             "where it is native (accelerators, AVX512-BF16/AMX CPUs), else float32. "
              "Default: the precision saved with the model (float32 for models trained with the default settings).",
     )(func)
 

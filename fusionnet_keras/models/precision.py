@@ -56,13 +56,20 @@ __all__ = ["PRECISIONS", "check_precision", "policy_name", "precision_of", "inpu
 def check_precision(precision) -> str:
     """The precision name (``float32``, ``bfloat16``, ``float16``) of ``precision``.
 
-    Keras policy names (``mixed_bfloat16``) are accepted too; anything else is a
+    Keras policy names (``mixed_bfloat16``) are accepted too, and ``"auto"``:
+    ``bfloat16`` where it is native (an accelerator, or a CPU with AVX512-BF16 /
+    AMX-BF16: :func:`fusionnet_keras.utils.hardware.native_bfloat16`), else
+    ``float32`` (emulated bfloat16 is several times slower). Anything else is a
     :class:`FusionNetError`.
     """
+    if precision == "auto":
+        from fusionnet_keras.utils.hardware import native_bfloat16
+
+        return "bfloat16" if native_bfloat16() else "float32"
     for name, policy in _POLICIES.items():
         if precision in (name, policy):
             return name
-    raise FusionNetError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    raise FusionNetError(f"precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
 
 
 def policy_name(precision) -> str:

@@ -119,7 +119,7 @@ SCHEMA = {
     "predict": {
         # prediction block (z, y, x) of the output; [] = the predictor's automatic choice
         "block": (list, [], _block),
-        "precision": (str, "float32", ("float32", "bfloat16", "float16")),
+        "precision": (str, "float32", ("float32", "bfloat16", "float16", "auto")),
     },
 }
 

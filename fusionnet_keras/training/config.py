@@ -116,8 +116,9 @@ SCHEMA = {
         "threshold": (float, 0.5, (0.0, 1.0)),
         # number format of the convolutions at prediction time, whatever train.precision is: validation
         # predicts in it and best.keras / last.keras are saved in it, so the checkpoint is chosen by the
-        # number that scoring the saved model gives (fusionnet_keras.models.precision)
-        "precision": (str, "float32", ("float32", "bfloat16", "float16")),
+        # number that scoring the saved model gives (fusionnet_keras.models.precision); "auto": bfloat16
+        # where it is native (accelerators, AVX512-BF16 / AMX CPUs), else float32
+        "precision": (str, "float32", ("float32", "bfloat16", "float16", "auto")),
     },
 }
 
