@@ -13,11 +13,11 @@ is written:
    numbered by their first voxel in scan order, as ``scipy.ndimage.label``
    numbers the whole volume's components;
 3. **measure**: the per-object sums of each block
-   (:func:`~fusionnet_keras.evaluation.morphology.object_parts`: voxels,
+   (:func:`~fusionnet_keras.evaluation.mesh_parts.object_parts`: voxels,
    coordinate sums, bounding box, the marching-cubes area of the cells the block
    owns, read with the smoothing Gaussian's radius of context);
 4. **gather** (one process): the blocks' rows of each object added up
-   (:func:`~fusionnet_keras.evaluation.morphology.combine_parts`) into the
+   (:func:`~fusionnet_keras.evaluation.mesh_parts.combine_parts`) into the
    records of :func:`~fusionnet_keras.evaluation.morphology.measure_nuclei`,
    then the K-means clusters and outlier flags, and the CSV.
 
@@ -168,7 +168,7 @@ class MeasureTask(BlockTask):
         return _open_labels(self.input), lut
 
     def process(self, state, block):
-        from fusionnet_keras.evaluation.morphology import object_parts, part_regions, read_part
+        from fusionnet_keras.evaluation.mesh_parts import object_parts, part_regions, read_part
         from fusionnet_keras.segmentation.agglomeration import relabel
 
         volume, lut = state

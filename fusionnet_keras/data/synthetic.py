@@ -55,6 +55,10 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from fusionnet_keras.data.synthetic_imaging import SLAB as _SLAB
+from fusionnet_keras.data.synthetic_imaging import imaging as _imaging
+from fusionnet_keras.data.synthetic_imaging import jitter_sections as _jitter_sections
+from fusionnet_keras.data.synthetic_imaging import smooth_noise as _smooth_noise
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.evaluation.morphology import check_voxel_size as _check_voxel_size
 from fusionnet_keras.evaluation.postprocess import relabel
@@ -92,7 +96,6 @@ def _fibonacci_sphere(n: int = 400) -> np.ndarray:
 
 
 _DIRECTIONS = _fibonacci_sphere()
-_SLAB = 16  # sections per slab for elementwise work
 
 
 def _poly(coef: np.ndarray, u0, u1, u2):
@@ -127,26 +130,6 @@ def _check_shape(shape) -> tuple[int, int, int]:
     if len(shp) != 3 or min(shp) < 1:
         raise FusionNetError(f"shape must be 3 positive integers (Z, Y, X), got {shape!r}")
     return shp
-
-
-def _smooth_noise(rng, shape, sigma, factor=1) -> np.ndarray:
-    """Unit-variance Gaussian-smoothed noise (float32); ``factor > 1`` generates it
-    on a grid ``factor`` times coarser and upsamples linearly (much faster for large
-    ``sigma``)."""
-    if factor <= 1:
-        field = rng.standard_normal(shape, dtype=np.float32)
-        ndi.gaussian_filter(field, sigma, output=field)  # line-buffered: safe in place
-    else:
-        low = tuple(int(math.ceil(s / factor)) + 2 for s in shape)
-        coarse = ndi.gaussian_filter(
-            rng.standard_normal(low, dtype=np.float32), np.asarray(sigma, float) / factor
-        )
-        field = ndi.zoom(coarse, np.asarray(shape, float) / np.asarray(low, float), order=1)
-        field = field[: shape[0], : shape[1], : shape[2]]
-    sub = field[::3, ::3, ::3]
-    field -= np.float32(sub.mean())
-    field /= np.float32(sub.std() + 1e-12)
-    return field
 
 
 def _grid(sl, origin, vs):
@@ -230,18 +213,6 @@ def _background_slab(nf, nm, do, vxy):
     bg += w_cyto * (np.float32(158.0) + np.float32(8.0) * nf - bg)
     bg -= np.float32(65.0) * np.exp(-(((do - cyto_nm) / np.float32(0.9 * vxy)) ** 2))  # plasma membrane
     return bg
-
-
-def _imaging_slab(v, rng, noise):
-    """Shot noise (Gaussian approximation, ~4 electrons per grey level) and read
-    noise on float slab ``v``; returns it as uint8."""
-    if noise > 0:
-        np.maximum(v, 0.0, out=v)
-        shot = np.sqrt(v / np.float32(4.0))
-        shot *= rng.standard_normal(v.shape, dtype=np.float32)
-        v += np.float32(noise) * shot
-        v += np.float32(noise * 4.0) * rng.standard_normal(v.shape, dtype=np.float32)
-    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
 
 
 def _check_arguments(shape, voxel_size, density, diameter_um, size_scale, n_nuclei, packing, irregularity,
@@ -352,33 +323,6 @@ def _render(rng, labels, dout, params, origin, vs, vxy):
         if sl is not None:
             _paint_nucleus(lab, sl, p, labels, img, n_fine, n_mid, origin, vs, vxy, edge)
     return img
-
-
-def _jitter_sections(rng, img, labels, shape, max_jitter, jitter_prob):
-    """Crop each section of the canvas with its own xy offset (and a per-section gain); returns
-    ``(image, labels, offsets)`` of ``shape``."""
-    Z, Y, X = shape
-    J = int(max_jitter)
-    gain = (1.0 + rng.normal(0.0, 0.03, Z)).astype(np.float32)
-    offsets = rng.integers(-J, J + 1, size=(Z, 2))
-    offsets[rng.random(Z) >= float(jitter_prob)] = 0
-    out_img = np.empty(shape, dtype=np.float32)
-    out_lab = np.empty(shape, dtype=np.int32)
-    for z in range(Z):
-        oy, ox = J + int(offsets[z, 0]), J + int(offsets[z, 1])
-        out_img[z] = img[z, oy:oy + Y, ox:ox + X] * gain[z]
-        out_lab[z] = labels[z, oy:oy + Y, ox:ox + X]
-    return out_img, out_lab, offsets
-
-
-def _imaging(rng, img, blur_sigma, noise):
-    """In-plane blur, then shot and read noise; returns uint8."""
-    if blur_sigma > 0:
-        ndi.gaussian_filter(img, sigma=(0.0, blur_sigma, blur_sigma), output=img)
-    image = np.empty(img.shape, dtype=np.uint8)
-    for z0 in range(0, img.shape[0], _SLAB):
-        image[z0:z0 + _SLAB] = _imaging_slab(img[z0:z0 + _SLAB], rng, noise)
-    return image
 
 
 def make_nucleus_volume(
