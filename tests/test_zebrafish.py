@@ -332,7 +332,7 @@ def _report(records, source="synthetic", preset="cpu", seeds=(0, 1, 2)):
     trains = {s: {name: {"epochs": 3, "best_epoch": 2, "train_seconds": 90.0, "parameters": "1,234"}
                   for name in MODELS} for s in seeds}
     morph = {"records": records, "silhouettes": population.silhouettes(records),
-             "symmetry": population.symmetry(records, 0.9)}
+             "symmetry": population.symmetry(records, 0.9), "seed": seeds[0]}
     return "\n".join(report(preset, exp, info, configs, trains, _results(seeds), morph, 125.0))
 
 

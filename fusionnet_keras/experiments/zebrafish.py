@@ -352,7 +352,7 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
     print(f"== morphology of the FusionNet nuclei (seed {morph_seed}, the best validation V^Rand) ==", flush=True)
     voxel_size = tuple(info["voxel_size"])
     instances = read_volume(out / f"seed{morph_seed}" / "fusionnet" / "test-instances.tif")
-    morph = morphology_summary(instances, exp, voxel_size, test_image.shape)
+    morph = {**morphology_summary(instances, exp, voxel_size, test_image.shape), "seed": morph_seed}
     morphology.write_csv(morph["records"], out / "morphology.csv")
     figures.plot_overlay(test_image, instances, morph["records"], out / "fig9_overlay.png", voxel_size=voxel_size)
     figures.plot_features(morph["records"], out / "fig10_features.png")
@@ -360,4 +360,4 @@ def run(preset: str, out, experiment_dir, tta=8) -> dict:
                "morphology_seed": morph_seed, "n_nuclei": len(morph["records"]), "silhouettes": morph["silhouettes"],
                "symmetry": morph["symmetry"]}
     return finish(out, t0, summary,
-                  lambda total: report(preset, exp, info, configs, trains, results, morph, total, morph_seed))
+                  lambda total: report(preset, exp, info, configs, trains, results, morph, total))

@@ -177,9 +177,11 @@ def _symmetry_lines(sym: dict) -> list[str]:
     return lines
 
 
-def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
+def morphology_section(morph: dict, exp: dict) -> list[str]:
+    """``morph``: records, silhouettes, symmetry and the ``seed`` of the FusionNet they come from."""
     records = morph["records"]
-    lines = [f"## Morphology (FusionNet nuclei of the test volume, seed {seed}: the best validation V^Rand)", ""]
+    lines = [f"## Morphology (FusionNet nuclei of the test volume, seed {morph['seed']}: the best validation V^Rand)",
+             ""]
     if not records:
         return lines + ["No nuclei were found in the test volume: no morphology to report.", "",
                         *_symmetry_lines(morph["symmetry"])]
@@ -207,7 +209,7 @@ def morphology_section(morph: dict, exp: dict, seed=0) -> list[str]:
 
 
 def report(preset: str, exp: dict, info: dict, configs: dict, trains: dict, results: dict, morph: dict,
-           total: float, morph_seed=None) -> list[str]:
+           total: float) -> list[str]:
     """The lines of ``report.md``; ``configs``, ``trains``, ``results`` are keyed by seed, then model."""
     seeds = list(results)
     first = configs[seeds[0]]
@@ -221,7 +223,7 @@ def report(preset: str, exp: dict, info: dict, configs: dict, trains: dict, resu
         "",
         *training_table(configs, trains, seeds),
         "",
-        *morphology_section(morph, exp, seeds[0] if morph_seed is None else morph_seed),
+        *morphology_section(morph, exp),
         "",
         "![segmentation coloured by sphericity (Fig. 9)](fig9_overlay.png)",
         "",
