@@ -195,6 +195,25 @@ def test_figures(tmp_path):
         figures.plot_overlay(image[:-1], vol, recs, tmp_path / "bad.png")
 
 
+def test_features_figure_marks_border_nuclei_apart(tmp_path, monkeypatch):
+    """Nuclei cut by the border are not in the K-means fit: Fig. 10 draws them apart (no cluster colour,
+    no outlier cross), so it shows what the report's tables count."""
+    recs = [dict(volume_um3=v, surface_area_um2=2 * v, sphericity=0.8, centroid_x_um=x, cluster=0, outlier=o,
+                 touches_border=b) for v, x, o, b in ((10, 1.0, False, False), (12, 2.0, False, False),
+                                                      (3, 0.1, True, True), (4, 5.0, False, True))]
+    drawn = {}
+
+    def keep(fig, path, overwrite=True):
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    figures.plot_features(recs, tmp_path / "fig10.png")
+    ax = drawn["fig"].axes[0]
+    sizes = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    assert sizes == {"cut by the border (not in the fit)": 2, "cluster 0": 2}
+
+
 @pytest.mark.parametrize("vs", [(1, 2), (0, 1, 1), (-60, 56.4, 56.4), ("a", 1, 1), (float("nan"), 1, 1), None])
 def test_bad_voxel_size(vs):
     with pytest.raises(FusionNetError):

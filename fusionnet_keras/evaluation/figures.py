@@ -132,8 +132,10 @@ def plot_sections(xy, xz, records, path, *, z: int, y: int, voxel_size=None, cma
 def plot_features(records, path, overwrite: bool = True) -> Path:
     """Fig. 10: volume, surface area and sphericity against the centroid's
     horizontal coordinate x (um), coloured by ``cluster`` (one colour when the
-    records are not annotated); outliers are drawn as crosses. Without nuclei
-    the axes carry a "no nuclei" note."""
+    records are not annotated); outliers are drawn as crosses. Nuclei cut by the
+    volume border (``touches_border``: truncated sizes, left out of the K-means
+    fit and the report's statistics) are hollow grey circles, without cluster or
+    outlier marks. Without nuclei the axes carry a "no nuclei" note."""
     from matplotlib import colormaps
 
     fig = new_figure((13, 4))
@@ -143,15 +145,19 @@ def plot_features(records, path, overwrite: bool = True) -> Path:
     xs = np.array([float(r["centroid_x_um"]) for r in records])
     clusters = np.array([int(r.get("cluster", 0)) for r in records], dtype=int)
     outl = np.array([bool(r.get("outlier", False)) for r in records], dtype=bool)
+    cut = np.array([bool(r.get("touches_border", False)) for r in records], dtype=bool)
     colours = colormaps["tab10"]
     for ax, (key, label) in zip(axes, names):
         vals = np.array([float(r[key]) for r in records])
-        for c in np.unique(clusters):
-            sel = (clusters == c) & ~outl
+        if cut.any():
+            ax.scatter(xs[cut], vals[cut], s=14, facecolors="none", edgecolors="grey",
+                       label="cut by the border (not in the fit)")
+        for c in np.unique(clusters[~cut]):
+            sel = (clusters == c) & ~outl & ~cut
             name = f"cluster {c}" if c >= 0 else "unclustered"
             if sel.any():
                 ax.scatter(xs[sel], vals[sel], s=18, color=colours(c % 10) if c >= 0 else "grey", label=name)
-            sel = (clusters == c) & outl
+            sel = (clusters == c) & outl & ~cut
             if sel.any():
                 ax.scatter(xs[sel], vals[sel], s=30, marker="x",
                            color=colours(c % 10) if c >= 0 else "grey", label=f"{name} (outlier)")
