@@ -24,8 +24,8 @@ def hand_labels():
     )
 
 
-def test_hand_made_targets():
-    aff, mask = affinities_from_labels(hand_labels())
+def test_hand_made_targets_label_zero_unknown():
+    aff, mask = affinities_from_labels(hand_labels(), "unknown")
     assert aff.shape == mask.shape == (3, 2, 2, 3) and aff.dtype == mask.dtype == np.float32
     # z edges (channel 0): only z=1 has a predecessor
     np.testing.assert_array_equal(aff[0, 0], 0)
@@ -44,6 +44,23 @@ def test_hand_made_targets():
     assert np.all(mask[aff == 1] == 1)
 
 
+def test_label_zero_is_background_by_default():
+    """Edges into id 0 have target 0 and are trained (gunpowder's convention): the mask is every edge."""
+    labels = hand_labels()
+    aff, mask = affinities_from_labels(labels)
+    np.testing.assert_array_equal(aff, affinities_from_labels(labels, "unknown")[0])
+    np.testing.assert_array_equal(mask, edge_mask(labels.shape))
+    assert np.all(aff[:, labels == 0] == 0)  # every edge from a 0 voxel to its predecessor: target 0
+    y = AffinityTargets().y_true(labels)
+    np.testing.assert_array_equal(np.moveaxis(y[..., 3:6], -1, 0), edge_mask(labels.shape))
+    # a layer of 0 between two objects: 4 boundary edges trained with target 0 (none before)
+    aff, mask = affinities_from_labels(np.array([[[1, 1, 0, 2, 2]]]))
+    np.testing.assert_array_equal(aff[2, 0, 0], [0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(mask[2, 0, 0], [0, 1, 1, 1, 1])
+    with pytest.raises(FusionNetError, match="label 0 must mean one of background, unknown"):
+        AffinityTargets("ignore")
+
+
 def test_edge_mask_marks_the_first_slices():
     m = edge_mask((2, 3, 4))
     assert m.shape == (3, 2, 3, 4)
@@ -52,9 +69,10 @@ def test_edge_mask_marks_the_first_slices():
     assert not m[2, :, :, 0].any() and m[2, :, :, 1:].all()
 
 
-def test_targets_follow_the_predecessor_convention(rng):
+@pytest.mark.parametrize("label_zero", ["background", "unknown"])
+def test_targets_follow_the_predecessor_convention(rng, label_zero):
     labels = rng.integers(0, 3, (3, 4, 5))
-    aff, mask = AffinityTargets()(labels)
+    aff, mask = AffinityTargets(label_zero)(labels)
     for c, offset in enumerate([(1, 0, 0), (0, 1, 0), (0, 0, 1)]):
         for v in np.ndindex(labels.shape):
             u = tuple(np.subtract(v, offset))
@@ -62,7 +80,7 @@ def test_targets_follow_the_predecessor_convention(rng):
                 assert mask[(c, *v)] == 0
                 continue
             a, b = labels[v], labels[u]
-            assert mask[(c, *v)] == (a != 0 and b != 0)
+            assert mask[(c, *v)] == (label_zero == "background" or (a != 0 and b != 0))
             assert aff[(c, *v)] == (a != 0 and a == b)
 
 

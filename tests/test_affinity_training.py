@@ -245,6 +245,36 @@ def test_targets_include_the_first_slices_of_the_box():
     assert y_true[..., 3:6].min() == 1.0  # every edge of the box exists (its predecessors are in the input)
 
 
+def test_augment_targets_follow_label_zero(rng):
+    """The training samples' mask: every edge with label 0 as background (the default), the edges away from
+    0 only with label 0 unknown; the targets are the same."""
+    labels = blobs((6, 20, 20), 8, seed=1).astype(np.int64)
+    labels[:, 8:10] = 0  # a boundary band of background
+    sample = {z: AffinityAugment((6, 20, 20), (4, 16, 16), elastic_amplitude=0.0, label_zero=z).sample(
+        labels.astype(np.uint8), labels, np.random.default_rng(0)) for z in ("background", "unknown")}
+    (_, bg), (_, unknown) = sample["background"], sample["unknown"]
+    np.testing.assert_array_equal(bg[..., :3], unknown[..., :3])
+    assert bg[..., 3:6].min() == 1.0 and unknown[..., 3:6].min() == 0.0
+    assert bg[..., 3:6].sum() > unknown[..., 3:6].sum() + 100
+    with pytest.raises(FusionNetError, match="label 0 must mean"):
+        AffinityAugment((6, 20, 20), (4, 16, 16), label_zero="ignore")
+
+
+def test_train_label_zero_option(tmp_path):
+    from click.testing import CliRunner
+
+    from fusionnet_keras.cli import main
+    from fusionnet_keras.cli.train import _checked_config
+
+    assert load_any_config([tiny_config(tmp_path)])["data"]["label_zero"] == "background"
+    config = _checked_config([tiny_config(tmp_path)], (), False, False, "unknown")
+    assert config["data"]["label_zero"] == "unknown"
+    result = CliRunner().invoke(main, ["train", str(REPO / "experiments/isbi2012/cpu.toml"), "--label-zero",
+                                       "unknown", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--label-zero applies to the 3-D affinity networks" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_augment_refuses_bad_sizes():
     with pytest.raises(FusionNetError, match="square"):
         AffinityAugment((4, 12, 14), (2, 4, 6))

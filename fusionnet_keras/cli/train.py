@@ -24,13 +24,20 @@ def _train_options(func):
     return func
 
 
-def _checked_config(configs, overrides, resume, overwrite) -> dict:
-    """The resolved configuration, the options checked, then the backend prepared (nothing heavy before)."""
-    from fusionnet_keras.training.config import load_any_config
+def _checked_config(configs, overrides, resume, overwrite, label_zero=None) -> dict:
+    """The resolved configuration, the options checked, then the backend prepared (nothing heavy before).
+    ``label_zero`` (``--label-zero``) sets ``data.label_zero`` of a 3-D affinity config."""
+    from fusionnet_keras.errors import FusionNetError
+    from fusionnet_keras.training.config import is_affinity_config, load_any_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)
     config = load_any_config(configs, overrides)
+    if label_zero is not None:
+        if not is_affinity_config(config):
+            raise FusionNetError("--label-zero applies to the 3-D affinity networks (model.architecture unet3d "
+                                 f"or fusionnet3d), not to {config['model']['architecture']}")
+        config = load_any_config(configs, (*overrides, f"data.label_zero={label_zero}"))
     quiet_backend()
     return config
 
@@ -38,8 +45,12 @@ def _checked_config(configs, overrides, resume, overwrite) -> dict:
 @click.command()
 @click.argument("configs", nargs=-1, required=True, metavar="CONFIG [PRESET ...]")
 @_train_options
+@click.option("--label-zero", type=click.Choice(["background", "unknown"]), default=None,
+              help="3-D affinity networks: what label 0 of the ground truth means (config data.label_zero, "
+                   "default background): background = edges into it have target 0 and are trained; "
+                   "unknown = edges touching it are masked out.")
 @handle_errors
-def train(configs, overrides, out, resume, overwrite):
+def train(configs, overrides, out, resume, overwrite, label_zero):
     """Train a network from TOML CONFIG files (later files override earlier ones).
 
     Writes checkpoints (atomically), config.json, log.csv and TensorBoard logs to
@@ -47,7 +58,7 @@ def train(configs, overrides, out, resume, overwrite):
     model.architecture unet3d or fusionnet3d: VI of the validation block);
     --resume continues after an interruption.
     """
-    config = _checked_config(configs, overrides, resume, overwrite)
+    config = _checked_config(configs, overrides, resume, overwrite, label_zero)
     from fusionnet_keras.training.config import is_affinity_config
 
     if is_affinity_config(config):

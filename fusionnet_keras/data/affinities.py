@@ -18,9 +18,19 @@ package follows it, and the rest of the code links here):
   three channels channels-last, ``(batch, Z, Y, X, 3)``; ``np.moveaxis(out, -1, 0)``
   gives this layout.
 
-Targets from instance labels ``(Z, Y, X)`` (0 = unlabelled): an edge's target
-affinity is 1 where both voxels carry the same non-zero id, else 0; its mask is
-0 where the edge does not exist or touches an unlabelled voxel, else 1.
+Targets from instance labels ``(Z, Y, X)``: an edge's target affinity is 1
+where both voxels carry the same non-zero id, else 0. What id 0 means is a
+property of the dataset (:data:`LABEL_ZERO`, the config key ``data.label_zero``):
+
+* ``"background"`` (the default; gunpowder's and the MALIS authors' convention):
+  0 is background or boundary, a class of its own: every edge touching it has
+  target 0 and is trained (mask 1). ``gala-example``, whose 0 marks the
+  boundaries between neurons, needs it.
+* ``"unknown"``: 0 is unlabelled; every edge touching it is masked out (mask 0,
+  never trained), for sparse or partial ground truth.
+
+In both, the mask is 0 where the edge does not exist (:func:`edge_mask`), and
+voxels of id 0 are never paired by MALIS (:mod:`fusionnet_keras.training.malis`).
 
 The affinity losses (:mod:`fusionnet_keras.training.affinity_losses`) get their
 targets as one channels-last ``y_true`` array ``(batch, Z, Y, X, 7)``
@@ -40,6 +50,15 @@ OFFSETS = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
 N_AFFINITIES = 3
 Y_TRUE_CHANNELS = 2 * N_AFFINITIES + 1
 MAX_FLOAT32_ID = 2**24  # float32 holds every integer up to this exactly
+LABEL_ZERO = ("background", "unknown")
+"""What label 0 means: ``"background"`` (edges into it have target 0 and are trained) or ``"unknown"``
+(edges touching it are masked out)."""
+
+
+def check_label_zero(label_zero: str) -> str:
+    if label_zero not in LABEL_ZERO:
+        raise FusionNetError(f"label 0 must mean one of {', '.join(LABEL_ZERO)}, got {label_zero!r}")
+    return label_zero
 
 
 def _check_labels(labels):
@@ -66,15 +85,21 @@ def edge_mask(shape):
     return mask
 
 
-def affinities_from_labels(labels):
+def affinities_from_labels(labels, label_zero: str = "background"):
     """Target affinities and mask, both float32 ``(3, Z, Y, X)``, from instance labels ``(Z, Y, X)``.
+
+    ``label_zero``: ``"background"`` (edges touching id 0 have target 0 and mask 1) or ``"unknown"``
+    (they are masked out); see the module docstring.
 
     Example:
         >>> labels = np.array([[[1, 1, 0, 2]]])
         >>> aff, mask = affinities_from_labels(labels)
         >>> aff[2, 0, 0].tolist(), mask[2, 0, 0].tolist()
-        ([0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0])
+        ([0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0])
+        >>> affinities_from_labels(labels, "unknown")[1][2, 0, 0].tolist()
+        [0.0, 1.0, 0.0, 0.0]
     """
+    check_label_zero(label_zero)
     labels = _check_labels(labels)
     affinities = np.zeros((N_AFFINITIES, *labels.shape), np.float32)
     mask = np.zeros_like(affinities)
@@ -84,9 +109,8 @@ def affinities_from_labels(labels):
         here[c] = slice(1, None)
         before[c] = slice(None, -1)
         a, b = labels[tuple(here)], labels[tuple(before)]
-        labelled = (a != 0) & (b != 0)
-        affinities[(c, *here)] = labelled & (a == b)
-        mask[(c, *here)] = labelled
+        affinities[(c, *here)] = (a != 0) & (a == b)
+        mask[(c, *here)] = True if label_zero == "background" else (a != 0) & (b != 0)
     return affinities, mask
 
 
@@ -110,6 +134,8 @@ def split_y_true(y_true):
 class AffinityTargets:
     """Transform: instance labels ``(Z, Y, X)`` -> affinity targets, from numpy or a ``tf.data`` map.
 
+    ``label_zero``: what id 0 means, ``"background"`` (default) or ``"unknown"`` (:data:`LABEL_ZERO`).
+
     Calling it gives ``(affinities, mask)``, float32 ``(3, Z, Y, X)`` (see the module docstring
     for the convention); :meth:`y_true` gives the packed channels-last array the affinity
     losses take; :meth:`tf_map` does that inside a ``tf.data`` pipeline.
@@ -117,20 +143,23 @@ class AffinityTargets:
     Example:
         >>> labels = np.zeros((2, 3, 3), np.uint64); labels[:, :2, :2] = 7; labels[:, 2, :] = 9
         >>> aff, mask = AffinityTargets()(labels)
-        >>> float(aff[0].sum()), float(mask[0].sum())  # z edges inside 7 (4) and 9 (3)
-        (7.0, 7.0)
+        >>> float(aff[0].sum()), float(mask[0].sum())  # z edges inside 7 (4) and 9 (3); 9 of them exist
+        (7.0, 9.0)
         >>> y = AffinityTargets().y_true(labels)
         >>> y.shape, sorted(set(y[..., 6].ravel().tolist()))
         ((2, 3, 3, 7), [0.0, 1.0, 2.0])
     """
 
+    def __init__(self, label_zero: str = "background"):
+        self.label_zero = check_label_zero(label_zero)
+
     def __call__(self, labels):
-        return affinities_from_labels(labels)
+        return affinities_from_labels(labels, self.label_zero)
 
     def y_true(self, labels):
         """Packed ``(Z, Y, X, 7)`` float32: target affinities, mask, ids relabelled 1..K."""
         labels = relabel_consecutive(labels)
-        affinities, mask = affinities_from_labels(labels)
+        affinities, mask = affinities_from_labels(labels, self.label_zero)
         return np.concatenate(
             [np.moveaxis(affinities, 0, -1), np.moveaxis(mask, 0, -1), labels[..., None].astype(np.float32)],
             axis=-1,

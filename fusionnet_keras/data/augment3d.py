@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusionnet_keras.data.affinities import AffinityTargets
+from fusionnet_keras.data.affinities import AffinityTargets, check_label_zero
 from fusionnet_keras.data.orient import NUM_ORIENTATIONS, orient
 from fusionnet_keras.data.warp import interpolation_matrix
 from fusionnet_keras.errors import FusionNetError
@@ -103,19 +103,19 @@ def sample_sections(image, labels, origin, shape, fields=None, shifts=None):
     return out_image, out_labels
 
 
-def affinity_y_true(labels, context) -> np.ndarray:
+def affinity_y_true(labels, context, label_zero: str = "background") -> np.ndarray:
     """The packed ``y_true`` ``(z, y, x, 7)`` of the output box of an input block of ``labels``.
 
     ``context`` (z, y, x) is where the box starts in the input (the network's ``geometry.context``); the
     box is the centre, ``input - 2 * context``. Targets are computed on the box grown by one voxel
     before it on every axis, then cropped, so the edges of the box's first slices (to voxels just outside
-    the box) are targets too.
+    the box) are targets too. ``label_zero``: what id 0 means (:data:`~fusionnet_keras.data.affinities.LABEL_ZERO`).
     """
     context = tuple(int(c) for c in context)
     if min(context) < 1:
         raise FusionNetError(f"the network's context {context} must be >= 1 voxel on every axis")
     box = tuple(slice(c - 1, n - c) for c, n in zip(context, labels.shape))
-    return AffinityTargets().y_true(labels[box])[1:, 1:, 1:]
+    return AffinityTargets(label_zero).y_true(labels[box])[1:, 1:, 1:]
 
 
 @dataclass
@@ -134,6 +134,8 @@ class AffinityAugment:
         misalign: probability of a misalignment: the sections from a random z on shift by up to
             ``misalign_max`` pixels in y and x (image and labels).
         misalign_max: largest misalignment shift (pixels).
+        label_zero: what label 0 means in the targets, ``"background"`` or ``"unknown"``
+            (:data:`~fusionnet_keras.data.affinities.LABEL_ZERO`).
     """
 
     input_shape: tuple
@@ -145,8 +147,10 @@ class AffinityAugment:
     missing_section: float = 0.0
     misalign: float = 0.0
     misalign_max: int = 0
+    label_zero: str = "background"
 
     def __post_init__(self):
+        check_label_zero(self.label_zero)
         self.input_shape = tuple(int(v) for v in self.input_shape)
         self.output_shape = tuple(int(v) for v in self.output_shape)
         diff = [i - o for i, o in zip(self.input_shape, self.output_shape)]
@@ -191,7 +195,7 @@ class AffinityAugment:
     def sample(self, image, labels, rng):
         """``(x (Z, Y, X, 1) float32, y_true (z, y, x, 7) float32)``: :meth:`transform`, then the targets."""
         x, y = self.transform(image, labels, rng)
-        return x[..., None], affinity_y_true(y, self.context)
+        return x[..., None], affinity_y_true(y, self.context, self.label_zero)
 
     def batch(self, image, labels, rng, size: int):
         """``size`` samples stacked: ``(x (N, Z, Y, X, 1), y_true (N, z, y, x, 7))``."""

@@ -81,6 +81,10 @@ SCHEMA = {
     "data": {
         # fusionnet_keras.data.volumes3d: the fixed train / validation / test split of each dataset
         "dataset": (str, "fib-medulla", ("fib-medulla", "gala-example")),
+        # what label 0 of the ground truth means (fusionnet_keras.data.affinities): "background" (edges into
+        # it have target 0 and are trained; gunpowder's and the MALIS authors' convention) or "unknown"
+        # (edges touching it are masked out, for sparse or partial ground truth)
+        "label_zero": (str, "background", ("background", "unknown")),
     },
     "train": {
         # the network's input block (z, y, x); the output block follows from the network's geometry
@@ -102,6 +106,9 @@ SCHEMA = {
         "validate_every": (int, 10, (1, 10**7)),
         # mean-agglomeration thresholds of the validation VI (best of them is the epoch's score)
         "val_thresholds": (list, [0.3, 0.5, 0.7, 0.8, 0.9], _thresholds),
+        # z-watershed size threshold (voxels) of the validation fragments; the affinity3d experiment segments
+        # its validation and test parts with the same size
+        "val_ws_size": (int, 300, (0, 10**9)),
         "tensorboard": (bool, True, None),
         "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
         # threads preparing augmented samples while the network trains
