@@ -20,8 +20,9 @@ def grid_edges(shape):
     return edges
 
 
-def brute_force_counts(affinities, labels):
-    """For every labelled pair, its maximin edge by a max-min Floyd-Warshall over edge ranks.
+def brute_force_maximin(affinities, labels):
+    """For every labelled pair ``(i, j)``, its maximin edge by a max-min Floyd-Warshall over edge ranks:
+    a list of ``(same_id, flat edge index)``.
 
     Edges are ranked by affinity, ties by flat index (lower index = stronger), so every path has a
     unique weakest edge and every pair a unique maximin edge.
@@ -40,14 +41,17 @@ def brute_force_counts(affinities, labels):
     np.fill_diagonal(strength, np.inf)
     for k in range(n):
         strength = np.maximum(strength, np.minimum(strength[:, k : k + 1], strength[k : k + 1, :]))
+    ids = labels.reshape(-1)
+    return [(ids[i] == ids[j], edge_of[strength[i, j]]) for i in range(n) for j in range(i + 1, n)
+            if ids[i] and ids[j]]
+
+
+def brute_force_counts(affinities, labels):
+    """Positive and negative pair counts per edge from :func:`brute_force_maximin`."""
     positive = np.zeros(affinities.size)
     negative = np.zeros(affinities.size)
-    ids = labels.reshape(-1)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if ids[i] and ids[j]:
-                target = positive if ids[i] == ids[j] else negative
-                target[edge_of[strength[i, j]]] += 1
+    for same, edge in brute_force_maximin(affinities, labels):
+        (positive if same else negative)[edge] += 1
     return positive.reshape(affinities.shape), negative.reshape(affinities.shape)
 
 
@@ -80,10 +84,10 @@ def test_malis_equals_brute_force(rng, constrained):
         affinities, labels = random_graph(rng, case)
         positive, negative = fk.malis_weights(affinities, labels, constrained=constrained)
         assert positive.shape == negative.shape == affinities.shape
-        if constrained:
+        if constrained:  # Funke et al.: passes on the capped / floored graphs, counts kept on edges of their target
             gt = gt_affinities(labels).astype(np.float32)
-            expected = (brute_force_counts(np.minimum(affinities, gt), labels)[0],
-                        brute_force_counts(np.maximum(affinities, gt), labels)[1])
+            expected = (brute_force_counts(np.minimum(affinities, gt), labels)[0] * (gt == 1),
+                        brute_force_counts(np.maximum(affinities, gt), labels)[1] * (gt == 0))
         else:
             expected = brute_force_counts(affinities, labels)
         np.testing.assert_array_equal(positive, expected[0], err_msg=f"case {case}")
@@ -98,7 +102,10 @@ def test_counts_cover_every_pair_once(rng):
     assert positive.sum() == (sizes * (sizes - 1) // 2).sum()
     assert negative.sum() == (sizes.sum() ** 2 - (sizes**2).sum()) // 2
     cpos, cneg = fk.malis_weights(affinities, labels, constrained=True)
-    assert cpos.sum() == positive.sum() and cneg.sum() == negative.sum()
+    # constrained: pairs whose maximin edge lands on an edge of the other target are dropped
+    assert 0 < cpos.sum() < positive.sum() and 0 < cneg.sum() <= negative.sum()
+    gt = gt_affinities(labels)
+    assert np.all(gt[cpos > 0] == 1) and np.all(gt[cneg > 0] == 0)
 
 
 def test_constrained_counts_sit_on_edges_of_their_target(rng):
@@ -129,38 +136,113 @@ def packed(rng, batch, shape, n_ids=4):
     return np.stack([AffinityTargets().y_true(lab) for lab in labels]), labels
 
 
-def malis_reference(y_pred, labels, mask, target, constrained, kind):
-    """The MALIS loss per sample, written out in numpy from the pair counts."""
-    out = []
+def malis_reference(y_pred, labels, mask, constrained, kind):
+    """Turaga et al.'s MALIS loss per sample and its gradient, pair by pair from the brute-force maximin
+    edges: a positive pair pulls its maximin edge to 1, a negative pair to 0; each family's pairs share
+    weight 1 (the mean of the families present). Constrained (Funke et al.): positive pairs on
+    ``min(pred, gt)``, kept when their maximin edge has target 1; negative pairs on ``max(pred, gt)``,
+    kept on target 0. Pairs whose maximin edge is masked out are dropped."""
+    losses, grads = [], []
     for b in range(len(y_pred)):
         pred = np.moveaxis(y_pred[b], -1, 0).astype(np.float64)
-        m = np.moveaxis(mask[b], -1, 0)
-        t = np.moveaxis(target[b], -1, 0)
-        pos, neg = fk.malis_weights(pred.astype(np.float32), labels[b], constrained=constrained)
-        weights = np.zeros_like(pred)
-        terms = 0
-        for counts in (pos, neg):
-            if (m * counts).sum() > 0:
-                weights += m * counts / (m * counts).sum()
-                terms += 1
-        weights /= max(terms, 1)
-        p = np.clip(pred, 1e-6, 1 - 1e-6)
-        err = (pred - t) ** 2 if kind == "mse" else -(t * np.log(p) + (1 - t) * np.log(1 - p))
-        out.append((weights * err).sum())
-    return np.array(out)
+        m = np.moveaxis(mask[b], -1, 0).reshape(-1)
+        gt = gt_affinities(labels[b])
+        if constrained:
+            pairs = [(True, e) for same, e in brute_force_maximin(np.minimum(pred, gt), labels[b])
+                     if same and gt.reshape(-1)[e] == 1]
+            pairs += [(False, e) for same, e in brute_force_maximin(np.maximum(pred, gt), labels[b])
+                      if not same and gt.reshape(-1)[e] == 0]
+        else:
+            pairs = brute_force_maximin(pred, labels[b])
+        pairs = [(same, e) for same, e in pairs if m[e]]
+        families = {same: sum(1 for s_, _ in pairs if s_ == same) for same in (True, False)}
+        families = {same: n for same, n in families.items() if n}
+        loss, grad = 0.0, np.zeros(pred.size)
+        a = pred.reshape(-1)
+        for same, e in pairs:
+            w = 1.0 / (families[same] * len(families))
+            t = 1.0 if same else 0.0
+            p = np.clip(a[e], 1e-6, 1 - 1e-6)
+            if kind == "mse":
+                loss += w * (a[e] - t) ** 2
+                grad[e] += w * 2 * (a[e] - t)
+            else:
+                loss += -w * (t * np.log(p) + (1 - t) * np.log(1 - p))
+                grad[e] += -w * (t / p - (1 - t) / (1 - p))
+        losses.append(loss)
+        grads.append(np.moveaxis(grad.reshape(pred.shape), 0, -1))
+    return np.array(losses), np.stack(grads)
 
 
-@pytest.mark.parametrize("constrained,kind", [(False, "mse"), (True, "mse"), (True, "bce")])
-def test_malis_loss_equals_numpy_reference(rng, constrained, kind):
+def loss_and_gradient(loss, y_true, y_pred):
+    import tensorflow as tf
+
+    y = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        value = loss(y_true, y)
+    return np.asarray(value), tape.gradient(value, y).numpy()
+
+
+@pytest.mark.parametrize("constrained,kind", [(False, "mse"), (True, "mse"), (True, "bce"), (False, "bce")])
+def test_malis_loss_equals_pair_by_pair_reference(rng, constrained, kind):
+    """The loss and its gradient per edge against the brute-force pair loss (labels with 0 layers:
+    background, trained)."""
     from fusionnet_keras.training.affinity_losses import MalisLoss
 
-    y_true, labels = packed(rng, 3, (2, 6, 7))
-    y_pred = rng.random((3, 2, 6, 7, 3)).astype(np.float32)
+    y_true, labels = packed(rng, 3, (2, 4, 5))
+    y_pred = rng.uniform(0.05, 0.95, (3, 2, 4, 5, 3)).astype(np.float32)
     loss = MalisLoss(kind=kind, constrained=constrained, reduction=None)
-    got = np.asarray(loss(y_true, y_pred))
-    ref = malis_reference(y_pred, labels, y_true[..., 3:6], y_true[..., :3], constrained, kind)
+    got, grad = loss_and_gradient(loss, y_true, y_pred)
+    ref, ref_grad = malis_reference(y_pred, labels, y_true[..., 3:6], constrained, kind)
     np.testing.assert_allclose(got, ref, rtol=1e-5)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-7)
     assert np.all(got > 0)
+
+
+def line(labels, x_affinities):
+    """A 1 x 1 x n volume: packed y_true and y_pred with the given x affinities (the rest 0.5)."""
+    from fusionnet_keras.data.affinities import AffinityTargets
+
+    labels = np.array(labels)[None, None]
+    y_pred = np.full((1, *labels.shape, 3), 0.5, np.float32)
+    y_pred[0, 0, 0, :, 2] = x_affinities
+    return AffinityTargets().y_true(labels)[None], y_pred
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_malis_pushes_a_positive_pairs_maximin_edge_up(constrained):
+    """Labels [1, 2, 1]: the positive pair (v0, v2) has its maximin edge on the weaker boundary edge
+    (v0-v1, 0.3). Turaga's MALIS pulls that edge up (1 positive pair) more than its 1 of 2 negative pairs
+    pull it down; constrained MALIS drops the positive pair (its path must leave the object) and only
+    pushes the boundaries down."""
+    from fusionnet_keras.training.affinity_losses import MalisLoss
+
+    y_true, y_pred = line([1, 2, 1], [0.5, 0.3, 0.6])
+    _, grad = loss_and_gradient(MalisLoss(constrained=constrained, reduction=None), y_true, y_pred)
+    g = grad[0, 0, 0, :, 2]
+    if constrained:
+        assert g[1] > 0 and g[2] > 0  # both boundary edges pushed down
+    else:
+        # positive pair (weight 1) pulls 2 (0.3 - 1); one of two negative pairs (weight 1/2) pushes 2 * 0.3
+        assert g[1] == pytest.approx(0.5 * 2 * (0.3 - 1) + 0.25 * 2 * 0.3) and g[1] < 0
+        assert g[2] == pytest.approx(0.25 * 2 * 0.6) and g[2] > 0
+
+
+def test_malis_trains_the_edges_into_background():
+    """Labels [1, 1, 0, 2, 2]: 0 is background, so the four negative pairs (1, 2) push their maximin edge
+    (the weaker edge next to the 0) down; with label 0 "unknown" those edges are masked and nothing is
+    left of the negative pairs."""
+    from fusionnet_keras.data.affinities import AffinityTargets
+    from fusionnet_keras.training.affinity_losses import MalisLoss
+
+    y_true, y_pred = line([1, 1, 0, 2, 2], [0.5, 0.9, 0.4, 0.7, 0.9])
+    _, grad = loss_and_gradient(MalisLoss(reduction=None), y_true, y_pred)
+    g = grad[0, 0, 0, :, 2]
+    assert g[2] > 0 and g[1] < 0 and g[4] < 0 and g[3] == 0  # 0.4 is the maximin edge of all 4 negatives
+    unknown = AffinityTargets("unknown").y_true(np.array([1, 1, 0, 2, 2])[None, None])[None]
+    np.testing.assert_array_equal(unknown[0, 0, 0, :, 5], [0, 1, 0, 0, 1])  # the edges touching 0 are masked
+    _, grad = loss_and_gradient(MalisLoss(reduction=None), unknown, y_pred)
+    assert np.all(grad[0, 0, 0, :, 2] <= 0)  # only positive pairs are left
 
 
 def test_balanced_bce_equals_numpy_reference(rng):

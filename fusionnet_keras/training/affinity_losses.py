@@ -8,17 +8,19 @@ network's ``y_pred`` ``(batch, Z, Y, X, 3)``, and return one value per sample.
 * :class:`BalancedBCELoss` (the baseline): binary cross-entropy over the masked
   edges, positive (affinity 1) and negative edges weighted to equal total
   weight per sample.
-* :class:`MalisLoss` (Turaga et al. 2009): each masked edge weighted by the
-  MALIS pair counts of the *predicted* affinity graph
-  (:func:`~fusionnet_keras.training.malis.malis_weights`), positive counts
-  normalised to sum 1 and negative counts to sum 1 per sample (their mean when
-  both exist), squared error (default) or BCE against the target affinity. With
-  ``constrained=True`` (Funke et al. 2018) the positive counts lie on edges of
-  target 1 (as long as no object is split into pieces inside the block) and the
-  negative counts on edges of target 0 (barring predictions of exactly 1), so
-  this is Turaga's pair loss (positive pairs pull their maximin edge to 1,
-  negative pairs to 0); without it, it is the MALIS-weighted edge loss (as in
-  Lee et al. 2017). The weights are constants of the step (no gradient flows through
+* :class:`MalisLoss` (Turaga et al. 2009): the loss of the voxel pairs. Every
+  pair of labelled voxels has a *maximin edge* in the predicted affinity graph
+  (:func:`~fusionnet_keras.training.malis.malis_weights`); a positive pair (same
+  id) pushes its maximin edge towards 1, a negative pair (different ids) towards
+  0, whatever the edge's own target. Per sample, each edge's loss is
+  ``P_e / P * err(a_e, 1) + N_e / N * err(a_e, 0)`` (``P_e``, ``N_e`` the positive
+  and negative pairs whose maximin edge it is, within the mask; ``P``, ``N``
+  their totals; the mean of the two terms when both exist), ``err`` the squared
+  error (default) or BCE. With ``constrained=True``, Funke et al. 2018's
+  constrained MALIS: the positive pass runs on ``min(prediction, target)`` and
+  keeps counts on target-1 edges only, the negative pass on ``max(prediction,
+  target)`` and keeps counts on target-0 edges only. The pair counts are
+  constants of the step (no gradient flows through
   the spanning tree), computed on the host: ``tf.numpy_function`` on TensorFlow,
   ``jax.pure_callback`` on JAX, plain numpy on eager backends (:func:`host_call`).
   On TensorFlow, compile with ``jit_compile=False`` (XLA cannot run a host
@@ -41,44 +43,47 @@ SPATIAL = (1, 2, 3, 4)
 KINDS = ("mse", "bce")
 
 
-def host_call(fn, *tensors):
-    """``fn(*numpy_arrays)`` -> float32 array shaped like ``tensors[0]``, run on the host inside the
-    training graph of any backend, without gradient."""
+def host_call(fn, *tensors, shape=None):
+    """``fn(*numpy_arrays)`` -> float32 array of ``shape`` (default: shaped like ``tensors[0]``), run on
+    the host inside the training graph of any backend, without gradient."""
+    shape = tuple(tensors[0].shape) if shape is None else tuple(shape)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         out = tf.numpy_function(fn, [tf.stop_gradient(t) for t in tensors], tf.float32, stateful=False)
-        out.set_shape(tensors[0].shape)
+        out.set_shape(shape)
         return out
     if backend == "jax":
         import jax
 
-        spec = jax.ShapeDtypeStruct(tuple(tensors[0].shape), np.float32)
+        spec = jax.ShapeDtypeStruct(shape, np.float32)
         return jax.pure_callback(fn, spec, *(jax.lax.stop_gradient(t) for t in tensors))
     arrays = [ops.convert_to_numpy(ops.stop_gradient(t)) for t in tensors]
     return ops.convert_to_tensor(fn(*arrays))
 
 
 def malis_loss_weights(y_pred, y_true, constrained=False):
-    """Per-edge MALIS loss weights, float32 ``(batch, Z, Y, X, 3)`` (numpy in, numpy out).
+    """Per-edge MALIS pair weights, float32 ``(batch, Z, Y, X, 3, 2)`` (numpy in, numpy out):
+    ``[..., 0]`` the weight pulling the edge to 1 (positive pairs), ``[..., 1]`` to 0 (negative pairs).
 
-    Per sample: ``mask * (positive / P + negative / Q) / t``, ``P`` and ``Q`` the masked totals of
-    the counts and ``t`` the number of non-zero totals (so the weights sum to 1, or 0 without pairs).
+    Per sample: ``mask * positive / P`` and ``mask * negative / Q``, ``P`` and ``Q`` the masked totals of the
+    counts, each divided by the number of non-zero totals (so all weights sum to 1, or 0 without pairs).
     """
     from fusionnet_keras.training.malis import malis_weights
 
     y_pred = np.asarray(y_pred, np.float32)
     y_true = np.asarray(y_true, np.float32)
     _, mask, labels = split_y_true(y_true)
-    weights = np.zeros(y_pred.shape, np.float32)
+    weights = np.zeros((*y_pred.shape, 2), np.float32)
     for b in range(y_pred.shape[0]):
         counts = malis_weights(np.moveaxis(y_pred[b], -1, 0), labels[b].astype(np.int64), constrained)
         m = np.moveaxis(mask[b], -1, 0).astype(np.float64)
         totals = [float((m * c).sum()) for c in counts]
-        terms = [m * c / total for c, total in zip(counts, totals) if total > 0]
-        if terms:
-            weights[b] = np.moveaxis(sum(terms) / len(terms), 0, -1)
+        n_terms = sum(total > 0 for total in totals)
+        for k, (c, total) in enumerate(zip(counts, totals)):
+            if total > 0:
+                weights[b, ..., k] = np.moveaxis(m * c / (total * n_terms), 0, -1)
     return weights
 
 
@@ -92,10 +97,13 @@ def _check_kind(kind):
 class MalisLoss(keras.losses.Loss):
     """MALIS loss (Turaga et al. 2009), or constrained MALIS (Funke et al. 2018), exact.
 
+    Each positive pair pulls its maximin edge towards 1, each negative pair towards 0 (see the module
+    docstring for the weights).
+
     Args:
-        kind: ``"mse"`` (squared error, Turaga et al.) or ``"bce"`` against the target affinity.
-        constrained: the positive counts from the affinities capped by the target, the negative
-            counts from the affinities floored by it (trains more stably).
+        kind: ``"mse"`` (squared error, Turaga et al.) or ``"bce"`` against the pair's target.
+        constrained: the positive counts from the affinities capped by the target (kept on target-1
+            edges), the negative counts from the affinities floored by it (kept on target-0 edges).
         name: loss name.
 
     Example:
@@ -119,9 +127,11 @@ class MalisLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
-        weights = host_call(functools.partial(malis_loss_weights, constrained=self.constrained), y_pred, y_true)
-        target = split_y_true(y_true)[0]
-        return ops.sum(weights * pointwise_error(self.kind, y_pred, target), axis=SPATIAL)
+        weights = host_call(functools.partial(malis_loss_weights, constrained=self.constrained), y_pred, y_true,
+                            shape=(*y_pred.shape, 2))
+        pull_up = weights[..., 0] * pointwise_error(self.kind, y_pred, ops.ones_like(y_pred))
+        pull_down = weights[..., 1] * pointwise_error(self.kind, y_pred, ops.zeros_like(y_pred))
+        return ops.sum(pull_up + pull_down, axis=SPATIAL)
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "constrained": self.constrained}

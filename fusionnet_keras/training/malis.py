@@ -29,7 +29,11 @@ structured loss based deep learning for connectome reconstruction"): the
 positive counts come from a pass over ``min(affinities, target)`` (edges
 between different ids forced to 0, so a positive pair's path cannot leave its
 object) and the negative counts from a pass over ``max(affinities, target)``
-(edges inside one object forced to 1), ``target`` the affinities of the labels.
+(edges inside one object forced to 1), ``target`` the affinities of the labels;
+then, as the authors' implementation does, positive counts that land on
+target-0 edges (a pair whose object is cut in pieces inside the block, or joined
+only through background) and negative counts that land on target-1 edges are
+zeroed.
 """
 
 from __future__ import annotations
@@ -148,9 +152,10 @@ def malis_weights(affinities, labels, constrained=False):
     Args:
         affinities: ``(3, Z, Y, X)`` floats in [0, 1], the convention of
             :mod:`fusionnet_keras.data.affinities` (channel c links v and v - e_c).
-        labels: ``(Z, Y, X)`` integer instance ids; 0 = unlabelled (never paired).
+        labels: ``(Z, Y, X)`` integer instance ids; voxels of id 0 (background or unknown) are never paired.
         constrained: Funke et al. 2018: positive counts from ``min(affinities, target)``,
-            negative counts from ``max(affinities, target)``.
+            kept on target-1 edges only; negative counts from ``max(affinities, target)``, kept on
+            target-0 edges only.
 
     Returns:
         ``positive[c, z, y, x]`` / ``negative[...]``: the number of same-id / different-id voxel
@@ -184,4 +189,4 @@ def malis_weights(affinities, labels, constrained=False):
     target = affinities_from_labels(labels)[0].astype(affinities.dtype)
     positive = _pair_counts(np.minimum(affinities, target), labels)[0]
     negative = _pair_counts(np.maximum(affinities, target), labels)[1]
-    return positive, negative
+    return positive * (target == 1), negative * (target == 0)
