@@ -540,14 +540,19 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
         affs = read_volume(f"{out / name / 'test-affinities.h5'}:affinities")
         assert affs.shape == (3, *gt.shape) and affs.dtype == np.float32
         seg = result["segmentation"][name]
-        assert len(seg["mean"]) == len(affinity3d.THRESHOLDS)
-        # the written best segmentation is the one scored, and the report shows it
+        assert len(seg["mean"]["test"]) == len(seg["mean"]["validation"]) == len(affinity3d.THRESHOLDS)
+        # the threshold is the validation part's best; the written segmentation is the one scored at it, and
+        # the report shows it, with the best-on-test oracle apart
+        for method in ("mean", "learned"):
+            assert seg["chosen"][method] == min(seg[method]["validation"], key=lambda r: r["vi"])["threshold"]
         mean = read_volume(f"{out / name / 'test-segmentation.h5'}:mean")
-        best = affinity3d.best_row(seg, "mean")
-        assert instance_scores(mean, gt)["vi"] == pytest.approx(best["vi"])
-        assert f"| {affinity3d.LABELS[name]} | mean | {best['threshold']:g} | {best['vi_split']:.3f} |" in report
+        row, oracle = affinity3d.chosen_row(seg, "mean"), affinity3d.oracle_row(seg, "mean")
+        assert row["threshold"] == seg["chosen"]["mean"] and oracle["vi"] <= row["vi"]
+        assert instance_scores(mean, gt)["vi"] == pytest.approx(row["vi"])
+        assert (f"| {affinity3d.LABELS[name]} | mean | {row['threshold']:g} | {row['vi_split']:.3f} |" in report
+                and f"{oracle['vi']:.3f} ({oracle['threshold']:g}) |" in report)
     for needle in ("MALIS vs BCE", "UNet3D vs FusionNet3D", "Learned vs mean", "split_vi.png", "test_section.png",
-                   "Total wall time"):
+                   "Total wall time", "chosen on the validation part", "oracle"):
         assert needle in report
     assert (out / "split_vi.png").stat().st_size > 1000 and (out / "test_section.png").stat().st_size > 1000
     # a second run resumes: nothing is retrained, predicted or segmented again

@@ -3,16 +3,19 @@
 Trains UNet3D + MALIS, FusionNet3D + MALIS and UNet3D + class-balanced BCE on
 the training part of fib-medulla with every 4th section kept (10 x 10 x 40 nm;
 fixed split by y: train [0, 125), validation [125, 150), test [150, 250)),
-predicts the training and test parts, segments the test part with the
-z-watershed, the mean agglomeration and the learned agglomeration (classifier
-trained on the training part only) over a threshold sweep, and writes
-``<out>/report.md`` (split-VI plot, scores at the best thresholds, MALIS vs
-BCE, UNet3D vs FusionNet3D, training times, a test section). Data:
+predicts the training, validation and test parts, segments the validation and
+test parts with the z-watershed, the mean agglomeration and the learned
+agglomeration (classifier trained on the training part only) over a threshold
+sweep, and writes ``<out>/report.md`` (split-VI plot, test scores at the
+thresholds chosen on the validation part, the best-on-test oracle apart, MALIS
+vs BCE, UNet3D vs FusionNet3D, training times, a test section). Data:
 ``$FUSIONNET_DATA_DIR/fib-medulla``. Re-running resumes: finished steps are
 skipped.
 
     python experiments/affinity3d/run.py --preset cpu --out results/affinity3d
     python experiments/affinity3d/run.py --preset cpu --seed 1 --out results/affinity3d-seed1
+    python experiments/affinity3d/run.py --preset cpu --models unet3d_bce --dataset gala-example \
+        --out results/affinity3d-gala
 """
 
 import sys
@@ -25,6 +28,8 @@ OPTIONS = [
     (("--seed",), {"type": int, "default": None,
                    "help": "train.seed of every network (default: the config files', 0); repeats of the "
                            "experiment go to their own --out"}),
+    (("--dataset",), {"default": None, "choices": ["fib-medulla", "gala-example"],
+                      "help": "data.dataset of every network (default: the config files', fib-medulla)"}),
 ]
 TTA = ((1, 4, 8), None, "prediction orientations (default: 1 with --preset cpu, 8 with --preset paper)")
 

@@ -4,19 +4,22 @@ Used by ``experiments/affinity3d/run.py`` (``make affinity3d``): trains UNet3D
 with MALIS, FusionNet3D with MALIS and UNet3D with class-balanced BCE on the
 training part of fib-medulla made anisotropic
 (:mod:`fusionnet_keras.data.volumes3d`: every 4th section, split by y; the
-checkpoint chosen on the validation part), predicts the training and test
-parts with each best network
+checkpoint chosen on the validation part), predicts the training, validation
+and test parts with each best network
 (:func:`fusionnet_keras.inference.affinities.predict_affinities`), and
-segments the test part with the z-watershed alone, the mean agglomeration and
-the learned agglomeration (classifier trained on the training part only) over
-a threshold sweep. ``report.md`` holds the split-VI plot, the table at each
-method's best threshold, MALIS vs BCE and UNet3D vs FusionNet3D, the training
-times and a test section. Every step skips work already done (training resumes,
+segments the validation and test parts with the z-watershed alone, the mean
+agglomeration and the learned agglomeration (classifier trained on the
+training part only) over a threshold sweep. Each method's threshold is chosen
+on the validation part and the test part is scored there; the best threshold
+on the test part is reported apart, labelled an oracle. ``report.md`` holds the
+split-VI plot, the table at the validation-chosen thresholds, MALIS vs BCE and
+UNet3D vs FusionNet3D, the training times and a test section. Every step skips work already done (training resumes,
 written affinities are read back), so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,7 +33,7 @@ LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + 
           "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS"}
 METHODS = ("watershed", "mean", "learned")
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.96, 0.05)]
-WS_SIZE = 300  # z-watershed size threshold (voxels) of the fragments (as benchmarks/segmentation_fib_medulla.py)
+WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its networks' train.val_ws_size
 CLASSIFIER = {"epochs": 3, "trees": 100}
 
 
@@ -48,16 +51,20 @@ def _loss_text(config: dict) -> str:
             f"{t['epochs'] - pre} ({(t['epochs'] - pre) * t['steps_per_epoch']} steps)")
 
 
+PARTS = ("train", "validation", "test")
+
+
 def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations: int) -> tuple[dict, dict]:
-    """Affinities of the train and test parts by ``name``'s best network: ``out/<name>/<part>-affinities.h5``
-    (read back when newer than ``best.keras``). Returns ``({part: affs}, {part: seconds})``."""
+    """Affinities of the train, validation and test parts by ``name``'s best network:
+    ``out/<name>/<part>-affinities.h5`` (read back when newer than ``best.keras``). Returns
+    ``({part: affs}, {part: seconds})``."""
     from fusionnet_keras.data.io import read_volume, write_volume
     from fusionnet_keras.inference.affinities import predict_affinities
 
     affs, seconds = {}, {}
     best = out / name / "best.keras"
     net = None
-    for part in ("train", "test"):
+    for part in PARTS:
         path = out / name / f"{part}-affinities.h5"
         if path.exists() and path.stat().st_mtime > best.stat().st_mtime:
             affs[part] = read_volume(f"{path}:affinities")
@@ -73,49 +80,66 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
     return affs, seconds
 
 
-def segment_test(affs: dict, parts: dict, classifier_path=None, log=print) -> dict:
-    """Fragments, mean and learned sweeps of the test part (classifier trained on the train part and
-    saved to ``classifier_path``).
+def _sweep(affs, frag, gt, method, clf):
+    """``[(scores, labels)]`` of ``method`` over :data:`THRESHOLDS` on one part."""
+    from fusionnet_keras.evaluation import instance_scores
+    from fusionnet_keras.segmentation.pipeline import segment
 
-    Returns ``{"watershed": scores, "mean": [scores per threshold], "learned": [...], "classifier": info,
-    "seconds": {...}, "best": {method: labels at the best threshold}}``.
+    return [(dict(instance_scores(seg, gt), threshold=t), seg)
+            for t, seg in segment(affs, method, THRESHOLDS, fragments=frag,
+                                  classifier=clf if method == "learned" else None)]
+
+
+def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_path=None, log=print) -> dict:
+    """Fragments, mean and learned sweeps of the validation and test parts (classifier trained on the train
+    part and saved to ``classifier_path``); each method's threshold is the one of lowest VI on the
+    **validation** part, and the test part is scored there (the oracle, the best threshold on the test
+    part, is kept apart).
+
+    Returns ``{"watershed": {part: scores}, "mean": {part: [scores per threshold]}, "learned": {...},
+    "chosen": {method: threshold}, "ws_size": ws_size, "classifier": info, "seconds": {...},
+    "segmentation": {method: test labels at the chosen threshold}}``.
     """
     from fusionnet_keras.evaluation import instance_scores
     from fusionnet_keras.segmentation.learned import train_classifier
-    from fusionnet_keras.segmentation.pipeline import WatershedOptions, segment
+    from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
-    ws = WatershedOptions(size=WS_SIZE)
+    ws = WatershedOptions(size=ws_size)
     seconds = {}
     t = time.time()
-    train_frag = ws.run(affs["train"])
-    clf = train_classifier(affs["train"], train_frag, parts["train"][1], log=lambda line: log("  " + line),
-                           **CLASSIFIER)
+    clf = train_classifier(affs["train"], ws.run(affs["train"]), parts["train"][1],
+                           log=lambda line: log("  " + line), **CLASSIFIER)
     seconds["classifier"] = time.time() - t
     if classifier_path is not None:
         clf.save(classifier_path, overwrite=True)
-    gt = parts["test"][1]
-    t = time.time()
-    frag = ws.run(affs["test"])
-    seconds["watershed"] = time.time() - t
-    result = {"watershed": dict(instance_scores(frag, gt), threshold=None, fragments=int(frag.max())),
-              "classifier": clf.info, "best": {"watershed": frag}}
-    for method in ("mean", "learned"):
+    result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {},
+              "watershed": {}, "mean": {}, "learned": {}}
+    for part in ("validation", "test"):
         t = time.time()
-        rows, best = [], None
-        for threshold, seg in segment(affs["test"], method, THRESHOLDS, fragments=frag,
-                                      classifier=clf if method == "learned" else None):
-            rows.append(dict(instance_scores(seg, gt), threshold=threshold))
-            if best is None or rows[-1]["vi"] < best[0]:
-                best = (rows[-1]["vi"], seg)
-        seconds[method] = time.time() - t
-        result[method], result["best"][method] = rows, best[1]
+        frag = ws.run(affs[part])
+        seconds[f"watershed_{part}"] = time.time() - t
+        gt = parts[part][1]
+        result["watershed"][part] = dict(instance_scores(frag, gt), threshold=None, fragments=int(frag.max()))
+        if part == "test":
+            result["segmentation"]["watershed"] = frag
+        for method in ("mean", "learned"):
+            t = time.time()
+            sweep = _sweep(affs[part], frag, gt, method, clf)
+            seconds[f"{method}_{part}"] = time.time() - t
+            result[method][part] = [row for row, _ in sweep]
+            if part == "validation":
+                result["chosen"][method] = min(result[method][part], key=lambda r: r["vi"])["threshold"]
+            else:
+                result["segmentation"][method] = next(seg for row, seg in sweep
+                                                      if row["threshold"] == result["chosen"][method])
     result["seconds"] = seconds
     return result
 
 
-def _segmentation(folder: Path, affs: dict, parts: dict) -> tuple[dict, dict]:
-    """:func:`segment_test` of one network, written to ``folder`` (``segmentation.json``,
-    ``test-segmentation.h5``, ``classifier.npz``), or read back when newer than its test affinities."""
+def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[dict, dict]:
+    """:func:`segment_parts` of one network, written to ``folder`` (``segmentation.json``,
+    ``test-segmentation.h5``, ``classifier.npz``), or read back when newer than its test affinities and
+    made with the same watershed size."""
     import json
 
     from fusionnet_keras.data.io import read_volume, write_volumes
@@ -123,20 +147,30 @@ def _segmentation(folder: Path, affs: dict, parts: dict) -> tuple[dict, dict]:
 
     scores, volumes = folder / "segmentation.json", folder / "test-segmentation.h5"
     if scores.exists() and volumes.exists() and scores.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
-        return json.loads(scores.read_text()), {m: read_volume(f"{volumes}:{m}") for m in METHODS}
-    print(f"== segmenting the test part with {_label(folder.name)}'s affinities ==", flush=True)
-    result = segment_test(affs, parts, folder / "classifier.npz")
-    best = result.pop("best")
+        result = json.loads(scores.read_text())
+        if result.get("chosen") and result.get("ws_size") == ws_size:
+            return result, {m: read_volume(f"{volumes}:{m}") for m in METHODS}
+    print(f"== segmenting the validation and test parts with {_label(folder.name)}'s affinities ==", flush=True)
+    result = segment_parts(affs, parts, ws_size, folder / "classifier.npz")
+    best = result.pop("segmentation")
     write_volumes(volumes, best, overwrite=True)
     atomic_write_text(scores, json.dumps(result, indent=1) + "\n")
     return result, best
 
 
-def best_row(result: dict, method: str) -> dict:
-    """The scores of ``method`` at its best threshold (lowest VI); the watershed has one."""
+def chosen_row(result: dict, method: str, part: str = "test") -> dict:
+    """The scores of ``method`` on ``part`` at the threshold chosen on the validation part (the headline);
+    the watershed has one."""
     if method == "watershed":
-        return result["watershed"]
-    return min(result[method], key=lambda r: r["vi"])
+        return result["watershed"][part]
+    return next(r for r in result[method][part] if r["threshold"] == result["chosen"][method])
+
+
+def oracle_row(result: dict, method: str) -> dict:
+    """The scores of ``method`` at its best threshold **on the test part** (an oracle, labelled so)."""
+    if method == "watershed":
+        return result["watershed"]["test"]
+    return min(result[method]["test"], key=lambda r: r["vi"])
 
 
 # ---------------------------------------------------------------------------
@@ -164,27 +198,33 @@ def _plot_section(image, gt, segs: dict, path: Path, z: int) -> None:
     save_figure(fig, path, dpi=110)
 
 
+def _threshold(row: dict) -> str:
+    return "-" if row["threshold"] is None else f"{row['threshold']:g}"
+
+
 def _scores_table(segs: dict) -> list[str]:
-    lines = ["| network | method | threshold | VI split | VI merge | VI | ARAND | CREMI | objects |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | method | threshold (validation) | VI split | VI merge | VI | ARAND | CREMI | objects | "
+             "validation VI | oracle: best test VI (threshold) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in segs.items():
         for method in METHODS:
-            r = best_row(result, method)
-            threshold = "-" if r["threshold"] is None else f"{r['threshold']:g}"
+            r, oracle = chosen_row(result, method), oracle_row(result, method)
             what = f"z-watershed ({r['fragments']} fragments)" if method == "watershed" else method
-            lines.append(f"| {_label(name)} | {what} | {threshold} | {r['vi_split']:.3f} | {r['vi_merge']:.3f} | "
-                         f"{r['vi']:.3f} | {r['arand']:.3f} | {r['cremi']:.3f} | {r['objects']} |")
+            lines.append(f"| {_label(name)} | {what} | {_threshold(r)} | {r['vi_split']:.3f} | {r['vi_merge']:.3f} | "
+                         f"{r['vi']:.3f} | {r['arand']:.3f} | {r['cremi']:.3f} | {r['objects']} | "
+                         f"{chosen_row(result, method, 'validation')['vi']:.3f} | "
+                         f"{oracle['vi']:.3f} ({_threshold(oracle)}) |")
     return lines
 
 
 def _comparison(segs: dict, a: str, b: str, what: str) -> list[str]:
-    """Rows comparing networks ``a`` and ``b`` per method (VI and CREMI at each one's best threshold)."""
+    """Rows comparing networks ``a`` and ``b`` per method (test VI and CREMI at each one's validation-chosen
+    threshold)."""
     if a not in segs or b not in segs:
         return []
     lines = [f"### {what}", "", f"| method | {_label(a)} VI | {_label(b)} VI | {_label(a)} CREMI | "
              f"{_label(b)} CREMI | lower VI |", "|---|---|---|---|---|---|"]
     for method in METHODS:
-        ra, rb = best_row(segs[a], method), best_row(segs[b], method)
+        ra, rb = chosen_row(segs[a], method), chosen_row(segs[b], method)
         winner = _label(a) if ra["vi"] < rb["vi"] else _label(b) if rb["vi"] < ra["vi"] else "tie"
         lines.append(f"| {method} | {ra['vi']:.3f} | {rb['vi']:.3f} | {ra['cremi']:.3f} | {rb['cremi']:.3f} | "
                      f"{winner} |")
@@ -195,12 +235,12 @@ def _learned_vs_mean(segs: dict) -> list[str]:
     lines = ["### Learned vs mean agglomeration", ""]
     losses = []
     for name, result in segs.items():
-        mean, learned = best_row(result, "mean"), best_row(result, "learned")
+        mean, learned = chosen_row(result, "mean"), chosen_row(result, "learned")
         diff = learned["vi"] - mean["vi"]
         verdict = "beats" if diff < 0 else "does not beat"
         if diff >= 0:
             losses.append(name)
-        lines.append(f"- {_label(name)}: learned {verdict} mean at their best thresholds (VI {learned['vi']:.3f} vs "
+        lines.append(f"- {_label(name)}: learned {verdict} mean at their validation-chosen thresholds (test VI {learned['vi']:.3f} vs "
                      f"{mean['vi']:.3f}, {diff:+.3f} bits; CREMI {learned['cremi']:.3f} vs {mean['cremi']:.3f}); "
                      f"classifier: {result['classifier'].get('examples')} examples from "
                      f"{result['classifier'].get('fragments')} training-part fragments.")
@@ -232,6 +272,16 @@ def _training_table(configs: dict, trains: dict, predict_seconds: dict) -> list[
     return lines
 
 
+def _data_text(shapes: dict) -> str:
+    name = shapes["dataset"]
+    kept = " with every 4th section kept" if name == "fib-medulla" else ""
+    voxel = " x ".join(str(v) for v in reversed(shapes["voxel_nm"]))
+    return (f"Data: {name}{kept} ({voxel} nm voxels, x y z), fixed parts ({shapes['split']}): train "
+            f"{shapes['train']}, validation {shapes['validation']}, test {shapes['test']} with "
+            f"{shapes['test_bodies']} ground-truth bodies ({shapes['test_whole']} of them whole in y and x); "
+            f"label 0 means `{shapes['label_zero']}`.")
+
+
 def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds: dict, shapes: dict,
            total_seconds: float) -> list[str]:
     """The lines of ``report.md``."""
@@ -245,19 +295,20 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "# 3-D affinities on anisotropic EM: networks, z-watershed, agglomeration",
         "",
         *note,
-        f"Data: fib-medulla with every 4th section kept ({shapes['volume']} voxels at 10 x 10 x 40 nm), split by "
-        f"y: train [0, 125) {shapes['train']}, validation [125, 150) {shapes['validation']}, test [150, 250) "
-        f"{shapes['test']} with {shapes['test_bodies']} ground-truth bodies ({shapes['test_whole']} of them "
-        "whole in y and x). Networks trained on the train part, checkpoint chosen by the VI of the mean "
-        "agglomeration of the validation part; the agglomeration classifier trained on the train part's "
-        "affinities and ground truth only; every score below is on the test part. VI split = H(S|T) (false "
-        "splits), VI merge = H(T|S) (false merges), in bits; ARAND = adapted Rand error; CREMI = sqrt(VI * "
-        f"ARAND). Each method at its best threshold of {THRESHOLDS[0]:g} ... {THRESHOLDS[-1]:g} (the paper's "
-        f"split-VI comparisons); z-watershed fragments with size threshold {WS_SIZE} voxels.",
+        _data_text(shapes),
+        "Networks trained on the train part, checkpoint chosen by the VI of the mean agglomeration of the "
+        "validation part; the agglomeration classifier trained on the train part's affinities and ground truth "
+        "only. Every method's threshold (of "
+        f"{THRESHOLDS[0]:g} ... {THRESHOLDS[-1]:g}) is the one of lowest VI on the **validation** part, and the "
+        "test part is scored at it (the headline); the best threshold on the test part itself is shown apart as "
+        "an *oracle* (it looks at the test labels, so it is not a result). z-watershed fragments with size "
+        f"threshold {shapes['ws_size']} voxels (`train.val_ws_size`), the same in the checkpoint validation, the "
+        "validation part and the test part. VI split = H(S|T) (false splits), VI merge = H(T|S) (false merges), "
+        "in bits; ARAND = adapted Rand error; CREMI = sqrt(VI * ARAND).",
         "",
         "![split VI](split_vi.png)",
         "",
-        "## Test part at each method's best threshold",
+        "## Test part at the thresholds chosen on the validation part",
         "",
         *_scores_table(segs),
         "",
@@ -296,51 +347,66 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
     ]
 
 
-def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None) -> dict:
+def _one(configs: dict, key: str, what: str):
+    """The value of ``section.key`` shared by every network's config (one-line error if they differ)."""
+    section, name = key.split(".")
+    values = {json.dumps(c[section][name]) for c in configs.values()}
+    if len(values) != 1:
+        raise FusionNetError(f"the networks of one run must share {what} ({key}), got {sorted(values)}")
+    return json.loads(values.pop())
+
+
+def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, dataset=None) -> dict:
     """Run the whole experiment; return the results dict (also written to ``results.json``).
 
     ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU preset, 8 with the paper's).
     ``models``: config names of ``experiment_dir`` (default :data:`MODELS`, or a comma-separated string).
     ``seed``: ``train.seed`` of every network (default: the config files'), for repeats of the experiment.
+    ``dataset``: ``data.dataset`` of every network (default: the config files', fib-medulla).
     """
-    from fusionnet_keras.data.volumes3d import load_parts, whole_objects
+    from fusionnet_keras.data.volumes3d import SPLITS, VOXEL_NM, load_parts, whole_objects
     from fusionnet_keras.evaluation.figures import plot_split_vi
 
     models = tuple(models.split(",") if isinstance(models, str) else models or MODELS)
     orientations = tta or (1 if preset == "cpu" else 8)
     t0, out = start(preset, out)
     overrides = [f"train.seed={int(seed)}"] if seed is not None else []
-    configs, trains = train_models(experiment_dir, preset, out, {}, models, overrides)
-    datasets = {c["data"]["dataset"] for c in configs.values()}
-    if len(datasets) != 1:
-        raise FusionNetError(f"the networks of one run must train on one dataset, got {sorted(datasets)}")
-    parts = load_parts(datasets.pop())
+    configs, trains = train_models(experiment_dir, preset, out, {"dataset": dataset} if dataset else {}, models,
+                                   overrides)
+    dataset = _one(configs, "data.dataset", "one dataset")
+    ws_size = _one(configs, "train.val_ws_size", "one watershed size")
+    parts = load_parts(dataset)
     segs, predict_seconds = {}, {}
     for name in models:
         affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, orientations)
-        segs[name], best = _segmentation(out / name, affs, parts)
+        segs[name], chosen = _segmentation(out / name, affs, parts, ws_size)
         for method in METHODS:
-            r = best_row(segs[name], method)
-            print(f"   {method}: VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) "
-                  f"ARAND {r['arand']:.3f} at {r['threshold']}", flush=True)
-        segs[name]["best_segmentation"] = best
+            r = chosen_row(segs[name], method)
+            print(f"   {method}: test VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) "
+                  f"ARAND {r['arand']:.3f} at {r['threshold']} (chosen on validation)", flush=True)
+        segs[name]["test_segmentation"] = chosen
     curves = {}
     for name, result in segs.items():
-        ws = result["watershed"]
+        ws = result["watershed"]["test"]
         curves[f"{_label(name)}: z-watershed"] = [(None, ws["vi_merge"], ws["vi_split"])]
         for method in ("mean", "learned"):
-            curves[f"{_label(name)}: {method}"] = [(r["threshold"], r["vi_merge"], r["vi_split"]) for r in result[method]]
-    plot_split_vi(curves, out / "split_vi.png", title="fib-medulla test part (10 x 10 x 40 nm)")
+            curves[f"{_label(name)}: {method}"] = [(r["threshold"], r["vi_merge"], r["vi_split"])
+                                                   for r in result[method]["test"]]
+    plot_split_vi(curves, out / "split_vi.png", title=f"{dataset} test part")
     image, gt = parts["test"]
     z = image.shape[0] // 2
-    top = min(segs, key=lambda n: best_row(segs[n], "learned")["vi"])
-    _plot_section(image[z], gt[z], {f"{_label(top)}: {m}": segs[top]["best_segmentation"][m][z]
+    top = min(segs, key=lambda n: chosen_row(segs[n], "learned", "validation")["vi"])
+    _plot_section(image[z], gt[z], {f"{_label(top)}: {m}": segs[top]["test_segmentation"][m][z]
                                     for m in METHODS}, out / "test_section.png", z)
     for result in segs.values():
-        result.pop("best_segmentation")
-    shapes = {"volume": (image.shape[0], sum(v[0].shape[1] for v in parts.values()), image.shape[2]), **{p: v[0].shape for p, v in parts.items()},
+        result.pop("test_segmentation")
+    split = ", ".join(f"{p.name} {p.source}" + ("" if p.y_range is None else f" y [{p.y_range[0]}, {p.y_range[1]})")
+                      for p in SPLITS[dataset].values())
+    shapes = {"dataset": dataset, "voxel_nm": VOXEL_NM[dataset], "split": split, "ws_size": ws_size,
+              "label_zero": _one(configs, "data.label_zero", "one meaning of label 0"),
+              **{p: v[0].shape for p, v in parts.items()},
               "test_bodies": int(np.count_nonzero(np.unique(gt))), "test_whole": whole_objects(gt)}
-    summary = {"preset": preset, "orientations": orientations, "thresholds": THRESHOLDS, "ws_size": WS_SIZE,
+    summary = {"preset": preset, "orientations": orientations, "thresholds": THRESHOLDS, "ws_size": ws_size,
                "shapes": shapes, "train": trains, "predict_seconds": predict_seconds, "segmentation": segs}
     return finish(out, t0, summary,
                   lambda total: report(preset, configs, trains, segs, predict_seconds, shapes, total))
