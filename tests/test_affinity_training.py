@@ -289,19 +289,29 @@ def test_augment_refuses_bad_sizes():
 
 
 def test_presets_resolve_to_valid_3d_configs():
-    for name in ("unet3d_malis", "unet3d_bce", "fusionnet3d_malis"):
-        for preset in ("cpu", "paper"):
+    for name in ("unet3d_malis", "unet3d_bce", "fusionnet3d_malis", "unet3d_constrained"):
+        for preset in ("cpu", "paper", "cpu-long"):
             files = [EXPERIMENT / f"{name}.toml"] + [p for p in (EXPERIMENT / f"{preset}.toml",
                                                                 EXPERIMENT / f"{name}.{preset}.toml") if p.exists()]
             config = load_any_config(files)
             assert config["model"]["architecture"] == name.split("_")[0]
-            loss = name.split("_")[1]
+            loss = {"constrained": "constrained_malis"}.get(name.split("_")[1], name.split("_")[1])
             if preset == "cpu" and loss == "malis":  # the CPU preset trains with the constrained variant
                 loss = "constrained_malis"
             assert config["train"]["loss"] == loss
             if preset == "paper" and name.startswith("unet3d"):
                 assert acfg.output_shape(config) == (3, 116, 116)  # the paper's sizes
                 assert config["train"]["input_shape"] == [33, 204, 204]
+    # cpu-long: UNet3D and FusionNet3D at (nearly) equal parameter counts, the MALIS networks paired with BCE
+    from fusionnet_keras.experiments.affinity3d import MODELS_LONG
+    from fusionnet_keras.experiments.common import model_config
+    from fusionnet_keras.training.affinity_trainer import build_network
+
+    long = {name: model_config(EXPERIMENT, "cpu-long", name) for name in MODELS_LONG}
+    params = {name: build_network(long[name]).count_params() for name in ("unet3d_malis", "fusionnet3d_malis")}
+    assert abs(params["fusionnet3d_malis"] / params["unet3d_malis"] - 1) < 0.06, params
+    assert {long[n]["train"]["pretrain_bce_epochs"] for n in MODELS_LONG if n != "unet3d_bce"} == {8}
+    assert len({(c["train"]["epochs"], c["train"]["steps_per_epoch"], c["train"]["seed"]) for c in long.values()}) == 1
 
 
 @pytest.mark.parametrize("argv,seed", [([], 0), (["--seed", "3"], 3)])

@@ -31,9 +31,9 @@ OPTIONS = [
     (("--dataset",), {"default": None, "choices": ["fib-medulla", "gala-example"],
                       "help": "data.dataset of every network (default: the config files', fib-medulla)"}),
 ]
-TTA = ((1, 4, 8), None, "prediction orientations (default: 1 with --preset cpu, 8 with --preset paper)")
+TTA = ((1, 4, 8), None, "prediction orientations (default: 1 with the CPU presets, 8 with --preset paper)")
 
 if __name__ == "__main__":
     from fusionnet_keras.experiments.affinity3d import run
 
-    sys.exit(main(run, __doc__, "results/affinity3d", options=OPTIONS, tta=TTA))
+    sys.exit(main(run, __doc__, "results/affinity3d", options=OPTIONS, tta=TTA, presets=("cpu", "cpu-long", "paper")))

@@ -29,6 +29,9 @@ from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.experiments.common import finish, load_best, preset_note, start, train_models
 
 MODELS = ("unet3d_malis", "fusionnet3d_malis", "unet3d_bce")
+MODELS_LONG = ("unet3d_bce", "unet3d_malis", "unet3d_constrained", "fusionnet3d_malis")
+"""The networks of ``--preset cpu-long`` (BCE vs MALIS vs constrained MALIS; UNet3D vs FusionNet3D at equal
+parameter count)."""
 LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + MALIS",
           "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS"}
 METHODS = ("watershed", "mean", "learned")
@@ -319,6 +322,8 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "cross-entropy; see the preset files).",
         "",
         *_comparison(segs, "unet3d_malis", "unet3d_bce", "MALIS vs BCE (UNet3D)"),
+        *_comparison(segs, "unet3d_constrained", "unet3d_bce", "Constrained MALIS vs BCE (UNet3D)"),
+        *_comparison(segs, "unet3d_malis", "unet3d_constrained", "MALIS vs constrained MALIS (UNet3D)"),
         *_comparison(segs, "unet3d_malis", "fusionnet3d_malis", "UNet3D vs FusionNet3D (MALIS)"),
         *_learned_vs_mean(segs),
         "## Training",
@@ -359,16 +364,18 @@ def _one(configs: dict, key: str, what: str):
 def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, dataset=None) -> dict:
     """Run the whole experiment; return the results dict (also written to ``results.json``).
 
-    ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU preset, 8 with the paper's).
-    ``models``: config names of ``experiment_dir`` (default :data:`MODELS`, or a comma-separated string).
+    ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU presets, 8 with the paper's).
+    ``models``: config names of ``experiment_dir`` (default :data:`MODELS`, :data:`MODELS_LONG` with the
+    ``cpu-long`` preset, or a comma-separated string).
     ``seed``: ``train.seed`` of every network (default: the config files'), for repeats of the experiment.
     ``dataset``: ``data.dataset`` of every network (default: the config files', fib-medulla).
     """
     from fusionnet_keras.data.volumes3d import SPLITS, VOXEL_NM, load_parts, whole_objects
     from fusionnet_keras.evaluation.figures import plot_split_vi
 
-    models = tuple(models.split(",") if isinstance(models, str) else models or MODELS)
-    orientations = tta or (1 if preset == "cpu" else 8)
+    models = tuple(models.split(",") if isinstance(models, str) else models
+                   or (MODELS_LONG if preset == "cpu-long" else MODELS))
+    orientations = tta or (1 if preset.startswith("cpu") else 8)
     t0, out = start(preset, out)
     overrides = [f"train.seed={int(seed)}"] if seed is not None else []
     configs, trains = train_models(experiment_dir, preset, out, {"dataset": dataset} if dataset else {}, models,

@@ -112,6 +112,9 @@ def preset_note(preset: str, experiment: str, config: dict | None = None) -> lis
             f"not the paper's protocol; `make {experiment} PRESET=paper` runs the paper preset (GPU).",
             "",
         ]
+    if preset == "cpu-long":
+        return [f"**Long CPU preset.** This run used `experiments/{experiment}/cpu-long.toml`: small networks and a "
+                "schedule about 2.5 times the CPU preset's, for 2 CPU cores. It is not the paper's protocol.", ""]
     if preset != "paper":
         return [f"Preset: `{preset}`.", ""]
     lines = ["Preset: `paper`: the papers' settings where they state them. These values are **not stated in the "
@@ -154,13 +157,14 @@ def training_table(configs: dict, trains: dict, seeds=None) -> list[str]:
 TTA = ((1, 8), 8, "test-time orientations")
 
 
-def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA) -> int:
+def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA, presets=("cpu", "paper")) -> int:
     """Command line of an experiment script: ``--preset cpu|paper --out DIR --tta N`` and the script's
     own ``options`` (``(flags, argparse keywords)`` pairs, passed to ``run`` as keyword arguments);
-    ``tta``: the choices, default and help of ``--tta``."""
+    ``tta``: the choices, default and help of ``--tta``; ``presets``: the script's presets."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
-                        help="cpu: reduced preset for 2 CPU cores (<= 45 min); paper: the paper preset (GPU)")
+    parser.add_argument("--preset", choices=list(presets), default="cpu",
+                        help="cpu: reduced preset for 2 CPU cores (<= 45 min); paper: the paper preset (GPU)"
+                             + ("; cpu-long: a longer CPU schedule (about 2.5 h)" if "cpu-long" in presets else ""))
     parser.add_argument("--out", default=default_out, help="output folder")
     parser.add_argument("--tta", type=int, choices=list(tta[0]), default=tta[1], help=tta[2])
     for flags, kwargs in options:
