@@ -30,6 +30,8 @@ OPTIONS = [
                            "experiment go to their own --out"}),
     (("--dataset",), {"default": None, "choices": ["fib-medulla", "gala-example"],
                       "help": "data.dataset of every network (default: the config files', fib-medulla)"}),
+    (("--label-zero",), {"default": None, "choices": ["background", "unknown"],
+                         "help": "data.label_zero of every network (default: the config files', background)"}),
 ]
 TTA = ((1, 4, 8), None, "prediction orientations (default: 1 with the CPU presets, 8 with --preset paper)")
 

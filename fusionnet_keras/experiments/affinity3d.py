@@ -116,8 +116,9 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
     if classifier_path is not None:
         clf.save(classifier_path, overwrite=True)
     result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {},
-              "watershed": {}, "mean": {}, "learned": {}}
+              "watershed": {}, "mean": {}, "learned": {}, "fscore": {}}
     for part in ("validation", "test"):
+        result["fscore"][part] = boundary_fscore(affs[part], parts[part][1])
         t = time.time()
         frag = ws.run(affs[part])
         seconds[f"watershed_{part}"] = time.time() - t
@@ -139,6 +140,16 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
     return result
 
 
+def boundary_fscore(affs, labels) -> float:
+    """F-score of the boundary edges (affinity < 0.5) against the labels' boundaries, every existing edge
+    counted (label 0 as background: an edge into 0 is a boundary, whatever the training convention)."""
+    from fusionnet_keras.data.affinities import affinities_from_labels
+    from fusionnet_keras.training.affinity_trainer import affinity_fscore
+
+    target, mask = affinities_from_labels(labels, "background")
+    return affinity_fscore(affs, target, mask)
+
+
 def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[dict, dict]:
     """:func:`segment_parts` of one network, written to ``folder`` (``segmentation.json``,
     ``test-segmentation.h5``, ``classifier.npz``), or read back when newer than its test affinities and
@@ -151,7 +162,7 @@ def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[
     scores, volumes = folder / "segmentation.json", folder / "test-segmentation.h5"
     if scores.exists() and volumes.exists() and scores.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
         result = json.loads(scores.read_text())
-        if result.get("chosen") and result.get("ws_size") == ws_size:
+        if all(key in result for key in (*METHODS, "chosen", "fscore")) and result.get("ws_size") == ws_size:
             return result, {m: read_volume(f"{volumes}:{m}") for m in METHODS}
     print(f"== segmenting the validation and test parts with {_label(folder.name)}'s affinities ==", flush=True)
     result = segment_parts(affs, parts, ws_size, folder / "classifier.npz")
@@ -326,6 +337,15 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         *_comparison(segs, "unet3d_malis", "unet3d_constrained", "MALIS vs constrained MALIS (UNet3D)"),
         *_comparison(segs, "unet3d_malis", "fusionnet3d_malis", "UNet3D vs FusionNet3D (MALIS)"),
         *_learned_vs_mean(segs),
+        "### Affinities: boundary edges",
+        "",
+        "F-score of the boundary edges (affinity < 0.5) against the ground truth's, every edge counted (an edge "
+        "into label 0 is a boundary):",
+        "",
+        "| network | validation | test |",
+        "|---|---|---|",
+        *[f"| {_label(n)} | {r['fscore']['validation']:.3f} | {r['fscore']['test']:.3f} |" for n, r in segs.items()],
+        "",
         "## Training",
         "",
         *_training_table(configs, trains, predict_seconds),
@@ -361,7 +381,7 @@ def _one(configs: dict, key: str, what: str):
     return json.loads(values.pop())
 
 
-def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, dataset=None) -> dict:
+def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, dataset=None, label_zero=None) -> dict:
     """Run the whole experiment; return the results dict (also written to ``results.json``).
 
     ``tta``: prediction orientations (1, 4 or 8; default 1 with the CPU presets, 8 with the paper's).
@@ -369,6 +389,7 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     ``cpu-long`` preset, or a comma-separated string).
     ``seed``: ``train.seed`` of every network (default: the config files'), for repeats of the experiment.
     ``dataset``: ``data.dataset`` of every network (default: the config files', fib-medulla).
+    ``label_zero``: ``data.label_zero`` of every network (default: the config files', background).
     """
     from fusionnet_keras.data.volumes3d import SPLITS, VOXEL_NM, load_parts, whole_objects
     from fusionnet_keras.evaluation.figures import plot_split_vi
@@ -378,8 +399,8 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     orientations = tta or (1 if preset.startswith("cpu") else 8)
     t0, out = start(preset, out)
     overrides = [f"train.seed={int(seed)}"] if seed is not None else []
-    configs, trains = train_models(experiment_dir, preset, out, {"dataset": dataset} if dataset else {}, models,
-                                   overrides)
+    data = {key: value for key, value in (("dataset", dataset), ("label_zero", label_zero)) if value}
+    configs, trains = train_models(experiment_dir, preset, out, data, models, overrides)
     dataset = _one(configs, "data.dataset", "one dataset")
     ws_size = _one(configs, "train.val_ws_size", "one watershed size")
     parts = load_parts(dataset)
