@@ -366,6 +366,24 @@ def test_config_dispatch_and_validation(tmp_path):
 # training
 
 
+def test_3d_training_step_is_not_xla_compiled_on_cpu(tmp_path):
+    """XLA made the 3-D training step 22-28x slower on a CPU (benchmarks/xla3d.py): the affinity trainer
+    compiles without it on TensorFlow without accelerators, for BCE too; 2-D keeps XLA in float32."""
+    import keras
+
+    from fusionnet_keras.training.affinity_trainer import _compile, build_network
+    from fusionnet_keras.utils.hardware import accelerators, training_jit_compile
+
+    if keras.backend.backend() != "tensorflow" or accelerators():
+        pytest.skip("the rule is for TensorFlow on CPUs")
+    for loss in ("bce", "malis"):
+        config = load_any_config([tiny_config(tmp_path, loss=loss)])
+        net = build_network(config)
+        _compile(net, config)
+        assert net.jit_compile is False
+    assert training_jit_compile() is True and training_jit_compile(volumetric=True) is False
+
+
 def _run_train(config_path, out, extra=()):
     from click.testing import CliRunner
 

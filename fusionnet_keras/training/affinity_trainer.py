@@ -88,7 +88,8 @@ def _compile(net, config: dict, epoch: int = 0, optimizer=None) -> None:
             t["learning_rate"], decay_steps=t["steps_per_epoch"], decay_rate=t["lr_decay"])
         optimizer = keras.optimizers.Adam(learning_rate=schedule)
     loss = make_loss(config, epoch)
-    net.compile(optimizer=optimizer, loss=loss, jit_compile=bool(training_jit_compile() and loss.xla_compatible))
+    jit = training_jit_compile(volumetric=True) if loss.xla_compatible else False
+    net.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
 
 
 def samples(config: dict, augment, image, labels, epoch: int = 0):

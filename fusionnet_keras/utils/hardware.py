@@ -132,8 +132,9 @@ def free_memory_bytes() -> int | None:
     return None
 
 
-def training_jit_compile(policy=None):
-    """XLA for the training step under dtype ``policy`` (default: the global one): ``True`` or ``"auto"``.
+def training_jit_compile(policy=None, volumetric: bool = False):
+    """XLA for the training step under dtype ``policy`` (default: the global one): ``True``, ``False`` or
+    ``"auto"``; ``volumetric`` for the 3-D networks.
 
     Keras' ``"auto"`` compiles with XLA everywhere except TensorFlow on a machine
     without accelerators. Measured on a 2-core AVX512-BF16/AMX CPU
@@ -143,11 +144,19 @@ def training_jit_compile(policy=None):
     forward pass alone gains nothing in float32 and is 7x slower in bfloat16.
     So: ``True`` for TensorFlow on CPUs in float32, Keras' choice otherwise
     (JAX is always compiled; with GPUs XLA is Keras' default, not measured here).
+
+    The 3-D networks (``volumetric``) are the exception: on the same CPU XLA made the
+    training step of the affinity3d CPU preset's UNet3D and FusionNet3D 22-28x
+    *slower* (``benchmarks/xla3d.py``: XLA's CPU 3-D convolutions against oneDNN's),
+    so TensorFlow on CPUs trains them without XLA (``False``).
     """
     import keras
 
     compute = keras.dtype_policies.get(policy).compute_dtype if policy is not None else \
         keras.mixed_precision.global_policy().compute_dtype
-    if backend_name() == "tensorflow" and compute == "float32" and not accelerators():
-        return True
+    if backend_name() == "tensorflow" and not accelerators():
+        if volumetric:
+            return False
+        if compute == "float32":
+            return True
     return "auto"
