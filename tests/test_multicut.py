@@ -156,3 +156,116 @@ def test_costs_follow_the_log_odds_formula():
     p = np.array([0.0, 0.2, 0.5, 0.9, 1.0])
     expected = np.log((1 - np.clip(p, mc.EPS, 1 - mc.EPS)) / np.clip(p, mc.EPS, 1 - mc.EPS)) + np.log(0.7 / 0.3)
     assert np.allclose(mc.costs(p, 0.3), expected)
+
+
+# ---------------------------------------------------------------------------
+# mutex watershed
+
+OFFSETS = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, -2, 0), (0, 0, -2), (0, -1, -2), (-1, -2, 0)]
+
+
+def grid_edges(shape, offsets, attractive=3):
+    """Every edge (v, v + offset) of a grid from plain loops: (u, v, channel, voxel of the affinity)."""
+    out = []
+    for c, off in enumerate(offsets):
+        for voxel in np.ndindex(*shape):
+            other = tuple(a + o for a, o in zip(voxel, off))
+            if all(0 <= x < s for x, s in zip(other, shape)):
+                out.append((np.ravel_multi_index(voxel, shape), np.ravel_multi_index(other, shape), c, voxel))
+    return out
+
+
+def edge_weights(affs, edges, attractive=3, beta=0.5):
+    return [affs[(c,) + vox] if c < attractive else 1 - affs[(c,) + vox] + beta - 0.5 for _, _, c, vox in edges]
+
+
+def naive_mws(affs, offsets, attractive=3, beta=0.5):
+    """The mutex watershed with explicit cluster sets and a list of mutex edges checked one by one."""
+    shape = affs.shape[1:]
+    edges = grid_edges(shape, offsets, attractive)
+    weights = edge_weights(affs, edges, attractive, beta)
+    cluster = list(range(int(np.prod(shape))))
+    mutexes = []
+    for i in sorted(range(len(edges)), key=lambda i: -weights[i]):
+        a, b, c, _ = edges[i]
+        ca, cb = cluster[a], cluster[b]
+        if ca == cb:
+            continue
+        separated = any({cluster[x], cluster[y]} == {ca, cb} for x, y in mutexes)
+        if c < attractive and not separated:
+            cluster = [ca if k == cb else k for k in cluster]
+        elif c >= attractive:
+            mutexes.append((a, b))
+    return np.array(cluster).reshape(shape)
+
+
+def same_partition(a, b):
+    pairs = np.unique(np.stack([np.ravel(a), np.ravel(b)]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mutex_watershed_equals_a_naive_reference(seed):
+    from fusionnet_keras.segmentation.mws import mutex_watershed
+
+    rng = np.random.default_rng(seed)
+    affs = rng.random((len(OFFSETS), 2, 5, 6))
+    beta = [0.5, 0.3, 0.7][seed % 3]
+    labels = mutex_watershed(affs, OFFSETS, beta=beta)
+    assert labels.min() == 1 and labels.dtype == np.uint64
+    assert same_partition(labels, naive_mws(affs, OFFSETS, beta=beta))
+    assert 1 < labels.max() < labels.size  # neither everything nor nothing joined
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutex_watershed_is_the_optimum_of_its_dominant_weight_objective(seed):
+    """Wolf et al. 2020: with distinct weights the mutex watershed is the partition whose violated edges
+    (attractive cut, repulsive uncut), taken from the heaviest down, are lexicographically least."""
+    from fusionnet_keras.segmentation.mws import mutex_watershed
+
+    rng = np.random.default_rng(100 + seed)
+    shape = (1, 3, 3)
+    affs = rng.random((len(OFFSETS),) + shape)
+    edges = grid_edges(shape, OFFSETS)
+    weights = np.array(edge_weights(affs, edges))
+    order = np.argsort(-weights)
+    u, v = np.array([e[0] for e in edges])[order], np.array([e[1] for e in edges])[order]
+    attract = np.array([e[2] < 3 for e in edges])[order]
+    parts = partitions(9)
+    cut = parts[:, u] != parts[:, v]
+    violated = np.where(attract, cut, ~cut)
+    best = violated[np.lexsort(violated.T[::-1])[0]]
+    labels = mutex_watershed(affs, OFFSETS).ravel()
+    mine = np.where(attract, labels[u] != labels[v], labels[u] == labels[v])
+    assert np.array_equal(mine, best)
+    assert violated.any(axis=1).all()  # the problem is frustrated: no partition satisfies every edge
+
+
+def test_mutex_watershed_stride_thins_only_the_repulsive_edges():
+    from fusionnet_keras.segmentation.mws import mutex_watershed
+
+    affs = np.ones((4, 1, 1, 8), np.float32)
+    affs[3] = 0.0  # every x - 3 pair repels
+    offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, -3)]
+    assert mutex_watershed(affs, offsets).max() == 1  # attraction 1.0 outranks repulsion 1.0 (channel order)
+    affs[:3] = 0.9
+    assert mutex_watershed(affs, offsets).max() > 1
+    # with stride 8 in x only the voxel x = 0 keeps repulsive edges, and its partner x = 3 lies in range:
+    assert mutex_watershed(affs, offsets, stride=(1, 1, 8)).max() == 2
+    assert mutex_watershed(affs, offsets, stride=(1, 1, 8)).max() < mutex_watershed(affs, offsets).max()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(offsets=[(-1, 0, 0), (0, -1, 0)]), "C = 2"),
+    (dict(offsets=[(-1, 0, 0), (0, -1, 0), (0, 0, 0), (0, 0, -3)]), "not all 0"),
+    (dict(beta=1.0), r"\(0, 1\)"),
+    (dict(attractive=5), "attractive"),
+    (dict(stride=(1, 0, 1)), "stride"),
+])
+def test_mutex_watershed_bad_input_gives_one_line_errors(kwargs, match):
+    from fusionnet_keras.segmentation.mws import mutex_watershed
+
+    args = dict(offsets=[(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, -3)]) | kwargs
+    with pytest.raises(FusionNetError, match=match) as info:
+        mutex_watershed(np.ones((4, 1, 2, 4), np.float32), **args)
+    assert "\n" not in str(info.value)
