@@ -229,3 +229,7 @@ def multicut(graph, betas, classifier=None, hops: int = 0, refine: bool = True):
         first = np.full(labels.max(initial=-1) + 1, n, np.int64)
         np.minimum.at(first, labels, np.arange(n))
         yield beta, graph.nodes[first[labels]]
+
+
+#: :func:`solve` under the name the package exports (``fusionnet_keras.segmentation.solve_multicut``).
+solve_multicut = solve
