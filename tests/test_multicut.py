@@ -269,3 +269,13 @@ def test_mutex_watershed_bad_input_gives_one_line_errors(kwargs, match):
     with pytest.raises(FusionNetError, match=match) as info:
         mutex_watershed(np.ones((4, 1, 2, 4), np.float32), **args)
     assert "\n" not in str(info.value)
+
+
+def test_the_solvers_are_exported_beside_the_other_methods():
+    from fusionnet_keras import segmentation as sg
+    from fusionnet_keras.segmentation.mws import mutex_watershed
+
+    assert sg.multicut_graph is mc.multicut_graph and sg.solve_multicut is mc.solve
+    assert sg.lifted_edges is mc.lifted_edges
+    assert sg.mutex_watershed is mutex_watershed
+    assert {"multicut_graph", "solve_multicut", "lifted_edges", "mutex_watershed"} <= set(sg.__all__)

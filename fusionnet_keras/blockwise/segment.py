@@ -239,9 +239,10 @@ def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, 
     if method == "watershed":
         return graph.nodes, [_compact(reps)]
     if method in ("multicut", "lifted-multicut"):  # the whole graph, solved once per beta
-        from fusionnet_keras.segmentation.multicut import multicut
+        from fusionnet_keras.segmentation.multicut import multicut_graph
 
-        solutions = multicut(contracted, thresholds, classifier, hops=hops if method == "lifted-multicut" else 0)
+        lifted_hops = hops if method == "lifted-multicut" else 0
+        solutions = multicut_graph(contracted, thresholds, classifier, hops=lifted_hops)
         return graph.nodes, [_compact(ids[rows]) for _, ids in solutions]
     if method == "learned":
         from fusionnet_keras.segmentation.learned import LearnedScore

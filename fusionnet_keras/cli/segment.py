@@ -93,7 +93,8 @@ def dataset_name(threshold: float) -> str:
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
-            fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context, overwrite):
+            fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
+            overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
@@ -176,7 +177,8 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
                          hops=hops, offsets=long_range, stride=stride):
         results[t] = labels
         n = int(np.count_nonzero(np.unique(labels)))
-        what = "fragments" if t is None else f"segments at {'beta' if method in defaults.BETA_METHODS else 'threshold'} {t:g}"
+        kind = "beta" if method in defaults.BETA_METHODS else "threshold"
+        what = "fragments" if t is None else f"segments at {kind} {t:g}"
         click.echo(f"{n} {what}")
     if several:
         write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)

@@ -26,7 +26,7 @@ _LAZY = {
     "as_affinities": "inputs", "boundary_to_affinities": "inputs", "load_affinities": "inputs",
     "load_labels": "inputs", "segment": "pipeline", "WatershedOptions": "pipeline", "watershed": "zwatershed",
     "train_classifier": "learned", "BoundaryClassifier": "learned", "LearnedScore": "learned",
-    "multicut": "multicut", "solve_multicut": "multicut", "lifted_edges": "multicut",
+    "multicut_graph": "multicut", "solve_multicut": "multicut", "lifted_edges": "multicut",
     "mutex_watershed": "mws",
 }
 

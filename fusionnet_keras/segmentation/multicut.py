@@ -191,7 +191,7 @@ def boundary_probabilities(graph, classifier=None) -> np.ndarray:
     return LearnedScore(classifier)(agg, edges)
 
 
-def multicut(graph, betas, classifier=None, hops: int = 0, refine: bool = True):
+def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True):
     """(Lifted) multicut of a region graph for each beta; yields ``(beta, segment id of every node)``.
 
     Args:
@@ -212,7 +212,7 @@ def multicut(graph, betas, classifier=None, hops: int = 0, refine: bool = True):
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.2
         >>> g = region_graph(affs, np.array([[[1, 2, 3]]], np.uint64))
-        >>> [(b, ids.tolist()) for b, ids in multicut(g, [0.5, 0.95])]
+        >>> [(b, ids.tolist()) for b, ids in multicut_graph(g, [0.5, 0.95])]
         [(0.5, [1, 1, 3]), (0.95, [1, 2, 3])]
     """
     betas = check_betas(betas)

@@ -98,10 +98,11 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     else:
         fragments = check_labels(fragments, "fragments", shape=affs.shape[1:])
     if method in ("multicut", "lifted-multicut"):
-        from fusionnet_keras.segmentation.multicut import multicut
+        from fusionnet_keras.segmentation.multicut import multicut_graph
 
         graph = region_graph(affs, fragments, bins=0 if classifier is None else classifier.bins)
-        for beta, ids in multicut(graph, thresholds, classifier, hops=hops if method == "lifted-multicut" else 0):
+        lifted_hops = hops if method == "lifted-multicut" else 0
+        for beta, ids in multicut_graph(graph, thresholds, classifier, hops=lifted_hops):
             yield beta, relabel(fragments, graph.nodes, ids)
         return
     if method == "learned":
