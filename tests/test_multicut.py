@@ -68,8 +68,16 @@ def exhaustive(n, u, v, w, lifted=None):
         return energy.min()
     lu, lv, lw = lifted
     energy += (parts[:, lu] != parts[:, lv]).astype(np.float64) @ lw
-    return min(e for e, p in zip(energy[np.argsort(energy)], parts[np.argsort(energy)])
-               if connected_blocks(p, u, v))
+    # feasible: every block connected by its local edges (components by label propagation, all partitions at once)
+    comp = np.tile(np.arange(n), (len(parts), 1))
+    for _ in range(n):
+        for a, b in zip(u, v):
+            inside = parts[:, a] == parts[:, b]
+            low = np.minimum(comp[:, a], comp[:, b])
+            comp[inside, a] = comp[inside, b] = low[inside]
+    i, j = np.triu_indices(n, 1)
+    feasible = np.all((parts[:, i] != parts[:, j]) | (comp[:, i] == comp[:, j]), axis=1)
+    return energy[feasible].min()
 
 
 def test_partitions_are_counted_by_the_bell_numbers():

@@ -283,9 +283,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     from dataclasses import replace
 
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
-    from fusionnet_keras.segmentation.pipeline import WatershedOptions
-
     from fusionnet_keras.segmentation.multicut import check_betas
+    from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     options = watershed_options or WatershedOptions()
     if method == "mws" or method not in defaults.METHODS:
