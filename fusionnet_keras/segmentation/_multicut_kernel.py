@@ -13,6 +13,9 @@ import numpy as np
 from numba import types
 from numba.typed import Dict, List
 
+#: Value type of the contraction's adjacency: (summed weight, local).
+_EDGE = types.Tuple((types.float64, types.boolean))
+
 
 @numba.njit(cache=True)
 def _find(parent, x):  # pragma: no cover - compiled
@@ -30,53 +33,43 @@ def gaec(n, u, v, w, local):  # pragma: no cover - compiled
 
     Parallel edges add up (a merged edge is local when one of them is); returns the root row of each node.
     """
-    weight = List()
-    is_local = List()
+    adj = List()  # per node: neighbour -> (weight, local)
     for _ in range(n):
-        weight.append(Dict.empty(types.int64, types.float64))
-        is_local.append(Dict.empty(types.int64, types.boolean))
+        adj.append(Dict.empty(types.int64, _EDGE))
     for e in range(u.size):
         a, b = u[e], v[e]
         if a == b:
             continue
-        s = weight[a].get(b, 0.0) + w[e]
-        loc = is_local[a].get(b, False) or local[e]
-        weight[a][b] = s
-        weight[b][a] = s
-        is_local[a][b] = loc
-        is_local[b][a] = loc
+        s, loc = adj[a].get(b, (0.0, False))
+        pair = (s + w[e], loc or local[e])
+        adj[a][b] = pair
+        adj[b][a] = pair
     heap = [(0.0, np.int64(0), np.int64(0))]
     heap.pop()
     for a in range(n):
-        for b, s in weight[a].items():
-            if a < b and s > 0 and is_local[a][b]:
+        for b, (s, loc) in adj[a].items():
+            if a < b and s > 0 and loc:
                 heap.append((-s, np.int64(a), b))
     heapq.heapify(heap)
     parent = np.arange(n)
     while heap:
         negs, a, b = heapq.heappop(heap)
-        if parent[a] != a or parent[b] != b or b not in weight[a] or weight[a][b] != -negs:
+        if parent[a] != a or parent[b] != b or b not in adj[a] or adj[a][b][0] != -negs:
             continue  # outdated entry
-        keep, gone = (a, b) if len(weight[a]) >= len(weight[b]) else (b, a)
+        keep, gone = (a, b) if len(adj[a]) >= len(adj[b]) else (b, a)
         parent[gone] = keep
-        weight[keep].pop(gone)
-        is_local[keep].pop(gone)
-        for x, s in weight[gone].items():
+        adj[keep].pop(gone)
+        for x, (s, loc) in adj[gone].items():
             if x == keep:
                 continue
-            loc = is_local[gone][x]
-            weight[x].pop(gone)
-            is_local[x].pop(gone)
-            s = weight[keep].get(x, 0.0) + s
-            loc = is_local[keep].get(x, False) or loc
-            weight[keep][x] = s
-            weight[x][keep] = s
-            is_local[keep][x] = loc
-            is_local[x][keep] = loc
-            if loc and s > 0:
-                heapq.heappush(heap, (-s, min(keep, x), max(keep, x)))
-        weight[gone].clear()
-        is_local[gone].clear()
+            adj[x].pop(gone)
+            s0, loc0 = adj[keep].get(x, (0.0, False))
+            pair = (s0 + s, loc0 or loc)
+            adj[keep][x] = pair
+            adj[x][keep] = pair
+            if pair[1] and pair[0] > 0:
+                heapq.heappush(heap, (-pair[0], min(keep, x), max(keep, x)))
+        adj[gone].clear()
     for x in range(n):
         _find(parent, x)
     return parent
