@@ -15,7 +15,7 @@ engine's workers, except the third:
    graph is a file in the job's graph table (``graph/<block>.npz``), with the
    block's *stitches*: every pair (its basin, a neighbour's basin) that meet
    on the rim, where the block's watershed saw its basin continue;
-3. **agglomeration** (one process): the block graphs merged
+3. **agglomeration** (one process; the multicuts too, solved once on the global graph): the block graphs merged
    (:func:`~fusionnet_keras.segmentation.graph.merge_graphs`: statistics add up
    exactly), the stitched basins contracted into the whole volume's basins, the
    watershed's size merging (step 3) done on that global basin graph, then the
@@ -48,6 +48,7 @@ from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.segmentation import defaults
 from fusionnet_keras.utils.atomic import atomic_path
 
 #: Default block and watershed context (z, y, x) of blockwise segmentation.
@@ -220,7 +221,7 @@ def contract(graph, pairs):
     return reps, merge_graphs([mapped])
 
 
-def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options):
+def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options, hops):
     """The lookup tables basin -> segment (ids 1..K) of every threshold, from the block graphs."""
     from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate
     from fusionnet_keras.segmentation.graph import RegionGraph, merge_graphs
@@ -237,6 +238,12 @@ def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, 
     rows = contracted.node_index(reps)
     if method == "watershed":
         return graph.nodes, [_compact(reps)]
+    if method in ("multicut", "lifted-multicut"):  # the whole graph, solved once per beta
+        from fusionnet_keras.segmentation.multicut import multicut_graph
+
+        lifted_hops = hops if method == "lifted-multicut" else 0
+        solutions = multicut_graph(contracted, thresholds, classifier, hops=lifted_hops)
+        return graph.nodes, [_compact(ids[rows]) for _, ids in solutions]
     if method == "learned":
         from fusionnet_keras.segmentation.learned import LearnedScore
 
@@ -254,7 +261,7 @@ def _tag(path) -> dict:
 
 def segment_volume(input_path, outputs, *, method="mean", thresholds=None, classifier=None, classifier_path=None,
                    invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
-                   scheduler=None, client=None, overwrite=False, progress=True) -> dict:
+                   scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS) -> dict:
     """Segment affinities (or a boundary map) larger than memory, block by block; resumable.
 
     Args:
@@ -262,8 +269,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
             (read block by block; HDF5, zarr, TIFF).
         outputs: zarr array paths, one per threshold (sorted thresholds) or one
             for ``method="watershed"``; created chunked like the blocks.
-        method, thresholds, classifier, invert, watershed_options: as for
-            :func:`fusionnet_keras.segmentation.segment` (``classifier``: a loaded
+        method, thresholds, classifier, invert, watershed_options, hops: as for
+            :func:`fusionnet_keras.segmentation.segment` (no ``"mws"``; ``classifier``: a loaded
             :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`).
         classifier_path: the classifier's file (part of the job's signature).
         block, context: block shape and watershed context (z, y, x).
@@ -276,10 +283,16 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     from dataclasses import replace
 
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
+    from fusionnet_keras.segmentation.multicut import check_betas
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     options = watershed_options or WatershedOptions()
-    thresholds = None if method == "watershed" else check_thresholds(thresholds or [0.5])
+    if method == "mws" or method not in defaults.METHODS:
+        raise FusionNetError(f"method {method!r} is not supported blockwise")
+    if method in defaults.BETA_METHODS:
+        thresholds = check_betas(thresholds or [defaults.BETA])
+    else:
+        thresholds = None if method == "watershed" else check_thresholds(thresholds or [defaults.THRESHOLD])
     with _open_input(input_path) as volume:
         shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}
@@ -287,13 +300,13 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     context = parse_block(context, name="context")
     file, _ = zarr_target(outputs[0])
     work = Path(str(file) + ".work")
-    bins = classifier.bins if method == "learned" else 0
+    bins = classifier.bins if classifier is not None and method in ("learned", "multicut", "lifted-multicut") else 0
     frag_sig = signature({"job": "basins", **tag, "watershed": replace(options, size=0), "block": grid.block,
                           "context": context})
     fragments = BlockOutput(f"{work / 'fragments.zarr'}", shape, "uint64", grid.block, frag_sig)
     graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
     seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
-                         "thresholds": thresholds,
+                         "thresholds": thresholds, **({"hops": int(hops)} if method == "lifted-multicut" else {}),
                          "classifier": None if classifier_path is None else _tag(classifier_path)})
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
     for out in outs + [fragments]:  # every output checked before any worker starts
@@ -311,7 +324,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         run_blocks(graph_task, grid, **run)
         lut = work / f"lut-{seg_sig}.npz"
         if not lut.exists():
-            nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options)
+            nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options, hops)
             with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
         run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)

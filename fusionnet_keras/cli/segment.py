@@ -62,13 +62,27 @@ def dataset_name(threshold: float) -> str:
 @click.argument("out")
 @click.option("--method", type=click.Choice(defaults.METHODS), default=None,
               help="watershed: the fragments only; mean: agglomerate by mean boundary affinity; learned: by a "
-                   "classifier from train-agglomeration. Default: learned with --classifier, else mean.")
+                   "classifier from train-agglomeration; multicut, lifted-multicut: partition the fragments' "
+                   "region graph (GAEC + Kernighan-Lin; costs from --classifier, else the mean affinity); mws: "
+                   "mutex watershed of the voxels (needs long-range channels, --offsets). "
+                   "Default: learned with --classifier, else mean.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help=f"Agglomeration threshold (higher = more merging) [default: {defaults.THRESHOLD:g}].")
+              help=f"Agglomeration threshold (higher = more merging) [default: {defaults.THRESHOLD:g}]; for "
+                   f"multicut, lifted-multicut and mws the boundary bias beta in (0, 1) (higher = more "
+                   f"splitting) [default: {defaults.BETA:g}].")
 @click.option("--thresholds", default=None, metavar="T1,T2,...",
-              help="Several thresholds, one pass: OUT is an HDF5 file or zarr group with one volume per "
-                   "threshold, named threshold_T.")
-@click.option("--classifier", default=None, type=click.Path(dir_okay=False), help="Classifier for --method learned.")
+              help="Several thresholds (or betas), one call: OUT is an HDF5 file or zarr group with one volume "
+                   "per value, named threshold_T.")
+@click.option("--classifier", default=None, type=click.Path(dir_okay=False),
+              help="Classifier for --method learned (or the multicuts' costs).")
+@click.option("--lifted-hops", type=click.IntRange(2), default=None,
+              help=f"lifted-multicut: lifted edges join fragments up to this many boundaries apart "
+                   f"[default: {defaults.LIFTED_HOPS}].")
+@click.option("--offsets", default=None, metavar="DZ,DY,DX;...",
+              help="mws: offsets of the long-range (repulsive) channels that follow the 3 nearest-neighbour "
+                   "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'.")
+@click.option("--mws-stride", default=None, metavar="Z,Y,X",
+              help="mws: only voxels on this grid keep their repulsive edges (faster, less memory) [default: 1,1,1].")
 @click.option("--fragments", default=None, help="Agglomerate these fragments (same shape) instead of the watershed's.")
 @invert_option
 @watershed_options
@@ -78,20 +92,23 @@ def dataset_name(threshold: float) -> str:
                    "the steepest-ascent paths of the block's basins (less gives blocks that disagree at faces).")
 @overwrite_option
 @handle_errors
-def segment(affinities, out, method, threshold, thresholds, classifier, fragments, invert,
-            ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context, overwrite):
+def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
+            fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
+            overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
-    linking v and v - e_c; or a (Z, Y, X) boundary map, high = boundary
+    linking v and v - e_c (for --method mws followed by the long-range channels
+    of --offsets); or a (Z, Y, X) boundary map, high = boundary
     (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
     Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
     where the input says background (no affinity above --ws-low).
 
     With --workers/--block/--scheduler, volumes larger than memory: fragments
     per block (with context), the region graph gathered per block, one global
-    agglomeration, then relabelling by block into zarr OUT (work files in
-    OUT.work/); the same command again resumes an interrupted run.
+    agglomeration (or multicut of the gathered graph), then relabelling by
+    block into zarr OUT (work files in OUT.work/); the same command again
+    resumes an interrupted run.
     """
     import time
 
@@ -111,6 +128,15 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
         raise FusionNetError("--method watershed takes no --threshold/--thresholds")
     several = thresholds is not None
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
+
+    long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
+    if lifted_hops is not None and method != "lifted-multicut":
+        raise FusionNetError("--lifted-hops is for --method lifted-multicut")
+    hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
+    if method in defaults.BETA_METHODS and values is not None:
+        from fusionnet_keras.segmentation.multicut import check_betas
+
+        check_betas(values)
 
     if context is not None and not blockwise_requested(workers, block, scheduler):
         raise FusionNetError("--context is for blockwise segmentation (with --workers, --block or --scheduler)")
@@ -138,19 +164,21 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
                               watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
                               block=None if block is None else parse_block(block), workers=workers or 1,
                               context=DEFAULT_CONTEXT if context is None else parse_block(context, name="--context"),
-                              scheduler=scheduler, overwrite=overwrite)
+                              scheduler=scheduler, overwrite=overwrite, hops=hops)
         click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
                    + ", ".join(f"{n} segments" for n in info["segments"]))
         click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
         return
-    affs = load_affinities(affinities, invert=invert)
+    affs = _load_long_range(affinities, invert) if method == "mws" else load_affinities(affinities, invert=invert)
     frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
     results = {}
     for t, labels in run(affs, method, values, fragments=frags, classifier=clf,
-                         watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity)):
+                         watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
+                         hops=hops, offsets=long_range, stride=stride):
         results[t] = labels
         n = int(np.count_nonzero(np.unique(labels)))
-        what = "fragments" if t is None else f"segments at threshold {t:g}"
+        kind = "beta" if method in defaults.BETA_METHODS else "threshold"
+        what = "fragments" if t is None else f"segments at {kind} {t:g}"
         click.echo(f"{n} {what}")
     if several:
         write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)
@@ -167,3 +195,29 @@ def _member(out, name):
 
     file, key = parse_path(out)
     return f"{file}:{key}/{name}" if key else f"{file}:{name}"
+
+
+def _mws_settings(method, offsets, stride, blockwise):
+    """``--offsets`` and ``--mws-stride`` checked: (long-range offsets or None, stride)."""
+    if method != "mws":
+        if offsets is not None or stride is not None:
+            raise FusionNetError("--offsets and --mws-stride are for --method mws")
+        return None, (1, 1, 1)
+    if blockwise:
+        raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
+    if offsets is None:
+        raise FusionNetError("--method mws needs long-range affinity channels and their --offsets")
+    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.segmentation.mws import parse_offsets
+
+    return parse_offsets(offsets), (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride")
+
+
+def _load_long_range(path, invert):
+    """Affinities with long-range channels ``(C, Z, Y, X)`` as float32 in [0, 1] (``1 - x`` with invert)."""
+    from fusionnet_keras.data.io import open_volume
+    from fusionnet_keras.data.io.images import as_probability
+
+    with open_volume(path) as vol:
+        a = as_probability(vol.read(), vol.name)
+    return 1.0 - a if invert else a

@@ -13,7 +13,8 @@ baseline) or by a learned boundary classifier (GALA / NeuroProof style)::
 Modules: ``inputs`` (reading, conventions, checks), ``zwatershed``, ``graph``
 (region graph), ``agglomeration`` (the merging engine, mean affinity),
 ``features`` and ``learned`` (the classifier, its training, its file),
-``forest`` (fast forest evaluation), ``pipeline`` (:func:`segment`),
+``forest`` (fast forest evaluation), ``multicut`` (multicut and lifted
+multicut of the region graph), ``mws`` (mutex watershed), ``pipeline`` (:func:`segment`),
 ``defaults``. Names are imported lazily (the command line's ``--help`` stays fast).
 """
 
@@ -25,6 +26,8 @@ _LAZY = {
     "as_affinities": "inputs", "boundary_to_affinities": "inputs", "load_affinities": "inputs",
     "load_labels": "inputs", "segment": "pipeline", "WatershedOptions": "pipeline", "watershed": "zwatershed",
     "train_classifier": "learned", "BoundaryClassifier": "learned", "LearnedScore": "learned",
+    "multicut_graph": "multicut", "solve_multicut": "multicut", "lifted_edges": "multicut",
+    "mutex_watershed": "mws",
 }
 
 __all__ = sorted(_LAZY)

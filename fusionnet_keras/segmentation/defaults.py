@@ -1,7 +1,9 @@
 """Default settings of the segmentation (no imports: the command line's ``--help`` reads them)."""
 
 #: The methods of ``segment``.
-METHODS = ("watershed", "mean", "learned")
+METHODS = ("watershed", "mean", "learned", "multicut", "lifted-multicut", "mws")
+#: The methods that solve a graph partitioning for each boundary bias beta (their --thresholds are betas).
+BETA_METHODS = ("multicut", "lifted-multicut", "mws")
 #: z-watershed thresholds (waterz's): links <= LOW are cut, links >= HIGH always join.
 WATERSHED_LOW = 0.0001
 WATERSHED_HIGH = 0.9999
@@ -12,3 +14,7 @@ WATERSHED_MERGE_AFFINITY = 0.0
 THRESHOLD = 0.5
 #: Histogram bins of the learned agglomeration's features.
 BINS = 32
+#: Boundary bias beta of the multicut and mutex watershed when none is given (no bias).
+BETA = 0.5
+#: Lifted edges of the lifted multicut join fragments up to this many boundaries apart.
+LIFTED_HOPS = 2

@@ -1,4 +1,4 @@
-"""From affinities to neuron labels: z-watershed fragments, then mean or learned agglomeration."""
+"""From affinities to neuron labels: z-watershed fragments, then agglomeration or multicut; or the mutex watershed."""
 
 from __future__ import annotations
 
@@ -27,22 +27,35 @@ class WatershedOptions:
 
 
 def segment(affs, method: str = "mean", thresholds=None, fragments=None, classifier=None,
-            watershed_options: WatershedOptions | None = None):
+            watershed_options: WatershedOptions | None = None, hops: int = defaults.LIFTED_HOPS,
+            offsets=None, stride=(1, 1, 1)):
     """Segment ``affs``; yields ``(threshold, labels)`` per threshold (uint64, 0 = background).
 
     Args:
         affs: ``(3, Z, Y, X)`` affinities in [0, 1] (see
             :mod:`fusionnet_keras.segmentation.inputs`).
         method: ``"watershed"`` (the fragments; one result, threshold None),
-            ``"mean"`` (hierarchical agglomeration by mean boundary affinity)
-            or ``"learned"`` (by a trained
-            :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`).
+            ``"mean"`` (hierarchical agglomeration by mean boundary affinity),
+            ``"learned"`` (by a trained
+            :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`),
+            ``"multicut"`` / ``"lifted-multicut"`` of the fragments' region
+            graph (:mod:`~fusionnet_keras.segmentation.multicut`; costs from
+            the classifier when one is given, else from the mean affinity) or
+            ``"mws"``, the mutex watershed of the voxels
+            (:mod:`~fusionnet_keras.segmentation.mws`).
         thresholds: agglomeration thresholds in [0, 1] (default 0.5), all
-            computed in one pass; higher = more merging.
+            computed in one pass; higher = more merging. For the multicuts and
+            the mutex watershed: boundary biases beta in (0, 1) (default 0.5),
+            one solution each; higher = more splitting.
         fragments: an over-segmentation to agglomerate instead of the
             z-watershed's (same shape as the affinities).
-        classifier: the classifier of ``"learned"``.
+        classifier: the classifier of ``"learned"`` (optional for the multicuts).
         watershed_options: :class:`WatershedOptions` of the fragments.
+        hops: ``"lifted-multicut"``: lifted edges up to this many boundaries apart.
+        offsets: ``"mws"``: the offsets ``(dz, dy, dx)`` of the long-range
+            (repulsive) channels that follow the three nearest-neighbour ones in
+            ``affs`` (``(3 + len(offsets), Z, Y, X)``).
+        stride: ``"mws"``: the voxel grid that keeps repulsive edges.
 
     Example:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0.3
@@ -55,24 +68,43 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
 
     if method not in defaults.METHODS:
         raise FusionNetError(f"unknown method {method!r}; choose one of {', '.join(defaults.METHODS)}")
+    if method == "mws":
+        yield from _mutex_watershed(affs, thresholds, fragments, classifier, offsets, stride)
+        return
+    if offsets is not None:
+        raise FusionNetError("offsets (long-range affinity channels) are only used by the mws method")
     affs = as_affinities(affs)
     options = watershed_options or WatershedOptions()
     if method == "watershed":
         if fragments is not None:
-            raise FusionNetError("the watershed method computes the fragments; give fragments only to mean or learned")
+            raise FusionNetError("the watershed method computes the fragments; give fragments only to the "
+                                 "agglomerations and multicuts")
         if thresholds is not None:
             raise FusionNetError("the watershed method takes no agglomeration threshold")
         yield None, options.run(affs)
         return
-    thresholds = check_thresholds([defaults.THRESHOLD] if thresholds is None else thresholds)
+    if method in defaults.BETA_METHODS:
+        from fusionnet_keras.segmentation.multicut import check_betas
+
+        thresholds = check_betas([defaults.BETA] if thresholds is None else thresholds)
+    else:
+        thresholds = check_thresholds([defaults.THRESHOLD] if thresholds is None else thresholds)
     if method == "learned" and classifier is None:
         raise FusionNetError("the learned method needs a classifier (train one with train-agglomeration)")
     if method == "mean" and classifier is not None:
-        raise FusionNetError("a classifier is only used by the learned method")
+        raise FusionNetError("a classifier is only used by the learned method and the multicuts")
     if fragments is None:
         fragments = options.run(affs)
     else:
         fragments = check_labels(fragments, "fragments", shape=affs.shape[1:])
+    if method in ("multicut", "lifted-multicut"):
+        from fusionnet_keras.segmentation.multicut import multicut_graph
+
+        graph = region_graph(affs, fragments, bins=0 if classifier is None else classifier.bins)
+        lifted_hops = hops if method == "lifted-multicut" else 0
+        for beta, ids in multicut_graph(graph, thresholds, classifier, hops=lifted_hops):
+            yield beta, relabel(fragments, graph.nodes, ids)
+        return
     if method == "learned":
         from fusionnet_keras.segmentation.learned import LearnedScore
 
@@ -81,3 +113,18 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
         graph, scorer = region_graph(affs, fragments), MeanAffinity()
     for t, ids in agglomerate(graph, thresholds, scorer):
         yield t, relabel(fragments, graph.nodes, ids)
+
+
+def _mutex_watershed(affs, betas, fragments, classifier, offsets, stride):
+    """The ``"mws"`` method of :func:`segment`: one mutex watershed per beta."""
+    from fusionnet_keras.data.affinities import OFFSETS
+    from fusionnet_keras.segmentation.multicut import check_betas
+    from fusionnet_keras.segmentation.mws import check_offsets, mutex_watershed
+
+    if fragments is not None or classifier is not None:
+        raise FusionNetError("the mws method partitions the voxels: it takes no fragments and no classifier")
+    if not offsets:
+        raise FusionNetError("the mws method needs long-range affinity channels and their offsets")
+    offsets = list(OFFSETS) + check_offsets(offsets)
+    for beta in check_betas([defaults.BETA] if betas is None else betas):
+        yield beta, mutex_watershed(affs, offsets, attractive=len(OFFSETS), beta=beta, stride=stride)
