@@ -34,7 +34,11 @@ MODELS_LONG = ("unet3d_bce", "unet3d_malis", "unet3d_constrained", "fusionnet3d_
 parameter count)."""
 LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + MALIS",
           "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS"}
-METHODS = ("watershed", "mean", "learned")
+METHODS = ("watershed", "mean", "learned", "multicut", "lifted-multicut")
+SWEPT = METHODS[1:]
+"""The methods swept over :data:`THRESHOLDS`: agglomeration thresholds, or the multicuts' boundary bias beta."""
+CLASSIFIED = ("learned", "multicut", "lifted-multicut")
+"""The methods that use the learned boundary classifier (the multicuts take their costs from it)."""
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.96, 0.05)]
 WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its networks' train.val_ws_size
 CLASSIFIER = {"epochs": 3, "trees": 100}
@@ -90,7 +94,7 @@ def _sweep(affs, frag, gt, method, clf):
 
     return [(dict(instance_scores(seg, gt), threshold=t), seg)
             for t, seg in segment(affs, method, THRESHOLDS, fragments=frag,
-                                  classifier=clf if method == "learned" else None)]
+                                  classifier=clf if method in CLASSIFIED else None)]
 
 
 def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_path=None, log=print) -> dict:
@@ -115,8 +119,8 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
     seconds["classifier"] = time.time() - t
     if classifier_path is not None:
         clf.save(classifier_path, overwrite=True)
-    result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {},
-              "watershed": {}, "mean": {}, "learned": {}, "fscore": {}}
+    result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {}, "fscore": {},
+              **{method: {} for method in METHODS}}
     for part in ("validation", "test"):
         result["fscore"][part] = boundary_fscore(affs[part], parts[part][1])
         t = time.time()
@@ -126,7 +130,7 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
         result["watershed"][part] = dict(instance_scores(frag, gt), threshold=None, fragments=int(frag.max()))
         if part == "test":
             result["segmentation"]["watershed"] = frag
-        for method in ("mean", "learned"):
+        for method in SWEPT:
             t = time.time()
             sweep = _sweep(affs[part], frag, gt, method, clf)
             seconds[f"{method}_{part}"] = time.time() - t
@@ -270,6 +274,24 @@ def _learned_vs_mean(segs: dict) -> list[str]:
     return lines + [""]
 
 
+def _partitioning(segs: dict) -> list[str]:
+    """Multicut and lifted multicut beside the learned agglomeration, each at its validation-chosen setting."""
+    lines = ["### Multicut and lifted multicut vs the learned agglomeration", "",
+             "Costs from the learned classifier's boundary probability p: log((1 - p) / p) + log((1 - beta) / beta), "
+             "beta chosen on the validation part like the thresholds (GAEC + Kernighan-Lin; lifted edges up to 2 "
+             "boundaries apart). Time: the whole sweep of the test part (all betas or thresholds, one solve each).",
+             "", "| network | method | threshold / beta | VI split | VI merge | VI | ARAND | time (s) | vs learned |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, result in segs.items():
+        learned = chosen_row(result, "learned")["vi"]
+        for method in ("learned", "multicut", "lifted-multicut"):
+            r = chosen_row(result, method)
+            diff = "-" if method == "learned" else f"{r['vi'] - learned:+.3f}"
+            lines.append(f"| {_label(name)} | {method} | {_threshold(r)} | {r['vi_split']:.3f} | {r['vi_merge']:.3f} "
+                         f"| {r['vi']:.3f} | {r['arand']:.3f} | {result['seconds'][f'{method}_test']:.1f} | {diff} |")
+    return lines + [""]
+
+
 def _training_table(configs: dict, trains: dict, predict_seconds: dict) -> list[str]:
     lines = ["| network | loss | parameters | input -> output | steps | train time (min) | validation (min) | "
              "best epoch | validation VI | test prediction (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -337,6 +359,7 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         *_comparison(segs, "unet3d_malis", "unet3d_constrained", "MALIS vs constrained MALIS (UNet3D)"),
         *_comparison(segs, "unet3d_malis", "fusionnet3d_malis", "UNet3D vs FusionNet3D (MALIS)"),
         *_learned_vs_mean(segs),
+        *_partitioning(segs),
         "### Affinities: boundary edges",
         "",
         "F-score of the boundary edges (affinity < 0.5) against the ground truth's, every edge counted (an edge "
@@ -417,7 +440,7 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     for name, result in segs.items():
         ws = result["watershed"]["test"]
         curves[f"{_label(name)}: z-watershed"] = [(None, ws["vi_merge"], ws["vi_split"])]
-        for method in ("mean", "learned"):
+        for method in SWEPT:
             curves[f"{_label(name)}: {method}"] = [(r["threshold"], r["vi_merge"], r["vi_split"])
                                                    for r in result[method]["test"]]
     plot_split_vi(curves, out / "split_vi.png", title=f"{dataset} test part")
