@@ -41,6 +41,8 @@ CLASSIFIED = ("learned", "multicut", "lifted-multicut")
 """The methods that use the learned boundary classifier (the multicuts take their costs from it)."""
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.96, 0.05)]
 WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its networks' train.val_ws_size
+WS_SIZES = (30, 100, 300, 1000, 3000)
+"""Watershed sizes scored on the validation part (mean agglomeration), to document ``train.val_ws_size``."""
 CLASSIFIER = {"epochs": 3, "trees": 100}
 
 
@@ -121,6 +123,8 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
         clf.save(classifier_path, overwrite=True)
     result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {}, "fscore": {},
               **{method: {} for method in METHODS}}
+    result["ws_sizes"] = {str(size): min(r["vi"] for r, _ in _sweep(affs["validation"], WatershedOptions(size=size).run(
+        affs["validation"]), parts["validation"][1], "mean", None)) for size in WS_SIZES}
     for part in ("validation", "test"):
         result["fscore"][part] = boundary_fscore(affs[part], parts[part][1])
         t = time.time()
@@ -166,7 +170,7 @@ def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[
     scores, volumes = folder / "segmentation.json", folder / "test-segmentation.h5"
     if scores.exists() and volumes.exists() and scores.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
         result = json.loads(scores.read_text())
-        if all(key in result for key in (*METHODS, "chosen", "fscore")) and result.get("ws_size") == ws_size:
+        if all(key in result for key in (*METHODS, "chosen", "fscore", "ws_sizes")) and result.get("ws_size") == ws_size:
             return result, {m: read_volume(f"{volumes}:{m}") for m in METHODS}
     print(f"== segmenting the validation and test parts with {_label(folder.name)}'s affinities ==", flush=True)
     result = segment_parts(affs, parts, ws_size, folder / "classifier.npz")
@@ -368,6 +372,16 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "| network | validation | test |",
         "|---|---|---|",
         *[f"| {_label(n)} | {r['fscore']['validation']:.3f} | {r['fscore']['test']:.3f} |" for n, r in segs.items()],
+        "",
+        "### Watershed size (validation part only)",
+        "",
+        "VI of the mean agglomeration at its best threshold on the validation part, for z-watershed size "
+        f"thresholds {', '.join(map(str, WS_SIZES))} (the run uses {shapes['ws_size']}):",
+        "",
+        "| network | " + " | ".join(str(size) for size in WS_SIZES) + " |",
+        "|---" * (len(WS_SIZES) + 1) + "|",
+        *[f"| {_label(n)} | " + " | ".join(f"{r['ws_sizes'][str(size)]:.3f}"
+                                           for size in WS_SIZES) + " |" for n, r in segs.items()],
         "",
         "## Training",
         "",
