@@ -540,6 +540,32 @@ tensorboard = false
 """
 
 
+def test_experiment_chooses_thresholds_on_the_validation_part(monkeypatch):
+    """Every swept method's threshold is the validation part's best; the test part is scored there, and the
+    best-on-test oracle is kept apart (never better-labelled than it is)."""
+    from fusionnet_keras.experiments import affinity3d
+
+    monkeypatch.setattr(affinity3d, "THRESHOLDS", [0.2, 0.5, 0.8])
+    monkeypatch.setattr(affinity3d, "CLASSIFIER", {"epochs": 1, "trees": 5})
+    monkeypatch.setattr(affinity3d, "WS_SIZES", (10, 50))
+    r = np.random.default_rng(0)
+    parts, affs = {}, {}
+    for i, part in enumerate(("train", "validation", "test")):
+        labels = blobs((4, 24, 24), 12, seed=i).astype(np.uint64)
+        target = affinities_from_labels(labels)[0]
+        affs[part] = np.clip(target * 0.7 + 0.15 + r.normal(0, 0.2, target.shape), 0, 1).astype(np.float32)
+        parts[part] = (None, labels)
+    result = affinity3d.segment_parts(affs, parts, ws_size=10, log=lambda line: None)
+    assert set(result["ws_sizes"]) == {"10", "50"} and 0 <= result["fscore"]["test"] <= 1
+    for method in affinity3d.SWEPT:
+        validation = result[method]["validation"]
+        assert result["chosen"][method] == min(validation, key=lambda row: row["vi"])["threshold"]
+        row, oracle = affinity3d.chosen_row(result, method), affinity3d.oracle_row(result, method)
+        assert row["threshold"] == result["chosen"][method] and oracle["vi"] <= row["vi"]
+        assert row in result[method]["test"]
+    assert set(result["segmentation"]) == set(affinity3d.METHODS)
+
+
 @pytest.mark.slow
 def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
     from conftest import datasets_dir
