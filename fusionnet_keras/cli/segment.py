@@ -68,7 +68,9 @@ def dataset_name(threshold: float) -> str:
 @click.option("--thresholds", default=None, metavar="T1,T2,...",
               help="Several thresholds, one pass: OUT is an HDF5 file or zarr group with one volume per "
                    "threshold, named threshold_T.")
-@click.option("--classifier", default=None, type=click.Path(dir_okay=False), help="Classifier for --method learned.")
+@click.option("--classifier", default=None, type=click.Path(dir_okay=False),
+              help="Classifier for --method learned: a file from train-agglomeration, a 3-D registry model's "
+                   "name or an https://...#sha256=... URL. Default: the shipped 3-D model's.")
 @click.option("--fragments", default=None, help="Agglomerate these fragments (same shape) instead of the watershed's.")
 @invert_option
 @watershed_options
@@ -121,6 +123,10 @@ def segment(affinities, out, method, threshold, thresholds, classifier, fragment
     else:
         check_output(out, overwrite)
     clf = None
+    if method == "learned" or classifier is not None:
+        from fusionnet_keras.pretrained.resolve import resolve_classifier
+
+        classifier = resolve_classifier(classifier)
     if classifier is not None:
         from fusionnet_keras.segmentation.learned import BoundaryClassifier
 
