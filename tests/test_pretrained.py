@@ -109,6 +109,11 @@ def test_every_entry_of_a_registry_is_checked(registry):
     np.save(out, np.load(out) + 1e-3)
     with pytest.raises(FusionNetError, match="differs from test_output.npy"):
         reg.check_entry(reg.get(NAME_2D))
+    # a card that misstates the storage dtype fails too
+    card = registry / NAME_3D / "card.toml"
+    card.write_text(card.read_text().replace('weights_dtype = "float16"', 'weights_dtype = "float32"'))
+    with pytest.raises(FusionNetError, match="stores its weights as float16, its card says float32"):
+        reg.check_entry(reg.get(NAME_3D))
 
 
 # ---------------------------------------------------------------------------
@@ -142,6 +147,8 @@ def test_load_by_name_default_and_from_preset(registry, built):
     # fk.predict without a model: the default 2-D entry; by name: the same
     np.testing.assert_allclose(fk.predict(image, precision="float32", **SETTINGS_2D), expected, atol=1e-5)
     np.testing.assert_allclose(fk.predict(NAME_2D, image, precision="float32", **SETTINGS_2D), expected, atol=1e-5)
+    with pytest.raises(FusionNetError, match="no image given"):
+        fk.predict(net)
     assert fk.pretrained.default_for("affinities-3d").name == NAME_3D
     aff = fk.predict_affinities(None, np.load(registry / NAME_3D / "test_input.npy"), precision="float32")
     np.testing.assert_allclose(aff, np.load(registry / NAME_3D / "test_output.npy"), atol=1e-5)

@@ -441,6 +441,8 @@ def predict(
         (40, 50)
     """
     if image is None:  # predict(image): the default model
+        if hasattr(model, "inputs"):
+            raise FusionNetError("no image given: predict(model, image), or predict(image) for the default model")
         model, image = None, model
     from fusionnet_keras.pretrained.resolve import model_for
 

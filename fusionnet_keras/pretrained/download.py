@@ -95,7 +95,7 @@ def _download(url: str, expected: str, target: Path, timeout: float) -> None:
                 raise FusionNetError(f"the download of {url} has sha256 {digest.hexdigest()}, not the URL's "
                                      f"{expected}: refused")
     except http.client.IncompleteRead as e:
-        raise FusionNetError(f"the download of {url} was cut short ({len(e.partial)} bytes read); try again") from None
+        raise FusionNetError(f"the download of {url} was cut short ({e.expected} bytes missing); try again") from None
     except http.client.HTTPException as e:
         raise FusionNetError(f"cannot download {url}: {type(e).__name__} {e}".strip()) from None
     except urllib.error.HTTPError as e:

@@ -176,7 +176,13 @@ def check_entry(entry: Entry, atol: float = 1e-4) -> float:
     stored expected output, or an error when above ``atol``."""
     import numpy as np
 
+    from fusionnet_keras.pretrained.storage import stored_dtype
+
     model = load_entry(entry)
+    stored = stored_dtype(entry.path)
+    if stored != entry.card["weights_dtype"]:
+        raise FusionNetError(f"model {entry.name}: {entry.path} stores its weights as {stored}, its card says "
+                             f"{entry.card['weights_dtype']}")
     test = entry.card["test"]
     image = np.load(entry.folder / test["input"], allow_pickle=False)
     expected = np.load(entry.folder / test["output"], allow_pickle=False)
