@@ -362,3 +362,33 @@ def test_make_pretrained_is_not_part_of_make_test():
     assert "\npretrained: " in makefile and "-m fusionnet_keras.pretrained.regenerate" in makefile
     test_recipe = makefile.split("\ntest: ", 1)[1].split("\n\n", 1)[0]
     assert "pretrained" not in test_recipe
+
+
+@pytest.mark.slow
+def test_wheel_and_sdist_carry_the_registry(tmp_path):
+    """Build the wheel and the sdist of a copy of the package holding one entry: its files are in both."""
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "fusionnet_keras", src / "fusionnet_keras",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    entry = src / "fusionnet_keras" / "pretrained" / "models" / "some-model"
+    entry.mkdir()
+    for name in ENTRY_FILES:
+        (entry / name).write_text("x")
+    code = "from setuptools import build_meta as b; b.build_wheel('dist'); b.build_sdist('dist')"
+    subprocess.run([sys.executable, "-c", code], cwd=src, check=True, capture_output=True)
+    wheel = next((src / "dist").glob("*.whl"))
+    sdist = next((src / "dist").glob("*.tar.gz"))
+    with zipfile.ZipFile(wheel) as z:
+        in_wheel = set(z.namelist())
+    with tarfile.open(sdist) as t:
+        in_sdist = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for name in (*ENTRY_FILES, "../README.md"):
+        path = os.path.normpath(f"fusionnet_keras/pretrained/models/some-model/{name}")
+        assert path in in_wheel and path in in_sdist, path
