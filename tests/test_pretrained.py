@@ -173,7 +173,7 @@ def test_unknown_name_lists_the_names(registry):
 
 
 def test_task_of_a_name_and_of_a_model_file(registry, tmp_path):
-    with pytest.raises(FusionNetError, match=f"{NAME_3D} is a affinities-3d model"):
+    with pytest.raises(FusionNetError, match=f"{NAME_3D} has task affinities-3d, not membranes-2d"):
         fk.pretrained.resolve_weights(NAME_3D, "membranes-2d")
     with pytest.raises(FusionNetError, match="it is an affinities-3d .*use 'fusionnet-keras affinities'"):
         fk.pretrained.load(str(registry / NAME_3D / "model.keras"), task="membranes-2d")
@@ -297,8 +297,8 @@ def test_affinities_without_weights_uses_the_default(registry, tmp_path):
 
 
 @pytest.mark.parametrize("command, args, needles", [
-    ("predict", ["-w", NAME_3D], ["tiny-3d is a affinities-3d model", "use 'fusionnet-keras affinities'"]),
-    ("affinities", ["-w", NAME_2D], ["tiny-2d is a membranes-2d model", "use 'fusionnet-keras predict'"]),
+    ("predict", ["-w", NAME_3D], ["tiny-3d has task affinities-3d", "use 'fusionnet-keras affinities'"]),
+    ("affinities", ["-w", NAME_2D], ["tiny-2d has task membranes-2d", "use 'fusionnet-keras predict'"]),
     ("predict", ["-w", "nope"], ["unknown model 'nope'", NAME_2D]),
     ("predict", ["-w", "3d-file"], ["it is an affinities-3d", "use 'fusionnet-keras affinities'"]),
     ("affinities", ["-w", "2d-file"], ["it is a membranes-2d", "use 'fusionnet-keras predict'"]),
@@ -338,7 +338,7 @@ def test_segment_learned_uses_the_default_classifier(registry, built, tmp_path):
         np.testing.assert_array_equal(a["l"][()], b["l"][()])
         np.testing.assert_array_equal(a["l"][()], c["l"][()])
     _user_error(_cli("segment", f"{tmp_path / 'affs.h5'}:a", tmp_path / "d.h5:l", *common, "--classifier", NAME_2D),
-                "tiny-2d is a membranes-2d model")
+                "tiny-2d has task membranes-2d")
 
 
 # ---------------------------------------------------------------------------

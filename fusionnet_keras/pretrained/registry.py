@@ -141,7 +141,7 @@ def model_file(entry: Entry) -> Path:
 def classifier_file(entry: Entry) -> Path:
     """The entry's agglomeration classifier (3-D entries), after checking its sha256."""
     if entry.classifier_path is None:
-        raise FusionNetError(f"model {entry.name} is a {entry.task} model and has no agglomeration classifier")
+        raise FusionNetError(f"model {entry.name} has task {entry.task} and no agglomeration classifier")
     return verified_file(entry.classifier_path, entry.card["segmentation"]["classifier_sha256"],
                          entry.folder / "card.toml")
 

@@ -24,8 +24,7 @@ def _looks_like_path(value: str, suffixes) -> bool:
 
 def _check_task(entry, task) -> None:
     if task is not None and entry.task != task:
-        raise FusionNetError(f"model {entry.name} is a {entry.task} model, not {task}: use "
-                             f"'{TASKS[entry.task]}'")
+        raise FusionNetError(f"model {entry.name} has task {entry.task}, not {task}: use '{TASKS[entry.task]}'")
 
 
 def resolve_weights(value, task: str | None, registry=None) -> str:
