@@ -214,6 +214,7 @@ def _card_error(registry, change, entry=NAME_2D):
     (lambda c: c["scores"].update(headline="ARAND"), "headline 'ARAND' is not one of its values"),
     (lambda c: c["test"].update(input="missing.npy"), "names missing.npy, which is missing"),
     (lambda c: c.update(file="../model.keras"), "must be a file name"),
+    (lambda c: c["test"]["settings"].update(orientations=4), "[test] settings orientations unknown"),
 ])
 def test_bad_card_is_a_one_line_error(registry, change, needle):
     assert needle in _card_error(registry, change)
@@ -223,7 +224,7 @@ def test_bad_3d_card_and_two_defaults(registry):
     assert "needs a [segmentation] table" in _card_error(registry, lambda c: c.pop("segmentation"), NAME_3D)
     shutil.rmtree(registry / NAME_3D)
     assert "threshold must be in [0, 1]" in _card_error(
-        registry, lambda c: c.update(task="affinities-3d", segmentation={
+        registry, lambda c: c.update(task="affinities-3d", test={**c["test"], "settings": {}}, segmentation={
             "classifier": "card.md", "classifier_sha256": "0" * 64, "threshold": 2.0, "ws_size": 1,
             "chosen_on": "v", "validation_curve": [[0.5, 1.0]]}))
     (registry / NAME_2D / "card.toml").unlink()

@@ -39,6 +39,9 @@ SCHEMA = {
     "segmentation": [("classifier", _STR, True), ("classifier_sha256", _STR, True), ("threshold", _NUM, True),
                      ("ws_size", _INT, True), ("chosen_on", _STR, True), ("validation_curve", _LIST, True)],
 }
+#: The ``[test] settings`` of each task (arguments of fk.predict / fk.predict_affinities).
+TEST_SETTINGS = {"membranes-2d": ("tta", "pad", "tile", "overlap", "batch_size"),
+                 "affinities-3d": ("orientations", "block")}
 #: The tables every card has, and those of the 3-D entries only.
 TABLES = ("training", "scores", "data", "test")
 TABLES_3D = ("segmentation",)
@@ -103,6 +106,10 @@ def check_card(card: dict, path, folder_name: str | None = None) -> dict:
     for key, value in scores["values"].items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             _fail(path, f"[scores.values] {key} must be a number, got {value!r}")
+    unknown = sorted(set(card["test"].get("settings", {})) - set(TEST_SETTINGS[card["task"]]))
+    if unknown:
+        _fail(path, f"[test] settings {', '.join(unknown)} unknown for {card['task']} "
+                    f"(known: {', '.join(TEST_SETTINGS[card['task']])})")
     if card["task"] == "affinities-3d":
         _check_segmentation(path, card["segmentation"])
     return card
