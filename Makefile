@@ -8,7 +8,7 @@ export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-jax test-slow check-install isbi2012 isbi2012-chain isbi2012-cv zebrafish affinity3d benchmark \
+.PHONY: help install test test-jax test-slow check-install pretrained isbi2012 isbi2012-chain isbi2012-cv zebrafish affinity3d benchmark \
 	gpu-check clean
 
 help: ## List the targets
@@ -39,6 +39,9 @@ check-install: $(VENV)/.installed ## Check that the default install and the cuda
 
 test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (the experiments with tiny presets, a few minutes)
 	$(PY) -m pytest -q -m slow
+
+pretrained: $(VENV)/.installed ## Regenerate every shipped model from its card's command (long; NAMES=... for some)
+	$(PY) -m fusionnet_keras.pretrained.regenerate $(NAMES)
 
 isbi2012: $(VENV)/.installed ## Train FusionNet and U-Net on ISBI 2012, write results/isbi2012/report.md
 	$(PY) experiments/isbi2012/run.py --preset $(PRESET) --out $(RESULTS)/isbi2012

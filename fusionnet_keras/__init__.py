@@ -10,6 +10,7 @@ line's ``--help`` stay fast)::
     fk.predict                                              # fusionnet_keras.inference
     fk.predict_affinities                                   # 3-D affinities (inference.affinities)
     fk.load_model                                           # any .keras file of this package
+    fk.pretrained.load                                      # a shipped model by name (or a URL)
     fk.metrics                                              # fusionnet_keras.evaluation
 
 ``fk.load_model`` (or importing :mod:`fusionnet_keras.models`) registers the
@@ -41,6 +42,7 @@ _LAZY = {
     "predict_affinities": ("fusionnet_keras.inference.affinities", "predict_affinities"),
     "metrics": ("fusionnet_keras.evaluation", None),
     "io": ("fusionnet_keras.data.io", None),
+    "pretrained": ("fusionnet_keras.pretrained", None),
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration")
+            "train-agglomeration", "models")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -74,6 +74,7 @@ APPLIES = {
     "segment": {"missing", "unreadable", "folder", "wrong-format", "corrupt", "dimensions", "channels", "empty",
                 "one-pixel", "aspect-ratio", "nan-inf", "value-range", "option-value", "contradictory",
                 "output-in-container"} | OUTPUT_KINDS,
+    "models": {"missing"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
                             "option-value"} | OUTPUT_KINDS,
 }
@@ -654,6 +655,7 @@ ROWS = [
     Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
         setup=_read_only, runner="unprivileged", name="blockwise"),
     # --- info -------------------------------------------------------------------------------------------------
+    Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
     Row("info", "missing", lambda f, o: ["info", "/nonexistent/m.keras"], "not found"),
     Row("info", "unreadable", lambda f, o: ["info", f["weights"]], "permission denied", runner="unprivileged"),
     Row("info", "folder", lambda f, o: ["info", f["dir"]], "is a directory"),

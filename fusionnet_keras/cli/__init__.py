@@ -16,6 +16,7 @@ from fusionnet_keras.cli.affinities import affinities
 from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
+from fusionnet_keras.cli.models import models
 from fusionnet_keras.cli.morphology import morphology
 from fusionnet_keras.cli.options import OneLineGroup, global_options
 from fusionnet_keras.cli.predict import predict
@@ -30,7 +31,7 @@ def main():
     """FusionNet for EM connectomics segmentation (Quan et al. 2016/2021), in Keras 3."""
 
 
-for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration):
+for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models):
     main.add_command(_command)
 
 def run():

@@ -18,8 +18,9 @@ from fusionnet_keras.errors import FusionNetError
 @click.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("--weights", "-w", required=True, type=click.Path(dir_okay=False),
-              help="Trained 3-D affinity network (.keras: UNet3D or FusionNet3D).")
+@click.option("--weights", "-w", default=None, type=click.Path(dir_okay=False),
+              help="Trained 3-D affinity network (UNet3D or FusionNet3D): a .keras file, a registry name "
+                   "('fusionnet-keras models') or an https://...#sha256=... URL. Default: the shipped 3-D model.")
 @click.option("--tta", type=click.Choice(["1", "4", "8"]), default="1", show_default=True,
               help="Test-time xy orientations averaged: 1 plain, 4 the xy flips, 8 flips and transposes "
                    "(each costs one more pass).")
@@ -50,7 +51,9 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     """
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
+    from fusionnet_keras.pretrained.resolve import resolve_weights
 
+    weights = resolve_weights(weights, "affinities-3d")
     check_not_input(output_path, input_path)
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "

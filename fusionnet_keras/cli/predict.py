@@ -22,7 +22,9 @@ MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can 
 @click.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("--weights", "-w", required=True, type=click.Path(dir_okay=False), help="Trained model (.keras).")
+@click.option("--weights", "-w", default=None, type=click.Path(dir_okay=False),
+              help="Trained model: a .keras file, a registry name ('fusionnet-keras models') or an "
+                   "https://.../model.keras#sha256=... URL (downloaded once). Default: the shipped 2-D model.")
 @tta_option
 @click.option("--tile", type=click.IntRange(16), default=None,
               help="Tile core (px) for large images: each network window adds the receptive field on every "
@@ -48,6 +50,9 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     OUTPUT chunked like the blocks; the same command again resumes an
     interrupted run, computing only the blocks not marked done.
     """
+    from fusionnet_keras.pretrained.resolve import resolve_weights
+
+    weights = resolve_weights(weights, "membranes-2d")
     if blockwise_requested(workers, block, scheduler):
         return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, precision,
                                   dtype, workers, block, scheduler, overwrite)

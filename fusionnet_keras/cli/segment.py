@@ -74,7 +74,9 @@ def dataset_name(threshold: float) -> str:
               help="Several thresholds (or betas), one call: OUT is an HDF5 file or zarr group with one volume "
                    "per value, named threshold_T.")
 @click.option("--classifier", default=None, type=click.Path(dir_okay=False),
-              help="Classifier for --method learned (or the multicuts' costs).")
+              help="Classifier for --method learned (or the multicuts' costs): a file from train-agglomeration, "
+                   "a 3-D registry model's name or an https://...#sha256=... URL. Default for --method learned: "
+                   "the shipped 3-D model's.")
 @click.option("--lifted-hops", type=click.IntRange(2), default=None,
               help=f"lifted-multicut: lifted edges join fragments up to this many boundaries apart "
                    f"[default: {defaults.LIFTED_HOPS}].")
@@ -147,6 +149,10 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     else:
         check_output(out, overwrite)
     clf = None
+    if method == "learned" or classifier is not None:
+        from fusionnet_keras.pretrained.resolve import resolve_classifier
+
+        classifier = resolve_classifier(classifier)
     if classifier is not None:
         from fusionnet_keras.segmentation.learned import BoundaryClassifier
 

@@ -41,8 +41,8 @@ def load_model(path, spatial_dims=2):
         kind = "3-D volume" if spatial_dims == 3 else "2-D image"
         hint = ""
         if dims in COMMANDS:
-            other = "3-D affinity" if dims == 3 else "2-D image"
-            hint = f"; it is a {other} model: use '{COMMANDS[dims]}'"
+            other = "an affinities-3d (3-D affinity)" if dims == 3 else "a membranes-2d (2-D image)"
+            hint = f"; it is {other} model: use '{COMMANDS[dims]}'"
         raise FusionNetError(
             f"incompatible weights {path}: expected a single-channel {kind} model, got inputs "
             f"{[tuple(i.shape) for i in inputs]}{hint}"
