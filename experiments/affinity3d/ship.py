@@ -1,0 +1,188 @@
+"""Make the shipped 3-D model (registry entry ``fib-medulla-affinities``) from affinity3d runs.
+
+Of the networks of the given run folders (``experiments/affinity3d/run.py``, e.g.
+the ``cpu-long`` seeds), takes the one whose learned agglomeration has the lowest
+**validation** VI, with its agglomeration classifier; the card's threshold is the
+middle of the flat region of that network's validation curve (thresholds within
+``--flat`` bits of the best), the watershed size the run's. Nothing here looks at
+the test part except the card's scores, which are measured afterwards with the
+commands a user runs (``affinities``, ``segment --method learned``, ``evaluate
+--instances``) on the fib-medulla test part and written to the card.
+
+    python experiments/affinity3d/ship.py results/affinity3d-long-seed0 results/affinity3d-long-seed1 \
+        --out fusionnet_keras/pretrained/models/fib-medulla-affinities
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fusionnet_keras.experiments import affinity3d
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def choose(runs):
+    """``(run folder, network, results)`` with the lowest validation VI of the learned agglomeration."""
+    candidates = []
+    for run in runs:
+        results = json.loads((Path(run) / "results.json").read_text())
+        for name, seg in results["segmentation"].items():
+            vi = affinity3d.chosen_row(seg, "learned", "validation")["vi"]
+            candidates.append((vi, str(run), name, results))
+    vi, run, name, results = min(candidates, key=lambda c: c[0])
+    return Path(run), name, results
+
+
+def robust_threshold(curve, flat: float) -> float:
+    """The middle threshold of those whose validation VI is within ``flat`` bits of the best."""
+    best = min(vi for _, vi in curve)
+    near = sorted(t for t, vi in curve if vi <= best + flat)
+    return near[len(near) // 2]
+
+
+def cli(*args) -> str:
+    """Run ``fusionnet-keras ARGS``; its standard output."""
+    proc = subprocess.run([sys.executable, "-m", "fusionnet_keras.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO)
+    if proc.returncode:
+        sys.exit(f"fusionnet-keras {' '.join(map(str, args))} failed: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def measure(entry: Path, threshold: float, ws_size: int, workdir: Path) -> dict:
+    """Scores of the entry at the card's settings on the fib-medulla test part, by the user's commands."""
+    from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.data.volumes3d import load_parts
+
+    image, gt = load_parts("fib-medulla", ["test"])["test"]
+    write_volume(f"{workdir / 'test.h5'}:image", image)
+    write_volume(f"{workdir / 'test.h5'}:labels", gt)
+    commands = [
+        ("affinities", f"{workdir / 'test.h5'}:image", f"{workdir / 'affs.h5'}:affinities", "--weights",
+         entry / "model.keras"),
+        ("segment", f"{workdir / 'affs.h5'}:affinities", f"{workdir / 'seg.h5'}:labels", "--method", "learned",
+         "--classifier", entry / "classifier.npz", "--threshold", threshold, "--ws-size", ws_size),
+        ("evaluate", f"{workdir / 'seg.h5'}:labels", f"{workdir / 'test.h5'}:labels", "--instances", "--json"),
+    ]
+    start = time.time()
+    for command in commands:
+        out = cli(*command)
+    scores = json.loads(out)
+    scores["seconds"] = time.time() - start
+    scores["command"] = " && ".join("fusionnet-keras " + " ".join(shlex.quote(str(a)) for a in c) for c in commands)
+    return scores
+
+
+def _toml(value) -> str:
+    return json.dumps(value)  # strings, numbers, booleans and lists of numbers read the same in TOML
+
+
+def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, curve, scores) -> None:
+    """``card.toml`` of the entry (``card.md``, for people, is written by hand from it)."""
+    import fusionnet_keras
+    from fusionnet_keras.pretrained.registry import sha256_file
+
+    preset, label = results["preset"], affinity3d.LABELS.get(name, name)
+    train = results["train"][name]
+    t = json.loads((run / name / "config.json").read_text())["train"]
+    minutes = ((train.get("train_seconds") or 0) + (train.get("val_seconds") or 0)) / 60
+    runs = " ".join(map(str, args.runs))
+    regenerate = (f"python experiments/affinity3d/run.py --preset {preset} --seed {t['seed']} --out {run} && "
+                  f"python experiments/affinity3d/ship.py {runs} --out {args.out}")
+    values = ", ".join(f"{k} = {round(float(scores[k]), 4)}" for k in ("vi", "vi_split", "vi_merge", "arand", "cremi"))
+    summary = f"{label} ({preset} preset) on fib-medulla (10 x 10 x 40 nm), with its agglomeration classifier"
+    config = (f"experiments/affinity3d/{name}.toml with the {preset} preset: loss {t['loss']} "
+              f"(BCE pre-training {t['pretrain_bce_epochs']} epochs), {t['epochs']} epochs of {t['steps_per_epoch']} steps")
+    chosen_on = (f"the validation part only: the network of lowest validation VI of {len(results['segmentation'])} "
+                 f"networks in {runs}; the middle threshold of those within {args.flat} bits of its best "
+                 "validation VI (the flat region of the curve); the run's watershed size")
+    toml = [
+        f"name = {_toml(args.out.name)}",
+        'task = "affinities-3d"',
+        f"summary = {_toml(summary)}",
+        'file = "model.keras"',
+        f"sha256 = {_toml(sha256_file(args.out / 'model.keras'))}",
+        'weights_dtype = "float32"',
+        f"package_version = {_toml(fusionnet_keras.__version__)}",
+        f"seed = {t['seed']}",
+        "default = true",
+        f"regenerate = {_toml(regenerate)}",
+        "",
+        "[training]",
+        'data = "fib-medulla (FUSIONNET_DATA_DIR/fib-medulla), every 4th section kept: 10 x 10 x 40 nm"',
+        'split = "y [0, 125) train, [125, 150) validation (checkpoint, network, threshold), [150, 250) test"',
+        f"config = {_toml(config)}",
+        f"time = {_toml(f'{minutes:.1f} min (training and validation)')}",
+        'hardware = "2-core AMD EPYC (AVX512-BF16), no GPU, shared with other jobs"',
+        "",
+        "[scores]",
+        f"command = {_toml(scores['command'])}",
+        'headline = "vi"',
+        f"values = {{ {values} }}",
+        "",
+        "[data]",
+        'licence = "Creative Commons attribution (NeuroProof examples; LICENSE_neuroproof_examples.txt)"',
+        'credit = "Parag et al. 2015, NeuroProof example FIB-SEM volume of the Drosophila medulla"',
+        "",
+        "[test]",
+        'input = "test_input.npy"',
+        'output = "test_output.npy"',
+        "settings = { orientations = 1 }",
+        "",
+        "[segmentation]",
+        'classifier = "classifier.npz"',
+        f"classifier_sha256 = {_toml(sha256_file(args.out / 'classifier.npz'))}",
+        f"threshold = {threshold}",
+        f"ws_size = {ws_size}",
+        f"chosen_on = {_toml(chosen_on)}",
+        f"validation_curve = {_toml(curve)}",
+    ]
+    (args.out / "card.toml").write_text("\n".join(toml) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="affinity3d run folders")
+    parser.add_argument("--out", type=Path, required=True, help="the registry entry's folder")
+    parser.add_argument("--flat", type=float, default=0.05, help="width (bits) of the flat region of the curve")
+    args = parser.parse_args(argv)
+    import fusionnet_keras as fk
+    from fusionnet_keras.data.volumes3d import load_parts
+    from fusionnet_keras.pretrained.registry import sha256_file
+    from fusionnet_keras.pretrained.storage import save_compact
+
+    run, name, results = choose(args.runs)
+    seg = results["segmentation"][name]
+    curve = [[r["threshold"], round(r["vi"], 4)] for r in seg["learned"]["validation"]]
+    threshold = robust_threshold(curve, args.flat)
+    ws_size = int(results["ws_size"])
+    print(f"chosen: {run}/{name} (validation VI {affinity3d.chosen_row(seg, 'learned', 'validation')['vi']:.3f}), "
+          f"threshold {threshold}, ws_size {ws_size}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = fk.load_model(run / name / "best.keras")
+    save_compact(model, args.out / "model.keras", "float32")  # 0.4 MB: no need to round the weights
+    shutil.copyfile(run / name / "classifier.npz", args.out / "classifier.npz")
+    image = load_parts("fib-medulla", ["test"])["test"][0][:16, :64, :64]
+    stored = fk.load_model(args.out / "model.keras")
+    np.save(args.out / "test_input.npy", image)
+    np.save(args.out / "test_output.npy", fk.predict_affinities(stored, image, precision="float32", orientations=1))
+    with tempfile.TemporaryDirectory() as tmp:
+        scores = measure(args.out, threshold, ws_size, Path(tmp))
+    print(json.dumps(scores, indent=1), flush=True)
+    write_card(args, run, name, results, threshold, ws_size, curve, scores)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
