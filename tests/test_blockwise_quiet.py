@@ -51,6 +51,15 @@ def files(tmp_path_factory):
     affs = r.random((3, 4, 16, 16)).astype(np.float32)
     affs[2, 3, 10, 10] = 1.5
     zarr.create_array(store=str(root / "affs.zarr"), data=affs)
+    volume = r.random((6, 16, 16)).astype(np.float32)
+    volume[4, 10, 10] = np.nan
+    write_tiff(root / "volume.tif", volume)
+    import keras
+
+    import fusionnet_keras as fk
+
+    keras.utils.set_random_seed(0)
+    fk.UNet3D(nb_filters=2, depth=2, z_kernels=[3, 1, 1], head_z_kernel=1).save(root / "aff.keras")
     labels = r.integers(0, 3, (4, 16, 16)).astype(np.float32)
     labels[3, 12, 12] = 0.5
     write_tiff(root / "labels.tif", labels)
@@ -60,6 +69,8 @@ def files(tmp_path_factory):
 BAD = {
     "predict": lambda f, o: ["predict", f / "nan.tif", o / "p.zarr", "-w", f / "tiny.keras", "--tta", "1",
                              "--workers", "2", "--block", "1,16,16"],
+    "affinities": lambda f, o: ["affinities", f / "volume.tif", o / "a.zarr", "-w", f / "aff.keras",
+                                "--workers", "2", "--block", "3,8,8"],
     "segment": lambda f, o: ["segment", f / "affs.zarr", o / "s.zarr", "--block", "2,8,8", "--workers", "2"],
     "morphology": lambda f, o: ["morphology", f / "labels.tif", "--voxel-size", "1,1,1", "--block", "2,8,8",
                                 "--workers", "2", "--out", o / "m.csv"],

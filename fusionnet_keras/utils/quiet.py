@@ -22,7 +22,6 @@ normally.
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
 import importlib.machinery
 import os
 import sys
@@ -67,7 +66,7 @@ def hidden_modules(names):
                 del sys.modules[name]
 
 
-class _QuietLoader(importlib.abc.Loader):
+class _QuietLoader:
     """Runs the real loader of TensorFlow or Keras silenced; the module ends up with its real spec."""
 
     def __init__(self, spec, verbose: bool):
@@ -87,7 +86,7 @@ class _QuietLoader(importlib.abc.Loader):
                     module.config.list_physical_devices("GPU")
 
 
-class _QuietFinder(importlib.abc.MetaPathFinder):
+class _QuietFinder:
     """Hands the first import of each of ``BACKEND`` to :class:`_QuietLoader`; gone once both are imported."""
 
     def __init__(self, verbose: bool):
