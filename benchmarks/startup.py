@@ -10,8 +10,8 @@ network's arithmetic is negligible (~0.2 GFLOP), so the wall time is start-up:
   command: ``python`` (an interpreter that only starts and exits), ``cli``
   (importing click and the command line), ``backend`` (importing TensorFlow
   and Keras), ``package`` (the package's model and inference modules),
-  ``load`` (reading the ``.keras`` file), ``first_call`` (the prediction,
-  including tracing the forward pass), ``second_call`` (the same prediction
+  ``load`` (reading the ``.keras`` file), ``first_call`` (the prediction as the command makes it:
+  one eager call, no tracing), ``second_call`` (the same prediction
   again: the steady-state cost) and ``write`` (the output TIFF); each also as
   a share of their sum.
 
@@ -19,6 +19,11 @@ The machine should be otherwise idle (other processes on the cores stretch
 every phase). One line ``RESULT {json}`` at the end, as the other benchmarks.
 
     python benchmarks/startup.py [--repeats 5] [--json-out results/startup.json]
+
+``--baseline DIR`` (a checkout, or a folder holding another version's
+``fusionnet_keras/``) also times the same command with that version,
+interleaved with this one (the order alternating), and reports both medians
+and their ratio: a before/after measured in one run, under the same load.
 """
 
 from __future__ import annotations
@@ -54,15 +59,15 @@ tifffile.imwrite({str(folder / 'section.tif')!r}, image)
     return {"weights": folder / "tiny.keras", "image": folder / "section.tif", "out": folder / "out.tif"}
 
 
-def _env() -> dict:
+def _env(repo=None) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(common.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo or common.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
-def _wall(args) -> float:
+def _wall(args, repo=None) -> float:
     start = time.perf_counter()
-    result = subprocess.run(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(args, env=_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(map(str, args))}\n{result.stderr}")
@@ -96,9 +101,9 @@ def phases_child(image, weights, out) -> dict:
     model = load_model(weights)
     lap("load")
     section = load_image(image)
-    prob = predict(model, section, tta=8, pad=64, batch_size=4)
+    prob = predict(model, section, tta=8, pad=64, once=True)  # as the command: one eager call of 8 windows
     lap("first_call")
-    predict(model, section, tta=8, pad=64, batch_size=4)
+    predict(model, section, tta=8, pad=64, once=True)
     lap("second_call")
     write_volume(out, prob, overwrite=True)
     lap("write")
@@ -109,6 +114,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per measurement (median kept)")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="also time the command with the fusionnet_keras under DIR, interleaved")
     parser.add_argument("--phases-child", nargs=3, metavar=("IMAGE", "WEIGHTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phases_child:
@@ -119,10 +126,14 @@ def main(argv=None) -> int:
         files = _setup(Path(tmp))
         command = [sys.executable, "-m", "fusionnet_keras.cli", "predict", str(files["image"]), str(files["out"]),
                    "-w", str(files["weights"]), "--overwrite"]
-        python, totals, phases = [], [], {name: [] for name in PHASES}
+        python, totals, phases, baseline = [], [], {name: [] for name in PHASES}, []
         for i in range(args.repeats):
             python.append(_wall([sys.executable, "-c", "pass"]))
+            if args.baseline and i % 2:
+                baseline.append(_wall(command, args.baseline))
             totals.append(_wall(command))
+            if args.baseline and not i % 2:
+                baseline.append(_wall(command, args.baseline))
             child = subprocess.run([sys.executable, __file__, "--phases-child", str(files["image"]),
                                     str(files["weights"]), str(files["out"])],
                                    env=_env(), stdout=subprocess.PIPE, text=True, check=True)
@@ -146,6 +157,12 @@ def main(argv=None) -> int:
     common.print_table(rows + [["sum", f"{parts:.3f}", "100 %"]], ["phase", "median s", "share"])
     print(f"\npredict 96x96 (fresh process, median of {args.repeats}): {result['total_s']:.2f} s "
           f"(all: {', '.join(f'{t:.2f}' for t in totals)})")
+    if baseline:
+        result["baseline_s"] = statistics.median(baseline)
+        result["baseline_all_s"] = baseline
+        result["ratio"] = result["total_s"] / result["baseline_s"]
+        print(f"baseline {args.baseline} (interleaved): {result['baseline_s']:.2f} s "
+              f"(all: {', '.join(f'{t:.2f}' for t in baseline)}); this / baseline: {result['ratio']:.2f}x")
     common.emit_json(result, args.json_out)
     return 0
 

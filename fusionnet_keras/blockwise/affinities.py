@@ -115,7 +115,7 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                                 "with the same settings, or --overwrite)") from None
     # a model of the other kind, bad settings: refused here, not by every worker
     AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
-    with session(workers, scheduler, client, threads) as client:
+    with session(workers, scheduler, client, threads, outputs=[output]) as client:
         output.open(overwrite=overwrite, resume=resume)
         task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),
                                  precision=precision, threads=threads)

@@ -7,6 +7,16 @@ a block is (:class:`BlockTask`), skips the blocks whose done marker is valid,
 and shows a progress bar (blocks done, rate, ETA). Every worker sets the task
 up once (:meth:`BlockTask.setup`: e.g. loads the model) and keeps the state
 for all its blocks, in a Dask worker plugin.
+
+Only the command's own lines reach the user: a block that fails (a bad value
+in the input, say) is returned to this process as a :class:`BlockFailure`
+rather than raised on the worker (which Dask would log with a traceback for
+every block), and this process raises its error once. Dask's own log lines
+are kept off the terminal in this process while a job runs and in the local
+workers, which also import TensorFlow quietly
+(:func:`fusionnet_keras.utils.quiet.quiet_imports`); the scheduler's HTTP
+server listens on a free port of localhost, so a second job beside the first
+does not warn that port 8787 is taken.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import contextlib
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.utils.validate import check_int
@@ -53,16 +64,79 @@ class BlockTask:
         raise NotImplementedError
 
 
+#: Loggers of Dask and the libraries under it, kept quiet while a job runs (their handlers write to stderr).
+DASK_LOGGERS = ("distributed", "distributed.client", "distributed.gc", "tornado", "tornado.application",
+                "asyncio", "bokeh")
+
+
+def silence_dask_logs() -> list:
+    """Drop the records of :data:`DASK_LOGGERS` from now on; their ``(logger, level)`` before."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in DASK_LOGGERS]
+    before = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    return before
+
+
+@contextlib.contextmanager
+def quiet_dask_logs():
+    """:func:`silence_dask_logs` in the block."""
+    before = silence_dask_logs()
+    try:
+        yield
+    finally:
+        for logger, level in before:
+            logger.setLevel(level)
+
+
+@dataclass
+class BlockFailure:
+    """A block's error, returned by the worker as a result instead of raised there (see the module)."""
+
+    error: BaseException | None
+    kind: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> BlockFailure:
+        import pickle
+        import traceback
+
+        text = "".join(traceback.format_exception(error))
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # noqa: BLE001 - an exception that does not travel: its type and message do
+            return cls(None, type(error).__name__, str(error), text)
+        return cls(error, type(error).__name__, str(error), text)
+
+    def exception(self) -> BaseException:
+        """The error to raise here; the worker's traceback is attached as a note (shown by ``--debug``)."""
+        error = self.error if self.error is not None else RuntimeError(f"{self.kind}: {self.message}")
+        error.add_note(f"raised in a worker process:\n{self.traceback}")
+        return error
+
+
 def _plugin_class():
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class TaskPlugin(WorkerPlugin):
         """Holds a task and its per-worker state on every worker."""
 
-        def __init__(self, task):
+        def __init__(self, task, local: bool):
             self.task = task
+            self.local = local
             self.state = None
             self.ready = False
+
+        def setup(self, worker):
+            from fusionnet_keras.utils.quiet import quiet_imports
+
+            quiet_imports()
+            if self.local:  # a worker of this machine writes to the user's terminal (and ends with the job)
+                silence_dask_logs()
 
         def teardown(self, worker):
             self.state = None
@@ -97,10 +171,14 @@ def worker_info() -> dict:
 
 
 def _process_on_worker(plugin_name, block):
-    from distributed import get_worker
+    """Run ``block`` on a worker; any error comes back as a :class:`BlockFailure` (see the module)."""
+    try:
+        from distributed import get_worker
 
-    plugin = get_worker().plugins[plugin_name]
-    return run_one(plugin.task, _state(plugin), block)
+        plugin = get_worker().plugins[plugin_name]
+        return run_one(plugin.task, _state(plugin), block)
+    except Exception as e:  # noqa: BLE001 - raised in the client, once
+        return BlockFailure.of(e)
 
 
 def _progress(total, done, desc, show):
@@ -144,30 +222,60 @@ def connect(workers: int = 1, scheduler: str | None = None, threads: int | None 
     env = {}
     if threads:
         env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    # no dashboard; the scheduler's HTTP server (health checks) on a free port of localhost, not on 8787
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit=0, silence_logs=logging.ERROR, env=env)
+                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, memory_limit=0,
+                           silence_logs=logging.CRITICAL, env=env)
     return Client(cluster, set_as_default=False)
 
 
+def _close(client, own_cluster: bool) -> None:
+    cluster = client.cluster if own_cluster else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _claim(output):
+    """:func:`~fusionnet_keras.utils.locking.claim` of an output: a path or a :class:`BlockOutput`."""
+    from fusionnet_keras.utils.locking import claim
+
+    file, key = getattr(output, "file", None), getattr(output, "key", None)
+    if file is None:
+        return claim(output)
+    name = file.name + (f"-{key.replace('/', '-')}" if key else "")
+    return claim(file.parent / name, output.display)
+
+
 @contextlib.contextmanager
-def session(workers: int = 1, scheduler: str | None = None, client=None, threads: int | None = None):
+def session(workers: int = 1, scheduler: str | None = None, client=None, threads: int | None = None,
+            outputs=()):
     """The client every pass of a job uses (``None``: in this process); local workers are closed at the end.
 
     Connecting first means an unreachable scheduler fails before any output is
     created, and a job of several passes starts its local workers once.
+    ``outputs`` (paths or :class:`~fusionnet_keras.blockwise.storage.BlockOutput`)
+    are claimed for the session first: a second run into one of them is refused.
     """
     workers = check_int("workers", workers, 0)
+    with contextlib.ExitStack() as claims:
+        for output in outputs:
+            claims.enter_context(_claim(output))
+        with _client(workers, scheduler, client, threads) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _client(workers, scheduler, client, threads):
     if client is not None or (scheduler is None and workers == 0):
         yield client
         return
-    client = connect(workers, scheduler, threads)
-    try:
-        yield client
-    finally:
-        cluster = client.cluster if scheduler is None else None
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with quiet_dask_logs():
+        client = connect(workers, scheduler, threads)
+        try:
+            yield client
+        finally:
+            _close(client, scheduler is None)
 
 
 def default_threads(workers: int) -> int:
@@ -219,34 +327,33 @@ def run_blocks(task: BlockTask, blocks, *, workers: int = 1, scheduler: str | No
 
 
 def _run_dask(task, pending, workers, scheduler, client, bar) -> dict:
-    from distributed import as_completed
+    from distributed import LocalCluster, as_completed
 
     own = client is None
-    if own:
-        client = connect(workers or 1, scheduler, task.threads)
-    name = f"fusionnet-{task.name}-{uuid.uuid4().hex[:8]}"
-    results = {}
-    try:
-        client.register_plugin(_plugin_class()(task), name=name)
-        futures = {client.submit(_process_on_worker, name, block, key=f"{name}-{block.id}", pure=False): block
-                   for block in pending}
-        for future in as_completed(futures, loop=client.loop):
-            try:
-                results[futures[future].id] = future.result()
-            except Exception:
-                for other in futures:
-                    other.cancel()
-                raise
-            bar.update(1)
-        return results
-    finally:
-        try:
-            if not own:
-                client.unregister_worker_plugin(name)
-        except Exception:  # noqa: BLE001 - the workers may be gone already
-            pass
+    with quiet_dask_logs():
         if own:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            client = connect(workers or 1, scheduler, task.threads)
+        name = f"fusionnet-{task.name}-{uuid.uuid4().hex[:8]}"
+        local = isinstance(getattr(client, "cluster", None), LocalCluster)
+        results = {}
+        try:
+            client.register_plugin(_plugin_class()(task, local), name=name)
+            futures = {client.submit(_process_on_worker, name, block, key=f"{name}-{block.id}", pure=False): block
+                       for block in pending}
+            for future in as_completed(futures, loop=client.loop):
+                result = future.result()
+                if isinstance(result, BlockFailure):
+                    for other in futures:
+                        other.cancel()
+                    raise result.exception()
+                results[futures[future].id] = result
+                bar.update(1)
+            return results
+        finally:
+            try:
+                if not own:
+                    client.unregister_worker_plugin(name)
+            except Exception:  # noqa: BLE001 - the workers may be gone already
+                pass
+            if own:
+                _close(client, True)

@@ -271,7 +271,7 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
                      "voxel_size": vs_nm.tolist()})
     run = dict(workers=workers, progress=progress)
     _work_dir(Path(out), sig, overwrite, create=False)  # before any worker starts
-    with session(workers, scheduler, client) as client:
+    with session(workers, scheduler, client, outputs=[Path(out)]) as client:
         work = _work_dir(Path(out), sig, overwrite)
         run["client"] = client
         scans = run_blocks(ScanTask(str(labels_path), str(work), sig), grid, **run)

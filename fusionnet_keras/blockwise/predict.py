@@ -45,9 +45,9 @@ def normalize_block(block, name="the input") -> np.ndarray:
 
 def start_worker(threads) -> None:
     """What every model-running worker does first: TensorFlow imported quietly, its thread pools sized."""
-    from fusionnet_keras.cli.options import quiet_backend
+    from fusionnet_keras.utils.quiet import import_backend
 
-    quiet_backend()
+    import_backend()
     limit_threads(threads)
 
 
@@ -171,7 +171,7 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
     threads = None if client or scheduler else default_threads(workers)
     output = BlockOutput(output_path, shape, dtype, grid.block, sig)
     output.check(overwrite)  # before any worker starts
-    with session(workers, scheduler, client, threads) as client:
+    with session(workers, scheduler, client, threads, outputs=[output]) as client:
         output.open(overwrite=overwrite)
         task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
                                 batch_size=None if batch_size is None else int(batch_size), dtype=dtype,

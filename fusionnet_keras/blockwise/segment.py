@@ -311,7 +311,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
     for out in outs + [fragments]:  # every output checked before any worker starts
         out.check(overwrite)
-    with session(workers, scheduler, client) as client:
+    with session(workers, scheduler, client, outputs=[*outs, work]) as client:
         for out in outs + [fragments]:
             out.open(overwrite=overwrite)
         table, rims = work / "graph", work / "rims"

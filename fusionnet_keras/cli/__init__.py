@@ -18,7 +18,7 @@ from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
 from fusionnet_keras.cli.models import models
 from fusionnet_keras.cli.morphology import morphology
-from fusionnet_keras.cli.options import OneLineGroup, global_options
+from fusionnet_keras.cli.options import OneLineGroup, global_options, quiet_start
 from fusionnet_keras.cli.predict import predict
 from fusionnet_keras.cli.segment import segment
 from fusionnet_keras.cli.train import cv, train
@@ -29,6 +29,7 @@ from fusionnet_keras.cli.train import cv, train
 @global_options
 def main():
     """FusionNet for EM connectomics segmentation (Quan et al. 2016/2021), in Keras 3."""
+    quiet_start()
 
 
 for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models):
@@ -51,6 +52,10 @@ def run():
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
+    if "distributed" in sys.modules:  # nothing of Dask's shutdown (e.g. a connection closed late) is shown
+        from fusionnet_keras.blockwise.engine import silence_dask_logs
+
+        silence_dask_logs()
     if "tensorflow" not in sys.modules:
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):

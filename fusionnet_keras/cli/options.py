@@ -80,75 +80,24 @@ def _flag(key: str) -> bool:
     return bool(ctx is not None and ctx.meta.get(key))
 
 
-@contextlib.contextmanager
-def _silenced_stderr_fd():
-    """Point file descriptor 2 at /dev/null in the block (C++ libraries write there, not to sys.stderr)."""
-    with contextlib.suppress(Exception):
-        sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2 (e.g. a detached process): nothing to silence
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-# Optional imports of TensorFlow and Keras that the package never uses through them: TensorFlow Lite's JAX
-# converter (jax), Keras' scikit-learn wrappers (sklearn, which imports scipy.stats) and image-gallery plots
-# (matplotlib.pyplot). Each is guarded by ``try: import ... except ImportError`` there; hiding them while the
-# backend is imported saves about a third of its import time. Imported later, they load normally.
-_BACKEND_OPTIONAL = ("jax", "sklearn", "matplotlib")
-
-
-@contextlib.contextmanager
-def _hidden_modules(names):
-    """Make ``import NAME`` raise ImportError in the block, for the ``names`` not imported yet."""
-    hidden = [name for name in names if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None
-    try:
-        yield
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-
-
 def quiet_backend(verbose: bool | None = None) -> None:
-    """Prepare the Keras backend (TensorFlow unless ``KERAS_BACKEND`` says otherwise) before anything imports it.
+    """Import the Keras backend (TensorFlow unless ``KERAS_BACKEND`` says otherwise) now, quietly.
 
-    Unless ``verbose`` (default: the command line's ``--verbose``), set
-    ``TF_CPP_MIN_LOG_LEVEL=2`` and import TensorFlow with file descriptor 2
-    pointed at /dev/null: the oneDNN notice and absl's "All log messages before
-    absl::InitializeLog()" are written by C++ code during the import, before
-    TensorFlow reads its log level, and the CUDA platform's "failed call to
-    cuInit" on a machine without a GPU when TensorFlow first looks for one
-    (done here, silenced; ``fusionnet-keras info`` lists the devices). A user's own ``TF_CPP_MIN_LOG_LEVEL`` is
-    kept; numerics are untouched (oneDNN stays on). TensorFlow and Keras are
-    imported without their optional extras (``_BACKEND_OPTIONAL``).
+    Unless ``verbose`` (default: the command line's ``--verbose``), TensorFlow's
+    start-up lines are kept from stderr and ``TF_CPP_MIN_LOG_LEVEL=2`` is set
+    where the user did not set it (:mod:`fusionnet_keras.utils.quiet`, which
+    the command line also arms for any later import: see :func:`quiet_start`).
     """
-    verbose = _flag(_VERBOSE) if verbose is None else verbose
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ["KERAS_BACKEND"] != "tensorflow" or "keras" in sys.modules:
-        return
-    with _hidden_modules(_BACKEND_OPTIONAL), (contextlib.nullcontext() if verbose else _silenced_stderr_fd()):
-        import tensorflow
+    from fusionnet_keras.utils.quiet import import_backend
 
-        import keras  # noqa: F401
+    import_backend(_flag(_VERBOSE) if verbose is None else verbose)
 
-        # the GPU-capable TensorFlow logs "failed call to cuInit" (an E-level absl line that
-        # TF_CPP_MIN_LOG_LEVEL does not filter) when it first looks for GPUs on a machine without
-        # one: look now, while file descriptor 2 is silenced (about a millisecond)
-        tensorflow.config.list_physical_devices("GPU")
+
+def quiet_start() -> None:
+    """Before a command runs: any later import of TensorFlow quiet (unless ``--verbose``), nothing imported now."""
+    from fusionnet_keras.utils.quiet import quiet_imports
+
+    quiet_imports(_flag(_VERBOSE))
 
 
 def _one_line(text: str) -> str:

@@ -72,7 +72,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
 
     try:
         out = run_predict(model, image, tta=int(tta), tile=tile, pad=pad, batch_size=batch_size,
-                          progress=image.ndim == 3, precision=precision)
+                          progress=image.ndim == 3, precision=precision, once=True)
     except FusionNetError:
         raise
     except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit

@@ -9,6 +9,10 @@ its own. The lock is ``flock`` on ``.NAME.lock`` beside the container, which
 exists only while a writer holds it (a process killed with ``-9`` releases its
 lock and leaves the empty file, which the next writer reuses).
 
+A blockwise run holds :func:`claim` on each of its outputs for the whole run
+(``.NAME.run.lock``): a second run into the same output is refused at once,
+naming the process that holds it, instead of computing every block again.
+
 Example:
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.h5"
@@ -30,6 +34,7 @@ from pathlib import Path
 from fusionnet_keras.errors import FusionNetError
 
 _POLL = 0.02  # s between attempts
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def lock_path(target) -> Path:
@@ -112,13 +117,51 @@ def exclusive_lock(target, timeout: float | None = None):
     try:
         fd = wait_until(lambda: _acquire(path), str(target), timeout)
     except OSError as e:
-        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if e.errno not in _READ_ONLY:
             raise
         yield
         return
     try:
         yield
     finally:
+        _release(path, fd)
+
+
+def _release(path: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)  # before the release, so no waiter keeps a removed file locked for long
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def claim(target, what: str | None = None):
+    """Hold ``target`` (an output) for one run; :class:`FusionNetError` at once if another run holds it.
+
+    The lock is ``.NAME.run.lock`` beside ``target`` (apart from the writers'
+    :func:`exclusive_lock`, which the run takes for its writes); it holds the
+    process id of the run, named in the error. ``what`` names the output in it.
+    """
+    target = Path(target)
+    path = target.parent / f".{target.name}.run.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path)
+    except OSError as e:
+        if e.errno not in _READ_ONLY:
+            raise
+        yield  # nothing can be written there either: the run fails on its own
+        return
+    if fd is None:
+        try:
+            holder = f" (process {int(path.read_text().strip())})"
+        except (OSError, ValueError):
+            holder = ""
+        raise FusionNetError(f"{what or target} is being written by another run{holder}; wait until it ends, "
+                             "then run again (finished blocks are kept)")
+    try:
         with contextlib.suppress(OSError):
-            os.unlink(path)  # before the release, so no waiter keeps a removed file locked for long
-        os.close(fd)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        _release(path, fd)
