@@ -18,6 +18,7 @@ from fusionnet_keras.cli.evaluate import evaluate
 from fusionnet_keras.cli.info import info
 from fusionnet_keras.cli.models import models
 from fusionnet_keras.cli.morphology import morphology
+from fusionnet_keras.cli.neurons import neurons
 from fusionnet_keras.cli.options import OneLineGroup, global_options, quiet_start
 from fusionnet_keras.cli.predict import predict
 from fusionnet_keras.cli.segment import segment
@@ -32,7 +33,8 @@ def main():
     quiet_start()
 
 
-for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models):
+for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models,
+                 neurons):
     main.add_command(_command)
 
 def run():
