@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models")
+            "train-agglomeration", "models", "neurons")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -75,6 +75,8 @@ APPLIES = {
                 "one-pixel", "aspect-ratio", "nan-inf", "value-range", "option-value", "contradictory",
                 "output-in-container"} | OUTPUT_KINDS,
     "models": {"missing"},
+    "neurons": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "channels", "empty", "nan-inf",
+                "value-range", "option-value", "contradictory", "output-exists", "output-in-container"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
                             "option-value"} | OUTPUT_KINDS,
 }
@@ -350,6 +352,14 @@ def _affinities(inp, *extra, out="out.h5", weights="weights3d"):
     def args(f, o):
         spec = f[inp] if inp in f else f"{f['vol']}:{inp[4:]}" if inp.startswith("vol:") else inp
         return ["affinities", spec, o / out, "-w", f[weights], *extra]
+    return args
+
+
+def _neurons(inp, *extra, out="out.h5", weights="weights3d", classifier="clf"):
+    """``neurons`` of input ``inp`` (as :func:`_affinities`) with the tiny 3-D network and classifier."""
+    def args(f, o):
+        spec = f[inp] if inp in f else f"{f['vol']}:{inp[4:]}" if inp.startswith("vol:") else inp
+        return ["neurons", spec, o / out, "--model", f[weights], "--classifier", f[classifier], *extra]
     return args
 
 
@@ -656,6 +666,26 @@ ROWS = [
         setup=_read_only, runner="unprivileged", name="blockwise"),
     # --- info -------------------------------------------------------------------------------------------------
     Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
+    Row("neurons", "missing", _neurons(MISSING), "not found"),
+    Row("neurons", "missing", _neurons("stack", weights="weights_missing"), "weights not found", name="model"),
+    Row("neurons", "folder", _neurons("empty_folder"), "sections found"),
+    Row("neurons", "wrong-format", _neurons("txt"), "'.txt'"),
+    Row("neurons", "wrong-format", _neurons("stack", weights="weights"), "use 'fusionnet-keras predict'",
+        name="2-d-model"),
+    Row("neurons", "corrupt", _neurons("truncated_tif"), "truncated.tif"),
+    Row("neurons", "corrupt", _neurons("vol:raw_volume", classifier="clf_truncated"), "clf-truncated.npz",
+        name="classifier"),
+    Row("neurons", "dimensions", _neurons("image"), "3-D volume"),
+    Row("neurons", "channels", _neurons("rgb"), "colour"),
+    Row("neurons", "empty", _neurons("zero_tif"), "zero.tif"),
+    Row("neurons", "nan-inf", _neurons("stack_nan"), "NaN"),
+    Row("neurons", "value-range", _neurons("vol:raw_logits"), "outside [0, 1]"),
+    Row("neurons", "option-value", _neurons("stack", "--threshold", "2"), "--threshold"),
+    Row("neurons", "option-value", _neurons("stack", "--tta", "3"), "--tta", name="tta"),
+    Row("neurons", "contradictory", lambda f, o: ["neurons", f["stack"], f["stack"], "--model", f["weights3d"],
+                                                  "--classifier", f["clf"], "--overwrite"], "is the input"),
+    Row("neurons", "output-exists", _neurons("stack", out="out.tif"), "output exists", setup=_existing_tif),
+    Row("neurons", "output-in-container", _neurons("stack", out="out.h5:a"), "output exists", setup=_existing_h5),
     Row("info", "missing", lambda f, o: ["info", "/nonexistent/m.keras"], "not found"),
     Row("info", "unreadable", lambda f, o: ["info", f["weights"]], "permission denied", runner="unprivileged"),
     Row("info", "folder", lambda f, o: ["info", f["dir"]], "is a directory"),
