@@ -51,7 +51,7 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
 
-    check_not_input(output_path, input_path)
+    check_not_input(output_path, input_path, files=[weights])
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
                              "interrupted run left, --overwrite starts again; give one")

@@ -24,15 +24,19 @@ def _train_options(func):
     return func
 
 
-def _checked_config(configs, overrides, resume, overwrite) -> dict:
-    """The resolved configuration, the options checked, then the backend prepared (nothing heavy before)."""
-    from fusionnet_keras.training.config import load_any_config
+def _checked_config(configs, overrides, out, default_out, resume, overwrite) -> tuple[dict, str]:
+    """The resolved configuration and run folder (``--out`` or ``default_out(config)``), the options
+    checked, then the backend prepared (nothing heavy before)."""
+    from fusionnet_keras.data.io.paths import check_not_input
+    from fusionnet_keras.training.config import data_inputs, load_any_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)
     config = load_any_config(configs, overrides)
+    out = out or default_out(config)
+    check_not_input(out, *data_inputs(config), whole=True, files=configs)  # --overwrite deletes the folder
     quiet_backend()
-    return config
+    return config, out
 
 
 @click.command()
@@ -47,7 +51,8 @@ def train(configs, overrides, out, resume, overwrite):
     model.architecture unet3d or fusionnet3d: VI of the validation block);
     --resume continues after an interruption.
     """
-    config = _checked_config(configs, overrides, resume, overwrite)
+    config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"]), resume,
+                                  overwrite)
     from fusionnet_keras.training.config import is_affinity_config
 
     if is_affinity_config(config):
@@ -55,7 +60,6 @@ def train(configs, overrides, out, resume, overwrite):
     else:
         from fusionnet_keras.training.trainer import train as run_train
 
-    out = out or os.path.join("runs", config["name"])
     result = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(result, indent=2))
 
@@ -67,7 +71,8 @@ def train(configs, overrides, out, resume, overwrite):
 @handle_errors
 def cv(configs, folds, overrides, out, resume, overwrite):
     """k-fold cross-validation (default 3) over the train + validation sections."""
-    config = _checked_config(configs, overrides, resume, overwrite)
+    config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"] + "-cv"),
+                                  resume, overwrite)
     from fusionnet_keras.errors import FusionNetError
     from fusionnet_keras.training.config import is_affinity_config
     from fusionnet_keras.training.crossval import cross_validate
@@ -76,7 +81,6 @@ def cv(configs, folds, overrides, out, resume, overwrite):
         raise FusionNetError(f"cv cross-validates the 2-D networks over sections; "
                              f"{config['model']['architecture']} trains on fixed volume parts: use train")
 
-    out = out or os.path.join("runs", config["name"] + "-cv")
     report = cross_validate(config, out, folds=folds, resume=resume, overwrite=overwrite)
     for r in report["folds"]:
         click.echo(f"fold {r['fold']}: V^Rand {r['vrand']:.5f}  V^Info {r['vinfo']:.5f}  pixel error {r['pixel_error']:.5f}")
