@@ -26,8 +26,16 @@ predictors, ``evaluation/`` metrics, post-processing and morphology,
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
+
+#: The oldest Python the package runs on (tomllib, zarr 3 and waterz 0.10 need it); setup.cfg's python_requires.
+MIN_PYTHON = (3, 11)
+
+if tuple(sys.version_info[:2]) < MIN_PYTHON:  # e.g. a checkout run with an older interpreter
+    raise ImportError(f"fusionnet-keras needs Python {'.'.join(map(str, MIN_PYTHON))} or newer, this is Python "
+                      f"{'.'.join(map(str, sys.version_info[:3]))}; install it with a newer Python")
 
 _LAZY = {
     "FusionNet": ("fusionnet_keras.models", "FusionNet"),

@@ -267,7 +267,8 @@ def test_train_label_zero_option(tmp_path):
     from fusionnet_keras.cli.train import _checked_config
 
     assert load_any_config([tiny_config(tmp_path)])["data"]["label_zero"] == "background"
-    config = _checked_config([tiny_config(tmp_path)], (), False, False, "unknown")
+    config, _ = _checked_config([tiny_config(tmp_path)], (), None, lambda c: str(tmp_path / "run"), False, False,
+                                "unknown")
     assert config["data"]["label_zero"] == "unknown"
     result = CliRunner().invoke(main, ["train", str(REPO / "experiments/isbi2012/cpu.toml"), "--label-zero",
                                        "unknown", "--out", str(tmp_path / "run")])

@@ -91,9 +91,11 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
     Returns:
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
     """
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.inference.affinities import N_CHANNELS, AffinityPredictor, check_block
     from fusionnet_keras.models.loading import load_model
 
+    check_not_input(output_path, input_path, files=[weights])
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
                              "interrupted run left, --overwrite starts again; give one")

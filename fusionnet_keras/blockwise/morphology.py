@@ -266,6 +266,11 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
     temporary = out is None
     if temporary:
         out = Path(tempfile.mkdtemp(prefix="fusionnet-morphology-")) / "table.csv"
+    else:
+        from fusionnet_keras.data.io.paths import check_not_input
+
+        for path in (out, f"{out}.work"):  # the table and the work files
+            check_not_input(path, labels_path, whole=True)
     sig = signature({"job": "morphology", **tag, "block": grid.block, "binary": binary,
                      "connectivity": int(connectivity), "smooth_sigma": float(smooth_sigma),
                      "voxel_size": vs_nm.tolist()})

@@ -85,11 +85,11 @@ class SectionBlockTask(BlockTask):
 
     def setup(self):
         start_worker(self.threads)
-        from fusionnet_keras.data.io import open_volume
+        from fusionnet_keras.data.io import open_image
         from fusionnet_keras.inference.predictor import SectionPredictor
         from fusionnet_keras.models.loading import load_model
 
-        volume = open_volume(self.input)
+        volume = open_image(self.input)
         predictor = SectionPredictor(load_model(self.weights), tta=self.tta, pad=self.pad,
                                      batch_size=self.batch_size, precision=self.precision)
         return volume, predictor
@@ -147,13 +147,15 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
     Returns:
         ``{"blocks": n, "computed": k, "shape": ...}``.
     """
-    from fusionnet_keras.data.io import open_volume
+    from fusionnet_keras.data.io import open_image
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.models.analysis import size_multiple
     from fusionnet_keras.models.loading import load_model
 
     if dtype not in ("float32", "uint8"):
         raise FusionNetError(f"dtype must be float32 or uint8, got {dtype!r}")
-    with open_volume(input_path) as volume:
+    check_not_input(output_path, input_path, files=[weights])
+    with open_image(input_path) as volume:  # grey 2-D or 3-D, as the whole-section prediction reads it
         shape, in_dtype = tuple(volume.shape), str(volume.dtype)
     if len(shape) not in (2, 3):
         raise FusionNetError(f"expected a 2-D image or a 3-D stack (Z, H, W), got shape {shape}")

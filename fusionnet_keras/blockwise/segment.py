@@ -282,6 +282,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     """
     from dataclasses import replace
 
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
     from fusionnet_keras.segmentation.multicut import check_betas
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
@@ -293,6 +294,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         thresholds = check_betas(thresholds or [defaults.BETA])
     else:
         thresholds = None if method == "watershed" else check_thresholds(thresholds or [defaults.THRESHOLD])
+    for path in outputs:
+        check_not_input(path, input_path, files=[classifier_path])
     with _open_input(input_path) as volume:
         shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}

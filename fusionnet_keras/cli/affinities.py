@@ -54,7 +54,7 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
     weights = resolve_weights(weights, "affinities-3d")
-    check_not_input(output_path, input_path)
+    check_not_input(output_path, input_path, files=[weights])
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
                              "interrupted run left, --overwrite starts again; give one")

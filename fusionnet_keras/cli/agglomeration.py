@@ -33,10 +33,12 @@ def train_agglomeration(affinities, fragments, labels, classifier, epochs, trees
     """
     import time
 
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
     from fusionnet_keras.segmentation.learned import train_classifier
     from fusionnet_keras.utils.atomic import check_overwrite
 
+    check_not_input(classifier, affinities, fragments, labels, whole=True)
     check_overwrite(classifier, overwrite)
     start = time.perf_counter()
     affs = load_affinities(affinities, invert=invert)

@@ -69,6 +69,7 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
     import numpy as np
 
     from fusionnet_keras.data.io import load_image, open_image, read_volume
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.evaluation import figures as morph_figures
     from fusionnet_keras.evaluation import morphology as morph
     from fusionnet_keras.segmentation.inputs import check_labels
@@ -84,6 +85,9 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
             raise FusionNetError(f"--figures {fig_dir} is not a directory")
         fig_paths = [fig_dir / "fig9_overlay.png", fig_dir / "fig10_features.png"]
         targets += fig_paths
+    work = [Path(f"{out_path}.work")] if blockwise_requested(workers, block, scheduler) else []  # replaced too
+    for t in targets + work:
+        check_not_input(t, labels, image, whole=True)
     for t in targets:
         check_overwrite(t, overwrite)
 
@@ -120,6 +124,10 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
             click.echo(f"{name:>8} {len(sel):>7} {np.mean([r['volume_um3'] for r in sel]):>12.3f} "
                        f"{np.mean([r['surface_area_um2'] for r in sel]):>10.3f} "
                        f"{np.mean([r['sphericity'] for r in sel]):>10.3f}")
+        used = len({int(r["cluster"]) for r in records if int(r["cluster"]) >= 0})
+        if used < clusters:  # K-means cannot make more clusters than distinct nuclei
+            click.echo(f"note: {used} cluster{'s' if used != 1 else ''} instead of the {clusters} asked for "
+                       f"(--clusters): K-means had only {used} distinct nuclei to fit")
         click.echo(f"wrote {out_path}")
     if fig_paths:
         if inst is None:

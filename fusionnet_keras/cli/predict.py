@@ -50,17 +50,17 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     OUTPUT chunked like the blocks; the same command again resumes an
     interrupted run, computing only the blocks not marked done.
     """
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
     weights = resolve_weights(weights, "membranes-2d")
+    check_not_input(output_path, input_path, files=[weights])
     if blockwise_requested(workers, block, scheduler):
         return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, precision,
                                   dtype, workers, block, scheduler, overwrite)
     from fusionnet_keras.data.io import check_output, load_image, write_volume
-    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.utils.validate import check_weights_path
 
-    check_not_input(output_path, input_path)
     check_output(output_path, overwrite)
     check_weights_path(weights)
     image = load_image(input_path)

@@ -117,19 +117,21 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     import numpy as np
 
     from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
+    from fusionnet_keras.data.io.paths import check_not_input
+    from fusionnet_keras.segmentation.agglomeration import check_thresholds
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
     from fusionnet_keras.segmentation.pipeline import segment as run
 
-    from fusionnet_keras.data.io.paths import check_not_input
-
-    check_not_input(out, affinities, fragments)
     values = parse_thresholds(threshold, thresholds)
+    several = thresholds is not None
+    for member in [_member(out, dataset_name(t)) for t in check_thresholds(values)] if several else [out]:
+        check_not_input(member, affinities, fragments, files=[classifier])
     if method is None:
         method = "learned" if classifier else "mean"
     if method == "watershed" and values is not None:
         raise FusionNetError("--method watershed takes no --threshold/--thresholds")
-    several = thresholds is not None
-    from fusionnet_keras.segmentation.agglomeration import check_thresholds
+    if method != "learned" and classifier is not None:
+        raise FusionNetError(f"--classifier is for --method learned; --method {method} does not use it")
 
     long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
     if lifted_hops is not None and method != "lifted-multicut":

@@ -24,11 +24,13 @@ def _train_options(func):
     return func
 
 
-def _checked_config(configs, overrides, resume, overwrite, label_zero=None) -> dict:
-    """The resolved configuration, the options checked, then the backend prepared (nothing heavy before).
-    ``label_zero`` (``--label-zero``) sets ``data.label_zero`` of a 3-D affinity config."""
+def _checked_config(configs, overrides, out, default_out, resume, overwrite, label_zero=None) -> tuple[dict, str]:
+    """The resolved configuration and run folder (``--out`` or ``default_out(config)``), the options
+    checked, then the backend prepared (nothing heavy before). ``label_zero`` (``--label-zero``) sets
+    ``data.label_zero`` of a 3-D affinity config."""
+    from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.errors import FusionNetError
-    from fusionnet_keras.training.config import is_affinity_config, load_any_config
+    from fusionnet_keras.training.config import data_inputs, is_affinity_config, load_any_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)
@@ -38,8 +40,10 @@ def _checked_config(configs, overrides, resume, overwrite, label_zero=None) -> d
             raise FusionNetError("--label-zero applies to the 3-D affinity networks (model.architecture unet3d "
                                  f"or fusionnet3d), not to {config['model']['architecture']}")
         config = load_any_config(configs, (*overrides, f"data.label_zero={label_zero}"))
+    out = out or default_out(config)
+    check_not_input(out, *data_inputs(config), whole=True, files=configs)  # --overwrite deletes the folder
     quiet_backend()
-    return config
+    return config, out
 
 
 @click.command()
@@ -58,7 +62,8 @@ def train(configs, overrides, out, resume, overwrite, label_zero):
     model.architecture unet3d or fusionnet3d: VI of the validation block);
     --resume continues after an interruption.
     """
-    config = _checked_config(configs, overrides, resume, overwrite, label_zero)
+    config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"]), resume,
+                                  overwrite, label_zero)
     from fusionnet_keras.training.config import is_affinity_config
 
     if is_affinity_config(config):
@@ -66,7 +71,6 @@ def train(configs, overrides, out, resume, overwrite, label_zero):
     else:
         from fusionnet_keras.training.trainer import train as run_train
 
-    out = out or os.path.join("runs", config["name"])
     result = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(result, indent=2))
 
@@ -78,7 +82,8 @@ def train(configs, overrides, out, resume, overwrite, label_zero):
 @handle_errors
 def cv(configs, folds, overrides, out, resume, overwrite):
     """k-fold cross-validation (default 3) over the train + validation sections."""
-    config = _checked_config(configs, overrides, resume, overwrite)
+    config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"] + "-cv"),
+                                  resume, overwrite)
     from fusionnet_keras.errors import FusionNetError
     from fusionnet_keras.training.config import is_affinity_config
     from fusionnet_keras.training.crossval import cross_validate
@@ -87,7 +92,6 @@ def cv(configs, folds, overrides, out, resume, overwrite):
         raise FusionNetError(f"cv cross-validates the 2-D networks over sections; "
                              f"{config['model']['architecture']} trains on fixed volume parts: use train")
 
-    out = out or os.path.join("runs", config["name"] + "-cv")
     report = cross_validate(config, out, folds=folds, resume=resume, overwrite=overwrite)
     for r in report["folds"]:
         click.echo(f"fold {r['fold']}: V^Rand {r['vrand']:.5f}  V^Info {r['vinfo']:.5f}  pixel error {r['pixel_error']:.5f}")

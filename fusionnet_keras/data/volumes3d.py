@@ -92,14 +92,15 @@ def _dataset_dir(name: str, root=None) -> Path:
 
 
 def _read(path: Path, key: str, index=slice(None)) -> np.ndarray:
-    import h5py
+    """Dataset ``key`` of the HDF5 file ``path`` (sections ``index``), by the package's reader: a missing,
+    truncated or damaged file is a one-line error naming it."""
+    from fusionnet_keras.data.io import open_volume
+    from fusionnet_keras.data.io.paths import user_errors
 
     if not path.exists():
         raise FusionNetError(f"{path} not found; the {path.parent.name} dataset is incomplete")
-    with h5py.File(path, "r") as f:
-        if key not in f:
-            raise FusionNetError(f"{path} has no dataset {key!r}")
-        return f[key][index]
+    with open_volume(f"{path}:{key}") as volume, user_errors(f"cannot read {volume.name}"):
+        return np.asarray(volume.lazy[index])
 
 
 def _sources(name: str, root=None, z_step: int = Z_STEP) -> dict:

@@ -35,9 +35,9 @@ def start(preset: str, out) -> tuple[float, Path]:
 
 def load_best(out, name):
     """The best checkpoint of model ``name`` (``out/<name>/best.keras``)."""
-    import keras
+    from fusionnet_keras.models.loading import read_keras
 
-    return keras.saving.load_model(Path(out) / name / "best.keras", compile=False)
+    return read_keras(Path(out) / name / "best.keras", "checkpoint")
 
 
 def model_config(experiment_dir, preset: str, name: str, overrides=()) -> dict:

@@ -87,15 +87,46 @@ class SegmentationModel(keras.Model):
     A subclass builds its graph with layers created with ``dtype=dtype``, calls
     ``super().__init__(inputs=..., outputs=..., name=name, **kwargs)`` and then
     :meth:`_set_hyperparameters`; it extends :meth:`get_config` with its own
-    arguments. ``from_config`` also reads files saved before the input shape
-    was called ``image_shape`` (key ``input_shape``).
+    arguments. The constructors (and so ``from_config``, for files saved by
+    0.1.0) also take the input shape under its old name ``input_shape``
+    (:meth:`_image_shape`).
     """
 
     spatial_dims = 2
 
+    #: Keyword arguments a network passes on to ``keras.Model`` (in every saved config).
+    _MODEL_KWARGS = ("trainable",)
+
     @classmethod
-    def _checked_input(cls, nb_filters, depth, image_shape):
-        """``(nb_filters, depth, image_shape, input tensor)`` after the checks every network shares."""
+    def _image_shape(cls, image_shape, kwargs: dict):
+        """``image_shape``, or the one given under its 0.1.0 name ``input_shape``; ``kwargs``, the
+        constructor's other keyword arguments, checked.
+
+        A functional Keras model takes any keyword argument without a word
+        (``input_shape``, a misspelt ``nb_filter``) and builds the default
+        network: here ``input_shape`` is taken out of ``kwargs`` as the old name
+        of ``image_shape`` and any other unknown name is a ``TypeError``.
+        """
+        unknown = sorted(set(kwargs) - {"input_shape", *cls._MODEL_KWARGS})
+        if unknown:
+            import inspect
+
+            known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
+            raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown[0]!r}; its arguments: "
+                            f"{', '.join(known + list(cls._MODEL_KWARGS))}")
+        if "input_shape" not in kwargs:
+            return image_shape
+        old = kwargs.pop("input_shape")
+        if tuple(image_shape) != (None,) * cls.spatial_dims + (1,):
+            raise FusionNetError(f"give image_shape or its old name input_shape, not both (got {image_shape!r} "
+                                 f"and {old!r})")
+        return old
+
+    @classmethod
+    def _checked_input(cls, nb_filters, depth, image_shape, kwargs: dict):
+        """``(nb_filters, depth, image_shape, input tensor)`` after the checks every network shares
+        (``kwargs``: the constructor's other keyword arguments, see :meth:`_image_shape`)."""
+        image_shape = cls._image_shape(image_shape, kwargs)
         nb_filters = check_int("nb_filters", nb_filters, minimum=1)
         depth = check_int("depth", depth, minimum=0)
         image_shape = check_spatial_shape(image_shape, 2**depth, cls.spatial_dims)
@@ -124,10 +155,7 @@ class SegmentationModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if "input_shape" in config:  # files saved by fusionnet-keras 0.1.0
-            config["image_shape"] = config.pop("input_shape")
-        return cls(**config)
+        return cls(**config)  # files saved by fusionnet-keras 0.1.0 name it input_shape: see _image_shape
 
     @property
     def size_multiple(self):

@@ -110,7 +110,7 @@ class _AffinityModel(SegmentationModel):
         xy_kernel = check_odd("xy_kernel", xy_kernel)
         head_z_kernel = check_odd("head_z_kernel", head_z_kernel)
         z_kernels = level_z_kernels(z_kernels, depth)
-        image_shape = tuple(image_shape)
+        image_shape = tuple(self._image_shape(image_shape, kwargs))
         if len(image_shape) != 4 or image_shape[-1] != 1:
             raise FusionNetError(f"image_shape must be (z, y, x, 1), got {image_shape!r}")
         geometry = self._geometry(depth, xy_kernel, z_kernels, head_z_kernel, **extra)

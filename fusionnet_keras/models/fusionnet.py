@@ -105,7 +105,7 @@ class FusionNet(SegmentationModel):
         name="fusionnet",
         **kwargs,
     ):
-        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape, kwargs)
         zero_init_residual = bool(zero_init_residual)
         outputs = _fusionnet_graph(
             inputs, "", nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype
@@ -155,7 +155,7 @@ class FusionNetW(SegmentationModel):
         **kwargs,
     ):
         units = check_int("units", units, minimum=1)
-        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape, kwargs)
         zero_init_residual = bool(zero_init_residual)
         x = inputs
         outputs = []

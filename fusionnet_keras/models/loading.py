@@ -15,6 +15,37 @@ def register_custom_objects() -> None:
     import fusionnet_keras.training.losses  # noqa: F401
 
 
+def read_keras(path, what: str = "weights", compile: bool = False):
+    """``keras.saving.load_model(path, compile=compile)`` with a one-line :class:`FusionNetError` naming
+    ``path`` (as ``what``, e.g. "weights" or "checkpoint") and the real problem.
+
+    Keras takes any file that is not a whole zip archive for a missing one ("File
+    not found"); a truncated or corrupt ``.keras`` file is named as such here.
+    """
+    import os
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FusionNetError(f"{what} not found: {path}")
+    try:
+        whole = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise FusionNetError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if not whole:
+        empty = os.path.getsize(path) == 0
+        raise FusionNetError(f"cannot load {what} {path}: " + ("the file is empty" if empty else
+                             "not a whole .keras archive (truncated or corrupt; save or copy it again)"))
+    import keras
+
+    register_custom_objects()
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as e:  # a damaged member, a foreign model, missing classes
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FusionNetError(f"cannot load {what} {path}: {reason[:200]}") from None
+
+
 #: The command that runs a model of each kind (named when a model of the other kind is given).
 COMMANDS = {2: "fusionnet-keras predict", 3: "fusionnet-keras affinities"}
 
@@ -27,14 +58,7 @@ def load_model(path, spatial_dims=2):
     command that runs it; ``None`` accepts either kind.
     """
     path = check_weights_path(path)
-    import keras
-
-    register_custom_objects()
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # corrupt zip, foreign model, missing classes
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FusionNetError(f"cannot load weights {path}: {reason[:200]}") from None
+    model = read_keras(path)
     inputs = model.inputs
     dims = len(inputs[0].shape) - 2 if len(inputs) == 1 and inputs[0].shape[-1] == 1 else None
     if spatial_dims is not None and dims != spatial_dims:

@@ -48,7 +48,7 @@ class UNet(SegmentationModel):
         name="unet",
         **kwargs,
     ):
-        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape)
+        nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape, kwargs)
         kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
 
         def level(x, name, filters, first_dtype):

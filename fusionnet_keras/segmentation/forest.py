@@ -62,7 +62,7 @@ class Forest:
         try:
             f = cls(**{k: np.asarray(arrays[k]) for k in _ARRAYS}, n_features=int(n_features))
         except KeyError as exc:
-            raise FusionNetError(f"forest arrays incomplete: no '{exc.args[0]}'") from None
+            raise FusionNetError(f"its forest arrays are incomplete (no {exc.args[0]!r})") from None
         n = f.feature.size
         ok = (
             all(getattr(f, k).shape == (n,) for k in _ARRAYS[:-1])
@@ -72,7 +72,7 @@ class Forest:
             and np.all((f.feature < 0) | ((f.left > 0) & (f.left < n) & (f.right > 0) & (f.right < n)))
         )
         if not ok:
-            raise FusionNetError("forest arrays are inconsistent (corrupt file?)")
+            raise FusionNetError("its forest arrays are inconsistent")
         f.feature = f.feature.astype(np.int32)
         f.left = f.left.astype(np.int32)
         f.right = f.right.astype(np.int32)

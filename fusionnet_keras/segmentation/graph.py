@@ -86,11 +86,9 @@ class RegionGraph:
 
     @classmethod
     def load(cls, path) -> "RegionGraph":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise FusionNetError(f"cannot read region graph {path}: {str(exc).splitlines()[0]}") from None
+        from fusionnet_keras.utils.npz import read_npz
+
+        data = read_npz(path, "region graph")
         if int(data.pop("format", -1)) != GRAPH_FORMAT:
             raise FusionNetError(f"{path} is not a region graph of this version (format {GRAPH_FORMAT})")
         data["bins"] = int(data["bins"])

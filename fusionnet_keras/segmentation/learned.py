@@ -82,18 +82,12 @@ class BoundaryClassifier:
     @classmethod
     def load(cls, path) -> "BoundaryClassifier":
         """Read a file written by :meth:`save`; anything else raises a one-line FusionNetError."""
-        import zipfile
+        from fusionnet_keras.utils.npz import read_npz
 
         what = f"{path} is not an agglomeration classifier of fusionnet-keras"
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise FusionNetError(f"classifier file not found: {path}") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise FusionNetError(f"{what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        if not isinstance(arrays, dict) or "header" not in arrays:
-            raise FusionNetError(what)
+        arrays = read_npz(path, "agglomeration classifier")
+        if "header" not in arrays:
+            raise FusionNetError(f"{what} (no header)")
         try:
             header = json.loads(str(arrays.pop("header")))
         except (ValueError, TypeError):
@@ -107,8 +101,12 @@ class BoundaryClassifier:
             )
         if header.get("feature_names") != feature_names():
             raise FusionNetError(f"{path}: classifier was trained on other features; train it again")
-        forest = Forest.from_arrays(arrays, header.get("n_features", -1))
-        return cls(forest, bins=int(header.get("bins", defaults.BINS)), info=header.get("info"))
+        try:  # a damaged file with a good header: the arrays or the settings do not fit
+            forest = Forest.from_arrays(arrays, header.get("n_features", -1))
+            return cls(forest, bins=int(header.get("bins", defaults.BINS)), info=header.get("info"))
+        except (FusionNetError, TypeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FusionNetError(f"agglomeration classifier {path} is damaged ({reason}); train it again") from None
 
 
 class LearnedScore:

@@ -260,7 +260,7 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
     import keras
 
     from fusionnet_keras.data.volumes3d import load_parts
-    from fusionnet_keras.models.loading import register_custom_objects
+    from fusionnet_keras.models.loading import read_keras, register_custom_objects
 
     config = acfg.validate(config)
     t = config["train"]
@@ -276,7 +276,7 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
     keras.mixed_precision.set_global_policy(t["precision"])
     register_custom_objects()
     if state["epoch"] > 0:
-        net = keras.saving.load_model(run.ckpt)
+        net = read_keras(run.ckpt, "checkpoint", compile=True)
         print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
     else:
         net = build_network(config)

@@ -213,8 +213,13 @@ def _merge(base: dict, update: dict, source: str, schema: dict, prefix="") -> No
             if not isinstance(value, dict):
                 raise FusionNetError(f"config key {full!r} must be a table [{full}] in {source}")
             _merge(base[key], value, source, spec, prefix=f"{key}.")
-        else:
+        elif source == "config":  # a whole configuration (config.json): the key says it all
             base[key] = _check_value(full, value, spec)
+        else:
+            try:
+                base[key] = _check_value(full, value, spec)
+            except FusionNetError as e:  # which file (or --set) gave the value
+                raise FusionNetError(f"{e} in {source}") from None
 
 
 def read_toml(path) -> dict:
@@ -350,26 +355,62 @@ def diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
+def _architectures_named(paths=(), overrides=()) -> list[tuple[str, object]]:
+    """``(source, value)`` of every ``model.architecture`` the files and overrides set, in order."""
+    named = []
+    for path in paths:
+        model = read_toml(path).get("model")
+        if isinstance(model, dict) and "architecture" in model:
+            named.append((str(path), model["architecture"]))
+    for text in overrides:
+        if text.split("=", 1)[0].strip() == "model.architecture":
+            named.append((f"--set {text.strip()}", parse_override(text)["model"]["architecture"]))
+    return named
+
+
 def architecture_of(paths=(), overrides=()) -> str:
     """The ``model.architecture`` that ``paths`` and ``overrides`` set (the last one wins; default
     ``"fusionnet"``), read without validation, to choose the schema."""
-    architecture = SCHEMA["model"]["architecture"][1]
-    tables = [read_toml(path) for path in paths]
-    tables += [parse_override(text) for text in overrides if text.split("=", 1)[0].strip() == "model.architecture"]
-    for table in tables:
-        model = table.get("model")
-        if isinstance(model, dict) and isinstance(model.get("architecture"), str):
-            architecture = model["architecture"]
-    return architecture
+    named = [value for _, value in _architectures_named(paths, overrides) if isinstance(value, str)]
+    return named[-1] if named else SCHEMA["model"]["architecture"][1]
+
+
+def _checked_architecture(paths=(), overrides=()) -> str:
+    """:func:`architecture_of`, refusing an unknown one and a 2-D and a 3-D one named together."""
+    from fusionnet_keras.training.affinity_config import ARCHITECTURES as THREE_D
+
+    two_d = SCHEMA["model"]["architecture"][2]
+    kinds = {**{a: "2-D" for a in two_d}, **{a: "3-D" for a in THREE_D}}
+    named = _architectures_named(paths, overrides)
+    for source, value in named:
+        if not isinstance(value, str) or value not in kinds:
+            raise FusionNetError(f"config key 'model.architecture' must be one of {', '.join(kinds)}, got "
+                                 f"{value!r} in {source}")
+    if not named:
+        return SCHEMA["model"]["architecture"][1]
+    last_source, last = named[-1]
+    for source, value in named[:-1]:
+        if kinds[value] != kinds[last]:
+            same = ", ".join(a for a in kinds if kinds[a] == kinds[value])
+            raise FusionNetError(
+                f"{last_source} asks for the {kinds[last]} network {last!r}, but {source} configures the "
+                f"{kinds[value]} network {value!r} (its settings are for that kind); give a {kinds[last]} "
+                f"config with it, or one of the {kinds[value]} architectures ({same})")
+    return last
 
 
 def load_any_config(paths=(), overrides=()) -> dict:
     """:func:`load_config`, or the 3-D affinity configuration
     (:func:`fusionnet_keras.training.affinity_config.load_affinity_config`) when the files name a 3-D
-    architecture (``unet3d``, ``fusionnet3d``)."""
+    architecture (``unet3d``, ``fusionnet3d``).
+
+    The architecture chooses the schema, so one of the other kind named earlier
+    (a 3-D config file with ``--set model.architecture=fusionnet``) is refused
+    naming both, not judged by the other schema.
+    """
     from fusionnet_keras.training import affinity_config
 
-    if architecture_of(paths, overrides) in affinity_config.ARCHITECTURES:
+    if _checked_architecture(paths, overrides) in affinity_config.ARCHITECTURES:
         return affinity_config.load_affinity_config(paths, overrides)
     return load_config(paths, overrides)
 
@@ -379,3 +420,15 @@ def is_affinity_config(config: dict) -> bool:
     from fusionnet_keras.training.affinity_config import ARCHITECTURES
 
     return config.get("model", {}).get("architecture") in ARCHITECTURES
+
+
+def data_inputs(config: dict) -> list[str]:
+    """The data a configuration trains on, as paths: the 2-D image and label volumes (relative to
+    ``$FUSIONNET_DATA_DIR`` unless absolute), or the folder of a 3-D affinity configuration's dataset."""
+    from fusionnet_keras.settings import data_dir
+
+    if is_affinity_config(config):
+        return [str(data_dir() / config["data"]["dataset"])]
+    from fusionnet_keras.training.inputs import resolve_data_path
+
+    return [resolve_data_path(config["data"][key]) for key in ("images", "labels")]

@@ -101,13 +101,27 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False, validate=N
                     f"cannot resume {run.out}: config differs from the saved one in {', '.join(changed)}"
                 )
         if run.state_path.exists() and run.has_checkpoint():
-            state = json.loads(run.state_path.read_text())
+            state = read_state(run.state_path)
             write_log(run, state)  # the rows of the completed epochs, whatever the kill interrupted
         for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill
             remove_stale_temporaries(folder)
     run.out.mkdir(parents=True, exist_ok=True)
     cfg.save_config(config, run.out / "config.json")
     return run, state
+
+
+def read_state(path) -> dict:
+    """The ``state.json`` of a run being resumed; a one-line :class:`FusionNetError` naming it if damaged."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FusionNetError(f"cannot resume: {path} is damaged ({' '.join(str(e).split())[:120]}); "
+                             "start again with --overwrite") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
+            or not isinstance(state.get("history"), list):
+        raise FusionNetError(f"cannot resume: {path} is not the state of a fusionnet-keras run; start again "
+                             "with --overwrite")
+    return state
 
 
 def summary(run: Run, state: dict) -> dict:

@@ -155,14 +155,14 @@ def _models(run, state: dict, config: dict, schedule: _Schedule):
     import keras
 
     from fusionnet_keras.models import build_model
-    from fusionnet_keras.models.loading import register_custom_objects
+    from fusionnet_keras.models.loading import read_keras, register_custom_objects
     from fusionnet_keras.training import units
 
     m = config["model"]
     resuming = state["epoch"] > 0 or state.get("unit", 0) > 0
     register_custom_objects()  # a new process has not imported the augmentation layers yet
     if resuming and not schedule.by_unit:
-        model = keras.saving.load_model(run.ckpt)
+        model = read_keras(run.ckpt, "checkpoint", compile=True)
         print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
         models, net = [model], model.get_layer(m["architecture"])
     else:

@@ -73,8 +73,9 @@ def save_units(path, net, models) -> None:
 def restore_units(path, net, models) -> list[int]:
     """Load :func:`save_units`' file into ``net`` and the units' optimizers; return the units whose
     optimizer was restored (a unit not trained yet keeps a fresh one)."""
-    with np.load(path) as data:
-        saved = {key: data[key] for key in data.files}
+    from fusionnet_keras.utils.npz import read_npz
+
+    saved = read_npz(path, "resume point")
     weights = [saved[f"net/{j}"] for j in range(sum(key.startswith("net/") for key in saved))]
     if len(weights) != len(net.weights):
         raise FusionNetError(f"{path} holds {len(weights)} weights, the network has {len(net.weights)}")

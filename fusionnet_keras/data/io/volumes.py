@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +32,31 @@ from fusionnet_keras.data.io.paths import (
     user_errors,
 )
 from fusionnet_keras.errors import FusionNetError
+
+
+class _Quiet(logging.Filter):
+    """Drops tifffile's log records (e.g. "invalid page offset" of a truncated file) while this thread is in
+    :func:`_quiet_tifffile`: a reading problem is reported once, as the reader's one-line error."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        return not getattr(self.local, "depth", 0)
+
+
+_QUIET = _Quiet()
+logging.getLogger("tifffile").addFilter(_QUIET)
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    _QUIET.local.depth = getattr(_QUIET.local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _QUIET.local.depth -= 1
 
 
 class Volume:
@@ -100,7 +128,7 @@ class Volume:
         return np.stack([np.asarray(self._read_range(i, i + 1))[0] for i in indices])
 
     def _guard(self, func, *args):
-        with user_errors(f"cannot read {self.name}", passthrough=(IndexError,)):
+        with user_errors(f"cannot read {self.name}", passthrough=(IndexError,)), _quiet_tifffile():
             return func(*args)
 
     def read(self) -> np.ndarray:
@@ -456,7 +484,7 @@ def open_volume(path: str | os.PathLike) -> Volume:
     fmt = _input_format(file, display)
     if key is not None and fmt not in ("hdf5", "zarr"):
         raise FusionNetError(f"'{key}' selects a dataset, but {file} is not an HDF5 or zarr container")
-    with user_errors(f"cannot read {display}"):
+    with user_errors(f"cannot read {display}"), _quiet_tifffile():
         if fmt == "tiff":
             return _TiffVolume(file, display)
         if fmt == "png":
