@@ -5,15 +5,7 @@ import numpy as np
 from numba import types
 from numba.typed import Dict, List
 
-
-@numba.njit(cache=True)
-def _find(parent, x):  # pragma: no cover - compiled
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:
-        parent[x], x = root, parent[x]
-    return root
+from fusionnet_keras.segmentation._multicut_kernel import _find  # the compiled union-find of both kernels
 
 
 @numba.njit(cache=True)
