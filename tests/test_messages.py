@@ -248,7 +248,7 @@ def test_a_bad_value_names_the_file_or_set_that_gave_it(tmp_path):
 def test_a_classifier_with_a_method_that_does_not_use_it_is_refused(d, tmp_path, method):
     _one_line_error(_invoke("segment", f"{d / 'vol.h5'}:affs", tmp_path / "s.h5", "--method", method,
                             "--classifier", d / "clf.npz"),
-                    f"--classifier is for --method learned; --method {method} does not use it")
+                    f"--classifier is for --method learned, multicut, lifted-multicut; --method {method} does not use it")
     assert not (tmp_path / "s.h5").exists()
 
 

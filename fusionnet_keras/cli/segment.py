@@ -130,8 +130,9 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
         method = "learned" if classifier else "mean"
     if method == "watershed" and values is not None:
         raise FusionNetError("--method watershed takes no --threshold/--thresholds")
-    if method != "learned" and classifier is not None:
-        raise FusionNetError(f"--classifier is for --method learned; --method {method} does not use it")
+    if method not in defaults.CLASSIFIER_METHODS and classifier is not None:
+        raise FusionNetError(f"--classifier is for --method {', '.join(defaults.CLASSIFIER_METHODS)}; "
+                             f"--method {method} does not use it")
 
     long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
     if lifted_hops is not None and method != "lifted-multicut":

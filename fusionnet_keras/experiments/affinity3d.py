@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.segmentation import defaults
 from fusionnet_keras.experiments.common import finish, load_best, preset_note, start, train_models
 
 MODELS = ("unet3d_malis", "fusionnet3d_malis", "unet3d_bce")
@@ -37,7 +38,7 @@ LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + 
 METHODS = ("watershed", "mean", "learned", "multicut", "lifted-multicut")
 SWEPT = METHODS[1:]
 """The methods swept over :data:`THRESHOLDS`: agglomeration thresholds, or the multicuts' boundary bias beta."""
-CLASSIFIED = ("learned", "multicut", "lifted-multicut")
+CLASSIFIED = defaults.CLASSIFIER_METHODS
 """The methods that use the learned boundary classifier (the multicuts take their costs from it)."""
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.96, 0.05)]
 WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its networks' train.val_ws_size

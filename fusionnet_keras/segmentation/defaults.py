@@ -4,6 +4,8 @@
 METHODS = ("watershed", "mean", "learned", "multicut", "lifted-multicut", "mws")
 #: The methods that solve a graph partitioning for each boundary bias beta (their --thresholds are betas).
 BETA_METHODS = ("multicut", "lifted-multicut", "mws")
+#: The methods that take a boundary classifier (the multicuts take their costs from it).
+CLASSIFIER_METHODS = ("learned", "multicut", "lifted-multicut")
 #: z-watershed thresholds (waterz's): links <= LOW are cut, links >= HIGH always join.
 WATERSHED_LOW = 0.0001
 WATERSHED_HIGH = 0.9999
