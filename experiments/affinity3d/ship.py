@@ -103,8 +103,8 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
     summary = f"{label} ({preset} preset) on fib-medulla (10 x 10 x 40 nm), with its agglomeration classifier"
     config = (f"experiments/affinity3d/{name}.toml with the {preset} preset: loss {t['loss']} "
               f"(BCE pre-training {t['pretrain_bce_epochs']} epochs), {t['epochs']} epochs of {t['steps_per_epoch']} steps")
-    chosen_on = (f"the validation part only: the network of lowest validation VI of {len(results['segmentation'])} "
-                 f"networks in {runs}; the middle threshold of those within {args.flat} bits of its best "
+    chosen_on = (f"the validation part only: the network of lowest validation VI (learned agglomeration) among "
+                 f"the networks of {runs}; the middle threshold of those within {args.flat} bits of its best "
                  "validation VI (the flat region of the curve); the run's watershed size")
     toml = [
         f"name = {_toml(args.out.name)}",
