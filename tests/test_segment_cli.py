@@ -93,7 +93,7 @@ def test_train_agglomeration_and_learned_segment(volumes, tmp_path):
     assert json.loads(r.output)["vi"] < 0.8
 
 
-def test_bad_inputs_are_one_line_errors(volumes, tmp_path):
+def test_bad_inputs_are_one_line_errors(volumes, tmp_path, monkeypatch):
     data = volumes / "test.h5"
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f["two"] = np.zeros((2, 6, 40, 40), np.float32)
@@ -117,7 +117,10 @@ def test_bad_inputs_are_one_line_errors(volumes, tmp_path):
                 "HDF5 file or a zarr group")
     _user_error(_run("segment", f"{data}:affinities", out, "--method", "watershed", "--threshold", "0.5"),
                 "no --threshold")
+    monkeypatch.setenv("FUSIONNET_REGISTRY", str(tmp_path / "empty-registry"))  # an installation without a 3-D model
+    (tmp_path / "empty-registry").mkdir()
     _user_error(_run("segment", f"{data}:affinities", out, "--method", "learned"), "needs a classifier")
+    monkeypatch.delenv("FUSIONNET_REGISTRY")
     _user_error(_run("evaluate", f"{bad}:float_labels", f"{data}:labels", "--instances"), "integer labels")
     _user_error(_run("train-agglomeration", f"{data}:affinities", f"{data}:labels", f"{bad}:float_labels",
                      tmp_path / "c.npz"), "integer labels")
