@@ -131,3 +131,34 @@ def import_backend(verbose: bool = False) -> None:
     quiet_imports(verbose)
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         import keras  # noqa: F401
+
+
+class _TifffileFilter:
+    """Drops tifffile's log records (e.g. "invalid page offset" of a truncated file) while this thread is in
+    :func:`quiet_tifffile`: a reading problem is reported once, as the reader's one-line error."""
+
+    def __init__(self):
+        import threading
+
+        self.local = threading.local()
+
+    def filter(self, record):
+        return not getattr(self.local, "depth", 0)
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """tifffile's log lines dropped in this thread while the block runs (the filter is added to tifffile's
+    logger once, on first use)."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    quiet = next((f for f in logger.filters if isinstance(f, _TifffileFilter)), None)
+    if quiet is None:
+        quiet = _TifffileFilter()
+        logger.addFilter(quiet)
+    quiet.local.depth = getattr(quiet.local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        quiet.local.depth -= 1

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -32,31 +29,7 @@ from fusionnet_keras.data.io.paths import (
     user_errors,
 )
 from fusionnet_keras.errors import FusionNetError
-
-
-class _Quiet(logging.Filter):
-    """Drops tifffile's log records (e.g. "invalid page offset" of a truncated file) while this thread is in
-    :func:`_quiet_tifffile`: a reading problem is reported once, as the reader's one-line error."""
-
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record):
-        return not getattr(self.local, "depth", 0)
-
-
-_QUIET = _Quiet()
-logging.getLogger("tifffile").addFilter(_QUIET)
-
-
-@contextlib.contextmanager
-def _quiet_tifffile():
-    _QUIET.local.depth = getattr(_QUIET.local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _QUIET.local.depth -= 1
+from fusionnet_keras.utils.quiet import quiet_tifffile as _quiet_tifffile
 
 
 class Volume:
