@@ -18,7 +18,6 @@ import argparse
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.experiments import affinity3d
+from fusionnet_keras.pretrained.build import run_cli, toml
 
-REPO = Path(__file__).resolve().parents[2]
 SCORES = ("vi", "vi_split", "vi_merge", "arand", "cremi")
 
 
@@ -51,17 +50,6 @@ def robust_threshold(curve, flat: float) -> float:
     return near[len(near) // 2]
 
 
-def cli(*args, cwd, env) -> str:
-    """Run ``fusionnet-keras ARGS`` in ``cwd``; its standard output."""
-    import os
-
-    proc = subprocess.run([sys.executable, "-m", "fusionnet_keras.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **env})
-    if proc.returncode:
-        sys.exit(f"fusionnet-keras {' '.join(map(str, args))} failed: {proc.stderr.strip()[-500:]}")
-    return proc.stdout
-
-
 def measure(entry: Path, workdir: Path) -> dict:
     """Scores of the registry entry at its card's settings on the fib-medulla test part, by the commands a
     user runs (``neurons`` with the entry's name, then ``evaluate --instances``)."""
@@ -75,16 +63,12 @@ def measure(entry: Path, workdir: Path) -> dict:
                 ("evaluate", "seg.h5:labels", "test.h5:labels", "--instances", "--json")]
     start = time.time()
     for command in commands:
-        out = cli(*command, cwd=workdir, env={"FUSIONNET_REGISTRY": str(entry.parent.resolve())})
+        out = run_cli(*command, cwd=workdir, env={"FUSIONNET_REGISTRY": str(entry.parent.resolve())})
     scores = json.loads(out)
     scores["seconds"] = time.time() - start
     scores["command"] = ("test.h5 = the fib-medulla test part (data.volumes3d.load_parts('fib-medulla', ['test'])); "
                          + " && ".join("fusionnet-keras " + " ".join(shlex.quote(str(a)) for a in c) for c in commands))
     return scores
-
-
-def _toml(value) -> str:
-    return json.dumps(value)  # strings, numbers, booleans and lists of numbers read the same in TOML
 
 
 def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, curve, scores) -> None:
@@ -107,26 +91,26 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
                  f"the networks of {runs}; the middle threshold of those within {args.flat} bits of its best "
                  "validation VI (the flat region of the curve); the run's watershed size")
     toml = [
-        f"name = {_toml(args.out.name)}",
+        f"name = {toml(args.out.name)}",
         'task = "affinities-3d"',
-        f"summary = {_toml(summary)}",
+        f"summary = {toml(summary)}",
         'file = "model.keras"',
-        f"sha256 = {_toml(sha256_file(args.out / 'model.keras'))}",
+        f"sha256 = {toml(sha256_file(args.out / 'model.keras'))}",
         'weights_dtype = "float32"',
-        f"package_version = {_toml(fusionnet_keras.__version__)}",
+        f"package_version = {toml(fusionnet_keras.__version__)}",
         f"seed = {t['seed']}",
         "default = true",
-        f"regenerate = {_toml(regenerate)}",
+        f"regenerate = {toml(regenerate)}",
         "",
         "[training]",
         'data = "fib-medulla (FUSIONNET_DATA_DIR/fib-medulla), every 4th section kept: 10 x 10 x 40 nm"',
         'split = "y [0, 125) train, [125, 150) validation (checkpoint, network, threshold), [150, 250) test"',
-        f"config = {_toml(config)}",
-        f"time = {_toml(f'{minutes:.1f} min (training and validation)')}",
+        f"config = {toml(config)}",
+        f"time = {toml(f'{minutes:.1f} min (training and validation)')}",
         'hardware = "2-core AMD EPYC (AVX512-BF16), no GPU, shared with other jobs"',
         "",
         "[scores]",
-        f"command = {_toml(scores['command'])}",
+        f"command = {toml(scores['command'])}",
         'headline = "vi"',
         f"values = {{ {values} }}",
         "",
@@ -141,11 +125,11 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
         "",
         "[segmentation]",
         'classifier = "classifier.npz"',
-        f"classifier_sha256 = {_toml(sha256_file(args.out / 'classifier.npz'))}",
+        f"classifier_sha256 = {toml(sha256_file(args.out / 'classifier.npz'))}",
         f"threshold = {threshold}",
         f"ws_size = {ws_size}",
-        f"chosen_on = {_toml(chosen_on)}",
-        f"validation_curve = {_toml(curve)}",
+        f"chosen_on = {toml(chosen_on)}",
+        f"validation_curve = {toml(curve)}",
     ]
     (args.out / "card.toml").write_text("\n".join(toml) + "\n")
     curve_rows = "\n".join(f"| {t:g} | {vi:.3f} |" for t, vi in curve)
