@@ -71,6 +71,12 @@ def measure(entry: Path, workdir: Path) -> dict:
     return scores
 
 
+def _seed(run: Path) -> int:
+    """``train.seed`` of a run's networks."""
+    configs = sorted(Path(run).glob("*/config.json"))
+    return int(json.loads(configs[0].read_text())["train"]["seed"])
+
+
 def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, curve, scores) -> None:
     """``card.toml`` of the entry (``card.md``, for people, is written by hand from it)."""
     import fusionnet_keras
@@ -81,8 +87,8 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
     t = json.loads((run / name / "config.json").read_text())["train"]
     minutes = ((train.get("train_seconds") or 0) + (train.get("val_seconds") or 0)) / 60
     runs = " ".join(map(str, args.runs))
-    regenerate = (f"python experiments/affinity3d/run.py --preset {preset} --seed {t['seed']} --out {run} && "
-                  f"python experiments/affinity3d/ship.py {runs} --out {args.out}")
+    trainings = [f"python experiments/affinity3d/run.py --preset {preset} --seed {_seed(r)} --out {r}" for r in args.runs]
+    regenerate = " && ".join([*trainings, f"python experiments/affinity3d/ship.py {runs} --out {args.out}"])
     values = ", ".join(f"{k} = {round(float(scores[k]), 4)}" for k in SCORES)
     summary = f"{label} ({preset} preset) on fib-medulla (10 x 10 x 40 nm), with its agglomeration classifier"
     config = (f"experiments/affinity3d/{name}.toml with the {preset} preset: loss {t['loss']} "
@@ -90,7 +96,7 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
     chosen_on = (f"the validation part only: the network of lowest validation VI (learned agglomeration) among "
                  f"the networks of {runs}; the middle threshold of those within {args.flat} bits of its best "
                  "validation VI (the flat region of the curve); the run's watershed size")
-    toml = [
+    lines = [
         f"name = {toml(args.out.name)}",
         'task = "affinities-3d"',
         f"summary = {toml(summary)}",
@@ -131,7 +137,7 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
         f"chosen_on = {toml(chosen_on)}",
         f"validation_curve = {toml(curve)}",
     ]
-    (args.out / "card.toml").write_text("\n".join(toml) + "\n")
+    (args.out / "card.toml").write_text("\n".join(lines) + "\n")
     curve_rows = "\n".join(f"| {t:g} | {vi:.3f} |" for t, vi in curve)
     (args.out / "card.md").write_text(f"""# {args.out.name}
 
