@@ -27,6 +27,18 @@ def _check_task(entry, task) -> None:
         raise FusionNetError(f"model {entry.name} has task {entry.task}, not {task}: use '{TASKS[entry.task]}'")
 
 
+def registry_entry(value, task: str, registry=None):
+    """The registry entry ``value`` stands for (None = the task's default), or None for a path or URL."""
+    if value is None:
+        return reg.default_for(task, registry)
+    value = os.fspath(value)
+    if is_url(value) or _looks_like_path(value, (".keras",)):
+        return None
+    entry = reg.get(value, registry)
+    _check_task(entry, task)
+    return entry
+
+
 def resolve_weights(value, task: str | None, registry=None) -> str:
     """The local ``.keras`` path for ``value`` (see the module docstring); ``task`` (``membranes-2d``,
     ``affinities-3d`` or None for either) picks the default and is checked for registry names."""

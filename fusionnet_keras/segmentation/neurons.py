@@ -31,16 +31,10 @@ class NeuronSettings:
 def neuron_settings(model=None, classifier=None, threshold=None, ws_size=None, registry=None) -> NeuronSettings:
     """The settings of ``model`` (None = the shipped default 3-D model, a registry name, a ``.keras`` path or
     a URL) with the given overrides. A model outside the registry has no card: it needs ``classifier``."""
-    from fusionnet_keras.pretrained import registry as reg
-    from fusionnet_keras.pretrained.resolve import resolve_classifier, resolve_weights
+    from fusionnet_keras.pretrained.resolve import registry_entry, resolve_classifier, resolve_weights
 
-    entry = None
-    if model is None:
-        entry = reg.default_for("affinities-3d", registry)
-    elif not str(model).endswith(".keras") and "://" not in str(model) and not Path(str(model)).exists():
-        entry = reg.get(str(model), registry)
-    weights = resolve_weights(None if entry is None else entry.name, "affinities-3d", registry) \
-        if entry is not None else resolve_weights(model, "affinities-3d", registry)
+    entry = registry_entry(model, "affinities-3d", registry)
+    weights = resolve_weights(model if entry is None else entry.name, "affinities-3d", registry)
     card = {} if entry is None else entry.card.get("segmentation", {})
     if classifier is None and entry is None:
         raise FusionNetError(f"{model} is not a registry model, so it has no card: give its agglomeration "
