@@ -27,54 +27,47 @@ def _check_task(entry, task) -> None:
         raise FusionNetError(f"model {entry.name} has task {entry.task}, not {task}: use '{TASKS[entry.task]}'")
 
 
-def registry_entry(value, task: str, registry=None):
-    """The registry entry ``value`` stands for (None = the task's default), or None for a path or URL."""
+def registry_entry(value, task: str | None, registry=None, suffixes=(".keras",)):
+    """The registry entry ``value`` stands for (None = the task's default), or None for a path or URL (a value
+    ending in one of ``suffixes``, holding a folder separator or naming an existing file)."""
     if value is None:
         return reg.default_for(task, registry)
     value = os.fspath(value)
-    if is_url(value) or _looks_like_path(value, (".keras",)):
+    if is_url(value) or _looks_like_path(value, suffixes):
         return None
     entry = reg.get(value, registry)
     _check_task(entry, task)
     return entry
 
 
+def _local(value, entry, file_of) -> str:
+    """The local file: the entry's (``file_of(entry)``), a URL's download, or the path itself."""
+    if entry is not None:
+        return str(file_of(entry))
+    value = os.fspath(value)
+    return str(fetch(value)) if is_url(value) else value
+
+
 def resolve_weights(value, task: str | None, registry=None) -> str:
     """The local ``.keras`` path for ``value`` (see the module docstring); ``task`` (``membranes-2d``,
     ``affinities-3d`` or None for either) picks the default and is checked for registry names."""
-    if value is None:
-        if task is None:
-            raise FusionNetError("no model given: pass a .keras file, a registry name or a URL")
-        return str(reg.model_file(reg.default_for(task, registry)))
-    value = os.fspath(value)
-    if is_url(value):
-        return str(fetch(value))
-    if _looks_like_path(value, (".keras",)):
-        return value
-    entry = reg.get(value, registry)
-    _check_task(entry, task)
-    return str(reg.model_file(entry))
+    if value is None and task is None:
+        raise FusionNetError("no model given: pass a .keras file, a registry name or a URL")
+    return _local(value, registry_entry(value, task, registry), reg.model_file)
 
 
 def resolve_classifier(value, registry=None) -> str:
     """The local agglomeration classifier for ``value``: None = the default 3-D entry's, a registry
     name = that entry's, a URL = downloaded, else a path."""
-    if value is None:
-        try:
-            entry = reg.default_for("affinities-3d", registry)
-        except FusionNetError:
-            raise FusionNetError("the learned method needs a classifier and this installation ships none yet: "
-                                 "pass --classifier (a file from train-agglomeration, a registry name or a URL)"
-                                 ) from None
-        return str(reg.classifier_file(entry))
-    value = os.fspath(value)
-    if is_url(value):
-        return str(fetch(value))
-    if _looks_like_path(value, (".npz",)):
-        return value
-    entry = reg.get(value, registry)
-    _check_task(entry, "affinities-3d")
-    return str(reg.classifier_file(entry))
+    try:
+        entry = registry_entry(value, "affinities-3d", registry, suffixes=(".npz",))
+    except FusionNetError:
+        if value is not None:
+            raise
+        raise FusionNetError("the learned method needs a classifier and this installation ships none yet: "
+                             "pass --classifier (a file from train-agglomeration, a registry name or a URL)"
+                             ) from None
+    return _local(value, entry, reg.classifier_file)
 
 
 def load(name=None, task: str | None = None, registry=None):
