@@ -69,6 +69,8 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     with open_affinity_input(input_path) as volume:
         labels = run(volume, settings, precision=precision, orientations=int(tta), progress=True)
     write_volume(output_path, labels, overwrite=overwrite)
-    n = int(labels.max(initial=0))
+    import numpy as np
+
+    n = int(np.count_nonzero(np.unique(labels)))
     click.echo(f"{n} neurons (threshold {settings.threshold:g}, watershed size {settings.ws_size}, from "
                f"{settings.source}); wrote {output_path} ({time.perf_counter() - start:.1f} s)")
