@@ -43,6 +43,7 @@ def scores(workdir: Path, registry: Path, name: str) -> dict:
     """V^Rand / V^Info of ``predict`` (the registry's default model, its default settings) on sections 21-30."""
     commands = [("predict", "sections21-30.tif", "prediction.tif"),
                 ("evaluate", "prediction.tif", "labels21-30.tif", "--json")]
+    (workdir / "prediction.tif").unlink(missing_ok=True)
     start = time.time()
     for command in commands:
         out = run_cli(*command, cwd=workdir, env={"FUSIONNET_REGISTRY": str(registry.resolve())})
