@@ -149,7 +149,7 @@ def write_card(args, run: Path, name: str, results: dict, threshold, ws_size, cu
   on a 2-core AMD EPYC (AVX512-BF16, shared with other jobs). Weights stored in float32.
 - **Data**: fib-medulla (NeuroProof examples, Parag et al. 2015; Creative Commons attribution), every 4th
   section kept; train y [0, 125), validation y [125, 150), test y [150, 250).
-- **Settings** (the `neurons` defaults), chosen on the validation part only: {chosen_on}. Threshold
+- **Settings** (the `neurons` defaults), chosen on {chosen_on}. Threshold
   **{threshold:g}**, watershed size **{ws_size}**.
 - **Scores on the test part** (63 x 100 x 250 voxels, 212 bodies) at these settings: VI **{float(scores["vi"]):.3f}**
   bits (split {float(scores["vi_split"]):.3f}, merge {float(scores["vi_merge"]):.3f}), ARAND {float(scores["arand"]):.3f},
