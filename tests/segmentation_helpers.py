@@ -37,3 +37,23 @@ def same_partition(a, b):
     """True when two label volumes are the same partition up to renaming."""
     pairs = np.unique(np.stack([np.ravel(a), np.ravel(b)]), axis=1)
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def run_cli(*args):
+    """``fusionnet-keras ARGS`` in process (click's runner), stderr kept apart where click allows it."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from fusionnet_keras.cli import main
+
+    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
+    return CliRunner(**kwargs).invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def user_error(result, match):
+    """The command failed with exit 2 and exactly one ``Error:`` line containing ``match``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], result.stderr
+    assert "Traceback" not in result.output

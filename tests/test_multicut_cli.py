@@ -1,32 +1,20 @@
 """``segment --method multicut / lifted-multicut / mws``: beta sweeps, blockwise equality, one-line errors."""
 
-import inspect
 import json
 
 import h5py
 import numpy as np
 import pytest
 import zarr
-from click.testing import CliRunner
 
-from fusionnet_keras.cli import main
 from fusionnet_keras.segmentation.pipeline import WatershedOptions, segment
 
-from segmentation_helpers import bodies, degrade, gt_affinities, same_partition
+from segmentation_helpers import bodies, degrade, gt_affinities, run_cli, same_partition, user_error
 
 LONG_RANGE = [(-2, 0, 0), (0, -6, 0), (0, 0, -6), (0, -4, -4)]
 
 
-def _run(*args):
-    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    return CliRunner(**kwargs).invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _user_error(result, match):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], result.stderr
-    assert "Traceback" not in result.output
+_run, _user_error = run_cli, user_error
 
 
 def long_range_affinities(gt, offsets, seed):

@@ -1,29 +1,17 @@
 """Command-line tests of segment, train-agglomeration and evaluate --instances (CliRunner, tiny volumes)."""
 
-import inspect
 import json
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
-
-from fusionnet_keras.cli import main
-
-from segmentation_helpers import bodies, degrade, gt_affinities
 
 
-def _run(*args):
-    kwargs = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    return CliRunner(**kwargs).invoke(main, [str(a) for a in args], catch_exceptions=False)
+from segmentation_helpers import bodies, degrade, gt_affinities, run_cli, user_error
 
 
-def _user_error(result, match):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], result.stderr
-    assert "Traceback" not in result.output
+_run, _user_error = run_cli, user_error
 
 
 @pytest.fixture(scope="module")

@@ -206,18 +206,24 @@ def relabel(fragments, ids, new_ids) -> np.ndarray:
     return np.where(found, new_ids[idx], frag)
 
 
+def check_values(values, what: str, inside, interval: str) -> list[float]:
+    """``values`` as a sorted list of distinct floats for which ``inside(v)`` holds; one-line errors naming
+    ``what`` (e.g. "thresholds") and the ``interval`` (e.g. "[0, 1]")."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise FusionNetError(f"{what} must be numbers, got {values!r}") from None
+    if not numbers:
+        raise FusionNetError(f"no {what} given")
+    bad = [v for v in numbers if not inside(v)]
+    if bad:
+        raise FusionNetError(f"{what} must lie in {interval}, got {bad[0]:g}")
+    return sorted(set(numbers))
+
+
 def check_thresholds(thresholds) -> list[float]:
     """Thresholds as a sorted list of distinct floats in [0, 1] (any order given)."""
-    try:
-        values = [float(t) for t in thresholds]
-    except (TypeError, ValueError):
-        raise FusionNetError(f"thresholds must be numbers, got {thresholds!r}") from None
-    if not values:
-        raise FusionNetError("no thresholds given")
-    bad = [t for t in values if not 0.0 <= t <= 1.0]
-    if bad:
-        raise FusionNetError(f"thresholds must lie in [0, 1], got {bad[0]:g}")
-    return sorted(set(values))
+    return check_values(thresholds, "thresholds", lambda t: 0.0 <= t <= 1.0, "[0, 1]")
 
 
 def agglomerate(graph, thresholds, scorer=None):

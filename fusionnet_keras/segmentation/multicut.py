@@ -49,16 +49,9 @@ PASSES = 100
 
 def check_betas(betas) -> list[float]:
     """Boundary biases as a sorted list of distinct floats in (0, 1)."""
-    try:
-        values = [float(b) for b in betas]
-    except (TypeError, ValueError):
-        raise FusionNetError(f"beta values must be numbers, got {betas!r}") from None
-    if not values:
-        raise FusionNetError("no beta values given")
-    bad = [b for b in values if not 0.0 < b < 1.0]
-    if bad:
-        raise FusionNetError(f"the multicut's beta must lie in (0, 1) (open), got {bad[0]:g}")
-    return sorted(set(values))
+    from fusionnet_keras.segmentation.agglomeration import check_values
+
+    return check_values(betas, "beta", lambda b: 0.0 < b < 1.0, "(0, 1) (open)")
 
 
 def costs(p, beta: float) -> np.ndarray:
