@@ -113,3 +113,72 @@ def test_tf_data_map(rng):
 def test_bad_labels(labels, match):
     with pytest.raises(FusionNetError, match=match):
         affinities_from_labels(labels)
+
+
+# ---------------------------------------------------------------------------
+# long-range offsets (model.offsets, for the mutex watershed)
+
+LONG = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (-2, 0, 0), (0, -3, 0), (0, 2, -3), (0, 0, -7), (1, 1, 1)]
+
+
+def direct_targets(labels, offsets, label_zero):
+    """Voxel by voxel: channel c at v is 1 where v and v + offsets[c] carry the same non-zero id."""
+    aff = np.zeros((len(offsets), *labels.shape), np.float32)
+    mask = np.zeros_like(aff)
+    for c, off in enumerate(offsets):
+        for v in np.ndindex(labels.shape):
+            u = tuple(a + o for a, o in zip(v, off))
+            if all(0 <= x < n for x, n in zip(u, labels.shape)):
+                a, b = labels[v], labels[u]
+                aff[(c, *v)] = a != 0 and a == b
+                mask[(c, *v)] = label_zero == "background" or (a != 0 and b != 0)
+    return aff, mask
+
+
+@pytest.mark.parametrize("label_zero", ["background", "unknown"])
+def test_long_range_targets_match_a_direct_computation(label_zero):
+    labels = np.random.default_rng(5).integers(0, 4, (4, 6, 7))
+    aff, mask = affinities_from_labels(labels, label_zero, LONG)
+    ref_aff, ref_mask = direct_targets(labels, LONG, label_zero)
+    np.testing.assert_array_equal(aff, ref_aff)
+    np.testing.assert_array_equal(mask, ref_mask)
+    assert not mask[6].any()  # x - 7 leaves a volume 7 wide: no edge
+    np.testing.assert_array_equal(edge_mask(labels.shape, LONG), direct_targets(labels, LONG, "background")[1] > 0)
+    # the first three channels are the nearest-neighbour targets
+    np.testing.assert_array_equal(aff[:3], affinities_from_labels(labels, label_zero)[0])
+    y = AffinityTargets(label_zero, LONG).y_true(labels)
+    assert y.shape == (4, 6, 7, 2 * len(LONG) + 1)
+    got_aff, got_mask, ids = split_y_true(y)
+    np.testing.assert_array_equal(np.moveaxis(got_aff, -1, 0), ref_aff)
+    np.testing.assert_array_equal(np.moveaxis(got_mask, -1, 0), ref_mask)
+
+
+def test_long_range_training_targets_reach_outside_the_output_box():
+    """The output box's long-range edges to voxels in the context are targets: equal to the targets of the
+    whole input block, cropped."""
+    from fusionnet_keras.data.augment3d import affinity_y_true
+
+    labels = np.random.default_rng(1).integers(0, 3, (8, 20, 20))
+    offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (-2, 0, 0), (0, 3, -4)]
+    context = (2, 5, 5)
+    y = affinity_y_true(labels, context, offsets=offsets)
+    whole = AffinityTargets(offsets=offsets).y_true(labels)
+    box = tuple(slice(c, n - c) for c, n in zip(context, labels.shape))
+    np.testing.assert_array_equal(y[..., :-1], whole[box][..., :-1])
+    with pytest.raises(FusionNetError, match="smaller than its offsets' reach"):
+        affinity_y_true(labels, (2, 3, 3), offsets=offsets)
+
+
+@pytest.mark.parametrize("offsets,match", [
+    ([(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, -2)], "three integers"),
+    ([(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, 0)], "not all 0"),
+    ([(0, -1, 0), (-1, 0, 0), (0, 0, -1)], "start with the 3 nearest"),
+    ([(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, -4, 0), (0, -4, 0)], "repeat"),
+    ("abc", "integer triples"),
+])
+def test_malformed_offsets_are_refused(offsets, match):
+    from fusionnet_keras.data.affinities import check_network_offsets
+
+    with pytest.raises(FusionNetError, match=match) as info:
+        check_network_offsets(offsets)
+    assert "\n" not in str(info.value)

@@ -616,3 +616,58 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
     assert again["train"]["unet3d_malis"]["train_seconds"] == result["train"]["unet3d_malis"]["train_seconds"]
     assert again["segmentation"] == json.loads(json.dumps(result["segmentation"]))
     assert {p: p.stat().st_mtime for p in out.glob("*/*.h5")} == stamps
+
+
+# ---------------------------------------------------------------------------
+# long-range offsets
+
+LONG_RANGE = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 0], [0, 0, -4], [0, 4, -4]]
+
+
+def test_long_range_config_is_checked(tmp_path):
+    offsets = f"model.offsets={json.dumps(LONG_RANGE)}"
+    config = load_any_config([tiny_config(tmp_path, loss="bce")], [offsets])
+    assert acfg.offsets(config)[3:] == ((-2, 0, 0), (0, -4, 0), (0, 0, -4), (0, 4, -4))
+    assert acfg.model_kwargs(config)["offsets"] == LONG_RANGE
+    assert acfg.offsets(load_any_config([tiny_config(tmp_path, loss="bce")])) == ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
+    for overrides, match in [
+        ([offsets], "bce"),  # MALIS works on the nearest-neighbour channels only
+        ([offsets.replace("-4, 0]", "-9, 0]"), "train.loss=bce"], "reach"),  # beyond the context (4, 8, 8)
+        (["model.offsets=[[0, -1, 0], [-1, 0, 0], [0, 0, -1]]", "train.loss=bce"], "nearest neighbours"),
+        (["model.offsets=[[-1, 0]]", "train.loss=bce"], "triples"),
+    ]:
+        with pytest.raises(FusionNetError, match=match) as info:
+            load_any_config([tiny_config(tmp_path)], overrides)
+        assert "model.offsets" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tiny_long_range_network_trains_and_predicts_every_channel(tmp_path, fake_data, monkeypatch):
+    """BCE over all channels: one epoch trains and validates; the network, saved and loaded, knows its offsets
+    and the predictor writes one channel per offset, the same for any block."""
+    import keras
+
+    from fusionnet_keras.inference.affinities import predict_affinities
+
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
+    result = _run_train(tiny_config(tmp_path, loss="bce", epochs=1), tmp_path / "run",
+                        ["--set", f"model.offsets={json.dumps(LONG_RANGE)}"])
+    assert result.exit_code == 0, result.output
+    net = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert net.output_shape[-1] == len(LONG_RANGE) and [list(o) for o in net.offsets] == LONG_RANGE
+    volume = fake_data[1][:6, :30, :26]
+    whole = predict_affinities(net, volume)
+    assert whole.shape == (len(LONG_RANGE), 6, 30, 26) and np.all((whole >= 0) & (whole <= 1))
+    np.testing.assert_allclose(predict_affinities(net, volume, block=(3, 11, 9)), whole, atol=1e-5)
+    with pytest.raises(FusionNetError, match="use 1 orientation"):
+        predict_affinities(net, volume, orientations=4)
+    # the BCE loss weighs the long-range channels: perfect targets on them lower it
+    from fusionnet_keras.data.affinities import AffinityTargets
+    from fusionnet_keras.training.affinity_losses import BalancedBCELoss
+
+    labels = blobs((3, 10, 10), 4, seed=0)
+    y_true = AffinityTargets(offsets=LONG_RANGE).y_true(labels)[None]
+    target = y_true[..., :len(LONG_RANGE)]
+    half = np.full_like(target, 0.5)
+    good_long = half.copy()
+    good_long[..., 3:] = np.clip(target[..., 3:], 0.01, 0.99)
+    assert float(BalancedBCELoss()(y_true, good_long)) < float(BalancedBCELoss()(y_true, half))

@@ -38,6 +38,17 @@ targets as one channels-last ``y_true`` array ``(batch, Z, Y, X, 7)``
 mask, 6 the instance ids (relabelled 1..K per sample, so float32 holds them
 exactly). :meth:`AffinityTargets.y_true` makes it; :func:`split_y_true` takes it
 apart.
+
+**Long-range offsets** (``model.offsets``; for the mutex watershed,
+:mod:`fusionnet_keras.segmentation.mws`): a network may predict more channels,
+one per offset ``(dz, dy, dx)``; channel ``c`` at ``v`` is then the affinity of
+``v`` and ``v + offsets[c]`` (the nearest-neighbour channels are the case
+``-e_c``). The list always starts with the three of :data:`OFFSETS`, so the
+first three channels are the nearest-neighbour graph every agglomeration reads
+(:func:`check_network_offsets`). Targets and mask of every channel follow the
+rules above (an edge exists where ``v + offset`` lies in the volume; label 0
+as for the nearest neighbours); ``y_true`` then has ``2 * len(offsets) + 1``
+channels: targets, mask, ids.
 """
 
 from __future__ import annotations
@@ -75,21 +86,67 @@ def _check_labels(labels):
     return labels
 
 
-def edge_mask(shape):
-    """Boolean ``(3, Z, Y, X)``: True where the edge exists (the voxel has a predecessor on that axis)."""
-    mask = np.ones((N_AFFINITIES, *shape), bool)
-    for c in range(N_AFFINITIES):
-        index = [c] + [slice(None)] * 3
-        index[1 + c] = 0
-        mask[tuple(index)] = False
+def check_network_offsets(offsets) -> tuple[tuple[int, int, int], ...]:
+    """The affinity offsets of a network: three integers each, not all 0, no repeats, starting with the
+    three nearest neighbours of :data:`OFFSETS` (the channels every agglomeration reads); a one-line error
+    otherwise. ``None`` gives :data:`OFFSETS`.
+
+    Example:
+        >>> check_network_offsets([[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -9, 0]])[3:]
+        ((0, -9, 0),)
+    """
+    if offsets is None:
+        return OFFSETS
+    try:
+        offsets = tuple(tuple(int(x) for x in o) for o in offsets)
+    except (TypeError, ValueError):
+        raise FusionNetError(f"offsets must be a list of [dz, dy, dx] integer triples, got {offsets!r}") from None
+    bad = [o for o in offsets if len(o) != 3 or o == (0, 0, 0)]
+    if bad:
+        raise FusionNetError(f"an offset must be three integers [dz, dy, dx], not all 0; got {list(bad[0])}")
+    if offsets[:N_AFFINITIES] != OFFSETS:
+        raise FusionNetError("offsets must start with the 3 nearest neighbours [-1, 0, 0], [0, -1, 0], [0, 0, -1] "
+                             f"(the channels the agglomerations read), got {[list(o) for o in offsets[:3]]}")
+    if len(set(offsets)) != len(offsets):
+        raise FusionNetError(f"offsets repeat an offset: {[list(o) for o in offsets]}")
+    return offsets
+
+
+def offset_reach(offsets=OFFSETS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(before, after)``: per axis (z, y, x), how far the offsets reach before and after a voxel.
+
+    Example:
+        >>> offset_reach([(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 9, -9)])
+        ((1, 1, 9), (0, 9, 0))
+    """
+    before = tuple(max(0, *(-o[a] for o in offsets)) for a in range(3))
+    after = tuple(max(0, *(o[a] for o in offsets)) for a in range(3))
+    return before, after
+
+
+def edge_mask(shape, offsets=OFFSETS):
+    """Boolean ``(C, Z, Y, X)``: True where the edge of channel ``c`` exists (``v + offsets[c]`` lies in the
+    volume; for :data:`OFFSETS`: the voxel has a predecessor on that axis)."""
+    mask = np.zeros((len(offsets), *shape), bool)
+    for c, (here, _) in enumerate(_pairs(shape, offsets)):
+        mask[(c, *here)] = True
     return mask
 
 
-def affinities_from_labels(labels, label_zero: str = "background"):
-    """Target affinities and mask, both float32 ``(3, Z, Y, X)``, from instance labels ``(Z, Y, X)``.
+def _pairs(shape, offsets):
+    """Per offset ``o``: the slices of the voxels ``v`` whose ``v + o`` lies in ``shape``, and of those ``v + o``."""
+    for offset in offsets:
+        here = tuple(slice(max(0, -o), max(max(0, -o), n - max(0, o))) for o, n in zip(offset, shape))
+        there = tuple(slice(h.start + o, h.stop + o) for h, o in zip(here, offset))
+        yield here, there
+
+
+def affinities_from_labels(labels, label_zero: str = "background", offsets=OFFSETS):
+    """Target affinities and mask, both float32 ``(C, Z, Y, X)``, from instance labels ``(Z, Y, X)``.
 
     ``label_zero``: ``"background"`` (edges touching id 0 have target 0 and mask 1) or ``"unknown"``
-    (they are masked out); see the module docstring.
+    (they are masked out); see the module docstring. ``offsets``: one channel per offset (default the
+    three nearest neighbours, :data:`OFFSETS`); channel ``c`` at ``v`` links ``v`` and ``v + offsets[c]``.
 
     Example:
         >>> labels = np.array([[[1, 1, 0, 2]]])
@@ -101,14 +158,10 @@ def affinities_from_labels(labels, label_zero: str = "background"):
     """
     check_label_zero(label_zero)
     labels = _check_labels(labels)
-    affinities = np.zeros((N_AFFINITIES, *labels.shape), np.float32)
+    affinities = np.zeros((len(offsets), *labels.shape), np.float32)
     mask = np.zeros_like(affinities)
-    for c in range(N_AFFINITIES):
-        here = [slice(None)] * 3
-        before = [slice(None)] * 3
-        here[c] = slice(1, None)
-        before[c] = slice(None, -1)
-        a, b = labels[tuple(here)], labels[tuple(before)]
+    for c, (here, there) in enumerate(_pairs(labels.shape, offsets)):
+        a, b = labels[here], labels[there]
         affinities[(c, *here)] = (a != 0) & (a == b)
         mask[(c, *here)] = True if label_zero == "background" else (a != 0) & (b != 0)
     return affinities, mask
@@ -126,8 +179,9 @@ def relabel_consecutive(labels):
 
 
 def split_y_true(y_true):
-    """``(affinities, mask, labels)`` from a packed channels-last ``y_true`` (numpy or backend tensor)."""
-    n = N_AFFINITIES
+    """``(affinities, mask, labels)`` from a packed channels-last ``y_true`` (numpy or backend tensor) of
+    ``2 * C + 1`` channels (``C`` affinity channels)."""
+    n = (int(y_true.shape[-1]) - 1) // 2
     return y_true[..., :n], y_true[..., n : 2 * n], y_true[..., 2 * n]
 
 
@@ -135,8 +189,10 @@ class AffinityTargets:
     """Transform: instance labels ``(Z, Y, X)`` -> affinity targets, from numpy or a ``tf.data`` map.
 
     ``label_zero``: what id 0 means, ``"background"`` (default) or ``"unknown"`` (:data:`LABEL_ZERO`).
+    ``offsets``: the network's channels (default the three nearest neighbours; see
+    :func:`check_network_offsets`).
 
-    Calling it gives ``(affinities, mask)``, float32 ``(3, Z, Y, X)`` (see the module docstring
+    Calling it gives ``(affinities, mask)``, float32 ``(C, Z, Y, X)`` (see the module docstring
     for the convention); :meth:`y_true` gives the packed channels-last array the affinity
     losses take; :meth:`tf_map` does that inside a ``tf.data`` pipeline.
 
@@ -150,16 +206,23 @@ class AffinityTargets:
         ((2, 3, 3, 7), [0.0, 1.0, 2.0])
     """
 
-    def __init__(self, label_zero: str = "background"):
+    def __init__(self, label_zero: str = "background", offsets=None):
         self.label_zero = check_label_zero(label_zero)
+        self.offsets = check_network_offsets(offsets)
+
+    @property
+    def channels(self) -> int:
+        """Channels of :meth:`y_true`: ``2 * len(offsets) + 1``."""
+        return 2 * len(self.offsets) + 1
 
     def __call__(self, labels):
-        return affinities_from_labels(labels, self.label_zero)
+        return affinities_from_labels(labels, self.label_zero, self.offsets)
 
     def y_true(self, labels):
-        """Packed ``(Z, Y, X, 7)`` float32: target affinities, mask, ids relabelled 1..K."""
+        """Packed ``(Z, Y, X, 2C + 1)`` float32 (7 channels for the nearest neighbours): target affinities,
+        mask, ids relabelled 1..K."""
         labels = relabel_consecutive(labels)
-        affinities, mask = affinities_from_labels(labels, self.label_zero)
+        affinities, mask = affinities_from_labels(labels, self.label_zero, self.offsets)
         return np.concatenate(
             [np.moveaxis(affinities, 0, -1), np.moveaxis(mask, 0, -1), labels[..., None].astype(np.float32)],
             axis=-1,
@@ -170,5 +233,5 @@ class AffinityTargets:
         import tensorflow as tf
 
         out = tf.numpy_function(self.y_true, [labels], tf.float32, stateful=False)
-        out.set_shape([*labels.shape, Y_TRUE_CHANNELS])
+        out.set_shape([*labels.shape, self.channels])
         return out

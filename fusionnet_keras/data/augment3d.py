@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusionnet_keras.data.affinities import AffinityTargets, check_label_zero
+from fusionnet_keras.data.affinities import OFFSETS, AffinityTargets, check_label_zero, check_network_offsets, offset_reach
 from fusionnet_keras.data.orient import NUM_ORIENTATIONS, orient
 from fusionnet_keras.data.warp import interpolation_matrix
 from fusionnet_keras.errors import FusionNetError
@@ -103,19 +103,34 @@ def sample_sections(image, labels, origin, shape, fields=None, shifts=None):
     return out_image, out_labels
 
 
-def affinity_y_true(labels, context, label_zero: str = "background") -> np.ndarray:
-    """The packed ``y_true`` ``(z, y, x, 7)`` of the output box of an input block of ``labels``.
+def check_context(context, offsets=OFFSETS) -> tuple:
+    """``context`` (z, y, x) if the input block around the output box holds every edge's second voxel
+    (each offset's reach, :func:`~fusionnet_keras.data.affinities.offset_reach`), else a one-line error."""
+    context = tuple(int(c) for c in context)
+    reach = tuple(max(b, a) for b, a in zip(*offset_reach(offsets)))
+    if any(c < max(r, 1) for c, r in zip(context, reach)):
+        raise FusionNetError(f"the network's context {context} (z, y, x) is smaller than its offsets' reach "
+                             f"{reach} (at least 1): shorten model.offsets or use a deeper network")
+    return context
+
+
+def affinity_y_true(labels, context, label_zero: str = "background", offsets=None) -> np.ndarray:
+    """The packed ``y_true`` ``(z, y, x, 2C + 1)`` (7 channels for the nearest neighbours) of the output box
+    of an input block of ``labels``.
 
     ``context`` (z, y, x) is where the box starts in the input (the network's ``geometry.context``); the
-    box is the centre, ``input - 2 * context``. Targets are computed on the box grown by one voxel
-    before it on every axis, then cropped, so the edges of the box's first slices (to voxels just outside
-    the box) are targets too. ``label_zero``: what id 0 means (:data:`~fusionnet_keras.data.affinities.LABEL_ZERO`).
+    box is the centre, ``input - 2 * context``. Targets are computed on the box grown by each offset's
+    reach on every axis (one voxel before it for the nearest neighbours), then cropped, so the edges of the
+    box's border voxels (to voxels just outside the box, which the input holds) are targets too.
+    ``label_zero``: what id 0 means (:data:`~fusionnet_keras.data.affinities.LABEL_ZERO`); ``offsets``: the
+    network's channels (default the three nearest neighbours).
     """
-    context = tuple(int(c) for c in context)
-    if min(context) < 1:
-        raise FusionNetError(f"the network's context {context} must be >= 1 voxel on every axis")
-    box = tuple(slice(c - 1, n - c) for c, n in zip(context, labels.shape))
-    return AffinityTargets(label_zero).y_true(labels[box])[1:, 1:, 1:]
+    targets = AffinityTargets(label_zero, offsets)
+    context = check_context(context, targets.offsets)
+    before, after = offset_reach(targets.offsets)
+    box = tuple(slice(c - b, n - c + a) for c, b, a, n in zip(context, before, after, labels.shape))
+    y = targets.y_true(labels[box])
+    return y[tuple(slice(b, y.shape[i] - a) for i, (b, a) in enumerate(zip(before, after)))]
 
 
 @dataclass
@@ -136,6 +151,7 @@ class AffinityAugment:
         misalign_max: largest misalignment shift (pixels).
         label_zero: what label 0 means in the targets, ``"background"`` or ``"unknown"``
             (:data:`~fusionnet_keras.data.affinities.LABEL_ZERO`).
+        offsets: the network's affinity channels (default the three nearest neighbours).
     """
 
     input_shape: tuple
@@ -148,6 +164,7 @@ class AffinityAugment:
     misalign: float = 0.0
     misalign_max: int = 0
     label_zero: str = "background"
+    offsets: tuple | None = None
 
     def __post_init__(self):
         check_label_zero(self.label_zero)
@@ -161,7 +178,8 @@ class AffinityAugment:
             raise FusionNetError(f"the 8 xy orientations need square input sections, got {self.input_shape[1:]}")
         if self.elastic_grid < 3:
             raise FusionNetError(f"elastic grid must have at least 3 nodes per side, got {self.elastic_grid}")
-        self.context = tuple(d // 2 for d in diff)
+        self.offsets = check_network_offsets(self.offsets)
+        self.context = check_context(tuple(d // 2 for d in diff), self.offsets)
 
     def check_volume(self, shape, what: str = "training block") -> None:
         """Refuse a volume smaller than the output box (the box must lie inside it)."""
@@ -195,7 +213,7 @@ class AffinityAugment:
     def sample(self, image, labels, rng):
         """``(x (Z, Y, X, 1) float32, y_true (z, y, x, 7) float32)``: :meth:`transform`, then the targets."""
         x, y = self.transform(image, labels, rng)
-        return x[..., None], affinity_y_true(y, self.context, self.label_zero)
+        return x[..., None], affinity_y_true(y, self.context, self.label_zero, self.offsets)
 
     def batch(self, image, labels, rng, size: int):
         """``size`` samples stacked: ``(x (N, Z, Y, X, 1), y_true (N, z, y, x, 7))``."""

@@ -4,7 +4,8 @@ Both networks (:class:`~fusionnet_keras.models.unet3d.UNet3D`,
 :class:`~fusionnet_keras.models.fusionnet3d.FusionNet3D`) take an EM block
 ``(batch, z, y, x, 1)`` and give the affinities of its centre
 ``(batch, z', y', x', 3)``, channel order (z, y, x), as defined in
-:mod:`fusionnet_keras.data.affinities`. They pool and up-sample in y and x only
+:mod:`fusionnet_keras.data.affinities`; with ``offsets`` (long-range affinities)
+one channel per offset, the three nearest neighbours first. They pool and up-sample in y and x only
 (the data is anisotropic) and use valid convolutions throughout, so their sizes
 follow :class:`~fusionnet_keras.models.geometry.ValidGeometry`
 (``model.geometry``).
@@ -45,7 +46,7 @@ def level_z_kernels(z_kernels, depth):
     return tuple(check_odd("z_kernels", k) for k in z_kernels)
 
 
-def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
+def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw, channels=N_AFFINITIES):
     """The U-shaped graph on ``inputs``; returns the sigmoid affinity tensor.
 
     Args:
@@ -56,6 +57,7 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
         merge: ``"add"`` (FusionNet) or ``"concat"`` (U-Net) of the cropped encoder map and the up-sampled map.
         crops: per level, the ``Cropping3D`` amounts (from :attr:`ValidGeometry.crops`).
         kw: ``kernel_initializer``, ``bn_momentum`` and ``dtype`` of the blocks.
+        channels: output channels, one per affinity offset (3: the nearest neighbours).
     """
     depth = len(kernels["down"])
     dtype = kw["dtype"]
@@ -78,7 +80,7 @@ def u_graph(inputs, kernels, level, merge, nb_filters, crops, head_kernel, kw):
         x = level(x, f"up{i + 1}", filters, kernels["up"][i], dtype)
     # the output stays float32 under a mixed-precision policy
     return layers.Conv3D(
-        N_AFFINITIES, head_kernel, activation="sigmoid", dtype="float32", name="output"
+        channels, head_kernel, activation="sigmoid", dtype="float32", name="output"
     )(x)
 
 
@@ -104,7 +106,10 @@ class _AffinityModel(SegmentationModel):
         )
 
     def _build(self, nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
-               bn_momentum, dtype, level, merge, name, extra, **kwargs):
+               bn_momentum, dtype, level, merge, name, extra, offsets=None, **kwargs):
+        from fusionnet_keras.data.affinities import check_network_offsets
+
+        offsets = check_network_offsets(offsets)
         nb_filters = check_int("nb_filters", nb_filters, minimum=1)
         depth = check_int("depth", depth, minimum=0)
         xy_kernel = check_odd("xy_kernel", xy_kernel)
@@ -121,7 +126,7 @@ class _AffinityModel(SegmentationModel):
         outputs = u_graph(
             inputs, kernels, lambda x, name, filters, kernels_, first_dtype: level(
                 x, name, filters, kernels_, kw, first_dtype), merge, nb_filters, geometry.crops,
-            (head_z_kernel, 1, 1), kw,
+            (head_z_kernel, 1, 1), kw, len(offsets),
         )
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)
@@ -129,6 +134,8 @@ class _AffinityModel(SegmentationModel):
         self.z_kernels = z_kernels
         self.head_z_kernel = head_z_kernel
         self.geometry = geometry
+        #: the affinity offset of each output channel (:mod:`fusionnet_keras.data.affinities`)
+        self.offsets = offsets
 
     @property
     def size_multiple(self):
@@ -155,4 +162,5 @@ class _AffinityModel(SegmentationModel):
             "xy_kernel": self.xy_kernel,
             "z_kernels": list(self.z_kernels),
             "head_z_kernel": self.head_z_kernel,
+            "offsets": [list(o) for o in self.offsets],
         }

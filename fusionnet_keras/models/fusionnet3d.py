@@ -54,6 +54,9 @@ class FusionNet3D(_AffinityModel):
         dtype: dtype policy of every layer (default: the global policy); the sigmoid output is
             always float32. Saved with the model.
         name: model name.
+        offsets: one output channel per affinity offset ``(dz, dy, dx)``, the three nearest neighbours
+            first (:func:`~fusionnet_keras.data.affinities.check_network_offsets`); default those three.
+            Long-range offsets feed the mutex watershed; the context must reach them.
 
     Example:
         >>> import numpy as np

@@ -62,6 +62,21 @@ def _thresholds(value):
     return None
 
 
+def _offsets(value):
+    if not value:
+        return None
+    from fusionnet_keras.data.affinities import check_network_offsets
+
+    what = "must list [dz, dy, dx] integer triples, the 3 nearest neighbours first (empty: those 3 only)"
+    if any(not isinstance(o, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in o) for o in value):
+        return what
+    try:
+        check_network_offsets(value)
+    except FusionNetError as e:
+        return f"{what}: {e}"
+    return None
+
+
 SCHEMA = {
     "name": (str, "affinity3d", None),
     "model": {
@@ -77,6 +92,10 @@ SCHEMA = {
         "residual_z_kernel": (int, 1, (1, 31)),
         "zero_init_residual": (bool, False, None),
         "bn_momentum": (float, 0.99, (0.0, 1.0)),
+        # the affinity offset of each output channel (fusionnet_keras.data.affinities), the 3 nearest neighbours
+        # [-1, 0, 0], [0, -1, 0], [0, 0, -1] first; further (long-range) offsets feed the mutex watershed.
+        # [] = the 3 nearest neighbours only
+        "offsets": (list, [], _offsets),
     },
     "data": {
         # fusionnet_keras.data.volumes3d: the fixed train / validation / test split of each dataset
@@ -164,12 +183,30 @@ def validate(config: dict) -> dict:
     for key in ("xy_kernel", "head_z_kernel", "residual_z_kernel"):
         if m[key] % 2 == 0:
             raise FusionNetError(f"config key 'model.{key}' must be odd, got {m[key]}")
+    if len(m["offsets"]) > 3 and checked["train"]["loss"] != "bce":
+        raise FusionNetError(f"config key 'model.offsets': long-range offsets train with train.loss = \"bce\" "
+                             f"only (MALIS works on the 3 nearest-neighbour channels), got "
+                             f"\"{checked['train']['loss']}\"")
     shape = tuple(checked["train"]["input_shape"])
     if checked["augment"]["orientations"] and shape[1] != shape[2]:
         raise FusionNetError(f"config key 'train.input_shape' must have y == x for the 8 xy orientations "
                              f"(augment.orientations), got {list(shape)}")
     output_shape(checked)  # the input fits the network
+    if m["offsets"]:
+        from fusionnet_keras.data.augment3d import check_context
+
+        try:
+            check_context(geometry(checked).context, offsets(checked))
+        except FusionNetError as e:
+            raise FusionNetError(f"config key 'model.offsets': {e}") from None
     return checked
+
+
+def offsets(config: dict) -> tuple:
+    """The affinity offsets of the configured network (``model.offsets``, default the 3 nearest neighbours)."""
+    from fusionnet_keras.data.affinities import check_network_offsets
+
+    return check_network_offsets(config["model"]["offsets"] or None)
 
 
 def model_kwargs(config: dict) -> dict:
@@ -177,6 +214,8 @@ def model_kwargs(config: dict) -> dict:
     m = config["model"]
     kwargs = {"nb_filters": m["nb_filters"], "depth": m["depth"], "xy_kernel": m["xy_kernel"],
               "head_z_kernel": m["head_z_kernel"], "bn_momentum": m["bn_momentum"]}
+    if m["offsets"]:
+        kwargs["offsets"] = [list(o) for o in m["offsets"]]
     if m["z_kernels"]:
         kwargs["z_kernels"] = m["z_kernels"][0] if len(m["z_kernels"]) == 1 else tuple(m["z_kernels"])
     if m["architecture"] == "fusionnet3d":

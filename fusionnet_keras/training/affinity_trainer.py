@@ -49,7 +49,8 @@ def make_augment(config: dict, output_shape):
                            orientations=a["orientations"], elastic_amplitude=a["elastic_amplitude"],
                            elastic_grid=a["elastic_grid"], noise_sigma=a["noise_sigma"],
                            missing_section=a["missing_section"], misalign=a["misalign"],
-                           misalign_max=a["misalign_max"], label_zero=config["data"]["label_zero"])
+                           misalign_max=a["misalign_max"], label_zero=config["data"]["label_zero"],
+                           offsets=acfg.offsets(config))
 
 
 def loss_name(config: dict, epoch: int) -> str:
@@ -141,19 +142,23 @@ def balanced_bce(affs, y_true_affs, mask) -> float:
     return float(np.mean(terms)) if terms else 0.0
 
 
-def score_affinities(affs, labels, thresholds, ws_size: int | None = None, label_zero: str = "background") -> dict:
-    """Validation scores of predicted affinities ``(3, Z, Y, X)`` against instance ``labels``:
-    ``bce``, ``fscore`` (targets by ``label_zero``'s convention) and the VI (split, merge) of the
-    z-watershed (size threshold ``ws_size``, default the segmentation's) + mean agglomeration at its best
+def score_affinities(affs, labels, thresholds, ws_size: int | None = None, label_zero: str = "background",
+                     offsets=None) -> dict:
+    """Validation scores of predicted affinities ``(C, Z, Y, X)`` (one channel per offset of ``offsets``,
+    default the 3 nearest neighbours) against instance ``labels``: ``bce``, ``fscore`` over all channels
+    (targets by ``label_zero``'s convention) and the VI (split, merge) of the z-watershed (size threshold
+    ``ws_size``, default the segmentation's) + mean agglomeration of the first 3 channels at its best
     threshold."""
     from fusionnet_keras.data.affinities import affinities_from_labels
     from fusionnet_keras.evaluation import instance_scores
     from fusionnet_keras.segmentation.pipeline import WatershedOptions, segment
 
-    target, mask = affinities_from_labels(labels, label_zero)
+    from fusionnet_keras.data.affinities import check_network_offsets
+
+    target, mask = affinities_from_labels(labels, label_zero, check_network_offsets(offsets))
     out = {"bce": balanced_bce(affs, target, mask), "fscore": affinity_fscore(affs, target, mask)}
     rows = [dict(instance_scores(seg, labels), threshold=t)
-            for t, seg in segment(affs, "mean", thresholds, watershed_options=WatershedOptions() if ws_size is None else WatershedOptions(size=ws_size))]
+            for t, seg in segment(affs[:3], "mean", thresholds, watershed_options=WatershedOptions() if ws_size is None else WatershedOptions(size=ws_size))]
     best = min(rows, key=lambda r: r["vi"])
     out.update(vi=best["vi"], vi_split=best["vi_split"], vi_merge=best["vi_merge"], vi_threshold=best["threshold"])
     return out
@@ -188,7 +193,7 @@ def _callbacks(run, net, config: dict, state: dict, val, data):
             start = time.time()
             inference = inference_model(run, net)
             scores = score_affinities(predict_block(inference, config, val[0]), val[1], t["val_thresholds"],
-                                      t["val_ws_size"], config["data"]["label_zero"])
+                                      t["val_ws_size"], config["data"]["label_zero"], acfg.offsets(config))
             logs.update({f"val_{k}": float(v) for k, v in scores.items()})
             print(f"[{run.name}] validation: VI {scores['vi']:.3f} (split {scores['vi_split']:.3f}, merge "
                   f"{scores['vi_merge']:.3f} at {scores['vi_threshold']:g}), affinity F-score {scores['fscore']:.3f}, "
