@@ -5,7 +5,8 @@ Each block is predicted alone by
 (its window on the network's pooling grid, mirrored context at the volume
 border), so the output equals :func:`fusionnet_keras.predict_affinities` of the
 whole volume for any block shape and worker count. The output is a zarr array
-``(3, Z, Y, X)`` float32 chunked ``(3, *block)``, written block by block with a
+``(C, Z, Y, X)`` float32 chunked ``(C, *block)`` (``C = 3``, or one channel per offset of a
+long-range network), written block by block with a
 done marker per block (:class:`~fusionnet_keras.blockwise.storage.BlockOutput`);
 the model is loaded once per worker.
 """
@@ -92,7 +93,7 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
     """
     from fusionnet_keras.data.io.paths import check_not_input
-    from fusionnet_keras.inference.affinities import N_CHANNELS, AffinityPredictor, check_block
+    from fusionnet_keras.inference.affinities import AffinityPredictor, check_block, offsets_attrs
     from fusionnet_keras.models.loading import load_model
 
     check_not_input(output_path, input_path, files=[weights])
@@ -106,8 +107,12 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                      "weights": _file_tag(weights), "orientations": int(orientations), "block": grid.block,
                      **({"precision": precision} if precision else {})})
     threads = None if client or scheduler else default_threads(workers)
-    out_shape = (N_CHANNELS, *shape)
-    output = BlockOutput(output_path, out_shape, "float32", (N_CHANNELS, *grid.block), sig)
+    # a model of the other kind, bad settings: refused here, not by every worker
+    predictor = AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision,
+                                  orientations=orientations)
+    out_shape = (predictor.channels, *shape)  # one channel per offset of the network
+    output = BlockOutput(output_path, out_shape, "float32", (predictor.channels, *grid.block), sig,
+                         attrs=offsets_attrs(predictor.offsets))
     try:
         output.check(overwrite, resume)  # before any worker starts
     except OutputExistsError:
@@ -115,8 +120,6 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
             raise
         raise OutputExistsError(f"output exists: {output.display} (use --resume to finish an interrupted run "
                                 "with the same settings, or --overwrite)") from None
-    # a model of the other kind, bad settings: refused here, not by every worker
-    AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
     with session(workers, scheduler, client, threads, outputs=[output]) as client:
         output.open(overwrite=overwrite, resume=resume)
         task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),

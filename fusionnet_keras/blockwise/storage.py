@@ -121,7 +121,8 @@ class BlockOutput:
     ``overwrite`` and nothing finished is touched.
     """
 
-    def __init__(self, path, shape, dtype, chunks, sig: str, fill_value=0):
+    def __init__(self, path, shape, dtype, chunks, sig: str, fill_value=0, attrs=None):
+        self.attrs = dict(attrs or {})  # metadata of the array (e.g. the affinity offsets)
         self.file, self.key = zarr_target(path)
         self.display = _display(self.file, self.key)
         self.shape = tuple(int(s) for s in shape)
@@ -193,12 +194,12 @@ class BlockOutput:
                 self.markers.clear()
             if self.key is None:
                 zarr.create_array(store=str(self.file), shape=self.shape, dtype=self.dtype, chunks=self.chunks,
-                                  fill_value=self.fill_value, overwrite=True)
+                                  fill_value=self.fill_value, overwrite=True, attributes=self.attrs)
             else:
                 fmt = _group_format(self.file) if self.file.exists() else 3
                 group = zarr.open_group(str(self.file), mode="a", zarr_format=fmt)
                 group.create_array(self.key, shape=self.shape, dtype=self.dtype, chunks=self.chunks,
-                                   fill_value=self.fill_value, overwrite=True)
+                                   fill_value=self.fill_value, overwrite=True, attributes=self.attrs)
             atomic_write_text(self._job_file(), json.dumps({"signature": self.markers.signature}))
         return self
 

@@ -39,7 +39,10 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     """Predict the affinity graph of the 3-D volume INPUT, write it to OUTPUT.
 
     OUTPUT is float32 (3, Z, Y, X) in [0, 1], channel order (z, y, x): channel c
-    at voxel v is the affinity between v and v - e_c (1 = same object). The
+    at voxel v is the affinity between v and v - e_c (1 = same object). A
+    long-range network (model.offsets) gives one channel per offset, the 3
+    nearest first; HDF5 and zarr OUTPUTs store the offsets (attribute
+    affinity_offsets), which 'segment --method mws' reads. The
     volume is predicted block by block with the network's context (mirrored at
     the volume border), so OUTPUT has INPUT's shape.
 
@@ -77,11 +80,11 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     check_weights_path(weights)
     quiet_backend()
     with open_affinity_input(input_path) as volume:
-        from fusionnet_keras.inference.affinities import predict_affinities
+        from fusionnet_keras.inference.affinities import model_offsets, offsets_attrs, predict_affinities
         from fusionnet_keras.models.loading import load_model
 
         model = load_model(weights, spatial_dims=3)
         out = predict_affinities(model, volume, block=block, precision=precision, orientations=int(tta),
                                  progress=True)
-    write_volume(output_path, out, overwrite=overwrite)
+    write_volume(output_path, out, overwrite=overwrite, attrs=offsets_attrs(model_offsets(model)))
     click.echo(f"wrote {output_path} {out.shape} float32")

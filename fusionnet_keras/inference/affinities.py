@@ -34,6 +34,13 @@ affinities in [0, 1] of the same spatial shape, in the convention of
   unsigned integers divided by their dtype's maximum, floats taken as they
   are and refused outside [0, 1] or when not finite.
 
+**Long-range networks** (``model.offsets``, :mod:`fusionnet_keras.data.affinities`)
+give one channel per offset, ``(C, Z, Y, X)``; every voxel's channels come from
+the same input context as the nearest-neighbour ones (the network's context
+holds both voxels of every edge), so blocks need no more halo. Their test-time
+orientations are refused (an orientation maps an offset to one the network
+may not predict): ``orientations`` must be 1.
+
 ``precision`` (``float32``, ``bfloat16``, ``float16``) runs the convolutions in
 that format (:func:`fusionnet_keras.models.precision.with_precision`); the
 output and the orientation average stay float32.
@@ -57,6 +64,21 @@ ORIENTATIONS = (
     (True, False, False), (True, False, True), (True, True, False), (True, True, True),
 )
 N_CHANNELS = 3
+#: Name of the metadata (HDF5/zarr attribute) holding the offset of each channel of a written affinity array.
+OFFSETS_ATTR = "affinity_offsets"
+
+
+def offsets_attrs(offsets) -> dict:
+    """The metadata written with an affinity array: ``{OFFSETS_ATTR: [[dz, dy, dx], ...]}``."""
+    return {OFFSETS_ATTR: [[int(v) for v in o] for o in offsets]}
+
+
+def model_offsets(model) -> tuple:
+    """The affinity offset of each output channel of a 3-D affinity network (the 3 nearest neighbours for
+    networks saved without ``offsets``)."""
+    from fusionnet_keras.data.affinities import check_network_offsets
+
+    return check_network_offsets(getattr(model, "offsets", None))
 
 
 def check_affinity_model(model, what="the model"):
@@ -140,10 +162,10 @@ class _Oriented:
 class _Window:
     """An ``out`` for :func:`predict_with_halo` that keeps only ``region`` (writes outside it are errors)."""
 
-    def __init__(self, full_shape, region):
-        self.shape = (N_CHANNELS, *full_shape)
+    def __init__(self, full_shape, region, channels=N_CHANNELS):
+        self.shape = (channels, *full_shape)
         self.region = region
-        self.data = np.zeros((N_CHANNELS, *(r.stop - r.start for r in region)), np.float32)
+        self.data = np.zeros((channels, *(r.stop - r.start for r in region)), np.float32)
 
     def __setitem__(self, key, value):
         local = tuple(slice(k.start - r.start, k.stop - r.start) for k, r in zip(key[1:], self.region))
@@ -175,39 +197,44 @@ class AffinityPredictor:
 
             model = with_precision(model, precision)
         self.model = model
+        self.offsets = model_offsets(model)
+        self.channels = len(self.offsets)
         self.orientations = ORIENTATIONS[:_check_orientations(orientations)]
+        if self.channels > N_CHANNELS and len(self.orientations) > 1:
+            raise FusionNetError(f"test-time orientations are for nearest-neighbour networks; this one predicts "
+                                 f"{self.channels - N_CHANNELS} long-range offsets: use 1 orientation")
 
     def _network(self, window):
         y = self.model.predict_on_batch(np.asarray(window, np.float32)[None, ..., None])
         if isinstance(y, (list, tuple)):
             y = y[-1]
         y = np.asarray(y, dtype=np.float32)
-        if y.ndim != 5 or y.shape[-1] != N_CHANNELS:
-            raise FusionNetError(f"the model must output {N_CHANNELS} affinity channels (batch, z, y, x, 3), "
-                                 f"got shape {y.shape}")
+        if y.ndim != 5 or y.shape[-1] != self.channels:
+            raise FusionNetError(f"the model must output {self.channels} affinity channels (batch, z, y, x, "
+                                 f"{self.channels}), one per offset, got shape {y.shape}")
         return np.moveaxis(y[0], -1, 0)
 
     def _run(self, view, region):
-        """Affinities (3, region) of ``view`` in its own frame: one window on its pooling grid."""
+        """Affinities (C, region) of ``view`` in its own frame: one window on its pooling grid."""
         from fusionnet_keras.inference.halo import predict_with_halo
 
         m = self.geometry.multiple
         origin = tuple(r.start // k * k for r, k in zip(region, m))
         core = tuple(-(-(r.stop - o) // k) * k for r, o, k in zip(region, origin, m))
         _, halo = self.geometry.block(core)
-        window = _Window(view.shape, region)
+        window = _Window(view.shape, region, self.channels)
         predict_with_halo(view, self._network, core, halo, out=window, multiple=m, origin=origin, region=region,
                           out_channel_axis=0)
         return window.data
 
     def predict_region(self, volume, region, name="the input"):
-        """Affinities ``(3, *region shape)`` float32 in [0, 1] of ``region`` (z, y, x slices) of ``volume``.
+        """Affinities ``(C, *region shape)`` float32 (``C`` = ``len(self.offsets)``) in [0, 1] of ``region`` (z, y, x slices) of ``volume``.
 
         Equal (to float round-off) to the same part of the whole volume's result, for any region.
         """
         shape = tuple(int(s) for s in volume.shape)
         region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, shape))
-        total = np.zeros((N_CHANNELS, *(r.stop - r.start for r in region)), np.float32)
+        total = np.zeros((self.channels, *(r.stop - r.start for r in region)), np.float32)
         for orientation in self.orientations:
             transpose, *flips = orientation
             # the region in the flipped frame; a flipped axis needs one more voxel before it (the shift back)
@@ -259,11 +286,12 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
         precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` convolutions (default: the model's own).
         orientations: xy test-time orientations averaged: 1 (plain), 4 (flips) or 8 (flips and transposes).
         progress: show a tqdm progress bar over blocks.
-        out: array-like ``(3, Z, Y, X)`` to write into block by block (zarr, h5py, memmap); returned.
+        out: array-like ``(C, Z, Y, X)`` to write into block by block (zarr, h5py, memmap); returned.
 
     Returns:
         float32 ``(3, Z, Y, X)`` in [0, 1] (or ``out``), channel order (z, y, x), channel ``c`` at
-        ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`).
+        ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`); for a
+        long-range network ``(C, Z, Y, X)``, channel ``c`` linking ``v`` and ``v + model.offsets[c]``.
 
     Raises:
         FusionNetError: not a 3-D affinity network, a volume that is not 3-D, empty, non-finite or
@@ -287,7 +315,7 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
 
     name = volume.name if isinstance(volume, Volume) else "the volume"
     source = volume.lazy if isinstance(volume, Volume) else volume  # HDF5/zarr: read only each block
-    out_shape = (N_CHANNELS, *shape)
+    out_shape = (predictor.channels, *shape)
     if out is None:
         out = np.zeros(out_shape, np.float32)
     elif tuple(out.shape) != out_shape:

@@ -74,6 +74,12 @@ class Volume:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} shape={self.shape} dtype={self.dtype}>"
 
+    @property
+    def attrs(self) -> dict:
+        """Metadata stored with the array (HDF5 attributes as written by ``write_volume``, zarr attributes);
+        empty for the other formats."""
+        return {}
+
     # -- resource handling -----------------------------------------------------
     def close(self) -> None:
         """Release file handles (idempotent)."""
@@ -344,6 +350,12 @@ class _H5Volume(Volume):
     def lazy(self):
         return self._ds
 
+    @property
+    def attrs(self):
+        import json
+
+        return {k: json.loads(v) if isinstance(v, str) else v for k, v in self._ds.attrs.items()}
+
     def _read_all(self):
         return self._ds[()]
 
@@ -395,6 +407,10 @@ class _ZarrVolume(Volume):
     @property
     def lazy(self):
         return self._arr
+
+    @property
+    def attrs(self):
+        return dict(self._arr.attrs)
 
     def _read_all(self):
         return np.asarray(self._arr[...])

@@ -15,6 +15,7 @@ datasets, so none drops another's; each dataset appears whole or not at all:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -187,9 +188,12 @@ def _write_tiff(path: Path, arr: np.ndarray) -> None:
         tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
 
 
-def _h5_create(f, key: str, arr: np.ndarray):
-    return f.create_dataset(key, data=arr, chunks=_chunks(arr.shape), compression="gzip",
-                            compression_opts=4, shuffle=True)
+def _h5_create(f, key: str, arr: np.ndarray, attrs=None):
+    dataset = f.create_dataset(key, data=arr, chunks=_chunks(arr.shape), compression="gzip",
+                               compression_opts=4, shuffle=True)
+    for name, value in (attrs or {}).items():
+        dataset.attrs[name] = json.dumps(value)
+    return dataset
 
 
 def _h5_remove_temporaries(f) -> None:
@@ -201,7 +205,7 @@ def _h5_remove_temporaries(f) -> None:
             del f[name]
 
 
-def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
+def _write_hdf5(path: Path, datasets: dict, overwrite: bool, attrs=None) -> None:
     """Write ``{key: array}`` into the HDF5 file ``path`` under its lock (see the module docstring)."""
     import h5py
 
@@ -209,7 +213,7 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
         if not path.exists():
             with atomic_path(path) as tmp, h5py.File(str(tmp), "w") as f:
                 for key, arr in datasets.items():
-                    _h5_create(f, key, arr)
+                    _h5_create(f, key, arr, attrs)
             return
         with open_h5(path, "r+") as f:
             _h5_remove_temporaries(f)
@@ -221,7 +225,7 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
                 for key, arr in datasets.items():
                     group, _, name = key.rpartition("/")
                     temporaries[key] = f"{group}/{temporary_name(name)}" if group else temporary_name(name)
-                    _h5_create(f, temporaries[key], arr)
+                    _h5_create(f, temporaries[key], arr, attrs)
                 f.flush()
             except BaseException:  # e.g. a full disk: leave the file as it was (space is not reclaimed)
                 with contextlib.suppress(Exception):
@@ -233,7 +237,7 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
                 f.move(tmp, key)
 
 
-def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
+def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None, attrs=None):
     import zarr
 
     chunks = _chunks(arr.shape)
@@ -243,10 +247,12 @@ def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
     else:  # zarr v2
         z = zarr.open_array(str(store), mode="w", shape=arr.shape, dtype=arr.dtype, chunks=chunks)
     z[...] = arr
+    if attrs:
+        z.attrs.update(attrs)
     return z
 
 
-def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
+def _write_zarr(path: Path, arrays: dict, overwrite: bool, attrs=None) -> None:
     """Write ``{key: array}`` as zarr arrays: ``{None: array}`` is the store ``path`` itself,
     other keys are arrays of the group ``path`` (created if needed), each written beside its
     final folder and renamed into it, under the group's lock."""
@@ -259,7 +265,7 @@ def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
                 raise OutputExistsError(f"output exists: {display} (use --overwrite)")
             if key is None:
                 with atomic_dir(path) as tmp:
-                    _zarr_create(tmp, arr)
+                    _zarr_create(tmp, arr, attrs=attrs)
                 continue
             root = zarr.open_group(str(path), mode="a")
             zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
@@ -268,10 +274,10 @@ def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
                 root.require_group(parent_key)
             remove_stale_temporaries((path / key).parent)
             with atomic_dir(path / key) as tmp:
-                _zarr_create(tmp, arr, zarr_format=zarr_format)
+                _zarr_create(tmp, arr, zarr_format=zarr_format, attrs=attrs)
 
 
-def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None) -> Path:
+def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None, attrs=None) -> Path:
     """Write ``array`` atomically as TIFF, HDF5 (``file.h5[:dataset]``) or zarr.
 
     ``dtype`` converts before writing: a float (or bool) array in [0, 1] becomes
@@ -281,6 +287,8 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     gzip compressed and zarr arrays are chunked by section. Parent directories
     are created. Raises :class:`OutputExistsError` if the output exists and
     ``overwrite`` is false. Returns the path of the written file/directory.
+    ``attrs``: JSON-serialisable metadata stored with an HDF5 dataset or zarr array (written with it, read
+    back by :func:`~fusionnet_keras.data.io.volumes.read_attrs`); TIFF keeps none.
     """
     file, key = parse_path(path)
     display = _display(file, key)
@@ -297,9 +305,9 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
         if fmt == "tiff":
             _write_tiff(file, arr)
         elif fmt == "hdf5":
-            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite)
+            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite, attrs)
         else:
-            _write_zarr(file, {key: arr}, overwrite)
+            _write_zarr(file, {key: arr}, overwrite, attrs)
     return file
 
 
