@@ -64,8 +64,8 @@ def read_affinities(source, region, invert: bool = False, name: str = "input") -
     """
     from fusionnet_keras.segmentation.inputs import as_affinities
 
-    if len(source.shape) == 4:
-        return as_affinities(np.asarray(source[(slice(None),) + tuple(region)]), invert=invert, name=name)
+    if len(source.shape) == 4:  # the 3 nearest-neighbour channels (a long-range network's others are not read)
+        return as_affinities(np.asarray(source[(slice(0, 3),) + tuple(region)]), invert=invert, name=name)
     grown = tuple(slice(max(0, r.start - 1), r.stop) for r in region)
     affs = as_affinities(np.asarray(source[grown]), invert=invert, name=name)
     return np.ascontiguousarray(affs[(slice(None),) + tuple(slice(r.start - g.start, None) for r, g in zip(region, grown))])
@@ -75,7 +75,7 @@ def _open_input(path):
     from fusionnet_keras.data.io import open_volume
 
     volume = open_volume(path)
-    if volume.ndim not in (3, 4) or (volume.ndim == 4 and volume.shape[0] != 3):
+    if volume.ndim not in (3, 4) or (volume.ndim == 4 and volume.shape[0] < 3):
         volume.close()
         raise FusionNetError(f"{volume.name} must be affinities (3, Z, Y, X) or a boundary map (Z, Y, X), "
                              f"got shape {volume.shape}")

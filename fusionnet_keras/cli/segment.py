@@ -82,9 +82,13 @@ def dataset_name(threshold: float) -> str:
                    f"[default: {defaults.LIFTED_HOPS}].")
 @click.option("--offsets", default=None, metavar="DZ,DY,DX;...",
               help="mws: offsets of the long-range (repulsive) channels that follow the 3 nearest-neighbour "
-                   "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'.")
+                   "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'. "
+                   "Default: the offsets stored in AFFINITIES by 'fusionnet-keras affinities' (HDF5, zarr).")
 @click.option("--mws-stride", default=None, metavar="Z,Y,X",
               help="mws: only voxels on this grid keep their repulsive edges (faster, less memory) [default: 1,1,1].")
+@click.option("--mws-size", type=click.IntRange(0), default=None,
+              help="mws: segments smaller than this (voxels) merge into their strongest neighbour (highest "
+                   "nearest-neighbour affinity) [default: 0, off].")
 @click.option("--fragments", default=None, help="Agglomerate these fragments (same shape) instead of the watershed's.")
 @invert_option
 @watershed_options
@@ -95,13 +99,14 @@ def dataset_name(threshold: float) -> str:
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
-            fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
+            mws_size, fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
             overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
-    linking v and v - e_c (for --method mws followed by the long-range channels
-    of --offsets); or a (Z, Y, X) boundary map, high = boundary
+    linking v and v - e_c, possibly followed by long-range channels (the
+    agglomerations and multicuts read the first 3; --method mws all of them,
+    with the offsets stored in the file or given by --offsets); or a (Z, Y, X) boundary map, high = boundary
     (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
     Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
     where the input says background (no affinity above --ws-low).
@@ -135,6 +140,8 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
                              f"--method {method} does not use it")
 
     long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
+    if mws_size is not None and method != "mws":
+        raise FusionNetError("--mws-size is for --method mws")
     if lifted_hops is not None and method != "lifted-multicut":
         raise FusionNetError("--lifted-hops is for --method lifted-multicut")
     hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
@@ -178,12 +185,15 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
                    + ", ".join(f"{n} segments" for n in info["segments"]))
         click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
         return
-    affs = _load_long_range(affinities, invert) if method == "mws" else load_affinities(affinities, invert=invert)
+    if method == "mws":
+        affs, long_range = _load_long_range(affinities, invert, long_range)
+    else:
+        affs = load_affinities(affinities, invert=invert)
     frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
     results = {}
     for t, labels in run(affs, method, values, fragments=frags, classifier=clf,
                          watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                         hops=hops, offsets=long_range, stride=stride):
+                         hops=hops, offsets=long_range, stride=stride, mws_size=mws_size or 0):
         results[t] = labels
         n = int(np.count_nonzero(np.unique(labels)))
         kind = "beta" if method in defaults.BETA_METHODS else "threshold"
@@ -214,19 +224,21 @@ def _mws_settings(method, offsets, stride, blockwise):
         return None, (1, 1, 1)
     if blockwise:
         raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
-    if offsets is None:
-        raise FusionNetError("--method mws needs long-range affinity channels and their --offsets")
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.segmentation.mws import parse_offsets
 
-    return parse_offsets(offsets), (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride")
+    return (None if offsets is None else parse_offsets(offsets),
+            (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride"))
 
 
-def _load_long_range(path, invert):
-    """Affinities with long-range channels ``(C, Z, Y, X)`` as float32 in [0, 1] (``1 - x`` with invert)."""
+def _load_long_range(path, invert, given):
+    """``(affinities (C, Z, Y, X) float32 in [0, 1] (1 - x with invert), long-range offsets)``: the offsets
+    are ``given`` (``--offsets``) or read from the file's metadata (:func:`~fusionnet_keras.segmentation.mws.stored_offsets`)."""
     from fusionnet_keras.data.io import open_volume
     from fusionnet_keras.data.io.images import as_probability
+    from fusionnet_keras.segmentation.mws import stored_offsets
 
     with open_volume(path) as vol:
+        long_range = stored_offsets(vol, given)
         a = as_probability(vol.read(), vol.name)
-    return 1.0 - a if invert else a
+    return (1.0 - a if invert else a), long_range

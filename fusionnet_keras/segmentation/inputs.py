@@ -5,7 +5,10 @@ Conventions (waterz / gunpowder):
 * **Affinities** are a float array ``(3, Z, Y, X)`` in ``[0, 1]`` in the
   project's one affinity convention, :mod:`fusionnet_keras.data.affinities`
   (channels (z, y, x); channel ``c`` at voxel ``v`` links ``v`` and ``v - e_c``;
-  the first slice along each channel's axis is not an edge).
+  the first slice along each channel's axis is not an edge). Affinities of a
+  long-range network (``(C, Z, Y, X)``, ``C > 3``, the three nearest-neighbour
+  channels first) are read as their first three channels; only the mutex
+  watershed (:mod:`~fusionnet_keras.segmentation.mws`) uses the others.
 * A **boundary map** is a ``(Z, Y, X)`` array, high = boundary (``invert``
   when high = interior, e.g. a membrane network's "cell interior"
   probability). It becomes affinities as ``1 - max(b(v), b(v - e_c))``.
@@ -62,7 +65,7 @@ def boundary_to_affinities(boundary, invert: bool = False) -> np.ndarray:
 def as_affinities(array, invert: bool = False, name: str = "input") -> np.ndarray:
     """Affinities ``(3, Z, Y, X)`` float32 from affinities or a ``(Z, Y, X)`` boundary map.
 
-    A 4-D array must have 3 channels first (z, y, x); a 3-D array is a boundary
+    A 4-D array must have 3 channels first (z, y, x) (more: long-range channels, dropped); a 3-D array is a boundary
     map (see :func:`boundary_to_affinities`); ``invert`` flips either
     (``1 - x``: affinities given as boundary probabilities, or a map that is
     high on the interior).
@@ -78,11 +81,11 @@ def as_affinities(array, invert: bool = False, name: str = "input") -> np.ndarra
         raise FusionNetError(
             f"{name} must be affinities (3, Z, Y, X) or a boundary map (Z, Y, X), got shape {_shape(a.shape)}"
         )
-    if a.shape[0] != 3:
+    if a.shape[0] < 3:
         raise FusionNetError(
             f"{name} has {a.shape[0]} channels (shape {_shape(a.shape)}); affinities need 3 (z, y, x) first"
         )
-    a = as_probability(a, name)
+    a = as_probability(a[:3], name)
     return 1.0 - a if invert else np.ascontiguousarray(a)
 
 
@@ -91,7 +94,8 @@ def load_affinities(path, invert: bool = False) -> np.ndarray:
     from fusionnet_keras.data.io import open_volume
 
     with open_volume(path) as vol:
-        return as_affinities(vol.read(), invert=invert, name=vol.name)
+        nearest = vol.lazy[:3] if vol.ndim == 4 and vol.shape[0] > 3 else vol.read()  # long range: not read
+        return as_affinities(nearest, invert=invert, name=vol.name)
 
 
 def check_labels(array, name: str = "labels", shape=None) -> np.ndarray:

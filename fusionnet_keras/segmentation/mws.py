@@ -51,6 +51,68 @@ def check_offsets(offsets) -> list[tuple[int, int, int]]:
     return offsets
 
 
+def merge_small(affs, labels, size: int) -> np.ndarray:
+    """``labels`` with every segment smaller than ``size`` voxels merged into its strongest neighbour (the
+    highest nearest-neighbour affinity across their boundary; the z-watershed's size merging,
+    :func:`~fusionnet_keras.segmentation.zwatershed.size_merge`, on the segments' region graph), renumbered
+    ``1..K``. The mutex watershed leaves many tiny segments where the affinities are noisy; this is the
+    usual clean-up (Wolf et al. 2020 filter small segments too). ``size`` 0: unchanged.
+
+    Example:
+        >>> affs = np.ones((3, 1, 1, 5), np.float32); affs[2, 0, 0, 4] = 0.2
+        >>> merge_small(affs, np.array([[[1, 1, 1, 2, 3]]], np.uint64), 2).ravel().tolist()
+        [1, 1, 1, 1, 2]
+    """
+    from fusionnet_keras.segmentation.graph import region_graph
+    from fusionnet_keras.segmentation.zwatershed import first_voxels, relabel_sequential, size_merge
+    from fusionnet_keras.utils.validate import check_int
+
+    size = check_int("mws size", size, minimum=0)
+    if size == 0:
+        return labels
+    graph = region_graph(np.asarray(affs)[:3], labels)
+    roots = size_merge(graph, size, 0.0, first_voxels(labels, graph.nodes))
+    lut = np.zeros(int(labels.max()) + 1, np.uint64)
+    lut[graph.nodes.astype(np.int64)] = graph.nodes[roots]
+    return relabel_sequential(lut[labels])
+
+
+def stored_offsets(volume, given=None) -> list[tuple[int, int, int]]:
+    """The long-range offsets of an affinity ``volume`` (:class:`fusionnet_keras.data.io.Volume`, ``(C, Z, Y, X)``):
+    ``given`` (``--offsets``), else those stored with it by ``fusionnet-keras affinities``
+    (:data:`~fusionnet_keras.inference.affinities.OFFSETS_ATTR`, the 3 nearest neighbours first); a
+    one-line error when there are none, when they disagree with ``given`` or when they do not match the
+    channels."""
+    from fusionnet_keras.data.affinities import N_AFFINITIES, check_network_offsets
+    from fusionnet_keras.inference.affinities import OFFSETS_ATTR
+
+    channels = volume.shape[0] if len(volume.shape) == 4 else 0
+    if channels <= N_AFFINITIES:
+        raise FusionNetError(f"{volume.name} has shape {tuple(volume.shape)}: the mws method needs long-range "
+                             "channels after the 3 nearest-neighbour ones (a network trained with model.offsets)")
+    stored = volume.attrs.get(OFFSETS_ATTR)
+    if stored is not None:
+        try:
+            stored = list(check_network_offsets(stored))[N_AFFINITIES:]
+        except FusionNetError as e:
+            raise FusionNetError(f"{volume.name}: its stored {OFFSETS_ATTR} are malformed: {e}") from None
+        if given is not None and list(given) != stored:
+            raise FusionNetError(f"--offsets {_text(given)} disagree with the long-range offsets stored in "
+                                 f"{volume.name}: {_text(stored)}")
+    offsets = stored if given is None else list(given)
+    if offsets is None:
+        raise FusionNetError(f"{volume.name} stores no affinity offsets (HDF5 and zarr files written by "
+                             "'fusionnet-keras affinities' do): give its long-range channels' --offsets")
+    if channels != N_AFFINITIES + len(offsets):
+        raise FusionNetError(f"{volume.name} has {channels - N_AFFINITIES} long-range channels after the 3 nearest "
+                             f"neighbours, but {len(offsets)} long-range offsets are given")
+    return offsets
+
+
+def _text(offsets) -> str:
+    return ";".join(",".join(str(v) for v in o) for o in offsets)
+
+
 def _edges(shape, offsets, stride, attractive):
     """Per channel: flat index of v, of v + offset, and the voxels v (as a slice of the affinities)."""
     index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)

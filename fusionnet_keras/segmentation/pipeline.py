@@ -28,7 +28,7 @@ class WatershedOptions:
 
 def segment(affs, method: str = "mean", thresholds=None, fragments=None, classifier=None,
             watershed_options: WatershedOptions | None = None, hops: int = defaults.LIFTED_HOPS,
-            offsets=None, stride=(1, 1, 1)):
+            offsets=None, stride=(1, 1, 1), mws_size: int = 0):
     """Segment ``affs``; yields ``(threshold, labels)`` per threshold (uint64, 0 = background).
 
     Args:
@@ -56,6 +56,8 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
             (repulsive) channels that follow the three nearest-neighbour ones in
             ``affs`` (``(3 + len(offsets), Z, Y, X)``).
         stride: ``"mws"``: the voxel grid that keeps repulsive edges.
+        mws_size: ``"mws"``: segments smaller than this (voxels) merge into their strongest neighbour
+            (:func:`~fusionnet_keras.segmentation.mws.merge_small`; 0: off).
 
     Example:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0.3
@@ -69,10 +71,11 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     if method not in defaults.METHODS:
         raise FusionNetError(f"unknown method {method!r}; choose one of {', '.join(defaults.METHODS)}")
     if method == "mws":
-        yield from _mutex_watershed(affs, thresholds, fragments, classifier, offsets, stride)
+        yield from _mutex_watershed(affs, thresholds, fragments, classifier, offsets, stride, mws_size)
         return
-    if offsets is not None:
-        raise FusionNetError("offsets (long-range affinity channels) are only used by the mws method")
+    if offsets is not None or mws_size:
+        raise FusionNetError("offsets (long-range affinity channels) and the mws size are only used by the mws "
+                             "method")
     affs = as_affinities(affs)
     options = watershed_options or WatershedOptions()
     if method == "watershed":
@@ -115,11 +118,12 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
         yield t, relabel(fragments, graph.nodes, ids)
 
 
-def _mutex_watershed(affs, betas, fragments, classifier, offsets, stride):
-    """The ``"mws"`` method of :func:`segment`: one mutex watershed per beta."""
+def _mutex_watershed(affs, betas, fragments, classifier, offsets, stride, size=0):
+    """The ``"mws"`` method of :func:`segment`: one mutex watershed per beta (segments under ``size`` voxels
+    merged into their strongest neighbour)."""
     from fusionnet_keras.data.affinities import OFFSETS
     from fusionnet_keras.segmentation.multicut import check_betas
-    from fusionnet_keras.segmentation.mws import check_offsets, mutex_watershed
+    from fusionnet_keras.segmentation.mws import check_offsets, merge_small, mutex_watershed
 
     if fragments is not None or classifier is not None:
         raise FusionNetError("the mws method partitions the voxels: it takes no fragments and no classifier")
@@ -127,4 +131,5 @@ def _mutex_watershed(affs, betas, fragments, classifier, offsets, stride):
         raise FusionNetError("the mws method needs long-range affinity channels and their offsets")
     offsets = list(OFFSETS) + check_offsets(offsets)
     for beta in check_betas([defaults.BETA] if betas is None else betas):
-        yield beta, mutex_watershed(affs, offsets, attractive=len(OFFSETS), beta=beta, stride=stride)
+        labels = mutex_watershed(affs, offsets, attractive=len(OFFSETS), beta=beta, stride=stride)
+        yield beta, merge_small(affs, labels, size)
