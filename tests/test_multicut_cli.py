@@ -19,11 +19,9 @@ _run, _user_error = run_cli, user_error
 
 def long_range_affinities(gt, offsets, seed):
     """Noisy affinities of gt for the given offsets (channel c links v and v + offset)."""
-    out = np.zeros((len(offsets),) + gt.shape, np.float32)
-    for c, off in enumerate(offsets):
-        here = tuple(slice(max(0, -o), s - max(0, o)) for o, s in zip(off, gt.shape))
-        there = tuple(slice(h.start + o, h.stop + o) for h, o in zip(here, off))
-        out[(c,) + here] = gt[here] == gt[there]
+    from fusionnet_keras.data.affinities import affinities_from_labels
+
+    out = affinities_from_labels(gt, "background", offsets)[0]
     noise = np.random.default_rng(seed).normal(0, 0.1, out.shape)
     return np.clip(out + noise, 0, 1).astype(np.float32)
 
@@ -112,7 +110,11 @@ def test_bad_multicut_inputs_are_one_line_errors(volume, tmp_path):
     _user_error(_run("segment", data, out, "--method", "multicut", "--fragments", f"{d}/v.h5:one"),
                 "no edges")
     _user_error(_run("segment", data, out, "--method", "mws"), "needs long-range")
-    _user_error(_run("segment", data, out, "--method", "mws", "--offsets", offsets), "C = 7")
+    _user_error(_run("segment", data, out, "--method", "mws", "--offsets", offsets), "needs long-range")
+    _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws"), "stores no affinity offsets")
+    _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws", "--offsets", "0,-6,0"),
+                "4 long-range channels after the 3 nearest neighbours, but 1 long-range offsets")
+    _user_error(_run("segment", data, out, "--method", "multicut", "--mws-size", "10"), "for --method mws")
     _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws", "--offsets", "-2,0"), "three integers")
     _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws", "--offsets", "a,b,c"), "integers")
     _user_error(_run("segment", data, out, "--method", "multicut", "--offsets", offsets), "for --method mws")
@@ -131,3 +133,48 @@ def test_bad_multicut_inputs_are_one_line_errors(volume, tmp_path):
     clf.save(tmp_path / "other.npz")
     _user_error(_run("segment", data, out, "--method", "multicut", "--classifier", tmp_path / "other.npz"),
                 "other features")
+
+
+def test_mws_reads_the_offsets_stored_with_the_affinities(volume, tmp_path):
+    """``affinities`` stores a long-range network's offsets with its output; ``segment --method mws`` reads
+    them (no --offsets to retype), a disagreeing --offsets is refused, and the agglomerations read the first
+    three channels of the same file."""
+    import keras
+
+    from fusionnet_keras.data.affinities import OFFSETS
+    from fusionnet_keras.data.io import open_volume, read_volume, write_volume
+    from fusionnet_keras.inference.affinities import OFFSETS_ATTR, offsets_attrs
+    from fusionnet_keras.models.unet3d import UNet3D
+    from fusionnet_keras.segmentation.mws import merge_small, mutex_watershed
+
+    d, gt, affs = volume
+    offsets = list(OFFSETS) + LONG_RANGE
+    stored = tmp_path / "stored.h5"
+    long = read_volume(f"{d}/v.h5:long")
+    write_volume(f"{stored}:long", long, attrs=offsets_attrs(offsets))
+    r = _run("segment", f"{stored}:long", tmp_path / "mws.h5", "--method", "mws", "--threshold", "0.4",
+             "--mws-size", "20")
+    assert r.exit_code == 0, r.output
+    expected = merge_small(long, mutex_watershed(long, offsets, beta=0.4), 20)
+    assert same_partition(read_volume(tmp_path / "mws.h5"), expected)
+    assert np.bincount(expected.ravel().astype(np.int64))[1:].min() >= 20  # no segment under the size
+    r = _run("segment", f"{stored}:long", tmp_path / "same.h5", "--method", "mws", "--threshold", "0.4",
+             "--mws-size", "20", "--offsets", ";".join(",".join(map(str, o)) for o in LONG_RANGE))
+    assert r.exit_code == 0 and np.array_equal(read_volume(tmp_path / "same.h5"), read_volume(tmp_path / "mws.h5"))
+    _user_error(_run("segment", f"{stored}:long", tmp_path / "x.h5", "--method", "mws", "--offsets",
+                     "-2,0,0;0,-6,0;0,0,-6;0,-4,4"), "disagree with the long-range offsets stored")
+    r = _run("segment", f"{stored}:long", tmp_path / "mean.h5", "--method", "mean")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(read_volume(tmp_path / "mean.h5"), dict(segment(long[:3], "mean"))[0.5])
+    # the affinities command stores the network's offsets, in HDF5 and (blockwise) zarr
+    keras.utils.set_random_seed(0)
+    net_offsets = [list(o) for o in OFFSETS] + [[0, -2, 0], [0, 0, -2]]
+    UNet3D(nb_filters=2, depth=1, z_kernels=1, head_z_kernel=1, offsets=net_offsets).save(tmp_path / "lr.keras")
+    write_volume(tmp_path / "em.h5", (np.random.default_rng(0).random((3, 20, 20)) * 255).astype(np.uint8))
+    for out, extra in ((tmp_path / "a.h5", []), (tmp_path / "a.zarr", ["--workers", "1", "--block", "3,12,12"])):
+        r = _run("affinities", tmp_path / "em.h5", out, "-w", tmp_path / "lr.keras", *extra)
+        assert r.exit_code == 0, r.output
+        with open_volume(out) as v:
+            assert v.shape == (5, 3, 20, 20) and v.attrs[OFFSETS_ATTR] == net_offsets
+        r = _run("segment", out, tmp_path / f"{out.suffix[1:]}-mws.h5", "--method", "mws")
+        assert r.exit_code == 0 and "segments at beta 0.5" in r.output, r.output
