@@ -179,3 +179,56 @@ def test_isbi2012_report_chain_and_cross_validation():
     assert "| FusionNetW^2 | 0.92000 | 0.96000 | 0.9000, 0.9200, 0.9400 |" in text
     assert "Sections 21-30 both select and score the checkpoint" in text and "same property per fold" in text
     assert f"**{cfg.NOT_IN_PAPER_LABEL}**" in text  # the paper preset lists the unstated values
+
+
+def _cells_with_gaps(seed, size=64):
+    """An ISBI-like section: Voronoi cells (labels 255, membranes 0) and a cell map with noise whose
+    membranes have gaps (0.8) and one dark cell (0.65): no threshold both closes the gaps and keeps the dark
+    cell, so the plain map merges cells at every threshold."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    markers = np.zeros((size, size), np.int32)
+    markers[rng.integers(4, size - 4, 9), rng.integers(4, size - 4, 9)] = np.arange(1, 10)
+    _, index = ndimage.distance_transform_edt(markers == 0, return_indices=True)
+    cells = markers[tuple(index)]
+    membrane = ndimage.morphological_gradient(cells, size=(2, 2)) > 0
+    labels = np.where(membrane, 0, 255).astype(np.uint8)
+    prob = np.where(membrane, 0.1, np.where(cells == 1, 0.65, 0.95))
+    for y, x in rng.integers(8, size - 8, (6, 2)):  # gaps: the membrane fades to 0.8 in small windows
+        window = (slice(y - 3, y + 3), slice(x - 3, x + 3))
+        prob[window] = np.where(membrane[window], 0.8, prob[window])
+    prob = np.clip(prob + rng.normal(0, 0.03, prob.shape), 0, 1).astype(np.float32)
+    return prob, labels
+
+
+def test_isbi2012_multicut_row_on_tiny_synthetic_sections(monkeypatch):
+    """The multicut row: settings chosen on the 'training' sections only (the best V^Rand of the sweep), the
+    scored sections segmented once at them and scored like the plain map; the report shows the row with its
+    settings."""
+    from fusionnet_keras.evaluation import isbi_scores
+    from fusionnet_keras.evaluation.postprocess import multicut_map
+    from fusionnet_keras.experiments import isbi2012 as isbi
+
+    monkeypatch.setattr(isbi, "MULTICUT_BETAS", (0.3, 0.6))
+    monkeypatch.setattr(isbi, "MULTICUT_WS_SIZES", (0, 10))
+    sections = [_cells_with_gaps(seed) for seed in range(3)]
+    prob, labels = (np.stack(a) for a in zip(*sections))
+    row = isbi.multicut_row(prob[:2], labels[:2], prob[2:], labels[2:], log=lambda line: None)
+    sweep = row["train_sweep"]
+    assert len(sweep) == 2 * 2 * 2 and {r["variant"] for r in sweep} == {"segments", "cuts"}
+    best = max(sweep, key=lambda r: r["vrand"])
+    assert row["settings"] == {k: best[k] for k in ("beta", "ws_size", "variant")}
+    chosen = multicut_map(prob[2:], **row["settings"])
+    assert row["vrand"] == pytest.approx(isbi_scores(chosen, labels[2:])["vrand"])
+    assert row["train_plain"]["vrand"] == pytest.approx(isbi_scores(prob[:2], labels[:2])["vrand"])
+    results = {"fusionnet": {**_scores(0.96), "multicut": row}}
+    from fusionnet_keras.training.config import load_config
+
+    config = load_config([])
+    trains = {"fusionnet": {"epochs": 1, "best_epoch": 1, "train_seconds": 6.0, "parameters": "9"}}
+    text = "\n".join(isbi.report("cpu", {"fusionnet": config}, results, trains, 6.0))
+    s = row["settings"]
+    assert (f"| FusionNet | multicut ({s['variant']}, beta {s['beta']:g}, watershed size {s['ws_size']} px; chosen "
+            f"on sections 1-20) | {row['vrand']:.5f} | {row['vinfo']:.5f} |") in text
+    assert "chosen by V^Rand on sections 1-20 only" in text

@@ -110,3 +110,26 @@ def test_relabel_renumbers_in_id_order_and_drops_small_objects():
     np.testing.assert_array_equal(old, [2**40])
     with pytest.raises(FusionNetError, match="non-negative integers"):
         relabel(np.array([-1, 2]))
+
+
+@pytest.mark.parametrize("variant", ["segments", "cuts"])
+def test_multicut_map_closes_a_membrane_gap(variant):
+    """Two cells whose membrane has a gap: the plain map joins them at 0.5, the multicut's map (its segments'
+    borders, or the cut drawn into the map) separates them."""
+    from scipy import ndimage
+
+    from fusionnet_keras.evaluation.postprocess import multicut_map
+
+    prob = np.full((24, 32), 0.95, np.float32)
+    prob[:, 15:17] = 0.05  # the membrane between two cells
+    prob[10:13, 15:17] = 0.7  # a gap
+    count = lambda m: ndimage.label(m > 0.5)[1]  # 4-connected cells
+    assert count(prob) == 1  # the gap merges the two cells
+    out = multicut_map(prob, beta=0.5, ws_size=0, variant=variant)
+    assert out.shape == prob.shape and out.dtype == np.float32
+    left, right = out[:, :15] > 0.5, out[:, 17:] > 0.5
+    assert count(out) == 2 and ndimage.label(out > 0.5)[0][12, 10] != ndimage.label(out > 0.5)[0][12, 25]
+    if variant == "segments":
+        assert left.mean() > 0.9 and right.mean() > 0.9  # the membrane is a border line
+    else:
+        assert np.all(out <= prob)  # only cuts are added
