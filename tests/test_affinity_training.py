@@ -587,13 +587,19 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
         (exp / f"{name}.toml").write_text((EXPERIMENT / f"{name}.toml").read_text())
     (exp / "tiny.toml").write_text(TINY_PRESET)
     (exp / "fusionnet3d_malis.tiny.toml").write_text('[train]\ninput_shape = [10, 36, 36]\n')
+    # the long-range network with offsets inside the tiny network's context
+    (exp / "unet3d_bce_lr.tiny.toml").write_text(f"[model]\noffsets = {json.dumps(LONG_RANGE)}\n")
+    monkeypatch.setattr(affinity3d, "MWS_BETAS", (0.3, 0.5))
+    monkeypatch.setattr(affinity3d, "MWS_STRIDES", ((1, 1, 1),))
+    monkeypatch.setattr(affinity3d, "MWS_SIZES", (0, 30))
     out = tmp_path / "results"
     result = affinity3d.run("tiny", out, exp)
     report = (out / "report.md").read_text()
     gt = volumes3d.load_parts("fib-medulla", ["test"])["test"][1]
     for name in affinity3d.MODELS:
         affs = read_volume(f"{out / name / 'test-affinities.h5'}:affinities")
-        assert affs.shape == (3, *gt.shape) and affs.dtype == np.float32
+        channels = len(LONG_RANGE) if name == "unet3d_bce_lr" else 3
+        assert affs.shape == (channels, *gt.shape) and affs.dtype == np.float32
         seg = result["segmentation"][name]
         assert len(seg["mean"]["test"]) == len(seg["mean"]["validation"]) == len(affinity3d.THRESHOLDS)
         # the threshold is the validation part's best; the written segmentation is the one scored at it, and
@@ -609,6 +615,11 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
     for needle in ("MALIS vs BCE", "UNet3D vs FusionNet3D", "Learned vs mean", "split_vi.png", "test_section.png",
                    "Total wall time", "chosen on the validation part", "oracle"):
         assert needle in report
+    mws = result["segmentation"]["unet3d_bce_lr"]["mws"]
+    assert len(mws["validation"]) == 2 * 2 and mws["chosen"]["beta"] == min(mws["validation"], key=lambda r: r["vi"])["beta"]
+    assert f"| UNet3D + BCE, long range | mws (stride 1,1,1, size {mws['chosen']['size']}) |" in report
+    assert instance_scores(read_volume(f"{out / 'unet3d_bce_lr' / 'test-mws.h5'}:mws"), gt)["vi"] == pytest.approx(
+        mws["test"]["vi"])
     assert (out / "split_vi.png").stat().st_size > 1000 and (out / "test_section.png").stat().st_size > 1000
     # a second run resumes: nothing is retrained, predicted or segmented again
     stamps = {p: p.stat().st_mtime for p in out.glob("*/*.h5")}
@@ -622,6 +633,36 @@ def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
 # long-range offsets
 
 LONG_RANGE = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 0], [0, 0, -4], [0, 4, -4]]
+
+
+def test_experiment_chooses_the_mutex_watershed_settings_on_the_validation_part(monkeypatch):
+    """The mutex watershed's beta, stride and size are the validation part's best; the test part is segmented
+    once at them (and scored so); the report row compares it with the learned agglomeration."""
+    from fusionnet_keras.data.affinities import check_network_offsets
+    from fusionnet_keras.evaluation import instance_scores
+    from fusionnet_keras.experiments import affinity3d
+    from fusionnet_keras.segmentation.mws import merge_small, mutex_watershed
+
+    monkeypatch.setattr(affinity3d, "MWS_BETAS", (0.3, 0.5, 0.7))
+    monkeypatch.setattr(affinity3d, "MWS_STRIDES", ((1, 1, 1), (1, 2, 2)))
+    monkeypatch.setattr(affinity3d, "MWS_SIZES", (0, 20))
+    offsets = check_network_offsets(LONG_RANGE)
+    r = np.random.default_rng(0)
+    parts, affs = {}, {}
+    for i, part in enumerate(("validation", "test")):
+        labels = blobs((4, 24, 24), 10, seed=i).astype(np.uint64)
+        target = affinities_from_labels(labels, "background", offsets)[0]
+        affs[part] = np.clip(target * 0.7 + 0.15 + r.normal(0, 0.15, target.shape), 0, 1).astype(np.float32)
+        parts[part] = (None, labels)
+    result = affinity3d.mws_parts(affs, parts, offsets, log=lambda line: None)
+    assert len(result["validation"]) == 3 * 2 * 2
+    best = min(result["validation"], key=lambda row: row["vi"])
+    assert result["chosen"] == {k: best[k] for k in ("beta", "stride", "size")}
+    c = result["chosen"]
+    seg = merge_small(affs["test"], mutex_watershed(affs["test"], offsets, beta=c["beta"], stride=c["stride"]),
+                      c["size"])
+    assert np.array_equal(result["segmentation"], seg)
+    assert result["test"]["vi"] == pytest.approx(instance_scores(seg, parts["test"][1])["vi"])
 
 
 def test_long_range_config_is_checked(tmp_path):

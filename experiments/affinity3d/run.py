@@ -24,7 +24,7 @@ from fusionnet_keras.experiments.common import main
 
 OPTIONS = [
     (("--models",), {"default": None, "help": "comma-separated model files of this folder "
-                                             "(default unet3d_malis,fusionnet3d_malis,unet3d_bce)"}),
+                                             "(default unet3d_malis,fusionnet3d_malis,unet3d_bce,unet3d_bce_lr)"}),
     (("--seed",), {"type": int, "default": None,
                    "help": "train.seed of every network (default: the config files', 0); repeats of the "
                            "experiment go to their own --out"}),

@@ -1,7 +1,8 @@
 """The 3-D affinity experiment (the third paper): networks, z-watershed, agglomeration, split VI.
 
 Used by ``experiments/affinity3d/run.py`` (``make affinity3d``): trains UNet3D
-with MALIS, FusionNet3D with MALIS and UNet3D with class-balanced BCE on the
+with MALIS, FusionNet3D with MALIS and UNet3D with class-balanced BCE (also one
+with long-range affinity offsets, for the mutex watershed) on the
 training part of fib-medulla made anisotropic
 (:mod:`fusionnet_keras.data.volumes3d`: every 4th section, split by y; the
 checkpoint chosen on the validation part), predicts the training, validation
@@ -9,7 +10,9 @@ and test parts with each best network
 (:func:`fusionnet_keras.inference.affinities.predict_affinities`), and
 segments the validation and test parts with the z-watershed alone, the mean
 agglomeration and the learned agglomeration (classifier trained on the
-training part only) over a threshold sweep. Each method's threshold is chosen
+training part only), the multicut and the lifted multicut over a threshold
+sweep, and with the long-range network's affinities the mutex watershed
+(:func:`mws_parts`). Each method's threshold is chosen
 on the validation part and the test part is scored there; the best threshold
 on the test part is reported apart, labelled an oracle. ``report.md`` holds the
 split-VI plot, the table at the validation-chosen thresholds, MALIS vs BCE and
@@ -29,12 +32,13 @@ from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
 from fusionnet_keras.experiments.common import finish, load_best, preset_note, start, train_models
 
-MODELS = ("unet3d_malis", "fusionnet3d_malis", "unet3d_bce")
+MODELS = ("unet3d_malis", "fusionnet3d_malis", "unet3d_bce", "unet3d_bce_lr")
 MODELS_LONG = ("unet3d_bce", "unet3d_malis", "unet3d_constrained", "fusionnet3d_malis")
 """The networks of ``--preset cpu-long`` (BCE vs MALIS vs constrained MALIS; UNet3D vs FusionNet3D at equal
 parameter count)."""
 LABELS = {"unet3d_malis": "UNet3D + MALIS", "fusionnet3d_malis": "FusionNet3D + MALIS",
-          "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS"}
+          "unet3d_bce": "UNet3D + BCE", "unet3d_constrained": "UNet3D + constrained MALIS",
+          "unet3d_bce_lr": "UNet3D + BCE, long range"}
 METHODS = ("watershed", "mean", "learned", "multicut", "lifted-multicut")
 SWEPT = METHODS[1:]
 """The methods swept over :data:`THRESHOLDS`: agglomeration thresholds, or the multicuts' boundary bias beta."""
@@ -45,6 +49,12 @@ WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its net
 WS_SIZES = (30, 100, 300, 1000, 3000)
 """Watershed sizes scored on the validation part (mean agglomeration), to document ``train.val_ws_size``."""
 CLASSIFIER = {"epochs": 3, "trees": 100}
+MWS_BETAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+MWS_STRIDES = ((1, 1, 1), (1, 3, 3))
+MWS_SIZES = (0, 100, 300, 1000)
+"""The mutex watershed's settings swept on the validation part of a network with long-range offsets
+(``model.offsets``): repulsion bias beta, the grid of the voxels that keep repulsive edges, and the size under
+which segments merge into their strongest neighbour; the test part is segmented once, at the best."""
 
 
 def _label(name):
@@ -69,7 +79,7 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
     ``out/<name>/<part>-affinities.h5`` (read back when newer than ``best.keras``). Returns
     ``({part: affs}, {part: seconds})``."""
     from fusionnet_keras.data.io import read_volume, write_volume
-    from fusionnet_keras.inference.affinities import predict_affinities
+    from fusionnet_keras.inference.affinities import model_offsets, offsets_attrs, predict_affinities
 
     affs, seconds = {}, {}
     best = out / name / "best.keras"
@@ -86,7 +96,7 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
         affs[part] = predict_affinities(net, parts[part][0], block=tuple(p["block"]) or None,
                                         precision=p["precision"], orientations=orientations)
         seconds[part] = time.time() - start_time
-        write_volume(f"{path}:affinities", affs[part], overwrite=True)
+        write_volume(f"{path}:affinities", affs[part], overwrite=True, attrs=offsets_attrs(model_offsets(net)))
     return affs, seconds
 
 
@@ -146,6 +156,56 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
                 result["segmentation"][method] = next(seg for row, seg in sweep
                                                       if row["threshold"] == result["chosen"][method])
     result["seconds"] = seconds
+    return result
+
+
+def mws_parts(affs: dict, parts: dict, offsets, log=print) -> dict:
+    """The mutex watershed of a long-range network: every setting of :data:`MWS_BETAS` x :data:`MWS_STRIDES`
+    x :data:`MWS_SIZES` on the **validation** part, the one of lowest VI chosen, the test part segmented once
+    at it. Returns ``{"validation": [scores + settings], "chosen": settings, "test": scores,
+    "seconds": test seconds (mutex watershed + size merging), "segmentation": test labels}``."""
+    from fusionnet_keras.evaluation import instance_scores
+    from fusionnet_keras.segmentation.mws import merge_small, mutex_watershed
+
+    def run(part, beta, stride, sizes):
+        labels = mutex_watershed(affs[part], offsets, beta=beta, stride=stride)
+        return [(dict(beta=beta, stride=list(stride), size=size), merge_small(affs[part], labels, size))
+                for size in sizes]
+
+    rows = []
+    for stride in MWS_STRIDES:
+        for beta in MWS_BETAS:
+            for settings, seg in run("validation", beta, stride, MWS_SIZES):
+                rows.append(dict(instance_scores(seg, parts["validation"][1]), **settings))
+        best = min((r for r in rows if r["stride"] == list(stride)), key=lambda r: r["vi"])
+        log(f"  mws stride {stride}: best validation VI {best['vi']:.3f} at beta {best['beta']:g}, "
+            f"size {best['size']}")
+    chosen = min(rows, key=lambda r: r["vi"])
+    chosen = {k: chosen[k] for k in ("beta", "stride", "size")}
+    t = time.time()
+    (_, seg), = run("test", chosen["beta"], tuple(chosen["stride"]), [chosen["size"]])
+    seconds = time.time() - t
+    test = dict(instance_scores(seg, parts["test"][1]), threshold=chosen["beta"], **chosen)
+    return {"validation": rows, "chosen": chosen, "test": test, "seconds": seconds, "segmentation": seg}
+
+
+def _mws(folder: Path, affs: dict, parts: dict, offsets) -> dict | None:
+    """:func:`mws_parts` of a network with long-range offsets (None without), written to ``folder/mws.json``
+    and ``test-mws.h5``, or read back when newer than its test affinities."""
+    from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.data.affinities import N_AFFINITIES
+    from fusionnet_keras.utils.atomic import atomic_write_text
+
+    if len(offsets) <= N_AFFINITIES:
+        return None
+    path = folder / "mws.json"
+    if path.exists() and path.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
+        return json.loads(path.read_text())
+    print(f"== mutex watershed of the validation and test parts with {_label(folder.name)}'s affinities ==",
+          flush=True)
+    result = mws_parts(affs, parts, offsets)
+    write_volume(f"{folder / 'test-mws.h5'}:mws", result.pop("segmentation"), overwrite=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -280,20 +340,39 @@ def _learned_vs_mean(segs: dict) -> list[str]:
 
 
 def _partitioning(segs: dict) -> list[str]:
-    """Multicut and lifted multicut beside the learned agglomeration, each at its validation-chosen setting."""
-    lines = ["### Multicut and lifted multicut vs the learned agglomeration", "",
+    """Multicut, lifted multicut and (for long-range networks) the mutex watershed beside the learned
+    agglomeration, each at its validation-chosen setting."""
+    lines = ["### Multicut, lifted multicut and mutex watershed vs the learned agglomeration", "",
              "Costs from the learned classifier's boundary probability p: log((1 - p) / p) + log((1 - beta) / beta), "
              "beta chosen on the validation part like the thresholds (GAEC + Kernighan-Lin; lifted edges up to 2 "
              "boundaries apart). Time: the whole sweep of the test part (all betas or thresholds, one solve each).",
              "", "| network | method | threshold / beta | VI split | VI merge | VI | ARAND | time (s) | vs learned |",
              "|---|---|---|---|---|---|---|---|---|"]
+    winners = []
     for name, result in segs.items():
         learned = chosen_row(result, "learned")["vi"]
-        for method in ("learned", "multicut", "lifted-multicut"):
-            r = chosen_row(result, method)
+        rows = {m: (chosen_row(result, m), result["seconds"][f"{m}_test"])
+                for m in ("learned", "multicut", "lifted-multicut")}
+        if "mws" in result:
+            r = result["mws"]["test"]
+            rows[f"mws (stride {','.join(map(str, r['stride']))}, size {r['size']})"] = (r, result["mws"]["seconds"])
+        for method, (r, seconds) in rows.items():
             diff = "-" if method == "learned" else f"{r['vi'] - learned:+.3f}"
             lines.append(f"| {_label(name)} | {method} | {_threshold(r)} | {r['vi_split']:.3f} | {r['vi_merge']:.3f} "
-                         f"| {r['vi']:.3f} | {r['arand']:.3f} | {result['seconds'][f'{method}_test']:.1f} | {diff} |")
+                         f"| {r['vi']:.3f} | {r['arand']:.3f} | {seconds:.1f} | {diff} |")
+            if method != "learned" and r["vi"] < learned:
+                winners.append(f"{_label(name)} {method} ({r['vi']:.3f} < {learned:.3f})")
+    if any("mws" in result for result in segs.values()):
+        lines += ["", "Mutex watershed (Wolf et al. 2018, 2020) of the network's long-range affinities (the "
+                  "nearest neighbours attract, the other offsets repel with weight 1 - a + beta - 0.5), then "
+                  "segments under `size` voxels merged into their strongest neighbour; beta "
+                  f"({', '.join(map(str, MWS_BETAS))}), the repulsive-edge grid "
+                  f"({'; '.join(','.join(map(str, s)) for s in MWS_STRIDES)}) and the size "
+                  f"({', '.join(map(str, MWS_SIZES))}) chosen together on the validation part; its time is the "
+                  "one test solve at the chosen setting (the others': the whole sweep)."]
+    lines += ["", "At validation-chosen settings, " + (
+        f"these beat the learned agglomeration's test VI: {', '.join(winners)}." if winners else
+        "none of multicut, lifted multicut and mutex watershed beats the learned agglomeration's test VI.")]
     return lines + [""]
 
 
@@ -403,9 +482,10 @@ def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds
         "- `<network>/best.keras`: the checkpoint chosen on validation; `<network>/log.csv`: losses and "
         "validation scores per epoch.",
         "- `<network>/test-affinities.h5:affinities` (and `train-affinities.h5`): float32 (3, Z, Y, X), channels "
-        "(z, y, x).",
+        "(z, y, x); a long-range network's (C, Z, Y, X), one channel per offset (stored as `affinity_offsets`).",
         "- `<network>/test-segmentation.h5`: `watershed` (the fragments), `mean` and `learned` at their best "
-        "thresholds; `<network>/classifier.npz`: the agglomeration classifier.",
+        "thresholds; `<network>/classifier.npz`: the agglomeration classifier; for long-range networks "
+        "`<network>/test-mws.h5:mws` and `<network>/mws.json` (the mutex watershed's validation sweep).",
         "- `results.json`: every number above, the whole threshold sweeps included.",
     ]
 
@@ -444,8 +524,18 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     parts = load_parts(dataset)
     segs, predict_seconds = {}, {}
     for name in models:
+        from fusionnet_keras.training.affinity_config import offsets as network_offsets
+
         affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, orientations)
-        segs[name], chosen = _segmentation(out / name, affs, parts, ws_size)
+        nearest = {part: a[:3] for part, a in affs.items()}  # what the agglomerations and multicuts read
+        segs[name], chosen = _segmentation(out / name, nearest, parts, ws_size)
+        mws = _mws(out / name, affs, parts, network_offsets(configs[name]))
+        if mws is not None:
+            segs[name]["mws"] = mws
+            r = mws["test"]
+            print(f"   mws: test VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) ARAND "
+                  f"{r['arand']:.3f} at beta {r['beta']:g}, stride {r['stride']}, size {r['size']} (chosen on "
+                  "validation)", flush=True)
         for method in METHODS:
             r = chosen_row(segs[name], method)
             print(f"   {method}: test VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) "
