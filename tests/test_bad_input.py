@@ -229,6 +229,7 @@ def inputs(tmp_path_factory):
         ball_nan=np.where(ball > 0, np.nan, 0).astype(np.float32),
         ball_empty=np.zeros((0, 20, 20), np.uint8), ball_negative=-ball.astype(np.int16),
         raw_logits=(gt.astype(np.float32) / 4 - 1), raw_volume=(affs[0] * 255).astype(np.uint8),
+        long=np.concatenate([affs, affs[1:]]), one=np.ones(gt.shape, np.uint64),
     )
     from fusionnet_keras.segmentation.learned import train_classifier
 
@@ -236,6 +237,9 @@ def inputs(tmp_path_factory):
     clf.save(d / "clf.npz")
     f["clf"] = d / "clf.npz"
     f["clf_truncated"] = _truncate(f["clf"], d / "clf-truncated.npz")
+    clf.feature_names = clf.feature_names[:-1] + ["another_feature"]
+    clf.save(d / "clf-other.npz")
+    f["clf_other"] = d / "clf-other.npz"
 
     (d / "tiny.toml").write_text(tiny_train_toml(f["stack"], f["stack_labels"], "bad-input"))
     f["toml"] = d / "tiny.toml"
@@ -604,6 +608,10 @@ ROWS = [
         "does not fit", name="affinity-input-shape"),
     Row("train", "option-value", _train("--set", "train.crop=64", config="toml_affinity"),
         "unknown config key 'train.crop'", name="affinity-unknown-key"),
+    Row("train", "option-value", _train("--set", "model.offsets=[[-1,0,0],[0,-1]]", config="toml_affinity"),
+        "'model.offsets'", name="offsets-malformed"),
+    Row("train", "option-value", _train("--set", "model.offsets=[[-1,0,0],[0,-1,0],[0,0,-1],[0,-5,0]]",
+                                        config="toml_affinity"), "MALIS", name="offsets-malis"),
     Row("train", "option-value", _train("--set", "train.loss=mae", config="toml_affinity"),
         "'train.loss' must be one of malis", name="affinity-loss"),
     Row("cv", "option-value", _train(command="cv", config="toml_affinity"), "use train", name="affinity"),
@@ -716,6 +724,20 @@ ROWS = [
     Row("segment", "option-value", _segment("affinities", "--ws-size", "-1"), "--ws-size", name="ws-size"),
     Row("segment", "option-value", _segment("affinities", "--thresholds", "a,b"), "--thresholds", name="thresholds"),
     Row("segment", "option-value", _segment("affinities", "--thresholds", "0.5,7"), "7", name="threshold-range"),
+    # --- multicut, lifted multicut, mutex watershed (issue 27) ---
+    Row("segment", "option-value", _segment("affinities", "--method", "multicut", "--threshold", "1"),
+        "beta must lie in (0, 1)", name="beta"),
+    Row("segment", "option-value", _segment("affinities", "--method", "lifted-multicut", "--fragments", "{vol}:one"),
+        "no edges", name="no-edges"),
+    Row("segment", "option-value", _segment("affinities", "--method", "multicut", "--classifier", "{clf_other}"),
+        "other features", name="classifier-features"),
+    Row("segment", "option-value", _segment("long", "--method", "mws", "--offsets", "0,-2"), "three integers",
+        name="offsets-malformed"),
+    Row("segment", "channels", _segment("long", "--method", "mws", "--offsets", "0,-2,0"),
+        "2 long-range channels after the 3 nearest neighbours, but 1", name="offsets-channels"),
+    Row("segment", "channels", _segment("long", "--method", "mws"), "stores no affinity offsets",
+        name="offsets-missing"),
+    Row("segment", "channels", _segment("affinities", "--method", "mws"), "needs long-range", name="mws-nearest"),
     Row("segment", "contradictory", _segment("affinities", "--threshold", "0.5", "--thresholds", "0.3"), "either"),
     Row("segment", "contradictory", _segment("affinities", "--method", "watershed", "--threshold", "0.5"),
         "no --threshold", name="watershed"),
