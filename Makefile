@@ -55,7 +55,7 @@ isbi2012-cv: $(VENV)/.installed ## Add the 2016 paper's 3-fold cross-validation 
 zebrafish: $(VENV)/.installed ## Nucleus segmentation + morphology, write results/zebrafish/report.md
 	$(PY) experiments/zebrafish/run.py --preset $(PRESET) --out $(RESULTS)/zebrafish
 
-affinity3d: $(VENV)/.installed ## 3-D affinities (UNet3D/FusionNet3D, MALIS vs BCE) + agglomeration on fib-medulla, write results/affinity3d/report.md
+affinity3d: $(VENV)/.installed ## 3-D affinities (UNet3D/FusionNet3D, MALIS vs BCE, long range) + agglomeration, multicuts, mutex watershed on fib-medulla, write results/affinity3d/report.md
 	$(PY) experiments/affinity3d/run.py --preset $(PRESET) --out $(RESULTS)/affinity3d
 
 benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) and start-up benchmarks, MALIS share
