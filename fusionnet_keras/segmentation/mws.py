@@ -18,6 +18,11 @@ The result is the exact optimum of the objective with dominant weights
 thinned to the voxels on a grid of ``stride`` (fewer edges, faster, less memory:
 the edges of the whole volume are held, about 33 bytes each, C per voxel).
 Compiled with numba (:mod:`~fusionnet_keras.segmentation._mws_kernel`).
+
+The offsets of a written affinity file are read from its metadata
+(:func:`stored_offsets`; ``fusionnet-keras affinities`` stores them), and
+:func:`merge_small` merges the tiny segments noisy affinities leave into their
+strongest neighbour.
 """
 
 from __future__ import annotations
@@ -60,8 +65,8 @@ def merge_small(affs, labels, size: int) -> np.ndarray:
 
     Example:
         >>> affs = np.ones((3, 1, 1, 5), np.float32); affs[2, 0, 0, 4] = 0.2
-        >>> merge_small(affs, np.array([[[1, 1, 1, 2, 3]]], np.uint64), 2).ravel().tolist()
-        [1, 1, 1, 1, 2]
+        >>> merge_small(affs, np.array([[[1, 1, 2, 2, 3]]], np.uint64), 2).ravel().tolist()  # 3 joins 2
+        [1, 1, 2, 2, 2]
     """
     from fusionnet_keras.segmentation.graph import region_graph
     from fusionnet_keras.segmentation.zwatershed import first_voxels, relabel_sequential, size_merge

@@ -33,7 +33,8 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
 
     Args:
         affs: ``(3, Z, Y, X)`` affinities in [0, 1] (see
-            :mod:`fusionnet_keras.segmentation.inputs`).
+            :mod:`fusionnet_keras.segmentation.inputs`; a long-range network's ``(C, Z, Y, X)``: the
+            methods other than ``"mws"`` read the first 3 channels).
         method: ``"watershed"`` (the fragments; one result, threshold None),
             ``"mean"`` (hierarchical agglomeration by mean boundary affinity),
             ``"learned"`` (by a trained
