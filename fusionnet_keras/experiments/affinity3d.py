@@ -369,7 +369,8 @@ def _partitioning(segs: dict) -> list[str]:
                   f"({', '.join(map(str, MWS_BETAS))}), the repulsive-edge grid "
                   f"({'; '.join(','.join(map(str, s)) for s in MWS_STRIDES)}) and the size "
                   f"({', '.join(map(str, MWS_SIZES))}) chosen together on the validation part; its time is the "
-                  "one test solve at the chosen setting (the others': the whole sweep)."]
+                  "one test solve at the chosen setting (the others': the whole sweep). Long-range networks "
+                  "predict in one orientation (test-time orientations would move their offsets)."]
     lines += ["", "At validation-chosen settings, " + (
         f"these beat the learned agglomeration's test VI: {', '.join(winners)}." if winners else
         "none of multicut, lifted multicut and mutex watershed beats the learned agglomeration's test VI.")]
@@ -526,7 +527,8 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     for name in models:
         from fusionnet_keras.training.affinity_config import offsets as network_offsets
 
-        affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, orientations)
+        long_range = len(network_offsets(configs[name])) > 3  # predicted in 1 orientation (no test-time ones)
+        affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, 1 if long_range else orientations)
         nearest = {part: a[:3] for part, a in affs.items()}  # what the agglomerations and multicuts read
         segs[name], chosen = _segmentation(out / name, nearest, parts, ws_size)
         mws = _mws(out / name, affs, parts, network_offsets(configs[name]))
