@@ -879,12 +879,12 @@ def full_disk(monkeypatch):
             monkeypatch.setattr(module, "atomic_path", failing_atomic_path)
     create, zarr_create = writers._h5_create, writers._zarr_create
 
-    def failing_h5_create(h5, key, arr):
-        create(h5, key, arr[: max(1, len(arr) // 2)])
+    def failing_h5_create(h5, key, arr, *args, **kwargs):
+        create(h5, key, arr[: max(1, len(arr) // 2)], *args, **kwargs)
         raise enospc()
 
-    def failing_zarr_create(store, arr, zarr_format=None):
-        zarr_create(store, arr, zarr_format=zarr_format)
+    def failing_zarr_create(store, arr, *args, **kwargs):
+        zarr_create(store, arr, *args, **kwargs)
         raise enospc()
 
     monkeypatch.setattr(writers, "_h5_create", failing_h5_create)

@@ -548,8 +548,8 @@ def test_failed_zarr_write_keeps_old(tmp_path, vol8, monkeypatch):
     io.write_volume(out, vol8)
     real = io_writers._zarr_create
 
-    def create_then_fail(store, arr, zarr_format=None):
-        real(store, arr, zarr_format)  # data fully written to the temp dir...
+    def create_then_fail(store, arr, *args, **kwargs):
+        real(store, arr, *args, **kwargs)  # data fully written to the temp dir...
         raise RuntimeError("disk on fire")  # ...then the process dies
 
     monkeypatch.setattr(io_writers, "_zarr_create", create_then_fail)
@@ -582,3 +582,16 @@ def test_failed_rename_restores_old_zarr(tmp_path, vol8, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(io.read_volume(out), vol8)
     assert listing(tmp_path) == ["o.zarr"]
+
+
+@pytest.mark.parametrize("name", ["a.h5:affs", "a.zarr", "g.zarr:affs"])
+def test_metadata_is_written_with_the_array_and_read_back(tmp_path, name):
+    """``write_volume(attrs=...)``: JSON metadata stored with an HDF5 dataset or zarr array (the affinity
+    offsets of a long-range network), read back as ``Volume.attrs``; TIFF has none."""
+    meta = {"affinity_offsets": [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -9, 0]]}
+    io.write_volume(tmp_path / name, np.zeros((4, 2, 3, 3), np.float32), attrs=meta)
+    with io.open_volume(tmp_path / name) as v:
+        assert v.attrs == meta and v.shape == (4, 2, 3, 3)
+    io.write_volume(tmp_path / "a.tif", np.zeros((2, 3, 3), np.float32), attrs=meta)
+    with io.open_volume(tmp_path / "a.tif") as v:
+        assert v.attrs == {}
