@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.training.membranes import build_training_model, make_augmenter
 from fusionnet_keras.utils.atomic import atomic_path
 
 
@@ -38,8 +39,6 @@ def unit_network(net, unit: int):
 
 def unit_models(net, input_size: int, config: dict) -> list:
     """One training wrapper per unit of ``net`` (:func:`unit_network`), all sharing one augmenter."""
-    from fusionnet_keras.training.trainer import build_training_model, make_augmenter
-
     augmenter = make_augmenter(config)
     return [build_training_model(unit_network(net, unit), input_size, config, augmenter=augmenter,
                                  name=f"training_unit{unit}") for unit in range(1, net.units + 1)]
