@@ -65,9 +65,9 @@ from fusionnet_keras.settings import PRECISION_WORDS
 from fusionnet_keras.training.schema import defaults as schema_defaults
 from fusionnet_keras.training.schema import load_settings, merge, parse_override, read_toml
 
-__all__ = ["COMMON", "FAMILIES", "Family", "NOT_IN_PAPER_LABEL", "architecture_of", "data_inputs", "defaults",
-           "diff", "family", "geometry", "load_config", "model_kwargs", "output_shape", "parse_override",
-           "read_config_json", "save_config", "validate"]
+__all__ = ["AFFINITIES", "COMMON", "FAMILIES", "Family", "MEMBRANES", "NOT_IN_PAPER_LABEL", "PerFamily",
+           "architecture_of", "data_inputs", "defaults", "diff", "family", "geometry", "load_config", "model_kwargs",
+           "output_shape", "parse_override", "read_config_json", "save_config", "validate"]
 
 
 class PerFamily(dict):

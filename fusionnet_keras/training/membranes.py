@@ -33,6 +33,7 @@ import dataclasses
 import math
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.training import units
 from fusionnet_keras.training.inputs import load_pairs, split_sections
 from fusionnet_keras.training.networks import build_network, compile_network, read_resume_point
 
@@ -70,6 +71,14 @@ def build_training_model(net, input_size: int, config: dict, augmenter=None, nam
         keras.layers.Concatenate(dtype="float32", name=f"pair{i + 1}")([p, warped_label]) for i, p in enumerate(preds)
     ]
     return keras.Model([image, label], outputs, name=name)
+
+
+def unit_models(net, input_size: int, config: dict) -> list:
+    """One training wrapper per unit of FusionNetW ``net``
+    (:func:`~fusionnet_keras.training.units.unit_network`), all sharing one augmenter."""
+    augmenter = make_augmenter(config)
+    return [build_training_model(units.unit_network(net, unit), input_size, config, augmenter=augmenter,
+                                 name=f"training_unit{unit}") for unit in range(1, net.units + 1)]
 
 
 def compile_wrapper(model, config: dict, steps_per_epoch: int) -> None:
@@ -127,8 +136,6 @@ class MembraneTask:
     def networks(self, run, state: dict):
         """``(training models, network)``: one wrapper, or one per unit when trained unit by unit;
         resumed from the checkpoint, or built and compiled."""
-        from fusionnet_keras.training import units
-
         schedule = self.schedule
         resuming = state["epoch"] > 0 or state.get("unit", 0) > 0
         if resuming and not schedule.by_unit:
@@ -137,7 +144,7 @@ class MembraneTask:
         else:
             net = build_network(self.config)
             if schedule.by_unit:
-                models = units.unit_models(net, schedule.input_size, self.config)
+                models = unit_models(net, schedule.input_size, self.config)
             else:
                 models = [build_training_model(net, schedule.input_size, self.config)]
             for model in models:
@@ -200,7 +207,6 @@ class MembraneTask:
         """``model.fit`` to ``train.epochs``; FusionNetW unit by unit (Quan et al. 2021, sec. 3.4): in every
         epoch unit i is trained (the others frozen) and checkpointed, then unit i + 1
         (:mod:`fusionnet_keras.training.units`)."""
-        from fusionnet_keras.training import units
         from fusionnet_keras.training.callbacks import TrainTime, UnitCheckpoint
 
         fit = dict(fit_kwargs, steps_per_epoch=self.schedule.steps, shuffle=False)  # the data shuffles
