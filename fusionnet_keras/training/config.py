@@ -73,6 +73,7 @@ __all__ = ["AFFINITIES", "COMMON", "FAMILIES", "Family", "MEMBRANES", "NOT_IN_PA
 class PerFamily(dict):
     """The default of a common key that differs per family: family name -> value."""
 
+
 # key -> (type, default, rule) or a table; the rules are those of training/schema.py
 COMMON = {
     "name": (str, PerFamily(membranes="fusionnet", affinities="affinity3d"), None),
@@ -104,7 +105,8 @@ COMMON = {
         "precision": (str, "float32", PRECISION_WORDS),
     },
     "augment": {
-        # maximal displacement (pixels) of the interior nodes of the elastic field (2-D: the papers' 12x12)
+        # maximal displacement (pixels) of the interior nodes of the elastic field of elastic_grid x
+        # elastic_grid nodes (2-D: the papers' random 12x12 field with zero border)
         "elastic_amplitude": (float, PerFamily(membranes=10.0, affinities=4.0), (0.0, 1000.0)),
         "elastic_grid": (int, PerFamily(membranes=12, affinities=6), (3, 1000)),
         "noise_sigma": (float, PerFamily(membranes=0.1, affinities=0.05), (0.0, 10.0)),
