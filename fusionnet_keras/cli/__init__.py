@@ -15,6 +15,7 @@ from fusionnet_keras import __version__
 from fusionnet_keras.cli.affinities import affinities
 from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
+from fusionnet_keras.cli.export import export
 from fusionnet_keras.cli.info import info
 from fusionnet_keras.cli.models import models
 from fusionnet_keras.cli.morphology import morphology
@@ -34,7 +35,7 @@ def main():
 
 
 for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models,
-                 neurons):
+                 neurons, export):
     main.add_command(_command)
 
 def run():
