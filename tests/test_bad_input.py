@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models", "neurons")
+            "train-agglomeration", "models", "neurons", "export")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -75,6 +75,8 @@ APPLIES = {
                 "one-pixel", "aspect-ratio", "nan-inf", "value-range", "option-value", "contradictory",
                 "output-in-container"} | OUTPUT_KINDS,
     "models": {"missing"},
+    "export": {"missing", "unreadable", "folder", "wrong-format", "corrupt", "empty", "dimensions", "value-range",
+               "option-value", "output-exists", "read-only-output", "full-disk"},
     "neurons": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "channels", "empty", "nan-inf",
                 "value-range", "option-value", "contradictory", "output-exists", "output-in-container"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
@@ -148,6 +150,8 @@ def inputs(tmp_path_factory):
     (d / "empty.keras").write_bytes(b"")
     f["weights_empty"] = d / "empty.keras"
     f["weights_h5"] = _write_h5(d / "weights.h5", x=np.zeros(3))
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(d / "foreign.keras")
+    f["foreign"] = d / "foreign.keras"  # a Keras model, not one of the package's image networks
 
     image, labels = synthetic_em(3, seed=5)
     f["image"] = write_tiff(d / "image.tif", image[0])
@@ -394,6 +398,15 @@ def _segment(affs, *extra, out="seg.h5"):
 def _agglo(affs="affinities", frags="frags", gt="gt", *extra, out="clf.npz"):
     return lambda f, o: ["train-agglomeration", f"{f['vol']}:{affs}", f"{f['vol']}:{frags}", f"{f['vol']}:{gt}",
                          o / out, "--epochs", "1", "--trees", "2", *extra]
+
+
+def _export(model, *extra, out="pkg.zip"):
+    """``export`` of ``model`` (an input's name, a registry name or a path) to a bioimage.io package."""
+    return lambda f, o: ["export", f[model] if model in f else model, o / out, "--format", "bioimageio", *extra]
+
+
+def _existing_zip(f, o):
+    (o / "pkg.zip").write_bytes(b"an older package\n")
 
 
 MISSING = "/nonexistent/missing.tif"
@@ -670,6 +683,29 @@ ROWS = [
         setup=_read_only, runner="unprivileged", name="blockwise"),
     # --- info -------------------------------------------------------------------------------------------------
     Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
+    # --- export (bioimage.io): nothing is left behind but what was there (rows with a setup check that)
+    Row("export", "missing", _export("weights_missing"), "not found"),
+    Row("export", "missing", _export("no-such-model"), "unknown model 'no-such-model'", name="name"),
+    Row("export", "missing", _export("weights", "--sample", MISSING), "not found", name="sample"),
+    Row("export", "unreadable", _export("weights"), "permission denied", runner="unprivileged"),
+    Row("export", "folder", _export("empty_folder"), "directory"),
+    Row("export", "folder", _export("weights", out="dir.zip"), "directory", name="output",
+        setup=lambda f, o: (o / "dir.zip").mkdir()),
+    Row("export", "wrong-format", _export("txt"), "notes.txt"),
+    Row("export", "wrong-format", _export("weights_h5"), "weights.h5", name="h5"),
+    Row("export", "wrong-format", _export("weights", out="pkg.tar"), ".zip", name="output"),
+    Row("export", "corrupt", _export("weights_truncated"), "truncated"),
+    Row("export", "empty", _export("weights_empty"), "empty"),
+    Row("export", "dimensions", _export("foreign"), "incompatible weights", name="foreign-model"),
+    Row("export", "dimensions", _export("weights3d", "--sample", "{image}"), "expected a 3-D image", name="sample"),
+    Row("export", "value-range", _export("weights", "--sample", "{prob}"), "uint8"),
+    Row("export", "option-value", _export("weights", "--format", "onnx"), "--format"),
+    Row("export", "option-value", _export("weights", "--name", "n/a"), "model name 'n/a'", name="name"),
+    Row("export", "output-exists", _export("weights"), "output exists", setup=_existing_zip),
+    Row("export", "read-only-output", _export("weights", out="ro/pkg.zip"), "permission denied", setup=_read_only,
+        runner="unprivileged"),
+    Row("export", "full-disk", _export("weights", "--overwrite"), "No space left", setup=_existing_zip,
+        runner="full-disk"),
     Row("neurons", "missing", _neurons(MISSING), "not found"),
     Row("neurons", "missing", _neurons("stack", weights="weights_missing"), "weights not found", name="model"),
     Row("neurons", "folder", _neurons("empty_folder"), "sections found"),

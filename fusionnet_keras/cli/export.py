@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import handle_errors, overwrite_option, quiet_backend
+from fusionnet_keras.cli.options import handle_errors, overwrite_option
 from fusionnet_keras.export import FORMATS
 
 
@@ -20,12 +20,15 @@ from fusionnet_keras.export import FORMATS
 @click.option("--author", "authors", multiple=True, metavar="NAME",
               help="An author for the package's description (repeat for several). Default: "
                    "'fusionnet-keras contributors'.")
+@click.option("--name", default=None,
+              help="The model's name in the package (5-128 letters, digits, spaces, '_+-()'). Default: the "
+                   "shipped model's name, or the file's stem and the network's class.")
 @click.option("--check", is_flag=True,
               help="Run bioimageio.core's model test on the package before writing it (OUT is written only "
                    "if it passes).")
 @overwrite_option
 @handle_errors
-def export(model, output_path, fmt, sample, authors, check, overwrite):
+def export(model, output_path, fmt, sample, authors, name, check, overwrite):
     """Write the network MODEL (a shipped model's name or a .keras file of this package) to OUT.
 
     bioimageio: a bioimage.io model package (rdf.yaml, TensorFlow SavedModel
@@ -35,9 +38,8 @@ def export(model, output_path, fmt, sample, authors, check, overwrite):
     """
     from fusionnet_keras.export import export as run
 
-    quiet_backend()
     path, summary = run(model, output_path, format=fmt, overwrite=overwrite, sample=sample,
-                        authors=authors or None, check=check)
+                        authors=authors or None, name=name, check=check)
     size = path.stat().st_size / 1e6
     click.echo(f"wrote {path} (bioimage.io model package, {size:.1f} MB)")
     if summary is not None:

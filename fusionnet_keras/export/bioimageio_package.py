@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import string
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,9 @@ CITATIONS_3D = (
 DEFAULT_AUTHORS = ("fusionnet-keras contributors",)
 #: The output tensor's id for 2-D and 3-D networks.
 OUTPUT_IDS = {2: "probability", 3: "affinities"}
+#: The characters and length bioimage.io allows in a model's name.
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_+- ()")
+NAME_LENGTH = (5, 128)
 #: Tolerance of the model test: the SavedModel reproduces the test output to float round-off.
 TOLERANCE = 1e-4
 #: Side of the cover image's panels (the test tensors are scaled up to it with nearest neighbours).
@@ -65,6 +69,22 @@ def _bioimageio():
         raise FusionNetError(f"the bioimageio export needs bioimageio.spec ({e}): "
                              "pip install 'fusionnet-keras[bioimageio]'") from None
     return v0_5
+
+
+def check_name(name: str) -> str:
+    """``name`` if bioimage.io accepts it as a model's name, else a one-line error."""
+    low, high = NAME_LENGTH
+    if not low <= len(name) <= high or not set(name) <= NAME_CHARACTERS:
+        raise FusionNetError(f"model name {name!r}: bioimage.io wants {low} to {high} letters, digits, spaces "
+                             "or '_+-()'")
+    return name
+
+
+def default_name(entry, path, net) -> str:
+    """The registry name, else the file's stem and the network's class (``tiny (FusionNet)``), with the
+    characters bioimage.io refuses replaced by '-'."""
+    text = entry.name if entry is not None else f"{Path(path).stem} ({type(net).__name__})"
+    return "".join(c if c in NAME_CHARACTERS else "-" for c in text)[:NAME_LENGTH[1]]
 
 
 # --------------------------------------------------------------------------- the network
@@ -385,24 +405,26 @@ def model_test(package):
     return summary.status
 
 
-def export_bioimageio(model, out, *, overwrite: bool = False, sample=None, authors=None, check: bool = False,
-                      registry=None):
+def export_bioimageio(model, out, *, overwrite: bool = False, sample=None, authors=None, name=None,
+                      check: bool = False, registry=None):
     """Write ``model`` (a registry name or a ``.keras`` file of this package) as a bioimage.io
     model package ``out`` (a ``.zip``, written atomically; an existing one only with ``overwrite``).
 
     ``sample``: an image file (uint8 EM) to crop the test input from; default: the shipped test
     crop of the model's card (or of the shipped model of the same kind). ``authors``: the names for
-    the description (default :data:`DEFAULT_AUTHORS`). ``check``: run bioimageio.core's model test
+    the description (default :data:`DEFAULT_AUTHORS`); ``name``: the model's name (default
+    :func:`default_name`). ``check``: run bioimageio.core's model test
     (:func:`model_test`) on the package before it is renamed into place (a failure leaves nothing).
     Returns ``(out as a Path, the test's status or None)``.
     """
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.utils.atomic import atomic_path, check_overwrite
 
-    out = Path(out)
+    out = check_overwrite(out, overwrite)
     if out.suffix.lower() != ".zip":
         raise FusionNetError(f"output {out}: a bioimage.io package is a .zip file")
-    check_overwrite(out, overwrite)
+    if name is not None:
+        check_name(name)
     local_inputs = [os.fspath(p) for p in (model, sample) if p is not None and os.path.exists(p)]
     check_not_input(out, *local_inputs)
     v0_5 = _bioimageio()
@@ -411,7 +433,7 @@ def export_bioimageio(model, out, *, overwrite: bool = False, sample=None, autho
     crop = _shipped_sample(entry, dims, registry) if sample is None else _read_sample(sample, dims)
     net = _float32_single_output(net)
     geometry = Geometry(net)
-    name = entry.name if entry is not None else Path(path).stem
+    name = default_name(entry, path, net) if name is None else name
     description = entry.card["summary"] if entry is not None else f"{type(net).__name__} exported by fusionnet-keras"
     test_input, test_output, real = package_tensors(net, geometry, crop)
     with tempfile.TemporaryDirectory(prefix="fusionnet-bioimageio-") as tmp:
@@ -426,8 +448,8 @@ def export_bioimageio(model, out, *, overwrite: bool = False, sample=None, autho
         import tifffile
 
         image, shown = shown_region(test_input, test_output, real)
-        tifffile.imwrite(files["sample_input"], image)
-        tifffile.imwrite(files["sample_output"], shown[..., 0] if dims == 2 else shown)
+        tifffile.imwrite(files["sample_input"], image, photometric="minisblack")
+        tifffile.imwrite(files["sample_output"], shown[..., 0] if dims == 2 else shown, photometric="minisblack")
         iio.imwrite(files["cover"], cover_image(image, shown))
         files["documentation"].write_text(documentation(entry, net, geometry, name), encoding="utf-8")
         descr = describe(v0_5, name=name, description=description, net=net, geometry=geometry, files=files,
