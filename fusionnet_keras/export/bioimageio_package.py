@@ -5,20 +5,23 @@ The package (a zip) holds:
 * ``rdf.yaml``: the model description, written by ``bioimageio.spec`` from a
   :class:`bioimageio.spec.model.v0_5.ModelDescr` (never by hand);
 * the weights as a TensorFlow SavedModel (``tensorflow_saved_model_bundle``; Keras'
-  ``model.export``), float32: it needs TensorFlow only, not this package, whose
+  ``ExportArchive``), float32: it needs TensorFlow only, not this package, whose
   custom layers a ``keras_v3`` (``.keras``) entry would need to load;
 * ``test_input.npy`` (a real EM crop, uint8) and ``test_output.npy`` (what this
   package's predictor gives for it with one orientation and no padding: exactly
   the network's output, so bioimageio.core's model test reproduces it);
-* ``cover.png`` (the test input beside the test output) and ``README.md`` (the
-  model card when the model is a shipped one, and how the package is meant to be used).
+* ``sample_input.tif`` / ``sample_output.tif`` and ``cover.png``: the part of the test
+  tensors that is the crop itself (not mirror padding), the cover with input and output
+  side by side; ``README.md``: the model card when the model is a shipped one, and how
+  the package is meant to be used.
 
 Inputs are uint8 EM: pre-processing ``ensure_dtype`` float32 then ``scale_linear``
 by 1/255, which is how the predictor normalises uint8 images
 (:func:`fusionnet_keras.data.io.images.normalize`). Axes carry their sizes: 2-D
-networks take ``(batch, y, x, channel)`` with y, x a multiple of ``2**depth``
-(``min`` = ``step`` = the multiple) and give the same shape with the tiling halo
-(the receptive-field margin, rounded up so that the padded size stays valid); the 3-D
+networks take ``(batch, y, x, channel)`` with y, x a multiple of ``2**depth`` and give the
+same shape with the tiling halo (the receptive-field margin, rounded up so that a padded
+tile stays a valid size; ``min`` is the smallest multiple above twice the halo, which
+bioimage.io requires); the 3-D
 affinity networks take ``(batch, z, y, x, channel)`` of the sizes
 ``min_input + k * multiple`` and give ``input - loss`` per axis (valid convolutions,
 no halo needed), channels (z, y, x) affinities.
