@@ -25,7 +25,7 @@ from fusionnet_keras.blockwise.grid import BlockGrid
 from fusionnet_keras.blockwise.storage import BlockOutput, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
-#: Levels are added while the smaller of y and x stays at least this many voxels.
+#: Levels are added while the smaller of y and x stays at least this many voxels (the first one always).
 MIN_SIZE = 32
 #: At most this many levels above level 0.
 MAX_LEVELS = 12
@@ -35,7 +35,7 @@ def level_factors(shape, voxel_size=None, levels: int | None = None) -> list[tup
     """The per-level factors ``(z, y, x)`` (relative to the level before) of a pyramid of ``shape``.
 
     ``levels``: how many (None: while min(y, x) of the next level is at least
-    :data:`MIN_SIZE`, at most :data:`MAX_LEVELS`). z is halved only where its
+    :data:`MIN_SIZE`, at least one where one fits, at most :data:`MAX_LEVELS`). z is halved only where its
     voxel is less than twice y's (near-isotropic) and it has more than one
     section. 2-D shapes ``(y, x)`` get ``(y, x)`` factors.
 
@@ -53,7 +53,7 @@ def level_factors(shape, voxel_size=None, levels: int | None = None) -> list[tup
         fz = 2 if size[0] < 2 * min(size[1], size[2]) and shape[0] > 1 else 1
         fy, fx = (2 if shape[1] > 1 else 1), (2 if shape[2] > 1 else 1)
         nxt = [-(-shape[0] // fz), -(-shape[1] // fy), -(-shape[2] // fx)]
-        if (fz, fy, fx) == (1, 1, 1) or (levels is None and min(nxt[1], nxt[2]) < MIN_SIZE):
+        if (fz, fy, fx) == (1, 1, 1) or (levels is None and steps and min(nxt[1], nxt[2]) < MIN_SIZE):
             break
         steps.append((fz, fy, fx))
         shape, size = nxt, [size[0] * fz, size[1] * fy, size[2] * fx]
@@ -189,8 +189,7 @@ def build_pyramid(path, *, levels: int | None = None, block=None, workers: int =
     vs = meta.voxel_size if meta.voxel_size is None or len(space) == 3 else (1.0,) + tuple(meta.voxel_size[1:])
     steps = level_factors(space, vs, levels)
     if not steps:
-        raise FusionNetError(f"{display} ({'x'.join(map(str, space))}) is too small for a pyramid level "
-                             f"(the next level's y or x would be under {MIN_SIZE}); give --levels")
+        raise FusionNetError(f"{display} ({'x'.join(map(str, space))}) cannot be downsampled (one voxel in y and x)")
     method = pyramid_method(meta, level0.dtype)
     chunks = tuple(block) if block is not None else tuple(level0.chunks[lead:])
     if len(chunks) != len(space):

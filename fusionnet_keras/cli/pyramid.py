@@ -10,7 +10,8 @@ from fusionnet_keras.cli.options import blockwise_options, handle_errors, overwr
 @click.command()
 @click.argument("input_path", metavar="IN")
 @click.option("--levels", type=click.IntRange(1, 12), default=None,
-              help="Levels to add above level 0. Default: until y or x of the next level would be under 32.")
+              help="Levels to add above level 0. Default: until y or x of the next level would be under 32 "
+                   "(at least one).")
 @blockwise_options(writes="every level is written by block",
                    block_help="Block shape (Z,Y,X) of the levels, also their chunks. Default: level 0's chunks.")
 @overwrite_option
