@@ -7,15 +7,11 @@ import click
 from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
-    check_pyramid_output,
     handle_errors,
-    levels_note,
+    ome_options,
     overwrite_option,
     precision_option,
-    pyramid_levels,
-    pyramid_option,
     quiet_backend,
-    voxel_size_option,
 )
 from fusionnet_keras.errors import FusionNetError
 
@@ -38,8 +34,7 @@ from fusionnet_keras.errors import FusionNetError
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted blockwise run in OUTPUT (same settings): only the blocks not marked "
                    "done are computed.")
-@voxel_size_option
-@pyramid_option
+@ome_options
 @overwrite_option
 @handle_errors
 def affinities(input_path, output_path, weights, tta, precision, workers, block, scheduler, resume, voxel_size,
@@ -60,6 +55,7 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     A zarr OUTPUT is an OME-Zarr image with axes c, z, y, x (voxel size from
     INPUT's metadata or --voxel-size, provenance in its attributes).
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights

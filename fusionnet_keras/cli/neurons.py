@@ -9,15 +9,11 @@ import click
 from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
-    check_pyramid_output,
     handle_errors,
-    levels_note,
+    ome_options,
     overwrite_option,
     precision_option,
-    pyramid_levels,
-    pyramid_option,
     quiet_backend,
-    voxel_size_option,
 )
 
 
@@ -37,8 +33,7 @@ from fusionnet_keras.cli.options import (
               help="Test-time xy orientations of the affinity prediction.")
 @precision_option
 @blockwise_options(writes="the zarr OUT is written by block (the affinities kept beside it in OUT.affinities.zarr),")
-@voxel_size_option
-@pyramid_option
+@ome_options
 @overwrite_option
 @handle_errors
 def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta, precision, workers, block,
@@ -53,6 +48,7 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     A zarr OUT is an OME-Zarr label image (voxel size from EM's metadata or
     --voxel-size, provenance in its attributes).
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input

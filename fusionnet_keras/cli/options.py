@@ -267,3 +267,8 @@ def pyramid_levels(output, pyramid: bool) -> str:
 
     info = build_pyramid(output, workers=0, overwrite=True, progress=False)
     return levels_note({"levels": len(info["levels"])})
+
+
+def ome_options(func):
+    """``--voxel-size`` and ``--pyramid`` of a command that writes a volume (see docs/ome-zarr.md)."""
+    return voxel_size_option(pyramid_option(func))

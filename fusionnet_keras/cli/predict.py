@@ -8,16 +8,12 @@ from fusionnet_keras.cli.options import (
     batch_size_option,
     blockwise_options,
     blockwise_requested,
-    check_pyramid_output,
     handle_errors,
-    levels_note,
+    ome_options,
     overwrite_option,
     precision_option,
-    pyramid_levels,
-    pyramid_option,
     quiet_backend,
     tta_option,
-    voxel_size_option,
 )
 from fusionnet_keras.errors import FusionNetError
 
@@ -41,8 +37,7 @@ MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can 
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
               help="Output type: float32 in [0, 1] or uint8 (0-255).")
 @blockwise_options
-@voxel_size_option
-@pyramid_option
+@ome_options
 @overwrite_option
 @handle_errors
 def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers, block,
@@ -61,6 +56,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     --voxel-size, provenance in its attributes); HDF5 and TIFF outputs carry
     the voxel size as 'resolution' and the ImageJ spacing.
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, pyramid_levels
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
@@ -102,6 +98,7 @@ def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_s
                        block, scheduler, overwrite, voxel_size, pyramid):
     from fusionnet_keras.blockwise.grid import parse_block
     from fusionnet_keras.blockwise.predict import predict_volume
+    from fusionnet_keras.cli.options import levels_note
 
     if tile is not None:
         raise FusionNetError("--tile is for whole-section prediction; blockwise, the --block is the tile")

@@ -7,13 +7,9 @@ import click
 from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
-    check_pyramid_output,
     handle_errors,
-    levels_note,
+    ome_options,
     overwrite_option,
-    pyramid_levels,
-    pyramid_option,
-    voxel_size_option,
 )
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
@@ -102,8 +98,7 @@ def dataset_name(threshold: float) -> str:
 @click.option("--context", default=None, metavar="Z,Y,X",
               help="Blockwise: voxels around each block that its watershed sees [default: 8,48,48]; it must hold "
                    "the steepest-ascent paths of the block's basins (less gives blocks that disagree at faces).")
-@voxel_size_option
-@pyramid_option
+@ome_options
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
@@ -132,6 +127,7 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
 
     import numpy as np
 
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
