@@ -244,3 +244,11 @@ def test_pyramid_command(volumes, tmp_path):
     user_error(run_cli("pyramid", tmp_path / "em.zarr"), "output exists")
     assert run_cli("pyramid", tmp_path / "em.zarr", "--levels", "1", "--overwrite").exit_code == 0
     user_error(run_cli("pyramid", root / "affs.h5"), "must be a zarr")
+
+
+def test_pyramid_of_a_2d_image_keeps_its_pixel_size(tmp_path):
+    write_volume(tmp_path / "s.zarr", np.zeros((100, 90), np.float32), meta=ImageMeta(voxel_size=(1, 4, 4)))
+    info = build_pyramid(tmp_path / "s.zarr", workers=0, progress=False)
+    assert [lv["shape"] for lv in info["levels"]] == [(50, 45)]
+    scales, ms = ngff_scales(validated(tmp_path / "s.zarr"))
+    assert scales == [("0", [4, 4]), ("1", [8, 8])] and [a.unit for a in ms.axes] == ["nanometer"] * 2

@@ -78,7 +78,6 @@ def neurons_volume(input_path, output_path, settings: NeuronSettings, *, block=N
     ``pyramid`` adds downsampled levels to the labels."""
     from fusionnet_keras.blockwise.affinities import affinities_volume
     from fusionnet_keras.blockwise.segment import segment_volume
-    from fusionnet_keras.data.io.ome import voxel_size_of
     from fusionnet_keras.segmentation.learned import BoundaryClassifier
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
@@ -90,6 +89,6 @@ def neurons_volume(input_path, output_path, settings: NeuronSettings, *, block=N
     s = segment_volume(affs, [output_path], method="learned", thresholds=[settings.threshold],
                        classifier=BoundaryClassifier.load(settings.classifier), classifier_path=settings.classifier,
                        watershed_options=WatershedOptions(size=settings.ws_size), block=block, workers=workers,
-                       scheduler=scheduler, overwrite=overwrite, voxel_size=voxel_size_of([input_path], voxel_size),
+                       scheduler=scheduler, overwrite=overwrite, voxel_size=voxel_size,
                        pyramid=pyramid, command="neurons", model=str(settings.weights))
     return {"affinities": affs, "blocks": a["blocks"], "computed": a["computed"], **s}

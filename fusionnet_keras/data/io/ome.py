@@ -131,8 +131,8 @@ def _scale(transforms, where: str) -> list | None:
     return scale
 
 
-def multiscale_voxel_size(ms: dict, level: int = 0, where: str = "OME-Zarr") -> tuple[float, float, float] | None:
-    """``(z, y, x)`` nm of ``level`` of the multiscale ``ms`` (None without scale or 3 space axes)."""
+def _space_sizes(ms: dict, level: int, where: str) -> list | None:
+    """The sizes in nm of the space axes of ``level`` of the multiscale ``ms`` (None: no scale, no units)."""
     axes = ms.get("axes") or []
     names = [a.get("name") if isinstance(a, dict) else a for a in axes]
     datasets = ms["datasets"]
@@ -145,15 +145,21 @@ def multiscale_voxel_size(ms: dict, level: int = 0, where: str = "OME-Zarr") -> 
     if overall is not None and len(overall) == len(scale):
         scale = [a * b for a, b in zip(scale, overall)]
     if not axes:  # NGFF 0.3 and older: no axes; take the last three as z, y, x
-        return _checked(scale[-3:], where) if len(scale) >= 3 else None
+        return list(scale[-3:]) if len(scale) >= 3 else None
     if len(axes) != len(scale):
         raise FusionNetError(f"{where}: OME-Zarr scale has {len(scale)} values for {len(axes)} axes")
     space = [(i, a) for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
     if not space:  # 0.4 allows axes without types: the names tell
         space = [(i, {"name": n}) for i, n in enumerate(names) if n in ("z", "y", "x")]
-    if len(space) != 3 or not any(a.get("unit") for _, a in space):  # no unit: a voxel grid, size unknown
+    if not space or not any(a.get("unit") for _, a in space):  # no unit: a voxel grid, size unknown
         return None
-    return _checked([scale[i] * _unit_nm(a.get("unit"), where) for i, a in space], where)
+    return [scale[i] * _unit_nm(a.get("unit"), where) for i, a in space]
+
+
+def multiscale_voxel_size(ms: dict, level: int = 0, where: str = "OME-Zarr") -> tuple[float, float, float] | None:
+    """``(z, y, x)`` nm of ``level`` of the multiscale ``ms`` (None without a scale, units or 3 space axes)."""
+    sizes = _space_sizes(ms, level, where)
+    return _checked(sizes, where) if sizes is not None and len(sizes) == 3 else None
 
 
 def level_path(group, where: str) -> str:
@@ -433,8 +439,12 @@ def read_meta(group, where: str) -> ImageMeta:
     axes = ms.get("axes") or []
     channels = any(isinstance(a, dict) and a.get("type") == "channel" for a in axes)
     prov = dict(group.attrs).get(PROVENANCE_KEY) or {}
-    return ImageMeta(voxel_size=multiscale_voxel_size(ms, 0, where), labels="image-label" in meta,
-                     channels=channels, provenance=prov if isinstance(prov, dict) else {})
+    sizes = _space_sizes(ms, 0, where)
+    if sizes is not None and len(sizes) == 2:  # a 2-D image: y and x (z is not written)
+        sizes = [1.0] + sizes
+    voxel_size = _checked(sizes, where) if sizes is not None and len(sizes) == 3 else None
+    return ImageMeta(voxel_size=voxel_size, labels="image-label" in meta, channels=channels,
+                     provenance=prov if isinstance(prov, dict) else {})
 
 
 def h5_attributes(meta: ImageMeta | None) -> dict:
