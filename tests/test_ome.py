@@ -252,3 +252,15 @@ def test_pyramid_of_a_2d_image_keeps_its_pixel_size(tmp_path):
     assert [lv["shape"] for lv in info["levels"]] == [(50, 45)]
     scales, ms = ngff_scales(validated(tmp_path / "s.zarr"))
     assert scales == [("0", [4, 4]), ("1", [8, 8])] and [a.unit for a in ms.axes] == ["nanometer"] * 2
+
+
+def test_morphology_takes_the_voxel_size_of_its_labels(tmp_path):
+    ball = np.zeros((12, 20, 20), np.uint8)
+    zz, yy, xx = np.ogrid[:12, :20, :20]
+    ball[(zz - 6) ** 2 + (yy - 10) ** 2 + (xx - 10) ** 2 <= 16] = 1
+    write_volume(tmp_path / "nuclei.h5", ball, meta=ImageMeta(voxel_size=(60, 56.4, 56.4)))
+    result = run_cli("morphology", tmp_path / "nuclei.h5", "--out", tmp_path / "t.csv", "--clusters", "1")
+    assert result.exit_code == 0, result.output
+    assert "voxel size 60 x 56.4 x 56.4 nm" in result.stdout
+    write_volume(tmp_path / "bare.h5", ball)
+    user_error(run_cli("morphology", tmp_path / "bare.h5", "--out", tmp_path / "u.csv"), "--voxel-size")
