@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models", "neurons")
+            "train-agglomeration", "models", "neurons", "meshes", "view")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -79,6 +79,10 @@ APPLIES = {
                 "value-range", "option-value", "contradictory", "output-exists", "output-in-container"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
                             "option-value"} | OUTPUT_KINDS,
+    "meshes": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "empty", "one-pixel", "nan-inf",
+               "value-range", "labels", "option-value", "output-exists", "read-only-output"},
+    "view": {"missing", "folder", "wrong-format", "dimensions", "empty", "option-value", "contradictory",
+             "output-exists"},
 }
 PAD = ("--pad", "16")
 TTA1 = ("--tta", "1")
@@ -396,6 +400,21 @@ def _agglo(affs="affinities", frags="frags", gt="gt", *extra, out="clf.npz"):
                          o / out, "--epochs", "1", "--trees", "2", *extra]
 
 
+def _spec(f, name):
+    """An input's path: a name of ``f``, a dataset of the 3-D volume file, or a path (starting with /)."""
+    return f[name] if name in f else name if name.startswith("/") else f"{f['vol']}:{name}"
+
+
+def _meshes(labels, *extra, out="m"):
+    return lambda f, o: ["meshes", _spec(f, labels), o / out, "--voxel-size", "40,8,8", *extra]
+
+
+def _view(em="raw_volume", *extra, labels=None):
+    """``view`` with --no-browser: every row is an error (a view that starts serves until Ctrl-C)."""
+    return lambda f, o: ["view", _spec(f, em), *(["--labels", _spec(f, labels)] if labels else []), "--no-browser",
+                         *extra]
+
+
 MISSING = "/nonexistent/missing.tif"
 
 ROWS = [
@@ -664,6 +683,45 @@ ROWS = [
         setup=_other_work, name="blockwise-work"),
     Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
         setup=_read_only, runner="unprivileged", name="blockwise"),
+    # --- meshes -----------------------------------------------------------------------------------------------
+    Row("meshes", "missing", _meshes(MISSING), "not found"),
+    Row("meshes", "folder", _meshes("empty_folder"), "sections found"),
+    Row("meshes", "wrong-format", _meshes("txt"), "'.txt'"),
+    Row("meshes", "corrupt", _meshes("truncated_tif"), "truncated.tif"),
+    Row("meshes", "dimensions", _meshes("labels2d"), "3-D"),
+    Row("meshes", "empty", _meshes("ball_empty"), "empty"),
+    Row("meshes", "one-pixel", _meshes("ball_voxel"), ok=_prints("1 meshes")),
+    Row("meshes", "nan-inf", _meshes("nan_labels"), "NaN"),
+    Row("meshes", "value-range", _meshes("negative"), "negative"),
+    Row("meshes", "labels", _meshes("gt_zero"), "no labels (all zero)"),
+    Row("meshes", "labels", _meshes("gt_zero", "--block", "2,8,8"), "no labels (all zero)", name="blockwise"),
+    Row("meshes", "nan-inf", _meshes("nan_labels", "--workers", "1", "--block", "2,8,8"), "NaN", name="blockwise"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "0,1,1"), "zero", name="voxel-size-zero"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "40,8"), "3 numbers", name="voxel-size-length"),
+    Row("meshes", "option-value", _meshes("gt", "--simplify", "-1"), "--simplify", name="simplify"),
+    Row("meshes", "option-value", _meshes("gt", "--block", "0,8,8"), "--block must be 3 positive", name="block"),
+    Row("meshes", "output-exists", _meshes("gt", out="m"), "output exists",
+        setup=lambda f, o: ((o / "m").mkdir(), (o / "m" / "info").write_text("keep\n"))),
+    Row("meshes", "read-only-output", _meshes("gt", out="ro/m"), "permission denied", setup=_read_only,
+        runner="unprivileged"),
+    # --- view (never serves here: every row fails before the server starts) -------------------------------------
+    Row("view", "missing", _view(MISSING), "not found"),
+    Row("view", "missing", _view(labels=MISSING), "not found", name="labels"),
+    Row("view", "folder", _view("empty_folder"), "sections found"),
+    Row("view", "wrong-format", _view("txt"), "'.txt'"),
+    Row("view", "wrong-format", lambda f, o: ["view", _spec(f, "raw_volume"), "--labels", _spec(f, "gt"), "--meshes",
+                                              f["dir"], "--no-browser"], "no info file", name="meshes"),
+    Row("view", "dimensions", _view("labels2d"), "3-D volumes"),
+    Row("view", "dimensions", _view(labels="gt_small"), "same voxels", name="labels-shape"),
+    Row("view", "dimensions", _view("raw_volume", "--affinities", f"{MISSING}"), "not found", name="affinities"),
+    Row("view", "empty", _view("ball_empty"), "empty"),
+    Row("view", "option-value", _view("raw_volume", "--port", "70000"), "--port", name="port"),
+    Row("view", "option-value", _view("raw_volume", "--voxel-size", "-4,4,4"), "negative", name="voxel-size"),
+    Row("view", "option-value", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png", "--size",
+                                              "10x10"], "--size", name="size"),
+    Row("view", "contradictory", _view("raw_volume", "--meshes", "/nonexistent/m"), "--meshes needs --labels"),
+    Row("view", "output-exists", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png"],
+        "output exists", setup=lambda f, o: (o / "s.png").write_bytes(b"keep")),
     # --- info -------------------------------------------------------------------------------------------------
     Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
     Row("neurons", "missing", _neurons(MISSING), "not found"),
