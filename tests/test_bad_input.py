@@ -386,8 +386,7 @@ def _train(*extra, command="train", config="toml", out="run"):
 def _morph(labels, *extra, out="t.csv"):
     """``labels``: an input's name, a dataset of the 3-D volume file, or a path (starting with /)."""
     def args(f, o):
-        spec = f[labels] if labels in f else labels if labels.startswith("/") else f"{f['vol']}:{labels}"
-        return ["morphology", spec, "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
+        return ["morphology", _spec(f, labels), "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
     return args
 
 
@@ -416,6 +415,22 @@ def _view(em="raw_volume", *extra, labels=None):
 
 
 MISSING = "/nonexistent/missing.tif"
+
+
+def _label_volume_rows(command, build, *, nan, negative, done):
+    """The rows of a command that reads one 3-D label volume: ``build(labels)`` gives its arguments; ``nan``
+    and ``negative`` name the bad volumes it reads; a one-voxel volume prints ``done``."""
+    return [
+        Row(command, "missing", build(MISSING), "not found"),
+        Row(command, "folder", build("empty_folder"), "sections found"),
+        Row(command, "wrong-format", build("txt"), "'.txt'"),
+        Row(command, "corrupt", build("truncated_tif"), "truncated.tif"),
+        Row(command, "dimensions", build("labels2d"), "3-D"),
+        Row(command, "empty", build("ball_empty"), "empty"),
+        Row(command, "one-pixel", build("ball_voxel"), ok=_prints(done)),
+        Row(command, "nan-inf", build(nan), "NaN"),
+        Row(command, "value-range", build(negative), "negative"),
+    ]
 
 ROWS = [
     # --- predict ----------------------------------------------------------------------------------------
@@ -642,16 +657,8 @@ ROWS = [
     Row("cv", "output-exists", _train(command="cv"), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),
     # --- morphology -----------------------------------------------------------------------------------------
-    Row("morphology", "missing", _morph(MISSING), "not found"),
+    *_label_volume_rows("morphology", _morph, nan="ball_nan", negative="ball_negative", done="1 nuclei"),
     Row("morphology", "unreadable", _morph("ball"), "permission denied", runner="unprivileged"),
-    Row("morphology", "folder", _morph("empty_folder"), "sections found"),
-    Row("morphology", "wrong-format", _morph("txt"), "'.txt'"),
-    Row("morphology", "corrupt", _morph("truncated_tif"), "truncated.tif"),
-    Row("morphology", "dimensions", _morph("labels2d"), "3-D"),
-    Row("morphology", "empty", _morph("ball_empty"), "empty"),
-    Row("morphology", "one-pixel", _morph("ball_voxel"), ok=_prints("1 nuclei")),
-    Row("morphology", "nan-inf", _morph("ball_nan"), "NaN"),
-    Row("morphology", "value-range", _morph("ball_negative"), "negative"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "0,1,1",
                                                     "--out", o / "t.csv"], "--voxel-size"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "nan,1,1",
@@ -684,15 +691,7 @@ ROWS = [
     Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
         setup=_read_only, runner="unprivileged", name="blockwise"),
     # --- meshes -----------------------------------------------------------------------------------------------
-    Row("meshes", "missing", _meshes(MISSING), "not found"),
-    Row("meshes", "folder", _meshes("empty_folder"), "sections found"),
-    Row("meshes", "wrong-format", _meshes("txt"), "'.txt'"),
-    Row("meshes", "corrupt", _meshes("truncated_tif"), "truncated.tif"),
-    Row("meshes", "dimensions", _meshes("labels2d"), "3-D"),
-    Row("meshes", "empty", _meshes("ball_empty"), "empty"),
-    Row("meshes", "one-pixel", _meshes("ball_voxel"), ok=_prints("1 meshes")),
-    Row("meshes", "nan-inf", _meshes("nan_labels"), "NaN"),
-    Row("meshes", "value-range", _meshes("negative"), "negative"),
+    *_label_volume_rows("meshes", _meshes, nan="nan_labels", negative="negative", done="1 meshes"),
     Row("meshes", "labels", _meshes("gt_zero"), "no labels (all zero)"),
     Row("meshes", "labels", _meshes("gt_zero", "--block", "2,8,8"), "no labels (all zero)", name="blockwise"),
     Row("meshes", "nan-inf", _meshes("nan_labels", "--workers", "1", "--block", "2,8,8"), "NaN", name="blockwise"),

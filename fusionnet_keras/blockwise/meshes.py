@@ -25,10 +25,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
+from fusionnet_keras.blockwise.engine import run_blocks, session
 from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
-from fusionnet_keras.blockwise.morphology import _as_ids, _open_labels, _work_dir
-from fusionnet_keras.blockwise.storage import DoneMarkers, signature
+from fusionnet_keras.blockwise.morphology import LabelTask, _as_ids, _open_labels, _work_dir
+from fusionnet_keras.blockwise.storage import signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 from fusionnet_keras.utils.atomic import atomic_dir, atomic_path, atomic_write_text
 from fusionnet_keras.viewing import meshes as mesh_io
@@ -38,23 +38,13 @@ DEFAULT_BLOCK = (64, 256, 256)
 
 
 @dataclass
-class MeshTask(BlockTask):
-    """Pass 1: the meshes of each block's labels, one fragment file per label."""
+class MeshTask(LabelTask):
+    """Pass 1: the meshes of each block's labels, one fragment file per label (markers in ``work/.blocks``)."""
 
-    input: str
-    work: str
-    sig: str
     voxel_size: tuple
     simplify: int
     max_error: float | None
     name = "meshes"
-
-    @property
-    def markers(self):
-        return DoneMarkers(Path(self.work) / ".blocks", self.sig)
-
-    def setup(self):
-        return _open_labels(self.input)
 
     def process(self, volume, block):
         data, origin = mesh_io.read_block(volume.lazy, block.region, volume.shape)
