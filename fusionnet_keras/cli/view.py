@@ -30,6 +30,8 @@ def _size(text: str) -> tuple[int, int]:
               help="Affinities (3, Z, Y, X) of 'affinities': an image layer, z/y/x as red/green/blue.")
 @voxel_size_option(help="Voxel size in nm as Z,Y,X (e.g. 40,10,10). Default: the inputs' own (OME-Zarr scale, "
                         "HDF5 resolution, ImageJ TIFF spacing, the first found), else 1 nm.")
+@click.option("--show", type=click.IntRange(0), default=30, show_default=True, metavar="N",
+              help="Meshes shown in 3-D at start: the N largest neurons (click a segment to add its mesh).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="The viewer's port on 127.0.0.1 (0: any free port).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
@@ -38,13 +40,13 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--size", default="1200x700", show_default=True, metavar="WxH", help="The screenshot's size in pixels.")
 @overwrite_option
 @handle_errors
-def view(em, labels, meshes, predictions, affinities, voxel_size, port, no_browser, screenshot, size, overwrite):
+def view(em, labels, meshes, predictions, affinities, voxel_size, show, port, no_browser, screenshot, size, overwrite):
     """Serve a local neuroglancer viewer of the EM volume EM (Z, Y, X), with --labels, --meshes, ...
 
     Prints the URL, opens it in a browser (unless --no-browser) and serves
     until Ctrl-C. Volumes are read chunk by chunk as the viewer asks (HDF5 and
-    zarr are not loaded whole). The meshes' 30 largest neurons are shown in 3-D;
-    click a segment in a 2-D view to add its mesh.
+    zarr are not loaded whole). The largest neurons' meshes are shown in 3-D
+    (--show); double-click a segment in a 2-D view to add or remove its mesh.
     """
     import time
 
@@ -64,7 +66,7 @@ def view(em, labels, meshes, predictions, affinities, voxel_size, port, no_brows
     try:
         vs, vs_text = voxel_size_or_unit([em, labels, *predictions, affinities], voxel_size)
         _check_meshes(meshes, layers, vs)
-        with ng.serve(layers, vs, port=port, meshes=meshes) as viewer:
+        with ng.serve(layers, vs, port=port, meshes=meshes, shown=show) as viewer:
             if screenshot is not None:
                 ng.screenshot(viewer, screenshot, pixels)
                 click.echo(f"wrote {screenshot} ({pixels[0]} x {pixels[1]}, voxel size {vs_text})")

@@ -38,6 +38,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 SCREENSHOT_TIMEOUT = 180
 #: Meshes shown in 3-D at start (the largest ones); the others are a click away.
 SHOWN_MESHES = 30
+#: The 2-D section's larger side fills about this many pixels at start
+SECTION_PIXELS = 450
 #: The 3-D view: looking down on the volume from above one corner (a quaternion x, y, z, w) ...
 PROJECTION_ORIENTATION = (0.28, -0.36, -0.08, 0.89)
 #: ... with the volume's largest side filling about 1 / PROJECTION_ZOOM of the view's height
@@ -182,7 +184,8 @@ def shown_segments(mesh_info: dict | None, limit: int = SHOWN_MESHES) -> list[in
     return sorted(sorted(sizes, key=lambda label: (-sizes[label], label))[:limit])
 
 
-def build_viewer(layers, voxel_size, meshes_url: str | None = None, mesh_info: dict | None = None):
+def build_viewer(layers, voxel_size, meshes_url: str | None = None, mesh_info: dict | None = None,
+                 shown: int = SHOWN_MESHES):
     """A ``neuroglancer.Viewer`` with ``layers`` at ``voxel_size`` (z, y, x nm) and the meshes attached."""
     import neuroglancer
 
@@ -202,7 +205,7 @@ def build_viewer(layers, voxel_size, meshes_url: str | None = None, mesh_info: d
                 if meshes_url is not None:
                     sources.append(neuroglancer.LayerDataSource(url=f"precomputed://{meshes_url}"))
                 s.layers[layer.name] = neuroglancer.SegmentationLayer(
-                    source=sources, segments=shown_segments(mesh_info), not_selected_alpha=0.3,
+                    source=sources, segments=shown_segments(mesh_info, shown), not_selected_alpha=0.3,
                     selected_alpha=0.4)
             elif layer.kind == "rgb":
                 s.layers[layer.name] = neuroglancer.ImageLayer(source=source, shader=RGB_SHADER)
@@ -212,14 +215,14 @@ def build_viewer(layers, voxel_size, meshes_url: str | None = None, mesh_info: d
         s.layout = "xy-3d" if meshes_url is not None else "xy"
         s.show_slices = False  # the 3-D view shows the meshes, not the sections
         extent = max(n * v for n, v in zip(shape, voxel_size))  # nm
-        s.cross_section_scale = max(shape[1] * voxel_size[1], shape[2] * voxel_size[2]) / min(voxel_size) / 600
+        s.cross_section_scale = max(shape[1] * voxel_size[1], shape[2] * voxel_size[2]) / min(voxel_size) / SECTION_PIXELS
         s.projection_scale = PROJECTION_ZOOM * extent / min(voxel_size)
         s.projection_orientation = PROJECTION_ORIENTATION
     return viewer
 
 
 @contextlib.contextmanager
-def serve(layers, voxel_size, *, port: int = 0, meshes=None, host: str = "127.0.0.1"):
+def serve(layers, voxel_size, *, port: int = 0, meshes=None, shown: int = SHOWN_MESHES, host: str = "127.0.0.1"):
     """Start the viewer (and the meshes' file server); yields the viewer; stops both at the end.
 
     Args:
@@ -228,6 +231,7 @@ def serve(layers, voxel_size, *, port: int = 0, meshes=None, host: str = "127.0.
         port: the viewer's port (0: any free port).
         meshes: a precomputed mesh folder (checked by
             :func:`~fusionnet_keras.viewing.meshes.read_mesh_dir`), or None.
+        shown: the meshes shown at start (the largest).
         host: the address to listen on (the default serves this machine only).
     """
     import neuroglancer
@@ -253,7 +257,7 @@ def serve(layers, voxel_size, *, port: int = 0, meshes=None, host: str = "127.0.
 
             files = StaticFileServer(os.fspath(meshes), bind_address=host, daemon=True)
             meshes_url = files.url
-        yield build_viewer(layers, voxel_size, meshes_url, mesh_info)
+        yield build_viewer(layers, voxel_size, meshes_url, mesh_info, shown)
     finally:
         if files is not None:
             with contextlib.suppress(Exception):
