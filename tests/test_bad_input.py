@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models", "neurons", "meshes", "view")
+            "train-agglomeration", "models", "neurons", "pyramid", "meshes", "view")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -83,6 +83,7 @@ APPLIES = {
                "value-range", "labels", "option-value", "output-exists", "read-only-output"},
     "view": {"missing", "folder", "wrong-format", "dimensions", "empty", "option-value", "contradictory",
              "output-exists"},
+    "pyramid": {"missing", "wrong-format", "corrupt", "dimensions", "option-value", "output-exists"},
 }
 PAD = ("--pad", "16")
 TTA1 = ("--tta", "1")
@@ -211,6 +212,13 @@ def inputs(tmp_path_factory):
     meta = next(p for p in (d / "corrupt.zarr" / "a").iterdir() if p.name in ("zarr.json", ".zarray"))
     meta.write_text("{ not json")
     f["zarr_corrupt"] = f"{d / 'corrupt.zarr'}:a"
+    # OME-Zarr images the package refuses: two multiscales, no level 0, a level 0 that is not a volume
+    f["ome_two"] = _ome_group(d / "two-multiscales.zarr", image, multiscales=2)
+    f["ome_no_level"] = _ome_group(d / "no-level-0.zarr", image, datasets=False)
+    f["ome_missing_level"] = _ome_group(d / "missing-level-0.zarr", image, level="9")
+    f["ome_1d"] = _ome_group(d / "one-d.zarr", image[0, 0])
+    f["zarr_plain"] = d / "plain.zarr"
+    zarr.create_array(store=str(f["zarr_plain"]), shape=image.shape, dtype="uint8")[...] = image
 
     # 3-D: affinities, boundary maps, fragments, ground truth, nuclei
     gt = bodies((4, 24, 24), 8, seed=3)
@@ -256,6 +264,20 @@ def inputs(tmp_path_factory):
     f["no_data"] = d / "no-data"
     f["no_data"].mkdir()
     return f
+
+
+def _ome_group(store, data, multiscales=1, datasets=True, level="0"):
+    """An OME-Zarr (NGFF 0.5) image group written with zarr itself: ``multiscales`` copies of the
+    multiscale, ``datasets`` False for none, level 0 listed as ``level`` (its array is always "0")."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype)[...] = data
+    axes = [{"name": n, "type": "space", "unit": "nanometer"} for n in "zyx"[3 - data.ndim:]]
+    ms = {"axes": axes, "datasets": [{"path": level, "coordinateTransformations": [
+        {"type": "scale", "scale": [4.0] * data.ndim}]}] if datasets else []}
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [ms] * multiscales}
+    return store
 
 
 def _checksums(folder: Path) -> dict:
@@ -821,7 +843,51 @@ ROWS = [
         runner="unprivileged"),
     Row("train-agglomeration", "full-disk", _agglo("affinities", "frags", "gt", "--overwrite", out="c.npz"),
         "No space left", setup=lambda f, o: (o / "c.npz").write_bytes(b"keep"), runner="full-disk"),
+    # --- voxel sizes and OME-Zarr inputs (every command that writes a volume takes --voxel-size) ----------------
+    Row("predict", "option-value", _predict("image", "--voxel-size", "4,4"), "3 numbers", name="voxel-size-length"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "0,4,4"), "Z is zero", name="voxel-size-zero"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "40,-4,4"), "Y is negative",
+        name="voxel-size-negative"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "40,4,nm"), "X is not a number",
+        name="voxel-size-text"),
+    Row("affinities", "option-value", _affinities("vol:raw_volume", "--voxel-size", "0,0,0"), "zero",
+        name="voxel-size"),
+    Row("segment", "option-value", _segment("affinities", "--voxel-size", "1,1,1,1"), "3 numbers", name="voxel-size"),
+    Row("neurons", "option-value", _neurons("stack", "--voxel-size", "-40,4,4"), "negative", name="voxel-size"),
+    Row("predict", "contradictory", _predict("image", "--pyramid"), "--pyramid needs a zarr output", name="pyramid"),
+    Row("predict", "corrupt", _predict("ome_two"), "holds 2 multiscales", name="ome-two-multiscales"),
+    Row("predict", "corrupt", _predict("ome_no_level"), "no level 0", name="ome-no-level-0"),
+    Row("predict", "corrupt", _predict("ome_missing_level"), "level 0 '9' is missing", name="ome-missing-level-0"),
+    Row("segment", "corrupt", lambda f, o: ["segment", f["ome_two"], o / "seg.zarr"], "holds 2 multiscales",
+        name="ome-two-multiscales"),
+    # --- pyramid ------------------------------------------------------------------------------------------------
+    Row("pyramid", "missing", lambda f, o: ["pyramid", "/nonexistent/x.zarr"], "not found"),
+    Row("pyramid", "wrong-format", lambda f, o: ["pyramid", f["stack"]], "must be a zarr"),
+    Row("pyramid", "wrong-format", lambda f, o: ["pyramid", f["zarr_plain"]], "not an OME-Zarr image",
+        name="plain-array"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["ome_two"]], "holds 2 multiscales"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["ome_no_level"]], "no level 0", name="no-level-0"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["zarr_corrupt"]], "corrupt.zarr", name="zarr"),
+    Row("pyramid", "dimensions", lambda f, o: ["pyramid", f["ome_1d"]], "not a 2-D or 3-D image"),
+    Row("pyramid", "option-value", lambda f, o: ["pyramid", o / "img.zarr", "--levels", "0"], "--levels",
+        setup=lambda f, o: _ome_image(o / "img.zarr")),
+    Row("pyramid", "option-value", lambda f, o: ["pyramid", o / "img.zarr", "--levels", "12"],
+        "cannot be downsampled further", setup=lambda f, o: _ome_image(o / "img.zarr"), name="too-many-levels"),
+    Row("pyramid", "output-exists", lambda f, o: ["pyramid", o / "img.zarr"], "output exists",
+        setup=lambda f, o: _ome_image(o / "img.zarr", pyramid=True)),
 ]
+
+
+def _ome_image(store, pyramid=False):
+    """A small OME-Zarr image written by the package (with its pyramid)."""
+    from fusionnet_keras.blockwise.pyramid import build_pyramid
+    from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
+
+    write_volume(store, np.arange(4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64) / (4 * 64 * 64),
+                 meta=ImageMeta(voxel_size=(40, 4, 4)))
+    if pyramid:
+        build_pyramid(store, levels=1, workers=0, progress=False)
 
 
 def _h5_names(path):
@@ -912,18 +978,18 @@ def full_disk(monkeypatch):
         if getattr(module, "__name__", "").startswith("fusionnet_keras") and \
                 getattr(module, "atomic_path", None) is original:
             monkeypatch.setattr(module, "atomic_path", failing_atomic_path)
-    create, zarr_create = writers._h5_create, writers._zarr_create
+    create, zarr_create = writers._h5_create, writers._zarr_create_image
 
-    def failing_h5_create(h5, key, arr):
-        create(h5, key, arr[: max(1, len(arr) // 2)])
+    def failing_h5_create(h5, key, arr, meta=None):
+        create(h5, key, arr[: max(1, len(arr) // 2)], meta)
         raise enospc()
 
-    def failing_zarr_create(store, arr, zarr_format=None):
-        zarr_create(store, arr, zarr_format=zarr_format)
+    def failing_zarr_create(store, arr, meta=None, zarr_format=None):
+        zarr_create(store, arr, meta, zarr_format=zarr_format)
         raise enospc()
 
     monkeypatch.setattr(writers, "_h5_create", failing_h5_create)
-    monkeypatch.setattr(writers, "_zarr_create", failing_zarr_create)
+    monkeypatch.setattr(writers, "_zarr_create_image", failing_zarr_create)
 
 
 def _run_row(row, f, o, request):

@@ -22,6 +22,7 @@ from fusionnet_keras.cli.morphology import morphology
 from fusionnet_keras.cli.neurons import neurons
 from fusionnet_keras.cli.options import OneLineGroup, global_options, quiet_start
 from fusionnet_keras.cli.predict import predict
+from fusionnet_keras.cli.pyramid import pyramid
 from fusionnet_keras.cli.segment import segment
 from fusionnet_keras.cli.train import cv, train
 from fusionnet_keras.cli.view import view
@@ -36,7 +37,7 @@ def main():
 
 
 for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models,
-                 neurons, meshes, view):
+                 neurons, pyramid, meshes, view):
     main.add_command(_command)
 
 def run():

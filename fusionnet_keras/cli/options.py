@@ -232,3 +232,38 @@ def voxel_size_option(func=None, *, required: bool = False,
         return functools.partial(voxel_size_option, required=required, help=help)
     return click.option("--voxel-size", default=None, required=required, metavar="Z,Y,X",
                         callback=_parse_voxel_size, help=help)(func)
+
+
+def pyramid_option(func):
+    """``--pyramid``: add downsampled levels to a zarr (OME-Zarr) output."""
+    return click.option("--pyramid", is_flag=True,
+                        help="Add a multiscale pyramid to the zarr OUTPUT (OME-Zarr levels 1, 2, ...: mean for "
+                             "images and probabilities, mode for labels; x and y first for anisotropic voxels), "
+                             "computed block by block like 'fusionnet-keras pyramid'.")(func)
+
+
+def check_pyramid_output(pyramid: bool, output) -> None:
+    """``--pyramid`` needs a zarr output (levels live in an OME-Zarr group)."""
+    if not pyramid:
+        return
+    from fusionnet_keras.data.io.paths import ZARR_EXTS, parse_path
+
+    file, _ = parse_path(output)
+    if file.suffix.lower() not in ZARR_EXTS:
+        raise FusionNetError(f"--pyramid needs a zarr output (x.zarr or x.zarr:group), got {output}")
+
+
+def levels_note(info: dict) -> str:
+    """``", N pyramid levels"`` for a job's result with levels, else nothing."""
+    n = info.get("levels") or 0
+    return f", {n} pyramid level{'s' if n != 1 else ''}" if n else ""
+
+
+def pyramid_levels(output, pyramid: bool) -> str:
+    """With ``pyramid``: the levels of an output written in memory, added in this process; the note to print."""
+    if not pyramid:
+        return ""
+    from fusionnet_keras.blockwise.pyramid import build_pyramid
+
+    info = build_pyramid(output, workers=0, overwrite=True, progress=False)
+    return levels_note({"levels": len(info["levels"])})

@@ -5,8 +5,8 @@ Voxel sizes are ``(z, y, x)`` in nanometres. Where they come from, per format:
 * OME-Zarr image or label group (NGFF 0.4: ``multiscales`` in the group's
   attributes; NGFF 0.5: under ``ome``): the scale of level 0 (the first
   dataset of the group's only multiscale), times the multiscale's own scale if
-  it has one, converted from the axes' units (a space axis without a unit is
-  taken as nanometres). An array inside such a group (``x.zarr:0``) has the
+  it has one, converted from the axes' units (space axes without any unit are
+  a voxel grid of unknown size: None). An array inside such a group (``x.zarr:0``) has the
   scale of its level.
 * zarr array or HDF5 dataset with a ``resolution`` attribute (the CREMI
   convention: ``z, y, x`` in nm); for HDF5 a ``resolution`` on a group above
@@ -20,9 +20,12 @@ Anything else has no voxel size (:func:`read_voxel_size` returns None).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
+
+from dataclasses import dataclass, field, replace
 
 from fusionnet_keras.errors import FusionNetError
 
@@ -148,7 +151,7 @@ def multiscale_voxel_size(ms: dict, level: int = 0, where: str = "OME-Zarr") -> 
     space = [(i, a) for i, a in enumerate(axes) if isinstance(a, dict) and a.get("type") == "space"]
     if not space:  # 0.4 allows axes without types: the names tell
         space = [(i, {"name": n}) for i, n in enumerate(names) if n in ("z", "y", "x")]
-    if len(space) != 3:
+    if len(space) != 3 or not any(a.get("unit") for _, a in space):  # no unit: a voxel grid, size unknown
         return None
     return _checked([scale[i] * _unit_nm(a.get("unit"), where) for i, a in space], where)
 
@@ -240,13 +243,16 @@ def _tiff_voxel_size(file: Path):
         xres, yres = tags.get("XResolution"), tags.get("YResolution")
         unit_tag = tags.get("ResolutionUnit")
         unit_value = int(unit_tag.value) if unit_tag is not None else 1
+        shaped = (tif.shaped_metadata or ({},))[0] or {}
         if ij.get("unit"):
             try:
                 factor = _unit_nm(ij["unit"], str(file))
             except FusionNetError:
                 return None
-        elif unit_value == 3:  # centimetre
+        elif unit_value == 3:  # centimetre; z as this package writes it beside ImageJ (JSON description)
             factor = 1e7
+            ij = {"spacing": shaped["spacing"] * _unit_nm(shaped.get("unit"), str(file)) / factor} \
+                if isinstance(shaped.get("spacing"), (int, float)) else {}
         else:  # no unit (or inches, usually a meaningless 72 dpi): no voxel size
             return None
         if xres is None or yres is None:
@@ -304,3 +310,169 @@ def voxel_size_of(inputs, given=None) -> tuple[float, float, float] | None:
         if found is not None:
             return found
     return None
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageMeta:
+    """What an output's metadata says besides its array: the voxel size (``(z, y, x)`` nm, None: unknown),
+    whether it is a segmentation (an NGFF label image) or has a leading channel axis ``c`` (affinities),
+    and its provenance (command, model, settings: :func:`provenance`)."""
+
+    voxel_size: tuple | None = None
+    labels: bool = False
+    channels: bool = False
+    provenance: dict = field(default_factory=dict)
+
+    def with_voxel_size(self, voxel_size) -> "ImageMeta":
+        return replace(self, voxel_size=None if voxel_size is None else _checked(voxel_size, "voxel size"))
+
+
+def provenance(command: str, model=None, **settings) -> dict:
+    """The provenance kept in an output's attributes: the package version, the command, the model and the
+    settings (JSON-able: paths and tuples as strings and lists)."""
+    from fusionnet_keras import __version__
+
+    def plain(value):
+        import dataclasses
+
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return plain(dataclasses.asdict(value))
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return str(value)
+
+    record = {"software": "fusionnet-keras", "version": __version__, "command": command}
+    if model is not None:
+        record["model"] = plain(model)
+    record["settings"] = {k: plain(v) for k, v in settings.items() if v is not None}
+    return record
+
+
+#: The attribute holding an output's provenance (zarr group, HDF5 dataset).
+PROVENANCE_KEY = "fusionnet_keras"
+
+
+def ngff_version(zarr_format: int) -> str:
+    """NGFF 0.5 for zarr format 3, 0.4 for format 2."""
+    return "0.5" if int(zarr_format) == 3 else "0.4"
+
+
+def _axes(ndim: int, meta: ImageMeta) -> list[dict]:
+    spatial = ndim - (1 if meta.channels else 0)
+    if not 2 <= spatial <= 3 or (meta.channels and ndim < 3):
+        raise FusionNetError(f"an OME-Zarr image needs 2 or 3 space axes (plus a channel axis), got {ndim} axes")
+    unit = {"unit": "nanometer"} if meta.voxel_size is not None else {}
+    axes = [{"name": "c", "type": "channel"}] if meta.channels else []
+    return axes + [{"name": n, "type": "space", **unit} for n in "zyx"[3 - spatial:]]
+
+
+def array_options(group, ndim: int, meta: ImageMeta) -> dict:
+    """Keywords of ``create_array`` for a level of an image in ``group``: NGFF 0.5 (zarr 3) names the array's
+    dimensions like the axes."""
+    if int(getattr(group.metadata, "zarr_format", 3)) != 3:
+        return {}
+    return {"dimension_names": [a["name"] for a in _axes(ndim, meta)]}
+
+
+def level_scale(ndim: int, meta: ImageMeta, factors=None) -> list[float]:
+    """The ``scale`` of a level ``factors`` (per space axis, cumulative) coarser than level 0."""
+    spatial = ndim - (1 if meta.channels else 0)
+    size = list(meta.voxel_size[3 - spatial:]) if meta.voxel_size is not None else [1.0] * spatial
+    factors = [1] * spatial if factors is None else list(factors)[-spatial:]
+    return ([1.0] if meta.channels else []) + [float(s) * f for s, f in zip(size, factors)]
+
+
+def image_attributes(ndim: int, meta: ImageMeta, zarr_format: int, levels=None, method: str | None = None) -> dict:
+    """The attributes of an OME-Zarr image (or label image) group.
+
+    ``levels``: ``[(path, factors)]`` (factors per space axis relative to level
+    0); default one level ``"0"``. ``method``: how the levels were downsampled.
+    NGFF 0.5 (zarr 3: under ``ome``) or 0.4 (zarr 2).
+    """
+    version = ngff_version(zarr_format)
+    levels = levels or [("0", None)]
+    multiscale = {
+        "name": "labels" if meta.labels else "image",
+        "axes": _axes(ndim, meta),
+        "datasets": [{"path": str(path), "coordinateTransformations": [
+            {"type": "scale", "scale": level_scale(ndim, meta, factors)}]} for path, factors in levels],
+    }
+    if method is not None:
+        multiscale["type"] = method
+    ome = {"multiscales": [multiscale]}
+    if meta.labels:
+        ome["image-label"] = {}
+    attrs = {}
+    if version == "0.5":
+        attrs["ome"] = {"version": version, **ome}
+    else:
+        multiscale["version"] = version
+        if meta.labels:
+            ome["image-label"]["version"] = version
+        attrs.update(ome)
+    if meta.provenance:
+        attrs[PROVENANCE_KEY] = meta.provenance
+    return attrs
+
+
+def write_attributes(group, ndim: int, meta: ImageMeta, levels=None, method: str | None = None) -> None:
+    """Set the OME-Zarr attributes of ``group`` (a zarr group; its format picks the NGFF version)."""
+    zarr_format = int(getattr(group.metadata, "zarr_format", 3))
+    group.attrs.update(image_attributes(ndim, meta, zarr_format, levels, method))
+
+
+def read_meta(group, where: str) -> ImageMeta:
+    """The :class:`ImageMeta` of an OME-Zarr image group (checked like :func:`multiscale`)."""
+    ms = multiscale(group.attrs, where)
+    meta = ome_attributes(group.attrs)
+    axes = ms.get("axes") or []
+    channels = any(isinstance(a, dict) and a.get("type") == "channel" for a in axes)
+    prov = dict(group.attrs).get(PROVENANCE_KEY) or {}
+    return ImageMeta(voxel_size=multiscale_voxel_size(ms, 0, where), labels="image-label" in meta,
+                     channels=channels, provenance=prov if isinstance(prov, dict) else {})
+
+
+def h5_attributes(meta: ImageMeta | None) -> dict:
+    """HDF5 dataset attributes of an output: ``resolution`` (z, y, x nm, the CREMI convention) and the
+    provenance as JSON text."""
+    if meta is None:
+        return {}
+    attrs = {}
+    if meta.voxel_size is not None:
+        attrs["resolution"] = list(meta.voxel_size)
+    if meta.provenance:
+        attrs[PROVENANCE_KEY] = json.dumps(meta.provenance)
+    return attrs
+
+
+def tiff_options(meta: ImageMeta | None, arr) -> dict:
+    """``tifffile.imwrite`` keywords carrying the voxel size: the ImageJ spacing and unit with the X/Y
+    resolution where ImageJ can hold the data (uint8, uint16, float32; Z, Y, X), else the resolution tags
+    in centimetres and ``spacing``/``unit`` in the file's JSON description."""
+    if meta is None or meta.voxel_size is None:
+        return {}
+    import numpy as np
+
+    z, y, x = meta.voxel_size
+    if np.dtype(arr.dtype) in (np.uint8, np.uint16, np.float32) and arr.ndim in (2, 3) and not meta.channels:
+        return {"imagej": True, "resolution": (1.0 / x, 1.0 / y),
+                "metadata": {"spacing": z, "unit": "nm", "axes": "ZYX" if arr.ndim == 3 else "YX"}}
+    return {"resolution": (1e7 / x, 1e7 / y), "resolutionunit": "CENTIMETER",
+            "metadata": {"spacing": z, "unit": "nm"}}
+
+
+def output_meta(inputs, voxel_size=None, *, labels: bool = False, channels: bool = False, command: str,
+                model=None, **settings) -> ImageMeta:
+    """The :class:`ImageMeta` of a command's output: the voxel size of ``voxel_size`` (``--voxel-size``) or
+    of the first input that has one (:func:`voxel_size_of`), and the provenance (:func:`provenance`; the
+    inputs and the voxel size's origin are in its settings)."""
+    size = voxel_size_of(inputs, voxel_size)
+    origin = "--voxel-size" if voxel_size is not None else "input" if size is not None else None
+    record = provenance(command, model, inputs=[str(i) for i in inputs if i is not None], voxel_size_from=origin,
+                        **settings)
+    return ImageMeta(voxel_size=size, labels=labels, channels=channels, provenance=record)
