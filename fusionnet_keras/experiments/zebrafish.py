@@ -213,7 +213,7 @@ def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", 
     distance transform. Every component keeps at least one seed.
     Objects smaller than ``min_voxels`` are removed; labels are 1..N.
 
-    Example:
+    Examples:
         >>> z, y, x = np.mgrid[:24, :24, :48]
         >>> two = ((z - 12) ** 2 + (y - 12) ** 2 + (x - 13) ** 2 <= 100) | ((z - 12) ** 2 + (y - 12) ** 2 + (x - 32) ** 2 <= 100)
         >>> int(segment(two.astype("float32"), method="watershed", voxel_size=(100, 100, 100), min_radius_um=0.8).max())
@@ -313,7 +313,7 @@ def morphology_seed(trains: dict) -> int:
 
     Chosen on the validation sections, never on the test volume.
 
-    Example:
+    Examples:
         >>> morphology_seed({0: {"fusionnet": {"best_vrand": 0.91}}, 1: {"fusionnet": {"best_vrand": 0.93}}})
         1
     """
