@@ -84,9 +84,12 @@ def mesh_volume(labels_path, out, voxel_size, *, fmt: str = "precomputed", simpl
         out: the output folder (precomputed mesh directory, or PLY/OBJ files).
         voxel_size: (z, y, x) nm.
         fmt: ``precomputed``, ``ply`` or ``obj``.
-        simplify, max_error: zmesh's simplification (see :func:`~fusionnet_keras.viewing.meshes.block_meshes`).
+        simplify: zmesh's triangle reduction factor (see :func:`~fusionnet_keras.viewing.meshes.block_meshes`).
+        max_error: the most (nm) the simplification may move a vertex (None: the largest voxel side).
         block: block shape (z, y, x); None meshes the whole volume as one block.
-        workers, scheduler, client: where the blocks run (``workers=0``: this process).
+        workers: local worker processes (0: the blocks run in this process).
+        scheduler: the address of a running Dask scheduler, instead of local workers.
+        client: an existing ``distributed.Client``, instead of both.
         overwrite: replace ``out`` and start over (remove the work files of any earlier run).
 
     Returns:
