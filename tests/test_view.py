@@ -158,3 +158,23 @@ def test_the_largest_meshes_are_shown_first():
     info = {"sizes": {5: 10, 9: 300, 2: 300, 7: 50}}
     assert ng.shown_segments(info, limit=3) == [2, 7, 9]
     assert ng.shown_segments(None) == []
+
+
+def test_the_viewer_state_has_every_layer_at_the_voxel_size_and_the_meshes_attached(volumes, tmp_path):
+    tifffile.imwrite(tmp_path / "pred.tif", np.zeros(SHAPE, np.float32))
+    tifffile.imwrite(tmp_path / "affs.tif", np.zeros((3, *SHAPE), np.float32))
+    layers = ng.open_layers(volumes / "em.tif", volumes / "seg.tif", [tmp_path / "pred.tif"], tmp_path / "affs.tif")
+    try:
+        with ng.serve(layers, (40.0, 8.0, 8.0), meshes=volumes / "meshes", shown=2) as viewer:
+            state = viewer.state.to_json()
+    finally:
+        ng.close_layers(layers)
+    assert state["dimensions"] == {"x": [8e-9, "m"], "y": [8e-9, "m"], "z": [4e-8, "m"]}
+    kinds = {layer["name"]: layer["type"] for layer in state["layers"]}
+    assert kinds == {"EM": "image", "predictions": "image", "affinities": "image", "segmentation": "segmentation"}
+    by_name = {layer["name"]: layer for layer in state["layers"]}
+    assert "emitRGB" in by_name["affinities"]["shader"] and by_name["affinities"]["visible"] is False
+    sources = by_name["segmentation"]["source"]
+    assert sources[0]["subsources"] == {"meshes": False} and sources[1]["url"].startswith("precomputed://http")
+    assert sorted(int(s) for s in by_name["segmentation"]["segments"]) == [1, 3]  # the two largest boxes
+    assert state["layout"] == "xy-3d" and state["position"] == [48.0, 32.0, 6.0]
