@@ -178,3 +178,15 @@ def test_the_viewer_state_has_every_layer_at_the_voxel_size_and_the_meshes_attac
     assert sources[0]["subsources"] == {"meshes": False} and sources[1]["url"].startswith("precomputed://http")
     assert sorted(int(s) for s in by_name["segmentation"]["segments"]) == [1, 3]  # the two largest boxes
     assert state["layout"] == "xy-3d" and state["position"] == [48.0, 32.0, 6.0]
+
+
+def test_a_browser_that_exits_without_rendering_is_one_error_and_writes_nothing(volumes, tmp_path):
+    import shutil
+
+    layers = ng.open_layers(volumes / "em.tif")
+    try:
+        with ng.serve(layers, (40.0, 8.0, 8.0)) as viewer, pytest.raises(FusionNetError, match="exited"):
+            ng.screenshot(viewer, tmp_path / "s.png", browser=shutil.which("false"))
+    finally:
+        ng.close_layers(layers)
+    assert not [p.name for p in tmp_path.iterdir() if "s.png" in p.name]  # no PNG, no temporary

@@ -118,7 +118,7 @@ def open_layers(em, labels=None, predictions=(), affinities=None) -> list[Layer]
             if volume.ndim != 3:
                 volume.close()
                 raise FusionNetError(f"--labels {volume.name} must be 3-D (Z, Y, X), got shape {volume.shape}")
-            if volume.dtype.kind not in "iub" and not (volume.dtype.kind == "f"):
+            if volume.dtype.kind not in "iubf":
                 volume.close()
                 raise FusionNetError(f"--labels {volume.name} must be integer labels, got dtype {volume.dtype}")
             layers.append(Layer("segmentation", "segmentation", str(labels), volume))
@@ -310,7 +310,7 @@ def screenshot(viewer, path, size=(1200, 700), timeout: float = SCREENSHOT_TIMEO
     from fusionnet_keras.utils.atomic import atomic_path
 
     browser = browser or find_browser()
-    done, reply = threading.Event(), []
+    done, reply, left = threading.Event(), [], float(timeout)
     with viewer.config_state.txn() as s:
         s.show_ui_controls = False
         s.show_panel_borders = False
@@ -326,13 +326,12 @@ def screenshot(viewer, path, size=(1200, 700), timeout: float = SCREENSHOT_TIMEO
         try:
             viewer.async_screenshot(answer)
             while not done.wait(0.5):
-                timeout -= 0.5
+                left -= 0.5
                 if process.poll() is not None:
                     raise FusionNetError(f"the browser {browser} exited (status {process.returncode}) before "
                                          "rendering the view")
-                if timeout <= 0:
-                    raise FusionNetError(f"the browser {browser} did not render the view in time "
-                                         f"({SCREENSHOT_TIMEOUT} s)")
+                if left <= 0:
+                    raise FusionNetError(f"the browser {browser} did not render the view in time ({timeout:g} s)")
         finally:
             _stop(process)
     with atomic_path(path, suffix=".png") as tmp:
