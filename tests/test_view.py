@@ -142,6 +142,9 @@ def test_meshes_must_be_a_precomputed_folder_of_this_volume(volumes, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "info").write_text('{"@type": "neuroglancer_multiscale_volume"}')
     cases[str(tmp_path / "other")] = "not a precomputed legacy mesh"
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "info").write_text('{"@type": "neuroglancer_legacy_mesh"}')
+    cases[str(tmp_path / "none")] = "holds no meshes"
     for meshes, needle in cases.items():
         result = runner.invoke(main, [*base, "--meshes", meshes])
         assert result.exit_code == 2 and needle in result.output, result.output
