@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models", "neurons", "export", "pyramid")
+            "train-agglomeration", "models", "neurons", "export", "pyramid", "meshes", "view")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -81,6 +81,10 @@ APPLIES = {
                 "value-range", "option-value", "contradictory", "output-exists", "output-in-container"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
                             "option-value"} | OUTPUT_KINDS,
+    "meshes": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "empty", "one-pixel", "nan-inf",
+               "value-range", "labels", "option-value", "output-exists", "read-only-output"},
+    "view": {"missing", "folder", "wrong-format", "dimensions", "empty", "option-value", "contradictory",
+             "output-exists"},
     "pyramid": {"missing", "wrong-format", "corrupt", "dimensions", "option-value", "output-exists"},
 }
 PAD = ("--pad", "16")
@@ -408,8 +412,7 @@ def _train(*extra, command="train", config="toml", out="run"):
 def _morph(labels, *extra, out="t.csv"):
     """``labels``: an input's name, a dataset of the 3-D volume file, or a path (starting with /)."""
     def args(f, o):
-        spec = f[labels] if labels in f else labels if labels.startswith("/") else f"{f['vol']}:{labels}"
-        return ["morphology", spec, "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
+        return ["morphology", _spec(f, labels), "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
     return args
 
 
@@ -431,7 +434,38 @@ def _existing_zip(f, o):
     (o / "pkg.zip").write_bytes(b"an older package\n")
 
 
+def _spec(f, name):
+    """An input's path: a name of ``f``, a dataset of the 3-D volume file, or a path (starting with /)."""
+    return f[name] if name in f else name if name.startswith("/") else f"{f['vol']}:{name}"
+
+
+def _meshes(labels, *extra, out="m"):
+    return lambda f, o: ["meshes", _spec(f, labels), o / out, "--voxel-size", "40,8,8", *extra]
+
+
+def _view(em="raw_volume", *extra, labels=None):
+    """``view`` with --no-browser: every row is an error (a view that starts serves until Ctrl-C)."""
+    return lambda f, o: ["view", _spec(f, em), *(["--labels", _spec(f, labels)] if labels else []), "--no-browser",
+                         *extra]
+
+
 MISSING = "/nonexistent/missing.tif"
+
+
+def _label_volume_rows(command, build, *, nan, negative, done):
+    """The rows of a command that reads one 3-D label volume: ``build(labels)`` gives its arguments; ``nan``
+    and ``negative`` name the bad volumes it reads; a one-voxel volume prints ``done``."""
+    return [
+        Row(command, "missing", build(MISSING), "not found"),
+        Row(command, "folder", build("empty_folder"), "sections found"),
+        Row(command, "wrong-format", build("txt"), "'.txt'"),
+        Row(command, "corrupt", build("truncated_tif"), "truncated.tif"),
+        Row(command, "dimensions", build("labels2d"), "3-D"),
+        Row(command, "empty", build("ball_empty"), "empty"),
+        Row(command, "one-pixel", build("ball_voxel"), ok=_prints(done)),
+        Row(command, "nan-inf", build(nan), "NaN"),
+        Row(command, "value-range", build(negative), "negative"),
+    ]
 
 ROWS = [
     # --- predict ----------------------------------------------------------------------------------------
@@ -662,16 +696,8 @@ ROWS = [
     Row("cv", "output-exists", _train(command="cv"), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),
     # --- morphology -----------------------------------------------------------------------------------------
-    Row("morphology", "missing", _morph(MISSING), "not found"),
+    *_label_volume_rows("morphology", _morph, nan="ball_nan", negative="ball_negative", done="1 nuclei"),
     Row("morphology", "unreadable", _morph("ball"), "permission denied", runner="unprivileged"),
-    Row("morphology", "folder", _morph("empty_folder"), "sections found"),
-    Row("morphology", "wrong-format", _morph("txt"), "'.txt'"),
-    Row("morphology", "corrupt", _morph("truncated_tif"), "truncated.tif"),
-    Row("morphology", "dimensions", _morph("labels2d"), "3-D"),
-    Row("morphology", "empty", _morph("ball_empty"), "empty"),
-    Row("morphology", "one-pixel", _morph("ball_voxel"), ok=_prints("1 nuclei")),
-    Row("morphology", "nan-inf", _morph("ball_nan"), "NaN"),
-    Row("morphology", "value-range", _morph("ball_negative"), "negative"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "0,1,1",
                                                     "--out", o / "t.csv"], "--voxel-size"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "nan,1,1",
@@ -703,6 +729,37 @@ ROWS = [
         setup=_other_work, name="blockwise-work"),
     Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
         setup=_read_only, runner="unprivileged", name="blockwise"),
+    # --- meshes -----------------------------------------------------------------------------------------------
+    *_label_volume_rows("meshes", _meshes, nan="nan_labels", negative="negative", done="1 meshes"),
+    Row("meshes", "labels", _meshes("gt_zero"), "no labels (all zero)"),
+    Row("meshes", "labels", _meshes("gt_zero", "--block", "2,8,8"), "no labels (all zero)", name="blockwise"),
+    Row("meshes", "nan-inf", _meshes("nan_labels", "--workers", "1", "--block", "2,8,8"), "NaN", name="blockwise"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "0,1,1"), "zero", name="voxel-size-zero"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "40,8"), "3 numbers", name="voxel-size-length"),
+    Row("meshes", "option-value", _meshes("gt", "--simplify", "-1"), "--simplify", name="simplify"),
+    Row("meshes", "option-value", _meshes("gt", "--block", "0,8,8"), "--block must be 3 positive", name="block"),
+    Row("meshes", "output-exists", _meshes("gt", out="m"), "output exists",
+        setup=lambda f, o: ((o / "m").mkdir(), (o / "m" / "info").write_text("keep\n"))),
+    Row("meshes", "read-only-output", _meshes("gt", out="ro/m"), "permission denied", setup=_read_only,
+        runner="unprivileged"),
+    # --- view (never serves here: every row fails before the server starts) -------------------------------------
+    Row("view", "missing", _view(MISSING), "not found"),
+    Row("view", "missing", _view(labels=MISSING), "not found", name="labels"),
+    Row("view", "folder", _view("empty_folder"), "sections found"),
+    Row("view", "wrong-format", _view("txt"), "'.txt'"),
+    Row("view", "wrong-format", lambda f, o: ["view", _spec(f, "raw_volume"), "--labels", _spec(f, "gt"), "--meshes",
+                                              f["dir"], "--no-browser"], "no info file", name="meshes"),
+    Row("view", "dimensions", _view("labels2d"), "3-D volumes"),
+    Row("view", "dimensions", _view(labels="gt_small"), "same voxels", name="labels-shape"),
+    Row("view", "dimensions", _view("raw_volume", "--affinities", f"{MISSING}"), "not found", name="affinities"),
+    Row("view", "empty", _view("ball_empty"), "empty"),
+    Row("view", "option-value", _view("raw_volume", "--port", "70000"), "--port", name="port"),
+    Row("view", "option-value", _view("raw_volume", "--voxel-size", "-4,4,4"), "negative", name="voxel-size"),
+    Row("view", "option-value", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png", "--size",
+                                              "10x10"], "--size", name="size"),
+    Row("view", "contradictory", _view("raw_volume", "--meshes", "/nonexistent/m"), "--meshes needs --labels"),
+    Row("view", "output-exists", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png"],
+        "output exists", setup=lambda f, o: (o / "s.png").write_bytes(b"keep")),
     # --- info -------------------------------------------------------------------------------------------------
     Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
     # --- export (bioimage.io): nothing is left behind but what was there (rows with a setup check that)
