@@ -271,7 +271,7 @@ def test_zarr_group_selection(tmp_path, vol8):
 def test_zarr_array_is_chunked_by_section(tmp_path, vol8):
     z = tmp_path / "a.zarr"
     io.write_volume(z, vol8)
-    arr = zarr.open(store=str(z), mode="r")
+    arr = zarr.open(store=str(z), mode="r", path="0")  # level 0 of the OME-Zarr image
     assert arr.chunks[0] == 1 and arr.shape == SHAPE
 
 
@@ -546,13 +546,13 @@ def test_failed_hdf5_write_keeps_old(tmp_path, vol8, monkeypatch):
 def test_failed_zarr_write_keeps_old(tmp_path, vol8, monkeypatch):
     out = tmp_path / "o.zarr"
     io.write_volume(out, vol8)
-    real = io_writers._zarr_create
+    real = io_writers._zarr_create_image
 
-    def create_then_fail(store, arr, *args, **kwargs):
-        real(store, arr, *args, **kwargs)  # data fully written to the temp dir...
+    def create_then_fail(store, arr, meta=None, zarr_format=None):
+        real(store, arr, meta, zarr_format)  # data fully written to the temp dir...
         raise RuntimeError("disk on fire")  # ...then the process dies
 
-    monkeypatch.setattr(io_writers, "_zarr_create", create_then_fail)
+    monkeypatch.setattr(io_writers, "_zarr_create_image", create_then_fail)
     with pytest.raises(FusionNetError):
         io.write_volume(out, vol8 // 2, overwrite=True)
     with pytest.raises(FusionNetError):
@@ -585,13 +585,35 @@ def test_failed_rename_restores_old_zarr(tmp_path, vol8, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["a.h5:affs", "a.zarr", "g.zarr:affs"])
-def test_metadata_is_written_with_the_array_and_read_back(tmp_path, name):
-    """``write_volume(attrs=...)``: JSON metadata stored with an HDF5 dataset or zarr array (the affinity
-    offsets of a long-range network), read back as ``Volume.attrs``; TIFF has none."""
-    meta = {"affinity_offsets": [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -9, 0]]}
-    io.write_volume(tmp_path / name, np.zeros((4, 2, 3, 3), np.float32), attrs=meta)
+def test_attributes_are_written_with_the_image_and_read_back(tmp_path, name):
+    """``ImageMeta.attributes`` (the affinity offsets of a long-range network): JSON attributes of the HDF5
+    dataset or of the OME-Zarr image group, beside the voxel size and provenance, read back as
+    ``Volume.attributes`` (also through the level-0 array) and by ``read_meta``; TIFF has none."""
+    import json
+
+    import h5py
+    import zarr
+
+    from fusionnet_keras.data.io.ome import ImageMeta, read_meta
+
+    offsets = {"affinity_offsets": [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -9, 0]]}
+    meta = ImageMeta(voxel_size=(40, 4, 4), channels=True, provenance={"command": "affinities"}, attributes=offsets)
+    io.write_volume(tmp_path / name, np.zeros((4, 2, 3, 3), np.float32), meta=meta)
     with io.open_volume(tmp_path / name) as v:
-        assert v.attrs == meta and v.shape == (4, 2, 3, 3)
-    io.write_volume(tmp_path / "a.tif", np.zeros((2, 3, 3), np.float32), attrs=meta)
+        assert v.attributes == offsets and v.shape == (4, 2, 3, 3)
+    file, _, key = name.partition(":")
+    if file.endswith(".h5"):
+        with h5py.File(tmp_path / file, "r") as f:
+            assert json.loads(f[key].attrs["affinity_offsets"]) == offsets["affinity_offsets"]
+            assert list(f[key].attrs["resolution"]) == [40, 4, 4]
+    else:
+        group = zarr.open_group(str(tmp_path / file), mode="r", path=key)
+        assert group.attrs["affinity_offsets"] == offsets["affinity_offsets"]
+        assert read_meta(group, name).attributes == offsets and read_meta(group, name).voxel_size == (40, 4, 4)
+        with io.open_volume(f"{tmp_path / file}:{key + '/' if key else ''}0") as v:  # the level-0 array itself
+            assert v.attributes == offsets
+    io.write_volume(tmp_path / "a.tif", np.zeros((2, 3, 3), np.float32), meta=meta.with_voxel_size(None))
     with io.open_volume(tmp_path / "a.tif") as v:
-        assert v.attrs == {}
+        assert v.attributes == {}
+    with pytest.raises(FusionNetError, match="resolution"):  # the image metadata is not an attribute
+        ImageMeta(attributes={"resolution": [1, 1, 1]})

@@ -91,7 +91,7 @@ def test_blockwise_multicut_equals_the_in_memory_multicut(volume, tmp_path):
                               progress=False)
         assert info["blocks"] == 18
         for beta, path in zip((0.4, 0.6), out):
-            blockwise = zarr.open_array(f"{tmp_path}/{method}.zarr", path=path.split(":")[1])[:]
+            blockwise = zarr.open_array(f"{tmp_path}/{method}.zarr", path=path.split(":")[1] + "/0")[:]
             assert same_partition(blockwise, whole[beta])
         assert len(np.unique(whole[0.4])) < len(np.unique(whole[0.6]))
 
@@ -143,6 +143,7 @@ def test_mws_reads_the_offsets_stored_with_the_affinities(volume, tmp_path):
 
     from fusionnet_keras.data.affinities import OFFSETS
     from fusionnet_keras.data.io import open_volume, read_volume, write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
     from fusionnet_keras.inference.affinities import OFFSETS_ATTR, offsets_attrs
     from fusionnet_keras.models.unet3d import UNet3D
     from fusionnet_keras.segmentation.mws import merge_small, mutex_watershed
@@ -151,7 +152,7 @@ def test_mws_reads_the_offsets_stored_with_the_affinities(volume, tmp_path):
     offsets = list(OFFSETS) + LONG_RANGE
     stored = tmp_path / "stored.h5"
     long = read_volume(f"{d}/v.h5:long")
-    write_volume(f"{stored}:long", long, attrs=offsets_attrs(offsets))
+    write_volume(f"{stored}:long", long, meta=ImageMeta(channels=True, attributes=offsets_attrs(offsets)))
     r = _run("segment", f"{stored}:long", tmp_path / "mws.h5", "--method", "mws", "--threshold", "0.4",
              "--mws-size", "20")
     assert r.exit_code == 0, r.output
@@ -166,15 +167,19 @@ def test_mws_reads_the_offsets_stored_with_the_affinities(volume, tmp_path):
     r = _run("segment", f"{stored}:long", tmp_path / "mean.h5", "--method", "mean")
     assert r.exit_code == 0, r.output
     assert np.array_equal(read_volume(tmp_path / "mean.h5"), dict(segment(long[:3], "mean"))[0.5])
-    # the affinities command stores the network's offsets, in HDF5 and (blockwise) zarr
+    # the affinities command stores the network's offsets, in HDF5 and in (blockwise and plain) OME-Zarr
     keras.utils.set_random_seed(0)
     net_offsets = [list(o) for o in OFFSETS] + [[0, -2, 0], [0, 0, -2]]
     UNet3D(nb_filters=2, depth=1, z_kernels=1, head_z_kernel=1, offsets=net_offsets).save(tmp_path / "lr.keras")
     write_volume(tmp_path / "em.h5", (np.random.default_rng(0).random((3, 20, 20)) * 255).astype(np.uint8))
-    for out, extra in ((tmp_path / "a.h5", []), (tmp_path / "a.zarr", ["--workers", "1", "--block", "3,12,12"])):
+    for out, extra in ((tmp_path / "a.h5", []), (tmp_path / "a.zarr", ["--workers", "1", "--block", "3,12,12"]),
+                       (tmp_path / "b.zarr", ["--pyramid"])):
         r = _run("affinities", tmp_path / "em.h5", out, "-w", tmp_path / "lr.keras", *extra)
         assert r.exit_code == 0, r.output
         with open_volume(out) as v:
-            assert v.shape == (5, 3, 20, 20) and v.attrs[OFFSETS_ATTR] == net_offsets
-        r = _run("segment", out, tmp_path / f"{out.suffix[1:]}-mws.h5", "--method", "mws")
+            assert v.shape == (5, 3, 20, 20) and v.attributes[OFFSETS_ATTR] == net_offsets
+        if out.suffix == ".zarr":  # on the OME-Zarr image group, beside its multiscales
+            group = zarr.open_group(str(out), mode="r")
+            assert group.attrs[OFFSETS_ATTR] == net_offsets and "ome" in group.attrs
+        r = _run("segment", out, tmp_path / f"{out.name}-mws.h5", "--method", "mws")
         assert r.exit_code == 0 and "segments at beta 0.5" in r.output, r.output

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
 from fusionnet_keras.blockwise.grid import BlockGrid
 from fusionnet_keras.blockwise.predict import _file_tag, start_worker
+from fusionnet_keras.blockwise.pyramid import output_pyramid
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
@@ -72,7 +73,8 @@ def open_affinity_input(input_path):
 
 
 def affinities_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
-                      orientations=1, precision=None, overwrite=False, resume=False, progress=True) -> dict:
+                      orientations=1, precision=None, overwrite=False, resume=False, progress=True,
+                      voxel_size=None, pyramid=False) -> dict:
     """Affinities of a (Z, Y, X) volume, block by block into a zarr array; resumable.
 
     Args:
@@ -82,12 +84,16 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         weights: the ``.keras`` 3-D affinity network (loaded once per worker).
         block: (z, y, x) block (any shape; default
             :data:`~fusionnet_keras.inference.affinities.DEFAULT_BLOCK` capped at the volume).
-        workers, scheduler, client: where the blocks run (see
+        workers: local worker processes (Dask ``LocalCluster``; see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        orientations, precision: as for :func:`fusionnet_keras.predict_affinities`.
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
+        orientations: as for :func:`fusionnet_keras.predict_affinities`.
+        precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
         resume: continue an interrupted run of the same job in ``output_path`` (only the blocks
             without a done marker are computed); without it an existing output is refused.
+        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
@@ -111,8 +117,12 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
     predictor = AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision,
                                   orientations=orientations)
     out_shape = (predictor.channels, *shape)  # one channel per offset of the network
-    output = BlockOutput(output_path, out_shape, "float32", (predictor.channels, *grid.block), sig,
-                         attrs=offsets_attrs(predictor.offsets))
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, channels=True, command="affinities", model=str(weights),
+                       attributes=offsets_attrs(predictor.offsets), orientations=int(orientations),
+                       precision=precision, block=grid.block)
+    output = BlockOutput(output_path, out_shape, "float32", (predictor.channels, *grid.block), sig, meta=meta)
     try:
         output.check(overwrite, resume)  # before any worker starts
     except OutputExistsError:
@@ -126,4 +136,6 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                                  precision=precision, threads=threads)
         before = sum(output.markers.is_done(b) for b in grid)
         run_blocks(task, grid, workers=workers, client=client, progress=progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": out_shape, "block": grid.block}
+        levels = output_pyramid(output_path, pyramid, client, progress)
+    return {"blocks": len(grid), "computed": len(grid) - before, "shape": out_shape, "block": grid.block,
+            "levels": levels}

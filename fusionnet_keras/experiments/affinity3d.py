@@ -213,7 +213,7 @@ def boundary_fscore(affs, labels) -> float:
     """F-score of the boundary edges (affinity < 0.5) against the labels' boundaries, every existing edge
     counted (label 0 as background: an edge into 0 is a boundary, whatever the training convention)."""
     from fusionnet_keras.data.affinities import affinities_from_labels
-    from fusionnet_keras.training.affinity_trainer import affinity_fscore
+    from fusionnet_keras.training.affinities import affinity_fscore
 
     target, mask = affinities_from_labels(labels, "background")
     return affinity_fscore(affs, target, mask)
@@ -380,7 +380,7 @@ def _partitioning(segs: dict) -> list[str]:
 def _training_table(configs: dict, trains: dict, predict_seconds: dict) -> list[str]:
     lines = ["| network | loss | parameters | input -> output | steps | train time (min) | validation (min) | "
              "best epoch | validation VI | test prediction (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    from fusionnet_keras.training.affinity_config import output_shape
+    from fusionnet_keras.training.config import output_shape
 
     for name, t in trains.items():
         c = configs[name]
@@ -406,12 +406,12 @@ def _data_text(shapes: dict) -> str:
 def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds: dict, shapes: dict,
            total_seconds: float) -> list[str]:
     """The lines of ``report.md``."""
-    from fusionnet_keras.training import affinity_config as acfg
+    from fusionnet_keras.training.config import FAMILIES
 
     first = configs[next(iter(configs))]
     note = preset_note(preset, "affinity3d") if preset != "paper" else [
         "Preset: `paper`: the paper's network and sizes; values the paper does not state:", ""] + [
-        f"- {key}: {reason}." for key, reason in acfg.NOT_IN_PAPER] + [""]
+        f"- {key}: {reason}." for key, reason in FAMILIES["affinities"].not_in_paper] + [""]
     return [
         "# 3-D affinities on anisotropic EM: networks, z-watershed, agglomeration",
         "",
@@ -524,9 +524,9 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     ws_size = _one(configs, "train.val_ws_size", "one watershed size")
     parts = load_parts(dataset)
     segs, predict_seconds = {}, {}
-    for name in models:
-        from fusionnet_keras.training.affinity_config import offsets as network_offsets
+    from fusionnet_keras.training.config import affinity_offsets as network_offsets
 
+    for name in models:
         long_range = len(network_offsets(configs[name])) > 3  # predicted in 1 orientation (no test-time ones)
         affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, 1 if long_range else orientations)
         nearest = {part: a[:3] for part, a in affs.items()}  # what the agglomerations and multicuts read

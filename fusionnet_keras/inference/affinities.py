@@ -64,12 +64,13 @@ ORIENTATIONS = (
     (True, False, False), (True, False, True), (True, True, False), (True, True, True),
 )
 N_CHANNELS = 3
-#: Name of the metadata (HDF5/zarr attribute) holding the offset of each channel of a written affinity array.
+#: The attribute of a written affinity array (HDF5 dataset, OME-Zarr group) holding the offset of each channel.
 OFFSETS_ATTR = "affinity_offsets"
 
 
 def offsets_attrs(offsets) -> dict:
-    """The metadata written with an affinity array: ``{OFFSETS_ATTR: [[dz, dy, dx], ...]}``."""
+    """The :attr:`~fusionnet_keras.data.io.ome.ImageMeta.attributes` of an affinity output:
+    ``{OFFSETS_ATTR: [[dz, dy, dx], ...]}``."""
     return {OFFSETS_ATTR: [[int(v) for v in o] for o in offsets]}
 
 
@@ -180,7 +181,7 @@ class AffinityPredictor:
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or None (the model's own).
         orientations: 1, 4 or 8 xy orientations averaged (see the module docstring).
 
-    Example:
+    Examples:
         >>> import fusionnet_keras as fk
         >>> p = AffinityPredictor(fk.UNet3D(nb_filters=2, depth=1), orientations=4)
         >>> volume = np.random.default_rng(0).random((5, 20, 22), dtype=np.float32)
@@ -290,14 +291,14 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
 
     Returns:
         float32 ``(3, Z, Y, X)`` in [0, 1] (or ``out``), channel order (z, y, x), channel ``c`` at
-        ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`); for a
-        long-range network ``(C, Z, Y, X)``, channel ``c`` linking ``v`` and ``v + model.offsets[c]``.
+            ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`); for a
+            long-range network ``(C, Z, Y, X)``, channel ``c`` linking ``v`` and ``v + model.offsets[c]``.
 
     Raises:
         FusionNetError: not a 3-D affinity network, a volume that is not 3-D, empty, non-finite or
             a float volume outside [0, 1], bad settings.
 
-    Example:
+    Examples:
         >>> import fusionnet_keras as fk
         >>> net = fk.UNet3D(nb_filters=2, depth=1)
         >>> volume = (np.random.default_rng(0).random((6, 21, 19)) * 255).astype(np.uint8)

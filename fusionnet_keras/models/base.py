@@ -29,7 +29,7 @@ def check_spatial_shape(shape, multiple, spatial_dims: int = 2) -> tuple:
     (an int, or one int per spatial axis). Returns ``shape`` as a tuple;
     raises :class:`FusionNetError` naming the axis otherwise.
 
-    Example:
+    Examples:
         >>> check_spatial_shape((None, 64, 1), 16)
         (None, 64, 1)
     """

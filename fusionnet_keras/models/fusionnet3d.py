@@ -58,7 +58,7 @@ class FusionNet3D(_AffinityModel):
             first (:func:`~fusionnet_keras.data.affinities.check_network_offsets`); default those three.
             Long-range offsets feed the mutex watershed; the context must reach them.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = FusionNet3D(nb_filters=2, depth=1)
         >>> model.geometry.output_shape((17, 48, 48))

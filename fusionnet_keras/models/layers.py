@@ -66,12 +66,14 @@ class ConvBlock(ConvReluBN):
     Args:
         filters: number of output feature maps.
         kernel_size: convolution window (default 3).
+
+    Keyword Args:
         kernel_initializer: Keras initializer name for the convolution.
         bn_momentum: momentum of the batch-norm moving statistics.
         gamma_initializer: initializer of the batch-norm scale ("zeros" makes
             the block output 0 at initialisation; see :class:`ResidualBlock`).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> block = ConvBlock(8)
         >>> block(np.zeros((1, 16, 16, 1), "float32")).shape
@@ -109,7 +111,7 @@ class ResidualBlock(layers.Layer):
             "zero-gamma"; the paper is silent on initialisation). Deep residual
             stacks then train faster on short schedules.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> ResidualBlock(4)(np.ones((2, 8, 8, 4), "float32")).shape
         (2, 8, 8, 4)
@@ -177,7 +179,7 @@ class UpConv(layers.Layer):
         filters: output feature maps.
         kernel_initializer: Keras initializer name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> UpConv(4)(np.zeros((1, 8, 8, 8), "float32")).shape
         (1, 16, 16, 4)

@@ -23,11 +23,13 @@ class ConvBlock3D(ConvReluBN):
     Args:
         filters: number of output feature maps.
         kernel_size: ``(kz, ky, kx)``, odd sizes (``(1, 3, 3)``: in-plane only).
+
+    Keyword Args:
         kernel_initializer: Keras initializer name for the convolution.
         bn_momentum: momentum of the batch-norm moving statistics.
         gamma_initializer: initializer of the batch-norm scale.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(ConvBlock3D(4, (3, 3, 3))(np.zeros((1, 5, 16, 16, 1), "float32")).shape)
         (1, 3, 14, 14, 4)
@@ -64,7 +66,7 @@ class ResidualBlock3D(layers.Layer):
         zero_init: start the block as the identity (scale of the last batch norm
             of the branch initialised to 0, like :class:`~fusionnet_keras.models.layers.ResidualBlock`).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(ResidualBlock3D(4, kernel_size=(1, 3, 3))(np.ones((1, 3, 16, 16, 4), "float32")).shape)
         (1, 3, 10, 10, 4)
@@ -149,11 +151,13 @@ class UpConv3D(ConvReluBN):
     Args:
         filters: output feature maps.
         scale: per axis up-sampling factor (``(1, 2, 2)``: never in z).
+
+    Keyword Args:
         kernel_initializer: Keras initializer name.
         bn_momentum: momentum of the batch-norm moving statistics.
         gamma_initializer: initializer of the batch-norm scale.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(UpConv3D(4)(np.zeros((1, 3, 8, 8, 8), "float32")).shape)
         (1, 3, 16, 16, 4)

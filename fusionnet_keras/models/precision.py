@@ -13,7 +13,7 @@ float16       ``mixed_float16``   convolutions, activations (11-bit mantissa)
 
 Under a low precision these parts stay float32, where rounding would cost
 accuracy (measured with ``benchmarks/precision.py`` on a trained FusionNet,
-see ``benchmarks/README.md``):
+see ``docs/benchmarks.md``):
 
 * the **input block** of every network unit (its first :class:`ConvBlock`:
   conv, ReLU, batch norm). EM intensities are 8-bit values in [0, 1]; in
@@ -46,9 +46,9 @@ from __future__ import annotations
 import keras
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.settings import PRECISION_POLICIES as _POLICIES
 
-PRECISIONS = ("float32", "bfloat16", "float16")
-_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+PRECISIONS = tuple(_POLICIES)
 
 __all__ = ["PRECISIONS", "check_precision", "policy_name", "precision_of", "input_dtype", "with_precision"]
 
@@ -116,7 +116,7 @@ def with_precision(model, precision):
     Returns:
         A Keras model.
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.models import UNet
         >>> with_precision(UNet(nb_filters=2, depth=1), "float16").dtype_policy.name
         'mixed_float16'

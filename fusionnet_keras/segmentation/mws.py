@@ -35,7 +35,7 @@ from fusionnet_keras.errors import FusionNetError
 def parse_offsets(text: str) -> list[tuple[int, int, int]]:
     """``"dz,dy,dx;dz,dy,dx;..."`` -> a list of offsets.
 
-    Example:
+    Examples:
         >>> parse_offsets("-3,0,0; 0,-9,0")
         [(-3, 0, 0), (0, -9, 0)]
     """
@@ -95,7 +95,7 @@ def stored_offsets(volume, given=None) -> list[tuple[int, int, int]]:
     if channels <= N_AFFINITIES:
         raise FusionNetError(f"{volume.name} has shape {tuple(volume.shape)}: the mws method needs long-range "
                              "channels after the 3 nearest-neighbour ones (a network trained with model.offsets)")
-    stored = volume.attrs.get(OFFSETS_ATTR)
+    stored = volume.attributes.get(OFFSETS_ATTR)
     if stored is not None:
         try:
             stored = list(check_network_offsets(stored))[N_AFFINITIES:]
@@ -138,7 +138,7 @@ def mutex_watershed(affinities, offsets, attractive: int = 3, beta: float = 0.5,
         beta: repulsion bias in (0, 1) (0.5: none; higher: more splits).
         stride: ``(z, y, x)`` grid of the voxels that keep their repulsive edges.
 
-    Example:
+    Examples:
         >>> affs = np.ones((4, 1, 1, 4), np.float32); affs[3] = 0.0   # x +-1 attract, x -3 repels
         >>> offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, -3)]
         >>> affs[2, 0, 0, 2] = 0.4                                       # the weakest attraction

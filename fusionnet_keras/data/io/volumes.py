@@ -75,9 +75,11 @@ class Volume:
         return f"<{type(self).__name__} {self.name} shape={self.shape} dtype={self.dtype}>"
 
     @property
-    def attrs(self) -> dict:
-        """Metadata stored with the array (HDF5 attributes as written by ``write_volume``, zarr attributes);
-        empty for the other formats."""
+    def attributes(self) -> dict:
+        """The further attributes written with the volume
+        (:attr:`fusionnet_keras.data.io.ome.ImageMeta.attributes`, e.g. the affinity offsets): those of an
+        HDF5 dataset, of a zarr array or of the OME-Zarr image group it is level 0 of, without the image
+        metadata (:func:`~fusionnet_keras.data.io.ome.stored_attributes`); empty for the other formats."""
         return {}
 
     # -- resource handling -----------------------------------------------------
@@ -351,10 +353,10 @@ class _H5Volume(Volume):
         return self._ds
 
     @property
-    def attrs(self):
-        import json
+    def attributes(self):
+        from fusionnet_keras.data.io.ome import stored_attributes
 
-        return {k: json.loads(v) if isinstance(v, str) else v for k, v in self._ds.attrs.items()}
+        return stored_attributes(self._ds.attrs, json_text=True)
 
     def _read_all(self):
         return self._ds[()]
@@ -378,7 +380,9 @@ class _ZarrVolume(Volume):
         import zarr
 
         node = zarr.open(store=str(path), mode="r")
+        self._group_attrs = {}  # those of the OME-Zarr image group whose level 0 is read
         if zarr_is_group(node):
+            key = _ome_level0(node, key, display)
             arrays = zarr_arrays(node)
             if key is None:
                 key = only_member(arrays, "arrays", path)
@@ -393,6 +397,7 @@ class _ZarrVolume(Volume):
                 raise FusionNetError(
                     f"'{key}' in {path} is a group, not an array; arrays: {_listing(inner) or 'none'}"
                 )
+            self._group_attrs = _image_group_attrs(node, key)
         else:
             if key is not None:
                 raise FusionNetError(f"{path} is a zarr array, not a group; it has no '{key}'")
@@ -409,8 +414,10 @@ class _ZarrVolume(Volume):
         return self._arr
 
     @property
-    def attrs(self):
-        return dict(self._arr.attrs)
+    def attributes(self):
+        from fusionnet_keras.data.io.ome import stored_attributes
+
+        return {**stored_attributes(self._arr.attrs), **stored_attributes(self._group_attrs)}
 
     def _read_all(self):
         return np.asarray(self._arr[...])
@@ -420,6 +427,30 @@ class _ZarrVolume(Volume):
 
     def close(self):
         self._arr = None
+
+
+def _image_group_attrs(root, key: str) -> dict:
+    """The attributes of the OME-Zarr image group holding the array ``key`` of ``root`` (empty: none)."""
+    from fusionnet_keras.data.io.ome import is_ome_group
+
+    parent = key.rpartition("/")[0]
+    group = root[parent] if parent else root
+    return dict(group.attrs) if is_ome_group(group) else {}
+
+
+def _ome_level0(root, key: str | None, display: str) -> str | None:
+    """``key``, or where ``key`` (None: the store) is an OME-Zarr image group, the key of its level 0 (the full
+    resolution; several multiscales or a missing level 0 are errors)."""
+    from fusionnet_keras.data.io.ome import is_ome_group, level_path
+
+    try:
+        node = root[key] if key else root
+    except KeyError:
+        return key
+    if not is_ome_group(node):
+        return key
+    level = level_path(node, display)
+    return f"{key}/{level}" if key else level
 
 
 def _read_section_file(path: Path) -> np.ndarray:
