@@ -79,6 +79,7 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
     ``out/<name>/<part>-affinities.h5`` (read back when newer than ``best.keras``). Returns
     ``({part: affs}, {part: seconds})``."""
     from fusionnet_keras.data.io import read_volume, write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
     from fusionnet_keras.inference.affinities import model_offsets, offsets_attrs, predict_affinities
 
     affs, seconds = {}, {}
@@ -96,7 +97,8 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
         affs[part] = predict_affinities(net, parts[part][0], block=tuple(p["block"]) or None,
                                         precision=p["precision"], orientations=orientations)
         seconds[part] = time.time() - start_time
-        write_volume(f"{path}:affinities", affs[part], overwrite=True, attrs=offsets_attrs(model_offsets(net)))
+        write_volume(f"{path}:affinities", affs[part], overwrite=True,
+                     meta=ImageMeta(channels=True, attributes=offsets_attrs(model_offsets(net))))
     return affs, seconds
 
 
