@@ -10,14 +10,13 @@ block shape and worker count. The model is loaded once per worker.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
+from fusionnet_keras.blockwise.engine import BlockTask
 from fusionnet_keras.blockwise.grid import BlockGrid, check_multiple
+from fusionnet_keras.blockwise.job import file_tag, job_threads, run_job, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError
 
@@ -41,27 +40,6 @@ def normalize_block(block, name="the input") -> np.ndarray:
     if a.dtype.kind == "i" and a.size and a.min() < 0:
         raise FusionNetError(f"{name} has negative values; blockwise prediction needs unsigned data")
     return normalize(a)
-
-
-def start_worker(threads) -> None:
-    """What every model-running worker does first: TensorFlow imported quietly, its thread pools sized."""
-    from fusionnet_keras.utils.quiet import import_backend
-
-    import_backend()
-    limit_threads(threads)
-
-
-def limit_threads(threads) -> None:
-    """Use ``threads`` CPU threads in TensorFlow's pools (before its first operation; else ignored)."""
-    if not threads:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
-    except RuntimeError:  # TensorFlow is already running in this process
-        pass
 
 
 @dataclass
@@ -113,18 +91,6 @@ class SectionBlockTask(BlockTask):
         return None
 
 
-def _file_tag(path) -> dict:
-    """What identifies a file's content cheaply: its resolved path, size and modification time."""
-    from fusionnet_keras.data.io import parse_path
-
-    p = Path(parse_path(path)[0]).resolve()
-    try:
-        st = os.stat(p)
-        return {"path": str(path), "resolved": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
-    except OSError:
-        return {"path": str(p)}
-
-
 def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
                    tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
                    precision=None) -> dict:
@@ -172,17 +138,12 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
         raise FusionNetError(f"--block needs {len(shape)} values for an input of shape {shape}, got {block}")
     check_multiple(block[-2:], (multiple, multiple), "the network's size multiple")
     grid = BlockGrid(shape, block)
-    sig = signature({"job": "predict-2d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
-                     "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
+    sig = signature({"job": "predict-2d", "input": file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
+                     "weights": file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block, **({"precision": precision} if precision else {})})
-    threads = None if client or scheduler else default_threads(workers)
     output = BlockOutput(output_path, shape, dtype, grid.block, sig)
-    output.check(overwrite)  # before any worker starts
-    with session(workers, scheduler, client, threads, outputs=[output]) as client:
-        output.open(overwrite=overwrite)
-        task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
-                                batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
-                                threads=threads, precision=precision)
-        before = sum(output.markers.is_done(b) for b in grid)
-        run_blocks(task, grid, workers=workers, client=client, progress=progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block}
+    task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
+                            batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
+                            threads=job_threads(workers, scheduler, client), precision=precision)
+    return run_job(task, grid, output, workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                   progress=progress)
