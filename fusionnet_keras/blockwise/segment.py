@@ -272,8 +272,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         watershed_options: as for :func:`fusionnet_keras.segmentation.segment`.
         hops: as for :func:`fusionnet_keras.segmentation.segment`.
         classifier_path: the classifier's file (part of the job's signature).
-        block: block shape (z, y, x).
-        context: watershed context (z, y, x) around each block.
+        block: block shape (z, y, x), a tuple or ``"Z,Y,X"``.
+        context: watershed context (z, y, x) around each block, a tuple or ``"Z,Y,X"``.
         workers: local worker processes (Dask ``LocalCluster``; see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
         scheduler: address of a running Dask scheduler whose workers run the blocks.
@@ -302,8 +302,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     with _open_input(input_path) as volume:
         shape, tag = tuple(volume.shape[-3:]), {"input": file_tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}
-    grid = BlockGrid(shape, tuple(block or DEFAULT_BLOCK))
-    context = parse_block(context, name="context")
+    grid = BlockGrid(shape, parse_block(block or DEFAULT_BLOCK))
+    context = parse_block(context, name="--context")
     file, _ = zarr_target(outputs[0])
     work = Path(str(file) + ".work")
     bins = classifier.bins if classifier is not None and method in ("learned", "multicut", "lifted-multicut") else 0

@@ -8,7 +8,6 @@ import click
 
 from fusionnet_keras.cli.options import (
     blockwise_options,
-    blockwise_requested,
     handle_errors,
     overwrite_option,
     precision_option,
@@ -45,6 +44,7 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     into a zarr OUT; running the same command again finishes an interrupted run.
     """
     from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.blockwise.job import blockwise_requested
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.neurons import neuron_settings, neurons_volume

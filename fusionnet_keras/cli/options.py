@@ -205,7 +205,3 @@ def blockwise_options(func=None, *, writes: str = "the output (zarr) is written 
         func = opt(func)
     return func
 
-
-def blockwise_requested(workers, block, scheduler) -> bool:
-    """Whether a command runs blockwise (any of the blockwise options given)."""
-    return workers is not None or block is not None or scheduler is not None

@@ -7,7 +7,6 @@ import click
 from fusionnet_keras.cli.options import (
     batch_size_option,
     blockwise_options,
-    blockwise_requested,
     handle_errors,
     overwrite_option,
     precision_option,
@@ -50,6 +49,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     OUTPUT chunked like the blocks; the same command again resumes an
     interrupted run, computing only the blocks not marked done.
     """
+    from fusionnet_keras.blockwise.job import blockwise_requested
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 

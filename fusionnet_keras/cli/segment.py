@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import blockwise_options, blockwise_requested, handle_errors, overwrite_option
-from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.cli.options import blockwise_options, handle_errors, overwrite_option
 from fusionnet_keras.segmentation import defaults
 
 
@@ -35,26 +34,6 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     return WatershedOptions(low=ws_low, high=ws_high, size=ws_size, merge_affinity=ws_merge_affinity)
-
-
-def parse_thresholds(threshold, thresholds):
-    """``--threshold`` / ``--thresholds`` -> a list of floats, or None for the default."""
-    if threshold is not None and thresholds is not None:
-        raise FusionNetError("give either --threshold or --thresholds, not both")
-    if thresholds is None:
-        return None if threshold is None else [threshold]
-    try:
-        values = [float(t) for t in thresholds.split(",") if t.strip()]
-    except ValueError:
-        raise FusionNetError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from None
-    if not values:
-        raise FusionNetError("--thresholds is empty")
-    return values
-
-
-def dataset_name(threshold: float) -> str:
-    """Name of the volume of one threshold in the output container, e.g. ``threshold_0.5``."""
-    return f"threshold_{threshold:g}"
 
 
 @click.command()
@@ -112,121 +91,9 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     block into zarr OUT (work files in OUT.work/); the same command again
     resumes an interrupted run.
     """
-    import time
+    from fusionnet_keras.workflows.segment import segment_path
 
-    import numpy as np
-
-    from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
-    from fusionnet_keras.data.io.paths import check_not_input
-    from fusionnet_keras.segmentation.agglomeration import check_thresholds
-    from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
-    from fusionnet_keras.segmentation.pipeline import segment as run
-
-    values = parse_thresholds(threshold, thresholds)
-    several = thresholds is not None
-    for member in [_member(out, dataset_name(t)) for t in check_thresholds(values)] if several else [out]:
-        check_not_input(member, affinities, fragments, files=[classifier])
-    if method is None:
-        method = "learned" if classifier else "mean"
-    if method == "watershed" and values is not None:
-        raise FusionNetError("--method watershed takes no --threshold/--thresholds")
-    if method not in defaults.CLASSIFIER_METHODS and classifier is not None:
-        raise FusionNetError(f"--classifier is for --method {', '.join(defaults.CLASSIFIER_METHODS)}; "
-                             f"--method {method} does not use it")
-
-    long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
-    if lifted_hops is not None and method != "lifted-multicut":
-        raise FusionNetError("--lifted-hops is for --method lifted-multicut")
-    hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
-    if method in defaults.BETA_METHODS and values is not None:
-        from fusionnet_keras.segmentation.multicut import check_betas
-
-        check_betas(values)
-
-    if context is not None and not blockwise_requested(workers, block, scheduler):
-        raise FusionNetError("--context is for blockwise segmentation (with --workers, --block or --scheduler)")
-    if blockwise_requested(workers, block, scheduler):
-        pass  # the blockwise outputs are checked (and resumed) by segment_volume
-    elif several:
-        check_outputs(out, [dataset_name(t) for t in check_thresholds(values)], overwrite)
-    else:
-        check_output(out, overwrite)
-    clf = None
-    if method == "learned" or classifier is not None:
-        from fusionnet_keras.pretrained.resolve import resolve_classifier
-
-        classifier = resolve_classifier(classifier)
-    if classifier is not None:
-        from fusionnet_keras.segmentation.learned import BoundaryClassifier
-
-        clf = BoundaryClassifier.load(classifier)
-    start = time.perf_counter()
-    if blockwise_requested(workers, block, scheduler):
-        from fusionnet_keras.blockwise.grid import parse_block
-        from fusionnet_keras.blockwise.segment import DEFAULT_CONTEXT, segment_volume
-
-        if fragments:
-            raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
-        names = [dataset_name(t) for t in check_thresholds(values)] if several else [None]
-        info = segment_volume(affinities, [_member(out, n) for n in names], method=method, thresholds=values,
-                              classifier=clf, classifier_path=classifier, invert=invert,
-                              watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                              block=None if block is None else parse_block(block), workers=workers or 1,
-                              context=DEFAULT_CONTEXT if context is None else parse_block(context, name="--context"),
-                              scheduler=scheduler, overwrite=overwrite, hops=hops)
-        click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
-                   + ", ".join(f"{n} segments" for n in info["segments"]))
-        click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
-        return
-    affs = _load_long_range(affinities, invert) if method == "mws" else load_affinities(affinities, invert=invert)
-    frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
-    results = {}
-    for t, labels in run(affs, method, values, fragments=frags, classifier=clf,
-                         watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                         hops=hops, offsets=long_range, stride=stride):
-        results[t] = labels
-        n = int(np.count_nonzero(np.unique(labels)))
-        kind = "beta" if method in defaults.BETA_METHODS else "threshold"
-        what = "fragments" if t is None else f"segments at {kind} {t:g}"
-        click.echo(f"{n} {what}")
-    if several:
-        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)
-    else:
-        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite)
-    click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s)")
-
-
-def _member(out, name):
-    """``OUT`` for one volume, else ``OUT[:group]/name``."""
-    if name is None:
-        return out
-    from fusionnet_keras.data.io import parse_path
-
-    file, key = parse_path(out)
-    return f"{file}:{key}/{name}" if key else f"{file}:{name}"
-
-
-def _mws_settings(method, offsets, stride, blockwise):
-    """``--offsets`` and ``--mws-stride`` checked: (long-range offsets or None, stride)."""
-    if method != "mws":
-        if offsets is not None or stride is not None:
-            raise FusionNetError("--offsets and --mws-stride are for --method mws")
-        return None, (1, 1, 1)
-    if blockwise:
-        raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
-    if offsets is None:
-        raise FusionNetError("--method mws needs long-range affinity channels and their --offsets")
-    from fusionnet_keras.blockwise.grid import parse_block
-    from fusionnet_keras.segmentation.mws import parse_offsets
-
-    return parse_offsets(offsets), (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride")
-
-
-def _load_long_range(path, invert):
-    """Affinities with long-range channels ``(C, Z, Y, X)`` as float32 in [0, 1] (``1 - x`` with invert)."""
-    from fusionnet_keras.data.io import open_volume
-    from fusionnet_keras.data.io.images import as_probability
-
-    with open_volume(path) as vol:
-        a = as_probability(vol.read(), vol.name)
-    return 1.0 - a if invert else a
+    segment_path(affinities, out, method=method, threshold=threshold, thresholds=thresholds, classifier=classifier,
+                 lifted_hops=lifted_hops, offsets=offsets, mws_stride=mws_stride, fragments=fragments, invert=invert,
+                 watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity), workers=workers,
+                 block=block, scheduler=scheduler, context=context, overwrite=overwrite, report=click.echo)
