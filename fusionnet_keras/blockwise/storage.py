@@ -236,6 +236,9 @@ class WorkDir:
         self.path = Path(path)
         self.signature = sig
 
+    def __fspath__(self) -> str:  # a path: claimed for a run like one (see blockwise.engine.session)
+        return str(self.path)
+
     def check(self, overwrite: bool = False) -> bool:
         """Refuse what :meth:`open` would refuse, creating nothing; returns whether the folder holds this job."""
         _writable(self.path, str(self.path))

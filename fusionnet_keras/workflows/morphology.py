@@ -70,7 +70,7 @@ def measure_path(labels, voxel_size, out, *, clusters: int = 3, figures=None, im
         seed: K-means seed.
         exclude_outliers: fit the K-means without the flagged outliers.
         binary: read ``labels`` as a mask (True), instances (False), or decide (None).
-        workers: blockwise: local worker processes (default 1 when blockwise).
+        workers: blockwise: local worker processes (default 1 when blockwise; 0: in this process).
         block: blockwise: block shape (``"Z,Y,X"`` or a tuple).
         scheduler: blockwise: a Dask scheduler's address.
         overwrite: replace existing outputs (and another run's work files).
@@ -180,8 +180,9 @@ def _measure_blockwise(labels, vs, binary, image, workers, block, scheduler, out
     with open_volume(labels) as vol:
         shape = tuple(vol.shape)
     _check_image(image, labels, shape)
-    records, info = measure_volume(labels, vs, binary=binary, out=out, block=block, workers=workers or 1,
-                                   scheduler=scheduler, overwrite=overwrite, keep_work=figures, progress=progress)
+    records, info = measure_volume(labels, vs, binary=binary, out=out, block=block,
+                                   workers=1 if workers is None else workers, scheduler=scheduler,
+                                   overwrite=overwrite, keep_work=figures, progress=progress)
     if not figures:
         return records, None
     z, y = shape[0] // 2, shape[1] // 2

@@ -152,7 +152,7 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
         fragments: a file of fragments to agglomerate (in memory only).
         invert: the input is high on cell interiors.
         watershed_options: :class:`WatershedOptions`.
-        workers: blockwise: local worker processes (default 1 when blockwise).
+        workers: blockwise: local worker processes (default 1 when blockwise; 0: in this process).
         block: blockwise: block shape (``"Z,Y,X"`` or a tuple).
         scheduler: blockwise: a Dask scheduler's address.
         context: blockwise: the watershed's context (``"Z,Y,X"`` or a tuple).
@@ -210,7 +210,8 @@ def _segment_blockwise(input_path, out, job, clf, classifier_path, *, invert, fr
 
     info = segment_volume(input_path, [member(out, n) for n in job.names], method=job.method,
                           thresholds=job.thresholds, classifier=clf, classifier_path=classifier_path, invert=invert,
-                          watershed_options=watershed_options, block=block, workers=workers or 1,
+                          watershed_options=watershed_options, block=block,
+                          workers=1 if workers is None else workers,
                           context=DEFAULT_CONTEXT if context is None else context, scheduler=scheduler,
                           overwrite=overwrite, hops=job.hops, progress=progress)
     report(f"{info['fragments']} fragments in {info['blocks']} blocks; "
