@@ -62,7 +62,6 @@ class SegmentJob:
     hops: int
     offsets: list | None
     stride: tuple
-    blockwise: bool
 
 
 def _check_job(input_path, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
@@ -93,7 +92,7 @@ def _check_job(input_path, out, method, threshold, thresholds, classifier, lifte
     if fragments and blockwise:
         raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
     hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
-    return SegmentJob(method, values, names, classifier, hops, long_range, stride, blockwise)
+    return SegmentJob(method, values, names, classifier, hops, long_range, stride)
 
 
 def _mws_settings(method, offsets, stride, blockwise):
