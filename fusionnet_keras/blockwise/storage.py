@@ -173,24 +173,24 @@ class BlockOutput:
                 f"--block {','.join(map(str, chunks))} or use --overwrite"
             )
 
-    def check(self, overwrite: bool = False, resume: bool = True) -> bool:
+    def check(self, overwrite: bool = False) -> bool:
         """Refuse what :meth:`open` would refuse, creating nothing; returns whether the array exists."""
         _writable(self.dir, self.display)
         exists = self.dir.exists() and any(self.dir.iterdir())
         if exists and not overwrite:
             self._check_existing(self._existing())
-            if not (resume and self._same_job()):
+            if not self._same_job():
                 raise OutputExistsError(
                     f"output exists: {self.display} (use --overwrite; a run is resumed only with the same settings)"
                 )
             _writable(self.markers.root, self.display)
         return exists
 
-    def open(self, overwrite: bool = False, resume: bool = True):
+    def open(self, overwrite: bool = False):
         """Create the array, or reopen it to resume (same job); anything else refused (:meth:`check`)."""
         import zarr
 
-        exists = self.check(overwrite, resume)
+        exists = self.check(overwrite)
         if exists and not overwrite:
             return self
         with user_errors(f"cannot create {self.display}"):
