@@ -615,6 +615,10 @@ ROWS = [
         "unknown config key 'train.crop'", name="affinity-unknown-key"),
     Row("train", "option-value", _train("--set", "train.loss=mae", config="toml_affinity"),
         "'train.loss' must be one of malis", name="affinity-loss"),
+    Row("train", "option-value", _train("--set", "train.precision=float8", config="toml_affinity"),
+        "'train.precision' must be one of float32, bfloat16, float16, auto", name="affinity-precision"),
+    Row("train", "option-value", _train("--set", "model.architecture=fusionnet", config="toml_affinity"),
+        "asks for the 2-D network 'fusionnet'", name="affinity-to-2d"),
     Row("cv", "option-value", _train(command="cv", config="toml_affinity"), "use train", name="affinity"),
     Row("train", "contradictory", _train("--resume", "--overwrite"), "contradict", setup=lambda f, o: _finished_run(o)),
     Row("train", "output-exists", _train(), "exists", setup=lambda f, o: (o / "run").mkdir() or

@@ -167,10 +167,13 @@ def tta_option(func):
 
 
 def precision_option(func):
-    """``--precision float32|bfloat16|float16|auto`` (default: the precision saved with the model)."""
+    """``--precision float32|bfloat16|float16|auto`` (or a Keras policy name: the words of
+    ``train.precision`` and ``predict.precision``; default: the precision saved with the model)."""
+    from fusionnet_keras.settings import PRECISION_WORDS
+
     return click.option(
         "--precision",
-        type=click.Choice(["float32", "bfloat16", "float16", "auto"]),
+        type=click.Choice(PRECISION_WORDS),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
              "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'); auto: bfloat16 "
