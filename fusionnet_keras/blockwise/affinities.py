@@ -71,7 +71,8 @@ def open_affinity_input(input_path):
 
 
 def affinities_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
-                      orientations=1, precision=None, overwrite=False, progress=True) -> dict:
+                      orientations=1, precision=None, overwrite=False, progress=True, voxel_size=None,
+                      pyramid=False) -> dict:
     """Affinities of a (Z, Y, X) volume, block by block into a zarr array; resumable.
 
     Args:
@@ -89,6 +90,7 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         orientations: as for :func:`fusionnet_keras.predict_affinities`.
         precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
+        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
@@ -104,11 +106,15 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
     sig = signature({"job": "affinities-3d", "input": file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
                      "weights": file_tag(weights), "orientations": int(orientations), "block": grid.block,
                      **({"precision": precision} if precision else {})})
-    output = BlockOutput(output_path, (N_CHANNELS, *shape), "float32", (N_CHANNELS, *grid.block), sig)
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, channels=True, command="affinities", model=str(weights),
+                       orientations=int(orientations), precision=precision, block=grid.block)
+    output = BlockOutput(output_path, (N_CHANNELS, *shape), "float32", (N_CHANNELS, *grid.block), sig, meta=meta)
     output.check(overwrite)  # an existing output of another job refused before the model is loaded
     # a model of the other kind, bad settings: refused here, not by every worker
     AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
     task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),
                              precision=precision, threads=job_threads(workers, scheduler, client))
     return run_job(task, grid, output, workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
-                   progress=progress)
+                   progress=progress, pyramid=pyramid)

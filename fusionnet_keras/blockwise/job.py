@@ -76,6 +76,12 @@ class Job:
         """:func:`~fusionnet_keras.blockwise.engine.run_blocks` of ``task`` on ``grid``: ``{block id: result}``."""
         return run_blocks(task, grid, workers=self.workers, client=self.client, progress=self.progress)
 
+    def pyramid(self, output_path, pyramid: bool = True) -> int:
+        """With ``pyramid``, the downsampled levels of the OME-Zarr ``output_path`` (on the job's client); how many."""
+        from fusionnet_keras.blockwise.pyramid import output_pyramid
+
+        return output_pyramid(output_path, pyramid, self.client, self.progress)
+
 
 @contextlib.contextmanager
 def open_job(outputs, *, workers: int = 1, scheduler=None, client=None, overwrite: bool = False,
@@ -108,15 +114,19 @@ def open_job(outputs, *, workers: int = 1, scheduler=None, client=None, overwrit
 
 
 def run_job(task, grid, output, *, workers: int = 1, scheduler=None, client=None, overwrite: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, pyramid: bool = False) -> dict:
     """A job of one pass: ``task`` over ``grid`` into ``output`` (a ``BlockOutput``), resumed where it stopped.
 
-    The engine's local workers get ``task.threads`` CPU threads each. Returns
-    ``{"blocks": n, "computed": k, "shape": output shape, "block": grid block}``,
-    ``k`` the blocks computed by this run (the others were done before).
+    The engine's local workers get ``task.threads`` CPU threads each; with
+    ``pyramid`` the output's downsampled levels follow on the same client
+    (:func:`~fusionnet_keras.blockwise.pyramid.output_pyramid`). Returns
+    ``{"blocks": n, "computed": k, "shape": output shape, "block": grid block, "levels": l}``,
+    ``k`` the blocks computed by this run (the others were done before), ``l`` the pyramid's levels.
     """
     with open_job([output], workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
                   progress=progress, threads=task.threads) as job:
         before = sum(output.markers.is_done(b) for b in grid)
         job.run(task, grid)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": output.shape, "block": grid.block}
+        levels = job.pyramid(output.display, pyramid)
+    return {"blocks": len(grid), "computed": len(grid) - before, "shape": output.shape, "block": grid.block,
+            "levels": levels}

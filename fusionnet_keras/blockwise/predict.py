@@ -93,7 +93,7 @@ class SectionBlockTask(BlockTask):
 
 def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
                    tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
-                   precision=None) -> dict:
+                   precision=None, voxel_size=None, pyramid=False) -> dict:
     """Predict a 2-D image or a (Z, H, W) stack block by block into a zarr array; resumable.
 
     Args:
@@ -114,6 +114,8 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
         dtype: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
         precision: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
         overwrite: replace an existing output (and its markers).
+        voxel_size: (z, y, x) nm for the output's OME-Zarr metadata (default: the input's).
+        pyramid: add downsampled levels (:func:`~fusionnet_keras.blockwise.pyramid.build_pyramid`).
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": ...}``.
@@ -141,9 +143,13 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
     sig = signature({"job": "predict-2d", "input": file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
                      "weights": file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block, **({"precision": precision} if precision else {})})
-    output = BlockOutput(output_path, shape, dtype, grid.block, sig)
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, command="predict", model=str(weights), tta=int(tta), pad=int(pad),
+                       dtype=dtype, precision=precision, block=grid.block)
+    output = BlockOutput(output_path, shape, dtype, grid.block, sig, meta=meta)
     task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
                             batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
                             threads=job_threads(workers, scheduler, client), precision=precision)
     return run_job(task, grid, output, workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
-                   progress=progress)
+                   progress=progress, pyramid=pyramid)

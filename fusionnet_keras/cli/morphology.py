@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import blockwise_options, handle_errors, overwrite_option
+from fusionnet_keras.cli.options import blockwise_options, handle_errors, overwrite_option, voxel_size_option
 
 
 @click.command()
 @click.argument("labels")
-@click.option("--voxel-size", required=True, metavar="Z,Y,X",
-              help="Voxel size in nm, (Z, Y, X) order, e.g. 60,56.4,56.4 (the paper's zebrafish data).")
+@voxel_size_option(help="Voxel size in nm, (Z, Y, X) order, e.g. 60,56.4,56.4 (the paper's zebrafish data). "
+                        "Default: LABELS' own (OME-Zarr scale, HDF5 resolution, ImageJ TIFF spacing).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV table to write.")
 @click.option("--clusters", "-k", type=click.IntRange(1), default=3, show_default=True,
               help="K-means clusters of (volume, surface area, sphericity).")

@@ -208,3 +208,38 @@ def blockwise_options(func=None, *, writes: str = "the output (zarr) is written 
         func = opt(func)
     return func
 
+
+def _parse_voxel_size(_ctx, _param, value):
+    if value is None:
+        return None
+    from fusionnet_keras.data.io.ome import parse_voxel_size
+
+    try:
+        return parse_voxel_size(value)
+    except FusionNetError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def voxel_size_option(func=None, *, required: bool = False,
+                      help: str = "Voxel size in nm as Z,Y,X (e.g. 40,4,4): written to the outputs' metadata "
+                                  "(OME-Zarr scale, HDF5 resolution, TIFF spacing); overrides the input's. "
+                                  "Default: the input's (OME-Zarr scale, HDF5 resolution, ImageJ TIFF spacing)."):
+    """``--voxel-size Z,Y,X`` (nm), parsed to three positive floats (one-line errors: length, zero, negative,
+    not a number); ``None`` when not given."""
+    if func is None:
+        return functools.partial(voxel_size_option, required=required, help=help)
+    return click.option("--voxel-size", default=None, required=required, metavar="Z,Y,X",
+                        callback=_parse_voxel_size, help=help)(func)
+
+
+def pyramid_option(func):
+    """``--pyramid``: add downsampled levels to a zarr (OME-Zarr) output."""
+    return click.option("--pyramid", is_flag=True,
+                        help="Add a multiscale pyramid to the zarr OUTPUT (OME-Zarr levels 1, 2, ...: mean for "
+                             "images and probabilities, mode for labels; x and y first for anisotropic voxels), "
+                             "computed block by block like 'fusionnet-keras pyramid'.")(func)
+
+
+def ome_options(func):
+    """``--voxel-size`` and ``--pyramid`` of a command that writes a volume (see docs/ome-zarr.md)."""
+    return voxel_size_option(pyramid_option(func))

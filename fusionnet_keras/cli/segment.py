@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import blockwise_options, handle_errors, overwrite_option
+from fusionnet_keras.cli.options import blockwise_options, handle_errors, ome_options, overwrite_option
 from fusionnet_keras.segmentation import defaults
 
 
@@ -71,11 +71,12 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
 @click.option("--context", default=None, metavar="Z,Y,X",
               help="Blockwise: voxels around each block that its watershed sees [default: 8,48,48]; it must hold "
                    "the steepest-ascent paths of the block's basins (less gives blocks that disagree at faces).")
+@ome_options
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
             fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
-            overwrite):
+            voxel_size, pyramid, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
@@ -90,10 +91,15 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     agglomeration (or multicut of the gathered graph), then relabelling by
     block into zarr OUT (work files in OUT.work/); the same command again
     resumes an interrupted run.
+
+    A zarr OUT is an OME-Zarr label image (one per threshold with --thresholds;
+    voxel size from AFFINITIES' metadata or --voxel-size, provenance in its
+    attributes); HDF5 and TIFF outputs carry 'resolution' and the ImageJ spacing.
     """
     from fusionnet_keras.workflows.segment import segment_path
 
     segment_path(affinities, out, method=method, threshold=threshold, thresholds=thresholds, classifier=classifier,
                  lifted_hops=lifted_hops, offsets=offsets, mws_stride=mws_stride, fragments=fragments, invert=invert,
                  watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity), workers=workers,
-                 block=block, scheduler=scheduler, context=context, overwrite=overwrite, report=click.echo)
+                 block=block, scheduler=scheduler, context=context, voxel_size=voxel_size, pyramid=pyramid,
+                 overwrite=overwrite, report=click.echo)

@@ -20,22 +20,6 @@ from fusionnet_keras.errors import FusionNetError
 FIGURES = ("fig9_overlay.png", "fig10_features.png")
 
 
-def parse_voxel_size(text):
-    """``"Z,Y,X"`` (nm) -> a tuple of 3 positive finite floats; FusionNetError otherwise."""
-    import math
-
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise FusionNetError(
-            f"--voxel-size must be 3 positive numbers in nm as Z,Y,X (e.g. 60,56.4,56.4), got {text!r}"
-        )
-    return values
-
-
 def _targets(labels, image, out: Path, figures, blockwise: bool, overwrite: bool) -> list:
     """The figure paths (none without ``figures``), after checking every output can be written."""
     from fusionnet_keras.data.io.paths import check_not_input
@@ -62,7 +46,8 @@ def measure_path(labels, voxel_size, out, *, clusters: int = 3, figures=None, im
 
     Args:
         labels: a 3-D instance volume or binary mask (any readable format).
-        voxel_size: nm (Z, Y, X): three numbers or ``"Z,Y,X"``.
+        voxel_size: nm (Z, Y, X): three numbers or ``"Z,Y,X"``; None: the labels' own (OME-Zarr scale, HDF5
+            resolution, ImageJ TIFF spacing).
         out: the CSV table.
         clusters: K-means clusters.
         figures: a folder for Fig. 9 and Fig. 10 (:data:`FIGURES`), or None.
@@ -81,7 +66,11 @@ def measure_path(labels, voxel_size, out, *, clusters: int = 3, figures=None, im
     from fusionnet_keras.evaluation import morphology as morph
 
     report = report or (lambda line: None)
-    vs = parse_voxel_size(voxel_size) if isinstance(voxel_size, str) else tuple(morph.check_voxel_size(voxel_size))
+    from fusionnet_keras.data.io.ome import voxel_size_of
+
+    vs = voxel_size_of([labels], voxel_size)
+    if vs is None:
+        raise FusionNetError(f"{labels} carries no voxel size; give it as --voxel-size Z,Y,X (nm)")
     out = Path(out)
     blockwise = blockwise_requested(workers, block, scheduler)
     fig_paths = _targets(labels, image, out, figures, blockwise, overwrite)

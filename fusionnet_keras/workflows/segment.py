@@ -125,7 +125,7 @@ def _load_long_range(path, invert):
 def segment_path(input_path, out, *, method=None, threshold=None, thresholds=None, classifier=None,
                  lifted_hops=None, offsets=None, mws_stride=None, fragments=None, invert=False,
                  watershed_options: WatershedOptions | None = None, workers=None, block=None, scheduler=None,
-                 context=None, overwrite=False, progress=True, report=None) -> dict:
+                 context=None, voxel_size=None, pyramid=False, overwrite=False, progress=True, report=None) -> dict:
     """Segment the affinities (or boundary map) in the file ``input_path`` into ``out``: the ``segment`` command.
 
     In memory, or block by block on Dask when any of ``workers``, ``block``,
@@ -155,6 +155,8 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
         block: blockwise: block shape (``"Z,Y,X"`` or a tuple).
         scheduler: blockwise: a Dask scheduler's address.
         context: blockwise: the watershed's context (``"Z,Y,X"`` or a tuple).
+        voxel_size: nm (z, y, x) for the outputs' metadata (default: the input's).
+        pyramid: add downsampled levels to a zarr (OME-Zarr) output.
         overwrite: replace existing outputs.
         progress: blockwise: progress bars.
         report: called with each line of the summary (e.g. ``click.echo``).
@@ -167,8 +169,11 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
 
     from fusionnet_keras.blockwise.job import blockwise_requested
 
+    from fusionnet_keras.blockwise.pyramid import check_pyramid_output
+
     report = report or (lambda line: None)
     blockwise = blockwise_requested(workers, block, scheduler)
+    check_pyramid_output(pyramid, out)
     job = _check_job(input_path, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
                      fragments, blockwise, context)
     if not blockwise:
@@ -183,9 +188,11 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
     run = _segment_blockwise if blockwise else _segment_in_memory
     info = run(input_path, out, job, clf, classifier, invert=invert, fragments=fragments, context=context,
                watershed_options=watershed_options or WatershedOptions(), workers=workers, block=block,
-               scheduler=scheduler, overwrite=overwrite, progress=progress, report=report)
+               scheduler=scheduler, voxel_size=voxel_size, pyramid=pyramid, overwrite=overwrite, progress=progress,
+               report=report)
     info.update(method=job.method, blockwise=blockwise, seconds=time.perf_counter() - start)
-    report(f"wrote {out} ({job.method}{', blockwise' if blockwise else ''}, {info['seconds']:.1f} s)")
+    report(f"wrote {out} ({job.method}{', blockwise' if blockwise else ''}, {info['seconds']:.1f} s)"
+           + info.get("note", ""))
     return info
 
 
@@ -204,7 +211,8 @@ def _classifier(job: SegmentJob):
 
 
 def _segment_blockwise(input_path, out, job, clf, classifier_path, *, invert, fragments, context, watershed_options,
-                       workers, block, scheduler, overwrite, progress, report) -> dict:
+                       workers, block, scheduler, voxel_size, pyramid, overwrite, progress, report) -> dict:
+    from fusionnet_keras.blockwise.pyramid import levels_note
     from fusionnet_keras.blockwise.segment import DEFAULT_CONTEXT, segment_volume
 
     info = segment_volume(input_path, [member(out, n) for n in job.names], method=job.method,
@@ -212,15 +220,18 @@ def _segment_blockwise(input_path, out, job, clf, classifier_path, *, invert, fr
                           watershed_options=watershed_options, block=block,
                           workers=1 if workers is None else workers,
                           context=DEFAULT_CONTEXT if context is None else context, scheduler=scheduler,
-                          overwrite=overwrite, hops=job.hops, progress=progress)
+                          overwrite=overwrite, hops=job.hops, progress=progress, voxel_size=voxel_size,
+                          pyramid=pyramid)
     report(f"{info['fragments']} fragments in {info['blocks']} blocks; "
-           + ", ".join(f"{n} segments" for n in info["segments"]))
+           + ", ".join(f"{n} segments" for n in info["segments"]) + levels_note(info))
     return info
 
 
 def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fragments, watershed_options,
-                       overwrite, report, **_blockwise) -> dict:
+                       voxel_size, pyramid, overwrite, report, **_blockwise) -> dict:
+    from fusionnet_keras.blockwise.pyramid import pyramid_levels
     from fusionnet_keras.data.io import write_volume, write_volumes
+    from fusionnet_keras.data.io.ome import output_meta
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
 
     affs = (_load_long_range(input_path, invert) if job.method == "mws"
@@ -235,8 +246,13 @@ def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fr
         n = int(np.count_nonzero(np.unique(labels)))
         counts.append(n)
         report(f"{n} fragments" if t is None else f"{n} segments at {kind} {t:g}")
+    meta = output_meta([input_path], voxel_size, labels=True, command="segment", method=job.method,
+                       thresholds=job.thresholds, classifier=classifier_path, fragments=fragments, invert=invert,
+                       watershed=watershed_options)
     if job.names != [None]:
-        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)
+        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite, meta=meta)
+        note = [pyramid_levels(member(out, dataset_name(t)), pyramid) for t in results][0]  # each the same
     else:
-        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite)
-    return {"segments": counts}
+        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite, meta=meta)
+        note = pyramid_levels(out, pyramid)
+    return {"segments": counts, "note": note}
