@@ -110,7 +110,9 @@ SCHEMA = {
         # its validation and test parts with the same size
         "val_ws_size": (int, 300, (0, 10**9)),
         "tensorboard": (bool, True, None),
-        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16")),
+        # "auto": mixed_bfloat16 where bfloat16 is fast on this backend and device, else float32
+        # (fusionnet_keras.utils.hardware.training_policy)
+        "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16", "auto")),
         # threads preparing augmented samples while the network trains
         "workers": (int, 1, (1, 64)),
     },

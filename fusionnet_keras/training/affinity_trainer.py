@@ -251,7 +251,8 @@ def summary(run, state: dict) -> dict:
 def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
     """Train the configured 3-D affinity network; return a summary (best validation scores, paths, time).
 
-    ``train.precision`` sets the Keras dtype policy for this run only.
+    ``train.precision`` sets the Keras dtype policy for this run only (``"auto"``:
+    :func:`fusionnet_keras.utils.hardware.training_policy`).
     """
     return run_training(_train, config, out, resume=resume, overwrite=overwrite, verbose=verbose)
 
@@ -273,7 +274,12 @@ def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> di
         print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
         return summary(run, state)
     keras.utils.set_random_seed(t["seed"])
-    keras.mixed_precision.set_global_policy(t["precision"])
+    from fusionnet_keras.utils.hardware import training_policy
+
+    policy = training_policy(t["precision"])  # "auto": bfloat16 only where it is fast
+    keras.mixed_precision.set_global_policy(policy)
+    if t["precision"] == "auto":
+        print(f"[{run.name}] train.precision auto: {policy}", flush=True)
     register_custom_objects()
     if state["epoch"] > 0:
         net = read_keras(run.ckpt, "checkpoint", compile=True)

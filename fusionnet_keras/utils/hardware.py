@@ -10,7 +10,7 @@ import os
 import platform
 
 __all__ = ["backend_name", "devices", "accelerators", "cpu_name", "cpu_low_precision", "free_memory_bytes",
-           "native_bfloat16", "training_policy", "training_jit_compile"]
+           "native_bfloat16", "fast_bfloat16", "training_policy", "training_jit_compile"]
 
 # /proc/cpuinfo flags that make bfloat16 / float16 convolutions fast on x86-64 CPUs (oneDNN, XLA)
 _CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "avx512_fp16": "AVX512-FP16",
@@ -98,16 +98,31 @@ def native_bfloat16() -> bool:
     return bool(accelerators()) or any(label.endswith("BF16") for label in cpu_low_precision())
 
 
+def fast_bfloat16() -> bool:
+    """Whether bfloat16 convolutions run faster than float32 on this backend and device: the rule of
+    ``precision = "auto"`` (prediction and training), backed by measurements (docs/precision.md).
+
+    * an accelerator: yes (bfloat16 is native on GPUs and TPUs);
+    * a CPU without AVX512-BF16 / AMX-BF16: no, bfloat16 is emulated (7.9x slower training step on a
+      2-core AVX2-only EPYC);
+    * a CPU with them, TensorFlow: yes, oneDNN's bf16 kernels (the folded inference graph,
+      :mod:`fusionnet_keras.models.inference_graph`, keeps the gain end to end: FusionNet 64/4
+      predicts a 512 px section about 2x faster than in float32 on a Zen 4 EPYC);
+    * a CPU with them, JAX (XLA CPU) or PyTorch: no. XLA's CPU convolutions do not use the bf16
+      instructions (FusionNet 64/4 3x slower in bfloat16 than float32); the torch backend is not measured.
+    """
+    if accelerators():
+        return True
+    return native_bfloat16() and backend_name() == "tensorflow"
+
+
 def training_policy(precision: str) -> str:
     """The Keras dtype policy of ``train.precision``: ``"auto"`` is ``mixed_bfloat16`` where bfloat16 is
-    native (:func:`native_bfloat16`), else ``float32``; other values are returned unchanged.
-
-    Measured (README "Precision"): a bfloat16 training step is about 2.5x faster than float32 on a
-    2-core AVX512-BF16/AMX CPU, and 7.9x slower on a 2-core AVX2-only AMD EPYC (emulated bfloat16).
+    fast (:func:`fast_bfloat16`), else ``float32``; other values are returned unchanged.
     """
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if native_bfloat16() else "float32"
+    return "mixed_bfloat16" if fast_bfloat16() else "float32"
 
 
 def free_memory_bytes() -> int | None:
