@@ -21,8 +21,12 @@ see ``benchmarks/README.md``):
   takes differences of neighbouring pixels on top of a large mean that its
   batch norm then subtracts: the largest error of the whole network. It costs
   nothing measurable (one input channel);
-* **batch normalisation** computes in float32 (Keras casts its input up; its
-  output is stored in the compute dtype like every activation);
+* **batch normalisation** computes in float32 when the network runs as built
+  (training; Keras casts its input up, its output is stored in the compute
+  dtype like every activation). At prediction the predictors run the folded
+  inference graph (:mod:`fusionnet_keras.models.inference_graph`): batch norm
+  folded into the convolutions, the whole network between its input block and
+  its output in the low precision;
 * the **output** 1x1 convolution and the sigmoid;
 * the **test-time average** of the orientations (numpy float32 in the predictor).
 
