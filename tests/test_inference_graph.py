@@ -37,7 +37,7 @@ def _signed_batchnorm(model, seed=0):
     r = np.random.default_rng(seed + 1)
     for layer in _all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            gamma = np.asarray(layer.gamma)
+            gamma = np.array(layer.gamma)
             gamma[::3] *= -1
             gamma[r.integers(len(gamma))] = 0
             layer.gamma.assign(gamma)
