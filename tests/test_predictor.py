@@ -257,7 +257,7 @@ def test_schedule_matches_model_calls(model):
 
     img = _image((45, 70), seed=2)
     sp = SectionPredictor(model, tta=8, tile=24, pad=8, batch_size=3, multiple=4)
-    sp.model = Recorder(model)
+    sp.network = Recorder(sp.network)  # what runs: the folded inference graph
     sp.predict(img)
     assert calls == sp.schedule(img.shape)
     assert len(set(calls)) >= 2 and max(n for n, _, _ in calls) == 3
