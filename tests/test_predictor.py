@@ -266,17 +266,16 @@ def test_schedule_matches_model_calls(model):
 def test_a_single_call_with_once_runs_eagerly_and_gives_the_same_numbers(model):
     """``predict(..., once=True)`` (the ``predict`` command): one model call, run without tracing a graph
     (the start-up of a small prediction); the numbers are those of the traced call."""
-    net = keras.models.clone_model(model)
-    net.set_weights(model.get_weights())
     img = _image((48, 48), seed=4)  # square: the 8 orientations share one window shape, one call of 8
-    eager = predict(net, img, tta=8, pad=8, batch_size=8, once=True)
-    assert net.predict_function is None  # no graph traced
-    np.testing.assert_allclose(eager, predict(net, img, tta=8, pad=8, batch_size=8), atol=1e-6, rtol=0)
-    assert net.predict_function is not None
-    several = keras.models.clone_model(model)
-    several.set_weights(model.get_weights())
-    predict(several, img, tta=8, pad=8, batch_size=3, once=True)  # three calls: traced as usual
-    assert several.predict_function is not None
+    sp = SectionPredictor(model, tta=8, pad=8, batch_size=8)  # sp.network: the graph that runs (folded)
+    eager = sp.predict(img, once=True)
+    assert sp.network.predict_function is None  # no graph traced
+    np.testing.assert_allclose(eager, sp.predict(img), atol=1e-6, rtol=0)
+    assert sp.network.predict_function is not None
+    np.testing.assert_allclose(eager, predict(model, img, tta=8, pad=8, batch_size=8, once=True), atol=1e-6, rtol=0)
+    several = SectionPredictor(model, tta=8, pad=8, batch_size=3)
+    several.predict(img, once=True)  # three calls: traced as usual
+    assert several.network.predict_function is not None
 
 
 # -- validation -----------------------------------------------------------------------
