@@ -56,13 +56,15 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
+
 __all__ = ["inference_model", "for_inference", "ChannelAffine"]
 
-_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
-          keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, *_TRANSPOSED)
 
 
-@keras.saving.register_keras_serializable(package="fusionnet_keras")
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ChannelAffine(keras.layers.Layer):
     """``x * scale + offset`` per channel (the last axis); ``scale=None`` adds only.
 
@@ -160,7 +162,7 @@ class _Folder:
 
     def conv(self, conv, lazy, name, bn=None):
         """``conv`` (a Keras convolution) on ``lazy``, then (with ``bn``) ReLU and ``bn`` folded in."""
-        transposed = isinstance(conv, keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose)
+        transposed = isinstance(conv, _TRANSPOSED)
         kernel = np.asarray(keras.ops.convert_to_numpy(conv.kernel), np.float64)
         bias = (np.asarray(keras.ops.convert_to_numpy(conv.bias), np.float64) if conv.use_bias
                 else np.zeros(conv.filters))
