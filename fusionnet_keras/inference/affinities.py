@@ -36,7 +36,9 @@ affinities in [0, 1] of the same spatial shape, in the convention of
 
 ``precision`` (``float32``, ``bfloat16``, ``float16``) runs the convolutions in
 that format (:func:`fusionnet_keras.models.precision.with_precision`); the
-output and the orientation average stay float32.
+output and the orientation average stay float32. The network runs with its
+batch norms folded into its convolutions
+(:func:`fusionnet_keras.models.inference_graph.inference_model`).
 """
 
 from __future__ import annotations
@@ -175,10 +177,14 @@ class AffinityPredictor:
 
             model = with_precision(model, precision)
         self.model = model
+        from fusionnet_keras.models.inference_graph import for_inference
+
+        #: what runs: ``model`` with its batch norms folded into the convolutions
+        self.network = for_inference(model)
         self.orientations = ORIENTATIONS[:_check_orientations(orientations)]
 
     def _network(self, window):
-        y = self.model.predict_on_batch(np.asarray(window, np.float32)[None, ..., None])
+        y = self.network.predict_on_batch(np.asarray(window, np.float32)[None, ..., None])
         if isinstance(y, (list, tuple)):
             y = y[-1]
         y = np.asarray(y, dtype=np.float32)

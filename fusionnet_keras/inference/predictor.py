@@ -27,8 +27,9 @@ images in ``[0, 1]`` into a float32 probability map of the same shape:
    trades exactness for speed; then neighbouring windows cross-fade with
    linear ramps over at least ``min(overlap, tile / 2)`` pixels so no seams show.
 
-Inference runs in inference mode (batch norm uses its moving statistics) via
-``model.predict_on_batch``, which compiles the forward pass once per input
+Inference runs in inference mode (batch norm uses its moving statistics,
+folded into the convolutions: :func:`fusionnet_keras.models.inference_graph.inference_model`) via
+``predict_on_batch``, which compiles the forward pass once per input
 shape; windows of the same shape (all orientations of a square window, all
 tiles) are batched together up to ``batch_size``; a ``once`` prediction of a
 single small call (the ``predict`` command on a small image) calls the model
@@ -51,6 +52,7 @@ from fusionnet_keras.data.orient import N_ORIENTATIONS, orient, unorient
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.inference.tiling import Tile, TilePlan, frame_widths, pad_for_model
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
+from fusionnet_keras.models.inference_graph import for_inference
 from fusionnet_keras.models.precision import with_precision
 from fusionnet_keras.utils.validate import check_int
 
@@ -177,6 +179,7 @@ class SectionPredictor:
     def __init__(self, model, tta=8, tile=None, pad=64, batch_size=None, overlap=None, multiple=None,
                  precision=None):
         self.model = model if precision is None else with_precision(model, precision)
+        self._network = None
         self.tta = _check_tta(tta)
         self.pad = check_int("pad", pad, 0)
         #: windows per model call; None: :meth:`windows_per_call` decides from the free memory
@@ -201,6 +204,18 @@ class SectionPredictor:
             self.exact = margin is not None and self.context >= margin
             if not self.exact:
                 self.blend = max(self.multiple, min(self.context, self.tile // 2))
+
+    @property
+    def network(self):
+        """What runs: :attr:`model` with its batch norms folded into its convolutions
+        (:func:`~fusionnet_keras.models.inference_graph.inference_model`), built on first use."""
+        if self._network is None:
+            self._network = for_inference(self.model)
+        return self._network
+
+    @network.setter
+    def network(self, value):
+        self._network = value
 
     @property
     def orientations(self):
@@ -319,7 +334,8 @@ class SectionPredictor:
     def _run(self, batch, finish, eager=False):
         x = np.stack([job.window for job in batch])[..., None]
         # one small call in all: eagerly, as tracing the graph would cost more than it saves (EAGER_MAX_PIXELS)
-        y = self.model(x, training=False) if eager else self.model.predict_on_batch(x)
+        # (the eager call runs the model as built: folding it would cost more than the call, e.g. 1-3 s for 16/4)
+        y = self.model(x, training=False) if eager else self.network.predict_on_batch(x)
         if isinstance(y, (list, tuple)):  # FusionNetW^k: the last unit's output is the prediction
             y = y[-1]
         y = np.asarray(y, dtype=np.float32)
