@@ -187,7 +187,7 @@ def model_kwargs(config: dict) -> dict:
 
 def geometry(config: dict):
     """The :class:`~fusionnet_keras.models.geometry.ValidGeometry` of the configured network (no model is built)."""
-    from fusionnet_keras.models.base3d import level_z_kernels
+    from fusionnet_keras.models.base import level_z_kernels
     from fusionnet_keras.models.fusionnet3d import FusionNet3D
     from fusionnet_keras.models.unet3d import UNet3D
 
