@@ -49,7 +49,7 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     processes and OUTPUT (zarr) is written block by block; an interrupted run is
     finished with the same command and --resume.
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 

@@ -44,7 +44,7 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     With --workers, --block or --scheduler the volume runs block by block on Dask
     into a zarr OUT; running the same command again finishes an interrupted run.
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.neurons import neuron_settings, neurons_volume
