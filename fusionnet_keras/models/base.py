@@ -217,6 +217,11 @@ class SegmentationModel(keras.Model):
     def from_config(cls, config):
         return cls(**config)  # files saved by fusionnet-keras 0.1.0 name it input_shape: see _image_shape
 
+    def with_policy(self, policy):
+        """The same network (new, untrained weights) under the dtype ``policy``: its input block and output
+        stay float32 (:func:`fusionnet_keras.models.precision.with_precision` copies the weights)."""
+        return type(self).from_config({**self.get_config(), "dtype": policy})
+
     @property
     def size_multiple(self):
         """Every spatial input size must be a multiple of this (``2**depth``)."""
