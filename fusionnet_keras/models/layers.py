@@ -32,9 +32,9 @@ CHANNELS_LAST = "channels_last"
 PADDINGS = ("same", "valid")
 
 
-def rank_of(per_axis) -> int:
+def rank_of(value) -> int:
     """Spatial axes of a per-axis argument (``kernel_size``, ``scale``, ``pool``): its length; 2 for an int."""
-    return len(per_axis) if isinstance(per_axis, (tuple, list)) else 2
+    return len(value) if isinstance(value, (tuple, list)) else 2
 
 
 def per_axis(value, rank: int) -> tuple:
@@ -133,7 +133,7 @@ class ConvBlock(ConvReluBN):
 
     Example:
         >>> import numpy as np
-        >>> ConvBlock(8)(np.zeros((1, 16, 16, 1), "float32")).shape
+        >>> tuple(ConvBlock(8)(np.zeros((1, 16, 16, 1), "float32")).shape)
         (1, 16, 16, 8)
         >>> tuple(ConvBlock(4, (3, 3, 3), padding="valid")(np.zeros((1, 5, 16, 16, 1), "float32")).shape)
         (1, 3, 14, 14, 4)
@@ -178,7 +178,7 @@ class ResidualBlock(layers.Layer):
 
     Example:
         >>> import numpy as np
-        >>> ResidualBlock(4)(np.ones((2, 8, 8, 4), "float32")).shape
+        >>> tuple(ResidualBlock(4)(np.ones((2, 8, 8, 4), "float32")).shape)
         (2, 8, 8, 4)
         >>> block = ResidualBlock(4, kernel_size=(1, 3, 3), padding="valid")
         >>> tuple(block(np.ones((1, 3, 16, 16, 4), "float32")).shape)
@@ -270,7 +270,7 @@ class UpConv(ConvReluBN):
 
     Example:
         >>> import numpy as np
-        >>> UpConv(4)(np.zeros((1, 8, 8, 8), "float32")).shape
+        >>> tuple(UpConv(4)(np.zeros((1, 8, 8, 8), "float32")).shape)
         (1, 16, 16, 4)
         >>> tuple(UpConv(4, (1, 2, 2))(np.zeros((1, 3, 8, 8, 8), "float32")).shape)
         (1, 3, 16, 16, 4)
