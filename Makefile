@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= cpu
 RESULTS ?= results
+SITE ?= site
 export FUSIONNET_DATA_DIR ?= $(CURDIR)/data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: help install test test-jax test-slow check-install pretrained isbi2012 isbi2012-chain isbi2012-cv zebrafish affinity3d benchmark \
+.PHONY: help install test docs test-jax test-slow check-install pretrained isbi2012 isbi2012-chain isbi2012-cv zebrafish affinity3d benchmark \
 	gpu-check clean
 
 help: ## List the targets
@@ -20,13 +21,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# tensorflow-cpu (what earlier versions installed) and tensorflow provide the same module: keep one
 	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its test tools (JAX included)
+install: $(VENV)/.installed ## Create .venv and install the package with its test and docs tools (JAX included)
 
-test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores)
+test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores), then build the docs
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory docs
+
+# the manual (docs/) and its API reference from the docstrings; warnings (a broken link or anchor, a
+# docstring parameter the signature lacks) fail the build
+docs: $(VENV)/.installed ## Build the manual and the API reference into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(SITE)
 
 # the tests of the layers, models, precision, predictor, tiling, augmentation and numpy batches again under JAX
 JAX_TESTS = tests/test_layers.py tests/test_models.py tests/test_precision.py tests/test_predictor.py \
@@ -69,5 +76,5 @@ benchmark: $(VENV)/.installed ## Prediction, training, precision (bf16 vs fp32) 
 gpu-check: $(VENV)/.installed ## The accelerator check: paper-size benchmarks in fp32/bf16 and 200 paper-preset steps
 	benchmarks/gpu_check.sh
 
-clean: ## Remove the virtualenv, caches and build files (not results/)
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+clean: ## Remove the virtualenv, caches, build files and the built docs (not results/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(SITE)

@@ -16,7 +16,7 @@ In one process, on the same block:
 Timings are the best of ``--repeats`` (after untimed warm-ups, which also
 compile numba and trace the step); the three training steps are timed in turn,
 round after round, so that load from other processes hits them alike. The CPU preset (``--nb-filters 8``,
-``--input 33,140,140`` -> output (3, 52, 52)) is stated in benchmarks/README.md.
+``--input 33,140,140`` -> output (3, 52, 52)) is stated in docs/benchmarks.md.
 """
 
 from __future__ import annotations

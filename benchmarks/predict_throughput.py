@@ -21,7 +21,7 @@ norm in inference mode) on a ``--size`` x ``--size`` (2048) float image:
 and prints PASS/FAIL against the targets (executed GFLOP/s at tta 1 >= 70 % of
 matmul, padding/overlap overhead <= 25 %, peak RSS <= 4 GB), a markdown summary
 and a final ``RESULT {json}`` line. ``--quick`` is a smoke test (``nb_filters=8``,
-256 x 256, 2 stack sections). See ``benchmarks/README.md``.
+256 x 256, 2 stack sections). See ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import common
 common.quiet_tensorflow()
 common.ensure_repo_on_path()
 
-# Tiling defaults for the 2048 x 2048 benchmark image; see README "Tile choice".
+# Tiling defaults for the 2048 x 2048 benchmark image; see docs/benchmarks.md, "Tile choice".
 # ``--tile`` is the predictor's tile core: windows are core + 2 x overlap = 1168 px.
 DEFAULT_TILE = 1072
 DEFAULT_OVERLAP = 48
@@ -342,7 +342,7 @@ def choose_tiling(args, model):
     )
     if not predictor.exact:
         print(f"note: overlap {predictor.context} < receptive-field margin: tiled output differs slightly from "
-              "whole-image output near inner tile edges (see README)", flush=True)
+              "whole-image output near inner tile edges (see docs/benchmarks.md)", flush=True)
     return {"tile": tile, "overlap": predictor.context if tile is not None else None, "pad": args.pad,
             "batch_size": args.batch_size, "exact": predictor.exact, "candidates_pareto": shown}
 

@@ -29,7 +29,7 @@ warm-up) are excluded. Data: a small in-memory set of random images and binary
 labels, repeated.
 
 ``--quick`` is a smoke test (``nb_filters=8``, 128 px, 2 timed steps, batch 1 only;
-add ``--max-batch 2`` to exercise the batch search). See ``benchmarks/README.md``.
+add ``--max-batch 2`` to exercise the batch search). See ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

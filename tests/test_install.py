@@ -1,4 +1,4 @@
-"""The install resolves: the default (GPU-capable ``tensorflow``) and the ``cuda``, ``jax``, ``jax-cuda`` extras.
+"""The install resolves: the default (GPU-capable ``tensorflow``) and the ``cuda``, ``jax``, ``jax-cuda``, ``docs`` extras.
 
 ``pip install --dry-run --ignore-installed --report`` resolves the dependencies
 from the package index without installing; pip reads the wheels' metadata
@@ -21,6 +21,7 @@ EXPECTED = {  # extra -> distributions that must be in the resolved set
     "cuda": {"tensorflow", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"},
     "jax": {"jax", "jaxlib"},
     "jax-cuda": {"jax", "jaxlib", "jax-cuda12-plugin"},
+    "docs": {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocstrings-python"},
 }
 
 

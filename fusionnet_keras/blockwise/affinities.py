@@ -81,9 +81,12 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         weights: the ``.keras`` 3-D affinity network (loaded once per worker).
         block: (z, y, x) block (any shape; default
             :data:`~fusionnet_keras.inference.affinities.DEFAULT_BLOCK` capped at the volume).
-        workers, scheduler, client: where the blocks run (see
+        workers: local worker processes (Dask ``LocalCluster``; see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        orientations, precision: as for :func:`fusionnet_keras.predict_affinities`.
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
+        orientations: as for :func:`fusionnet_keras.predict_affinities`.
+        precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
         resume: continue an interrupted run of the same job in ``output_path`` (only the blocks
             without a done marker are computed); without it an existing output is refused.

@@ -36,7 +36,7 @@ CONNECT_TIMEOUT = 10
 DEFAULT_PORT = 8786
 #: Chunks a block's zarr read or write decodes at once (zarr's ``async.concurrency``, 10 by default): a read
 #: that spans many chunks (a block with its context touches up to 27) then costs its region plus about this
-#: many decoded chunks, not ten; measured with 33 MB chunks: +140 MB instead of +280 MB, same speed.
+#: many decoded chunks, not ten (measured: docs/benchmarks.md, "Figures behind the code's defaults").
 READ_CONCURRENCY = 2
 
 

@@ -235,19 +235,25 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
     Args:
         labels_path: a 3-D instance volume or binary mask (HDF5 and zarr are
             read block by block).
-        voxel_size, binary, connectivity, smooth_sigma, min_voxels: as for
-            ``measure_nuclei`` (``binary=None``: a single non-zero value is a mask).
+        voxel_size: as for ``measure_nuclei``.
+        binary: as for ``measure_nuclei`` (``None``: a single non-zero value is a mask).
+        connectivity: as for ``measure_nuclei``.
+        smooth_sigma: as for ``measure_nuclei``.
+        min_voxels: as for ``measure_nuclei``.
         out: the table's path; the work files go to ``OUT.work/`` (a temporary
             folder when None; no resume then).
         block: block shape (z, y, x); default :data:`DEFAULT_BLOCK` capped at the volume.
-        workers, scheduler, client: where the blocks run.
+        workers: local worker processes (Dask ``LocalCluster``; see
+            :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: start over (remove the work files of any earlier run).
         keep_work: keep ``OUT.work/`` (the caller removes it, e.g. after drawing figures).
 
     Returns:
         ``(records, info)``: the records (unannotated) and ``{"blocks", "binary",
-        "block", "work"}``; ``info["section"](axis, index)`` reads one section of
-        the labels as measured (components for a mask) while the work files exist.
+            "block", "work"}``; ``info["section"](axis, index)`` reads one section of
+            the labels as measured (components for a mask) while the work files exist.
     """
     import tempfile
 

@@ -120,10 +120,15 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
         weights: the ``.keras`` model (loaded once per worker).
         block: (z, y, x) block (y, x multiples of the network's size multiple);
             default :data:`DEFAULT_BLOCK` capped at the volume.
-        workers, scheduler, client: where the blocks run (see
+        workers: local worker processes (Dask ``LocalCluster``; see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        tta, pad, batch_size, dtype, precision: as for :func:`fusionnet_keras.predict`
-            and the ``predict`` command.
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
+        tta: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
+        pad: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
+        batch_size: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
+        dtype: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
+        precision: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
         overwrite: replace an existing output (and its markers).
 
     Returns:

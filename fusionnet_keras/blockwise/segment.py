@@ -189,7 +189,7 @@ def contract(graph, pairs):
     A representative is the smallest fragment id of its stitched group; the
     statistics of a group add up, and its inner boundaries become inner statistics.
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> g = region_graph(np.full((3, 1, 1, 3), 0.5, np.float32), np.array([[[1, 2, 3]]], np.uint64))
         >>> reps, c = contract(g, np.array([[2, 3]], np.uint64))
@@ -269,12 +269,20 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
             (read block by block; HDF5, zarr, TIFF).
         outputs: zarr array paths, one per threshold (sorted thresholds) or one
             for ``method="watershed"``; created chunked like the blocks.
-        method, thresholds, classifier, invert, watershed_options, hops: as for
-            :func:`fusionnet_keras.segmentation.segment` (no ``"mws"``; ``classifier``: a loaded
-            :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`).
+        method: as for :func:`fusionnet_keras.segmentation.segment` (no ``"mws"``).
+        thresholds: as for :func:`fusionnet_keras.segmentation.segment`.
+        classifier: a loaded :class:`~fusionnet_keras.segmentation.learned.BoundaryClassifier`, as for
+            :func:`fusionnet_keras.segmentation.segment`.
+        invert: as for :func:`fusionnet_keras.segmentation.segment`.
+        watershed_options: as for :func:`fusionnet_keras.segmentation.segment`.
+        hops: as for :func:`fusionnet_keras.segmentation.segment`.
         classifier_path: the classifier's file (part of the job's signature).
-        block, context: block shape and watershed context (z, y, x).
-        workers, scheduler, client: where the blocks run.
+        block: block shape (z, y, x).
+        context: watershed context (z, y, x) around each block.
+        workers: local worker processes (Dask ``LocalCluster``; see
+            :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: replace existing outputs and work files.
 
     Returns:

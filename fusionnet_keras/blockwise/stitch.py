@@ -28,7 +28,7 @@ def rim_mask(shape, inner, faces_only: bool = True) -> np.ndarray:
     on each face); else every voxel outside the box (a box one voxel larger,
     with its edges and corners: the 26-neighbours).
 
-    Example:
+    Examples:
         >>> rim_mask((3, 4), (slice(0, 2), slice(1, 3))).astype(int).tolist()
         [[1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]]
     """
@@ -111,7 +111,7 @@ def first_voxels_of(nodes, rims, blocks) -> np.ndarray:
 def union(nodes, pairs) -> np.ndarray:
     """The representative (smallest id) of every node's connected component under ``pairs`` of ids.
 
-    Example:
+    Examples:
         >>> union(np.array([1, 2, 3, 4], np.uint64), np.array([[4, 2]], np.uint64)).tolist()
         [1, 2, 3, 2]
     """

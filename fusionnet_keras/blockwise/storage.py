@@ -36,7 +36,7 @@ def signature(settings: dict) -> str:
 class DoneMarkers:
     """One JSON file per finished block in ``root``, tagged with the job's signature.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from fusionnet_keras.inference.grid import BlockGrid
         >>> markers = DoneMarkers(Path(tempfile.mkdtemp()) / "m", "abc")

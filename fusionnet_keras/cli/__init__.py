@@ -41,8 +41,8 @@ def run():
     """The ``fusionnet-keras`` program: :func:`main`, then a quick exit once TensorFlow was loaded.
 
     The command has closed its files and printed its lines by then; what is
-    left is TensorFlow's interpreter teardown (about 0.3-0.8 s of a small
-    ``predict`` on 2 cores), which ``os._exit`` skips after flushing the output.
+    left is TensorFlow's interpreter teardown (its cost: docs/benchmarks.md,
+    "Figures behind the code's defaults"), which ``os._exit`` skips after flushing the output.
     """
     import os
     import sys

@@ -91,7 +91,7 @@ def affinities_from_labels(labels, label_zero: str = "background"):
     ``label_zero``: ``"background"`` (edges touching id 0 have target 0 and mask 1) or ``"unknown"``
     (they are masked out); see the module docstring.
 
-    Example:
+    Examples:
         >>> labels = np.array([[[1, 1, 0, 2]]])
         >>> aff, mask = affinities_from_labels(labels)
         >>> aff[2, 0, 0].tolist(), mask[2, 0, 0].tolist()
@@ -140,7 +140,7 @@ class AffinityTargets:
     for the convention); :meth:`y_true` gives the packed channels-last array the affinity
     losses take; :meth:`tf_map` does that inside a ``tf.data`` pipeline.
 
-    Example:
+    Examples:
         >>> labels = np.zeros((2, 3, 3), np.uint64); labels[:, :2, :2] = 7; labels[:, 2, :] = 9
         >>> aff, mask = AffinityTargets()(labels)
         >>> float(aff[0].sum()), float(mask[0].sum())  # z edges inside 7 (4) and 9 (3); 9 of them exist

@@ -39,7 +39,7 @@ class SectionBatches(keras.utils.PyDataset):
     plus ``transform(x, y)``, applied to every batch (e.g. to build the
     training graph's inputs).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> images = np.random.default_rng(0).random((2, 16, 16), dtype=np.float32)
         >>> labels = (images > 0.5).astype(np.float32)

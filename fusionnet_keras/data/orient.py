@@ -35,7 +35,7 @@ def _flipped(s: slice, n: int) -> slice:
 class Orientation(NamedTuple):
     """One xy orientation: flip y (``flip_y``) and/or x (``flip_x``), then swap them (``transpose``).
 
-    Example:
+    Examples:
         >>> x = np.arange(6).reshape(2, 3)
         >>> o = Orientation(transpose=True, flip_x=True)
         >>> o.apply(x).tolist()

@@ -43,9 +43,8 @@ Axis order is always ``(Z, Y, X)``; ``voxel_size`` is in nanometres, also in
 
 Everything is drawn from one :func:`numpy.random.default_rng` seeded with
 ``seed``: the same arguments give identical arrays. Work is vectorised and done
-per nucleus on its bounding box; on one CPU core a (96, 256, 256) volume takes
-about 2 s of CPU time and a (256, 512, 512) one about 20 s (peak memory about five
-float32 copies of the volume plus ~200 MB per-nucleus scratch).
+per nucleus on its bounding box (time and memory: docs/benchmarks.md, "Figures behind
+the code's defaults").
 """
 
 from __future__ import annotations
@@ -374,8 +373,8 @@ def make_nucleus_volume(
 
     Returns:
         ``(image, labels)``: ``uint8`` (Z, Y, X) image and ``int32`` (Z, Y, X)
-        instance labels (0 = background, nuclei numbered 1..N without gaps), plus
-        the info dict when ``return_info``.
+            instance labels (0 = background, nuclei numbered 1..N without gaps), plus
+            the info dict when ``return_info``.
     """
     shape, vs, (d_lo, d_hi) = _check_arguments(shape, voxel_size, density, diameter_um, size_scale, n_nuclei,
                                                packing, irregularity, max_jitter, jitter_prob, blur_sigma, noise)
@@ -432,7 +431,7 @@ def make_dataset_volumes(preset: str = "cpu", seed: int = 0, voxel_size=None, **
 
     Returns:
         dict with ``"train"``: list of two ``(image, labels)`` pairs, ``"test"``: an
-        ``(image, labels)`` pair, ``"voxel_size"`` (nm, Z, Y, X) and ``"preset"``.
+            ``(image, labels)`` pair, ``"voxel_size"`` (nm, Z, Y, X) and ``"preset"``.
     """
     if preset not in PRESETS:
         raise FusionNetError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")

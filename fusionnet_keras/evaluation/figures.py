@@ -182,7 +182,7 @@ def plot_split_vi(curves: dict, path, *, title: str | None = None, overwrite: bo
             ``None`` (e.g. the watershed fragments alone) is drawn as a single marker.
         path: the image to write (format from the suffix), atomically.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d:
         ...     plot_split_vi({"mean": [(0.3, 0.2, 1.5), (0.5, 0.6, 0.8)]}, pathlib.Path(d) / "split_vi.png").name

@@ -153,22 +153,18 @@ DEFAULT_THRESHOLDS = _fiji_thresholds()
 def vrand_vinfo_section(proposal_binary_or_seg, gt, thin: bool = True) -> dict:
     """Foreground-restricted V^Rand / V^Info of one 2-D section.
 
-    Parameters
-    ----------
-    proposal_binary_or_seg : (H, W) array
-        Either a boolean map (``True`` = cell interior), which is labelled into
-        4-connected components and thinned with :func:`thin_borders` (unless
-        ``thin=False``, then the components are used as they are), or an
-        integer segmentation (0 = border / unassigned, used as it is).
-    gt : (H, W) array
-        Binary ground truth (0 = membrane; 1, 255 or True = cell). Cells are
-        its 4-connected components; membrane pixels are ignored.
+    Args:
+        proposal_binary_or_seg: (H, W) array. Either a boolean map (``True`` = cell interior), which is
+            labelled into 4-connected components and thinned with :func:`thin_borders` (unless
+            ``thin=False``, then the components are used as they are), or an integer segmentation (0 =
+            border / unassigned, used as it is).
+        gt: (H, W) array. Binary ground truth (0 = membrane; 1, 255 or True = cell). Cells are its
+            4-connected components; membrane pixels are ignored.
 
-    Returns
-    -------
-    dict with ``vrand``, ``vrand_split``, ``vrand_merge``, ``vinfo``,
-    ``vinfo_split``, ``vinfo_merge`` (NaN when the ground truth has no cell
-    pixel).
+    Returns:
+        dict with ``vrand``, ``vrand_split``, ``vrand_merge``, ``vinfo``,
+            ``vinfo_split``, ``vinfo_merge`` (NaN when the ground truth has no cell
+            pixel).
     """
     prop = np.asarray(proposal_binary_or_seg)
     gt_b = _binary_labels(gt, "labels")
@@ -196,26 +192,21 @@ _KEYS = ("vrand", "vrand_split", "vrand_merge", "vinfo", "vinfo_split", "vinfo_m
 def isbi_scores(proposal, labels, thresholds=DEFAULT_THRESHOLDS) -> dict:
     """ISBI 2012 V^Rand and V^Info (after border thinning) of a proposal.
 
-    Parameters
-    ----------
-    proposal : (H, W) or (Z, H, W) array of floats in [0, 1]
-        Cell-interior probability (high = cell, low = membrane). Booleans are
-        accepted (True = cell).
-    labels : same shape
-        Binary ground truth: 0 = membrane, cell = 255, 1 or True.
-    thresholds : sequence of float
-        Binarisation thresholds (interior = ``proposal > threshold``),
-        default :data:`DEFAULT_THRESHOLDS`: Fiji's 0.0, 0.1, ... accumulated
-        in double precision up to 0.9999999999999999, as in the challenge.
+    Args:
+        proposal: (H, W) or (Z, H, W) array of floats in [0, 1]. Cell-interior probability (high = cell, low
+            = membrane). Booleans are accepted (True = cell).
+        labels: same shape. Binary ground truth: 0 = membrane, cell = 255, 1 or True.
+        thresholds: sequence of float. Binarisation thresholds (interior = ``proposal > threshold``),
+            default :data:`DEFAULT_THRESHOLDS`: Fiji's 0.0, 0.1, ... accumulated in double precision up to
+            0.9999999999999999, as in the challenge.
 
-    Returns
-    -------
-    dict with ``vrand`` (best mean V^Rand over the thresholds),
-    ``vrand_threshold``, ``vrand_split``, ``vrand_merge`` (at that threshold),
-    the same four ``vinfo*`` keys for V^Info, and ``per_threshold``: a list of
-    dicts (``threshold``, ``vrand``, ``vrand_split``, ``vrand_merge``,
-    ``vinfo``, ``vinfo_split``, ``vinfo_merge``), each the mean over sections.
-    Sections whose ground truth has no cell pixel are left out of the means.
+    Returns:
+        dict with ``vrand`` (best mean V^Rand over the thresholds),
+            ``vrand_threshold``, ``vrand_split``, ``vrand_merge`` (at that threshold),
+            the same four ``vinfo*`` keys for V^Info, and ``per_threshold``: a list of
+            dicts (``threshold``, ``vrand``, ``vrand_split``, ``vrand_merge``,
+            ``vinfo``, ``vinfo_split``, ``vinfo_merge``), each the mean over sections.
+            Sections whose ground truth has no cell pixel are left out of the means.
     """
     prop = _check_proposal(proposal)
     gt_b = _binary_labels(labels, "labels")

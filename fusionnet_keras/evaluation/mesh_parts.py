@@ -77,17 +77,17 @@ def object_parts(labels, origin, core, points, spacing, smooth_sigma: float = 0.
         labels: instance ids (0 = background) of the part's ``read`` region
             (:func:`part_regions`, :func:`read_part`).
         origin: global coordinates of ``labels[0, 0, 0]``.
-        core, points: the voxels the part counts and the lattice points it
-            meshes, as slices of ``labels``.
+        core: the voxels the part counts, as slices of ``labels``.
+        points: the lattice points the part meshes, as slices of ``labels``.
         spacing: voxel size (um) for the mesh.
         smooth_sigma: the Gaussian (voxels) of the mask before marching cubes.
 
     Returns:
         ``{key: array}`` for :data:`PART_KEYS`: ``n`` voxels, ``sum`` of their
-        global coordinates, bounding box ``lo`` / ``hi`` (``[lo, hi)``), mesh
-        ``area`` in the owned cells, ``peak`` of the smoothed mask there, and
-        ``area_binary``, the raw mask's mesh area (NaN where the peak exceeds
-        0.5: a smoothed mask that never reaches 0.5 is meshed raw instead).
+            global coordinates, bounding box ``lo`` / ``hi`` (``[lo, hi)``), mesh
+            ``area`` in the owned cells, ``peak`` of the smoothed mask there, and
+            ``area_binary``, the raw mask's mesh area (NaN where the peak exceeds
+            0.5: a smoothed mask that never reaches 0.5 is meshed raw instead).
     """
 
     labels = np.asarray(labels)

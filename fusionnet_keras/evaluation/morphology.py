@@ -207,17 +207,18 @@ def measure_nuclei(labels, voxel_size, *, binary: bool | None = None, connectivi
     Args:
         labels: (Z, Y, X) instance or binary volume (see :func:`instance_labels`).
         voxel_size: (Z, Y, X) voxel size in nm.
-        binary, connectivity: how a binary input is split (module doc).
+        binary: whether the input is a binary mask to split (module doc).
+        connectivity: the connectivity that splits a binary input (module doc).
         min_voxels: skip objects with fewer voxels.
         smooth_sigma: Gaussian smoothing (in voxels, per axis) of the binary mask
             before marching cubes (module doc); 0 = the raw binary mask.
 
     Returns:
         One dict per nucleus, ordered by label, with the keys of
-        :data:`MEASURE_FIELDS` (``label`` is the id in ``labels``, or the
-        connected-component id for binary input; ``touches_border`` is True when
-        the nucleus reaches the volume border, so its shape is truncated). An
-        empty volume gives ``[]``.
+            :data:`MEASURE_FIELDS` (``label`` is the id in ``labels``, or the
+            connected-component id for binary input; ``touches_border`` is True when
+            the nucleus reaches the volume border, so its shape is truncated). An
+            empty volume gives ``[]``.
 
     The whole volume is one part (:func:`object_parts`); the blockwise
     measurement gathers the same records from blocks.

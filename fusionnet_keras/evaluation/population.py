@@ -47,7 +47,7 @@ def symmetry(records, midline_x_um: float) -> dict:
     "n_right", "midline_x_um", "features": {name: {"median_left",
     "median_right", "ks", "p"}}}`` (empty ``features`` when a side has no nucleus).
 
-    Example:
+    Examples:
         >>> recs = [dict(volume_um3=v, surface_area_um2=2 * v, sphericity=0.9, centroid_x_um=x)
         ...         for v, x in ((10, 1.0), (20, 2.0), (10, 5.0), (20, 4.0))]
         >>> symmetry(recs, 3.0)["features"]["volume_um3"]["ks"]

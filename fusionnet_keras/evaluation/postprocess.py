@@ -83,9 +83,9 @@ def relabel(labels, min_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(relabelled, old_ids)``: the renumbered array (the input's dtype when
-        it fits) and, for each new id ``i + 1``, its id ``old_ids[i]`` in ``labels``.
+            it fits) and, for each new id ``i + 1``, its id ``old_ids[i]`` in ``labels``.
 
-    Example:
+    Examples:
         >>> relabel(np.array([0, 7, 7, 3, 9, 9, 9]), min_size=2)
         (array([0, 1, 1, 0, 2, 2, 2]), array([7, 9]))
     """

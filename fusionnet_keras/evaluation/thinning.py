@@ -148,18 +148,14 @@ def thin_borders(binary, seeds=None) -> np.ndarray:
       a section with no interior pixel at all) form new catchment basins:
       each of their 4-connected components gets a new label.
 
-    Parameters
-    ----------
-    binary : (H, W) array_like of bool
-        ``True`` = cell interior, ``False`` = border / membrane.
-    seeds : (H, W) int array, optional
-        Precomputed labels of the interior components (must be 0 exactly on
-        the border pixels); computed with 4-connectivity when omitted.
+    Args:
+        binary: (H, W) array_like of bool. ``True`` = cell interior, ``False`` = border / membrane.
+        seeds: (H, W) int array, optional. Precomputed labels of the interior components (must be 0 exactly
+            on the border pixels); computed with 4-connectivity when omitted.
 
-    Returns
-    -------
-    (H, W) int32 array: interior and absorbed border pixels carry their
-    basin label (> 0), dam pixels are 0.
+    Returns:
+        (H, W) int32 array: interior and absorbed border pixels carry their
+            basin label (> 0), dam pixels are 0.
     """
     b = np.asarray(binary, dtype=bool)
     if b.ndim != 2:

@@ -113,7 +113,7 @@ def instance_scores(seg, gt) -> dict:
     * ``objects``, ``gt_objects``: distinct non-zero labels of each volume;
       ``voxels``: voxels scored.
 
-    Example:
+    Examples:
         >>> gt = np.array([1, 1, 2, 2]); instance_scores(np.array([5, 5, 5, 5]), gt)["vi_merge"]
         1.0
     """

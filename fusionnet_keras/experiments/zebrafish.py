@@ -234,7 +234,7 @@ def morphology_seed(trains: dict) -> int:
 
     Chosen on the validation sections, never on the test volume.
 
-    Example:
+    Examples:
         >>> morphology_seed({0: {"fusionnet": {"best_vrand": 0.91}}, 1: {"fusionnet": {"best_vrand": 0.93}}})
         1
     """

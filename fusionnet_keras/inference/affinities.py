@@ -138,7 +138,7 @@ class AffinityPredictor:
         precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or None (the model's own).
         orientations: 1, 4 or 8 xy orientations averaged (see the module docstring).
 
-    Example:
+    Examples:
         >>> import fusionnet_keras as fk
         >>> p = AffinityPredictor(fk.UNet3D(nb_filters=2, depth=1), orientations=4)
         >>> volume = np.random.default_rng(0).random((5, 20, 22), dtype=np.float32)
@@ -243,13 +243,13 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
 
     Returns:
         float32 ``(3, Z, Y, X)`` in [0, 1] (or ``out``), channel order (z, y, x), channel ``c`` at
-        ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`).
+            ``v`` = affinity between ``v`` and ``v - e_c`` (:mod:`fusionnet_keras.data.affinities`).
 
     Raises:
         FusionNetError: not a 3-D affinity network, a volume that is not 3-D, empty, non-finite or
             a float volume outside [0, 1], bad settings.
 
-    Example:
+    Examples:
         >>> import fusionnet_keras as fk
         >>> net = fk.UNet3D(nb_filters=2, depth=1)
         >>> volume = (np.random.default_rng(0).random((6, 21, 19)) * 255).astype(np.uint8)

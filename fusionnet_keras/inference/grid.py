@@ -78,7 +78,7 @@ class BlockGrid:
         shape: the volume's (spatial) shape.
         block: block shape per axis (capped at the volume's size).
 
-    Example:
+    Examples:
         >>> grid = BlockGrid((5, 10), (4, 4))
         >>> len(grid), [b.region for b in grid][-1]
         (6, (slice(4, 5, None), slice(8, 10, None)))

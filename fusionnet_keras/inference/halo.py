@@ -74,7 +74,7 @@ def predict_with_halo(array, fn, block_shape, halo, *, out=None, multiple=1, ori
     Returns:
         ``out``.
 
-    Example:
+    Examples:
         >>> x = np.random.default_rng(0).random((20, 30), dtype=np.float32)
         >>> box = lambda b: (b[:-2, 1:-1] + b[1:-1, 1:-1] + b[2:, 1:-1]) / 3  # "valid" 3x1 mean
         >>> y = predict_with_halo(x, box, block_shape=8, halo=(1, 1))

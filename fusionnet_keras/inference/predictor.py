@@ -92,8 +92,8 @@ class _Job:
     state: _Accumulator = field(repr=False)
 
 
-# Memory model of one network window (calibrated on the paper model, TensorFlow CPU, float32: 14 B per
-# pixel and base filter, benchmarks/README.md), and the free memory assumed when the backend does not say.
+# Memory model of one network window (calibrated on the paper model, TensorFlow CPU, float32:
+# docs/benchmarks.md, "Tile choice"), and the free memory assumed when the backend does not say.
 BYTES_PER_PIXEL_AND_FILTER = 16
 DEFAULT_FREE_MEMORY = 4 << 30
 
@@ -123,8 +123,8 @@ def _batches(items, key, batch_size):
 
 
 #: Pixels (windows x height x width) up to which the one model call of a ``once`` prediction runs eagerly:
-#: there, tracing the graph costs more than its faster arithmetic saves (FusionNet 4/2 on 8 x 224 x 224:
-#: 0.5 s against 0.8-1.1 s; FusionNet 64/4 on the same, a tie); larger calls are traced as usual.
+#: there, tracing the graph costs more than its faster arithmetic saves (measured: docs/benchmarks.md,
+#: "Figures behind the code's defaults"); larger calls are traced as usual.
 EAGER_MAX_PIXELS = 8 * 256 * 256
 
 
@@ -134,7 +134,7 @@ class SectionPredictor:
     Same arguments as :func:`predict`. :meth:`plan` and :meth:`schedule` give the
     geometry without running the model (the benchmarks count FLOPs with them).
 
-    Example:
+    Examples:
         >>> import keras
         >>> net = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, padding="same")])
         >>> sp = SectionPredictor(net, tta=1, tile=16, pad=4, multiple=1)
@@ -259,7 +259,7 @@ class SectionPredictor:
         [0, 1]. The result, ``(depth, h, w)``, equals the same part of
         :meth:`predict` of the whole sections up to float round-off, for any region.
 
-        Example:
+        Examples:
             >>> import keras
             >>> from fusionnet_keras.inference.tiling import read_block
             >>> net = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, padding="same")])
@@ -425,7 +425,7 @@ def predict(
     Raises:
         FusionNetError: bad shape, empty or non-finite image, bad settings.
 
-    Example:
+    Examples:
         >>> import fusionnet_keras as fk
         >>> net = fk.FusionNet(nb_filters=2, depth=2)
         >>> fk.predict(net, np.full((40, 50), 0.5, np.float32), tta=1, tile=16).shape

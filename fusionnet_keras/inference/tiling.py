@@ -79,7 +79,7 @@ def reflect_indices(indices, size):
     period ``2 * (size - 1)``, which equals numpy's repeated reflection for pads
     larger than the axis. A one-voxel axis maps everything to ``0``.
 
-    Example:
+    Examples:
         >>> reflect_indices(np.arange(-3, 7), 4).tolist()
         [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
     """
@@ -125,7 +125,7 @@ def read_block(array, region, channel_axis=None):
     Returns:
         numpy array of the region's shape (with the channel axis in place).
 
-    Example:
+    Examples:
         >>> read_block(np.arange(5), (slice(-2, 7),)).tolist()
         [2, 1, 0, 1, 2, 3, 4, 3, 2]
     """
@@ -174,7 +174,7 @@ def pad_for_model(array, pad, multiple):
     Returns ``(padded, offsets)``: the input occupies
     ``padded[offsets[0]:offsets[0] + shape[0], ...]`` (see :func:`frame_widths`).
 
-    Example:
+    Examples:
         >>> padded, offsets = pad_for_model(np.ones((5, 7)), 3, 4)
         >>> padded.shape, offsets
         ((12, 16), (3, 4))
@@ -328,7 +328,7 @@ class TilePlan:
         trim: voxels per side the network's output is smaller than its input
             ("valid" convolutions; ``grid`` mode, at most the halo).
 
-    Example:
+    Examples:
         >>> plan = TilePlan((10, 7), tile=4, halo=2)
         >>> len(plan), plan.window
         (6, (8, 8))

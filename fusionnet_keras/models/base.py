@@ -44,7 +44,7 @@ def check_spatial_shape(shape, multiple, spatial_dims: int = 2) -> tuple:
     (an int, or one int per spatial axis). Returns ``shape`` as a tuple;
     raises :class:`FusionNetError` naming the axis otherwise.
 
-    Example:
+    Examples:
         >>> check_spatial_shape((None, 64, 1), 16)
         (None, 64, 1)
     """
@@ -96,17 +96,21 @@ def u_graph(x, kernels, level, merge, nb_filters, *, pool, head, crops=None, pre
     ``{prefix}bridge_...``, ``{prefix}up{i}_...``, ``{prefix}output``.
 
     Args:
+        x: the input tensor.
         kernels: ``{"down": [...], "bridge": [...], "up": [...]}``, the kernel sizes of every level's
             convolutions (``depth`` levels down and up; :func:`same_kernels` for a 2-D network).
         level: ``level(x, name, filters, kernels, first_dtype) -> x``: one level's convolutions, the
             first in ``first_dtype``: float32 for the network's input block under a low-precision policy
             (:func:`fusionnet_keras.models.precision.input_dtype`), ``dtype`` elsewhere.
         merge: ``"add"`` (FusionNet's summation) or ``"concat"`` (the U-Net) of the skip and the up-sampled map.
+        nb_filters: feature maps of the first level.
         pool: pooling factor, an int (2-D) or one per spatial axis.
         head: ``(channels, kernel_size)`` of the output convolution.
         crops: per level, the cropping of the skip (:attr:`ValidGeometry.crops`); ``None``: same padding.
         prefix: of every layer name (the units of FusionNetW).
-        kernel_initializer, bn_momentum, dtype: of the up-sampling blocks.
+        kernel_initializer: of the up-sampling blocks.
+        bn_momentum: of the up-sampling blocks.
+        dtype: dtype policy of the network.
     """
     rank = len(x.shape) - 2
     depth = len(kernels["down"])

@@ -18,7 +18,7 @@ up 4..1        deconv + add + conv+res+conv 80x80x512 .. 640x640x64
 output         1x1 conv, sigmoid           640x640x1
 =============  ==========================  =================
 
-Choices where the paper is silent (documented in the README):
+Choices where the paper is silent (documented in ``docs/models.md``):
 
 * every conv is 3x3 "same", followed by ReLU then batch normalisation, in the
   order the paper lists them ("a regular convolutional layer followed by
@@ -96,7 +96,7 @@ class FusionNet(SegmentationModel):
             float32 (:mod:`fusionnet_keras.models.precision`). Saved with the model.
         name: model name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = FusionNet(nb_filters=4, depth=2, image_shape=(64, 64, 1))
         >>> model(np.zeros((1, 64, 64, 1), "float32")).shape
@@ -140,11 +140,16 @@ class FusionNetW(SegmentationModel):
 
     Args:
         units: number of chained FusionNet units (k >= 1).
-        nb_filters, depth, image_shape, kernel_initializer, bn_momentum,
-            zero_init_residual, dtype: as for :class:`FusionNet`, for every unit.
+        nb_filters: as for :class:`FusionNet`, for every unit.
+        depth: as for :class:`FusionNet`, for every unit.
+        image_shape: as for :class:`FusionNet`, for every unit.
+        kernel_initializer: as for :class:`FusionNet`, for every unit.
+        bn_momentum: as for :class:`FusionNet`, for every unit.
+        zero_init_residual: as for :class:`FusionNet`, for every unit.
+        dtype: as for :class:`FusionNet`, for every unit.
         name: model name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = FusionNetW(units=2, nb_filters=4, depth=2)
         >>> [p.shape for p in model(np.zeros((1, 64, 64, 1), "float32"))]

@@ -49,7 +49,7 @@ class FusionNet3D(_AffinityModel):
             always float32. Saved with the model.
         name: model name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = FusionNet3D(nb_filters=2, depth=1)
         >>> model.geometry.output_shape((17, 48, 48))

@@ -220,7 +220,7 @@ class ValidGeometry:
         network then predicts ``core + (after - before)`` voxels, of which the first ``core`` are
         the block's (the tiling core crops the rest).
 
-        Example:
+        Examples:
             >>> g = ValidGeometry.from_kernels([[(3, 3, 3)] * 2] * 3, [(3, 3, 3)] * 2,
             ...                                [[(3, 3, 3)] * 2] * 3, (3, 1, 1), (1, 2, 2))
             >>> g.block((8, 112, 112))

@@ -126,12 +126,14 @@ class ConvBlock(ConvReluBN):
         kernel_size: convolution window: an int (2-D, that size on both axes) or one odd size per
             spatial axis, e.g. ``(kz, ky, kx)`` (``(1, 3, 3)``: in-plane only).
         padding: ``"same"`` (the output has the input's size) or ``"valid"`` (no padding).
+
+    Keyword Args:
         kernel_initializer: Keras initializer name for the convolution.
         bn_momentum: momentum of the batch-norm moving statistics.
         gamma_initializer: initializer of the batch-norm scale ("zeros" makes
             the block output 0 at initialisation; see :class:`ResidualBlock`).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(ConvBlock(8)(np.zeros((1, 16, 16, 1), "float32")).shape)
         (1, 16, 16, 8)
@@ -176,7 +178,7 @@ class ResidualBlock(layers.Layer):
             "zero-gamma"; the paper is silent on initialisation). Deep residual
             stacks then train faster on short schedules.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(ResidualBlock(4)(np.ones((2, 8, 8, 4), "float32")).shape)
         (2, 8, 8, 4)
@@ -264,11 +266,13 @@ class UpConv(ConvReluBN):
         filters: output feature maps.
         scale: up-sampling factor: an int (2-D, both axes) or one per spatial axis
             (``(1, 2, 2)``: never in z).
+
+    Keyword Args:
         kernel_initializer: Keras initializer name.
         bn_momentum: momentum of the batch-norm moving statistics.
         gamma_initializer: initializer of the batch-norm scale.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tuple(UpConv(4)(np.zeros((1, 8, 8, 8), "float32")).shape)
         (1, 16, 16, 4)

@@ -13,7 +13,7 @@ float16       ``mixed_float16``   convolutions, activations (11-bit mantissa)
 
 Under a low precision these parts stay float32, where rounding would cost
 accuracy (measured with ``benchmarks/precision.py`` on a trained FusionNet,
-see ``benchmarks/README.md``):
+see ``docs/benchmarks.md``):
 
 * the **input block** of every network unit (its first :class:`ConvBlock`:
   conv, ReLU, batch norm). EM intensities are 8-bit values in [0, 1]; in
@@ -116,7 +116,7 @@ def with_precision(model, precision):
     Returns:
         A Keras model.
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.models import UNet
         >>> with_precision(UNet(nb_filters=2, depth=1), "float16").dtype_policy.name
         'mixed_float16'

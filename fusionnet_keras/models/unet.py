@@ -41,7 +41,7 @@ class UNet(SegmentationModel):
             (:mod:`fusionnet_keras.models.precision`). Saved with the model.
         name: model name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = UNet(nb_filters=4, depth=2)
         >>> model(np.zeros((1, 64, 64, 1), "float32")).shape

@@ -44,7 +44,7 @@ class UNet3D(_AffinityModel):
             always float32. Saved with the model.
         name: model name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = UNet3D(nb_filters=2, depth=1)
         >>> model.geometry.output_shape((17, 24, 24))

@@ -52,7 +52,7 @@ class Agglomerator:
             stays until a merge changes it (then it is rescored and queued
             again).
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.2
         >>> g = region_graph(affs, np.array([[[1, 2, 3]]], np.uint64))
@@ -190,7 +190,7 @@ class Agglomerator:
 def map_ids(fragments, ids, new_ids) -> np.ndarray:
     """Replace every fragment id in ``ids`` by ``new_ids`` (others, e.g. 0, unchanged); uint64.
 
-    Example:
+    Examples:
         >>> map_ids(np.array([0, 1, 2, 3]), np.array([1, 2, 3]), np.array([1, 1, 3])).tolist()
         [0, 1, 1, 3]
     """
@@ -240,7 +240,7 @@ def agglomerate(graph, thresholds, scorer=None):
     The segment ids map the fragment ids ``graph.nodes``: apply them with
     :func:`map_ids`.
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.4
         >>> frag = np.array([[[1, 2, 3]]], np.uint64)

@@ -48,7 +48,7 @@ def hist_quantiles(hist: np.ndarray, quantiles) -> np.ndarray:
 
     Returns ``(..., len(quantiles))``; -1 where a histogram is empty.
 
-    Example:
+    Examples:
         >>> hist_quantiles(np.array([[0, 2, 2, 0]]), [0.5]).tolist()   # values in [0.25, 0.75)
         [[0.5]]
     """
@@ -81,7 +81,7 @@ def edge_features(agg, edges) -> np.ndarray:
             histograms.
         edges: indices of the boundaries.
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.segmentation.agglomeration import Agglomerator, MeanAffinity
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> g = region_graph(np.full((3, 1, 2, 4), 0.7, np.float32), np.array([[[1, 1, 2, 2]] * 2]), bins=8)

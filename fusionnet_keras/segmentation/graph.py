@@ -134,7 +134,7 @@ def region_graph(affs, fragments, bins: int = 0, start=(0, 0, 0)) -> RegionGraph
         start: only voxels at or after this index count (a block's halo of
             one voxel on its low sides: ``(1, 1, 1)``).
 
-    Example:
+    Examples:
         >>> frag = np.array([[[1, 1, 2, 2]]], np.uint64)
         >>> g = region_graph(np.full((3, 1, 1, 4), 0.5, np.float32), frag)
         >>> g.u.tolist(), g.v.tolist(), g.count.tolist()
@@ -214,7 +214,7 @@ def region_graph(affs, fragments, bins: int = 0, start=(0, 0, 0)) -> RegionGraph
 def merge_graphs(graphs) -> RegionGraph:
     """Combine graphs of disjoint parts of a volume (e.g. blocks) into one: statistics add up.
 
-    Example:
+    Examples:
         >>> frag = np.array([[[1, 1, 2, 2]]], np.uint64); affs = np.full((3, 1, 1, 4), 0.5, np.float32)
         >>> whole = region_graph(affs, frag)
         >>> left, right = region_graph(affs[..., :2], frag[..., :2]), region_graph(affs[..., 1:], frag[..., 1:], start=(0, 0, 1))

@@ -38,7 +38,7 @@ def boundary_to_affinities(boundary, invert: bool = False) -> np.ndarray:
         boundary: ``(Z, Y, X)`` boundary probability (high = boundary), in [0, 1].
         invert: the map is high = interior; use ``1 - boundary``.
 
-    Example:
+    Examples:
         >>> b = np.zeros((2, 3, 3), np.float32); b[:, :, 1] = 1
         >>> boundary_to_affinities(b)[2, 0, 0].tolist()   # x-affinities of row 0
         [0.0, 0.0, 0.0]
@@ -67,7 +67,7 @@ def as_affinities(array, invert: bool = False, name: str = "input") -> np.ndarra
     (``1 - x``: affinities given as boundary probabilities, or a map that is
     high on the interior).
 
-    Example:
+    Examples:
         >>> as_affinities(np.ones((3, 2, 4, 4), np.float32)).shape
         (3, 2, 4, 4)
     """

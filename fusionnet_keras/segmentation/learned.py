@@ -196,7 +196,7 @@ def train_classifier(affs, fragments, labels, epochs: int = 4, trees: int = 100,
         bins: histogram bins of the features' quantiles.
         log: optional callable receiving one line of progress per epoch.
 
-    Example:
+    Examples:
         >>> gt = np.repeat(np.repeat([[1, 1, 2, 2]], 4, 0), 4, 1)[None].repeat(3, 0)  # two bodies
         >>> frag = gt * 2 - (np.arange(16) % 8 < 4)                                   # four fragments
         >>> affs = np.full((3,) + gt.shape, 0.8, np.float32); affs[2, :, :, 8] = 0.1

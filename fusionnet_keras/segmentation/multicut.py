@@ -57,7 +57,7 @@ def check_betas(betas) -> list[float]:
 def costs(p, beta: float) -> np.ndarray:
     """Edge costs ``log((1 - p) / p) + log((1 - beta) / beta)`` from boundary probabilities ``p``.
 
-    Example:
+    Examples:
         >>> costs([0.5, 0.9], 0.5).round(3).tolist(), costs([0.5], 0.9).round(3).tolist()
         ([0.0, -2.197], [-2.197])
     """
@@ -103,12 +103,15 @@ def solve(n, u, v, w, lifted=None, refine: bool = True, explore: int = EXPLORE, 
 
     Args:
         n: number of nodes (rows ``0..n-1``).
-        u, v, w: the local edges and their costs (> 0: join).
+        u: first node of each local edge.
+        v: second node of each local edge.
+        w: the local edges' costs (> 0: join).
         lifted: optional ``(u, v, w)`` of lifted edges (counted, never contracted).
         refine: Kernighan-Lin after GAEC (False: GAEC alone).
-        explore, passes: moves per pass past its best point, most passes.
+        explore: moves per pass past its best point.
+        passes: most passes.
 
-    Example:
+    Examples:
         >>> solve(4, [0, 1, 2], [1, 2, 3], [2.0, -1.0, 1.5]).tolist()
         [0, 0, 1, 1]
         >>> solve(3, [0, 1], [1, 2], [1.0, 1.0], lifted=([0], [2], [-5.0])).tolist()  # 0 and 2 kept apart
@@ -151,7 +154,7 @@ def lifted_edges(n, u, v, p, hops: int = HOPS):
     ``q`` is the largest product of ``1 - p`` (``p`` clipped) over the paths of
     at most ``hops`` local edges joining the pair.
 
-    Example:
+    Examples:
         >>> [np.round(a, 6).tolist() for a in lifted_edges(3, [0, 1], [1, 2], [0.5, 0.2])]
         [[0], [2], [0.4]]
     """
@@ -201,7 +204,7 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
     :func:`~fusionnet_keras.segmentation.agglomeration.agglomerate` gives
     them (apply with :func:`~fusionnet_keras.segmentation.agglomeration.map_ids`).
 
-    Example:
+    Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.2
         >>> g = region_graph(affs, np.array([[[1, 2, 3]]], np.uint64))

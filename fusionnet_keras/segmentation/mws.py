@@ -30,7 +30,7 @@ from fusionnet_keras.errors import FusionNetError
 def parse_offsets(text: str) -> list[tuple[int, int, int]]:
     """``"dz,dy,dx;dz,dy,dx;..."`` -> a list of offsets.
 
-    Example:
+    Examples:
         >>> parse_offsets("-3,0,0; 0,-9,0")
         [(-3, 0, 0), (0, -9, 0)]
     """
@@ -71,7 +71,7 @@ def mutex_watershed(affinities, offsets, attractive: int = 3, beta: float = 0.5,
         beta: repulsion bias in (0, 1) (0.5: none; higher: more splits).
         stride: ``(z, y, x)`` grid of the voxels that keep their repulsive edges.
 
-    Example:
+    Examples:
         >>> affs = np.ones((4, 1, 1, 4), np.float32); affs[3] = 0.0   # x +-1 attract, x -3 repels
         >>> offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, -3)]
         >>> affs[2, 0, 0, 2] = 0.4                                       # the weakest attraction

@@ -34,7 +34,7 @@ def segment_nuclei(prob: np.ndarray, threshold=0.5, min_voxels=0, method="compon
     distance transform. Every component keeps at least one seed.
     Objects smaller than ``min_voxels`` are removed; labels are 1..N.
 
-    Example:
+    Examples:
         >>> z, y, x = np.mgrid[:24, :24, :48]
         >>> two = ((z - 12) ** 2 + (y - 12) ** 2 + (x - 13) ** 2 <= 100) | ((z - 12) ** 2 + (y - 12) ** 2 + (x - 32) ** 2 <= 100)
         >>> int(segment_nuclei(two.astype("float32"), method="watershed", voxel_size=(100, 100, 100), min_radius_um=0.8).max())

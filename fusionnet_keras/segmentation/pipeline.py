@@ -57,7 +57,7 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
             ``affs`` (``(3 + len(offsets), Z, Y, X)``).
         stride: ``"mws"``: the voxel grid that keeps repulsive edges.
 
-    Example:
+    Examples:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0.3
         >>> ws = WatershedOptions(size=0)
         >>> [(t, np.unique(s).tolist()) for t, s in segment(affs, "mean", [0.5, 0.8], watershed_options=ws)]

@@ -127,7 +127,7 @@ def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.
         merge_affinity: ``T_e``: only basin-graph edges at least this strong
             take part in the size merging.
 
-    Example:
+    Examples:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0   # a cut between x=3 and x=4
         >>> np.unique(watershed(affs, size=0)).tolist()
         [1, 2]

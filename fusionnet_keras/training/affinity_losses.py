@@ -106,7 +106,7 @@ class MalisLoss(keras.losses.Loss):
             edges), the negative counts from the affinities floored by it (kept on target-0 edges).
         name: loss name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from fusionnet_keras.data.affinities import AffinityTargets
         >>> labels = np.zeros((1, 4, 4), np.int32); labels[:, :, :2] = 1; labels[:, :, 2:] = 2
@@ -148,7 +148,7 @@ class BalancedBCELoss(keras.losses.Loss):
     Args:
         name: loss name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from fusionnet_keras.data.affinities import AffinityTargets
         >>> y_true = AffinityTargets().y_true(np.ones((2, 2, 2), np.int32))[None]  # one object

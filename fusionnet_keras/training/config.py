@@ -91,9 +91,9 @@ SCHEMA = {
         "val_tta": (int, 1, (1, 8)),
         "tensorboard": (bool, True, None),
         # Keras dtype policy: float32, or mixed_bfloat16 (bf16 convolutions, float32 weights, warp,
-        # output and loss; about 2.5x faster on CPUs with AVX512-BF16/AMX and on recent GPUs, but 7.9x
-        # slower on CPUs without native bf16, e.g. AVX2 only), or auto: mixed_bfloat16 where bf16 is
-        # native, else float32 (fusionnet_keras.utils.hardware.training_policy)
+        # output and loss; fast only where bf16 is native, measured in docs/usage.md "Training
+        # configuration"), or auto: mixed_bfloat16 where bf16 is native, else float32
+        # (fusionnet_keras.utils.hardware.training_policy)
         "precision": (str, "float32", ("float32", "mixed_bfloat16", "mixed_float16", "auto")),
         "enrich": (bool, True, None),
         # input pipeline: tf.data (TensorFlow backend), numpy (backend-neutral, no TensorFlow needed), or auto
@@ -124,8 +124,8 @@ SCHEMA = {
 
 
 # The settings of the default (paper) configuration that the papers do not state: (setting, reason for
-# the value). The paper presets, the README and the experiment reports label each one "not stated in
-# the paper" with this reason; a setting that is not a config key names what it is.
+# the value). The paper presets, docs/experiments/index.md and the experiment reports label each one "not
+# stated in the paper" with this reason; a setting that is not a config key names what it is.
 NOT_IN_PAPER = (
     ("train.lr_decay",
      "the papers say only \"a decaying learning rate of 2e-4\"; x0.99 per epoch leaves 0.7 % of the "

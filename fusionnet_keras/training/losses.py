@@ -35,7 +35,7 @@ class PairLoss(keras.losses.Loss):
             (binary cross-entropy; not in the papers, faster on short schedules).
         membrane_weight: weight of membrane pixels (label 0); cell pixels weigh 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y = np.stack([np.full((1, 4, 4), 0.25), np.ones((1, 4, 4))], -1).astype("float32")
         >>> float(PairLoss("mae")(None, y))

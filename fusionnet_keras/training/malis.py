@@ -159,11 +159,11 @@ def malis_weights(affinities, labels, constrained=False):
 
     Returns:
         ``positive[c, z, y, x]`` / ``negative[...]``: the number of same-id / different-id voxel
-        pairs whose maximin edge is that edge (0 for edges that do not exist). Without
-        ``constrained`` the counts sum to all labelled pairs: ``positive.sum()`` is
-        ``sum_id n_id * (n_id - 1) / 2``.
+            pairs whose maximin edge is that edge (0 for edges that do not exist). Without
+            ``constrained`` the counts sum to all labelled pairs: ``positive.sum()`` is
+            ``sum_id n_id * (n_id - 1) / 2``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> labels = np.array([[[1, 1, 2]]])
         >>> affinities = np.zeros((3, 1, 1, 3)); affinities[2] = [[[0.0, 0.9, 0.2]]]

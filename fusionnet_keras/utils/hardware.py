@@ -102,8 +102,8 @@ def training_policy(precision: str) -> str:
     """The Keras dtype policy of ``train.precision``: ``"auto"`` is ``mixed_bfloat16`` where bfloat16 is
     native (:func:`native_bfloat16`), else ``float32``; other values are returned unchanged.
 
-    Measured (README "Precision"): a bfloat16 training step is about 2.5x faster than float32 on a
-    2-core AVX512-BF16/AMX CPU, and 7.9x slower on a 2-core AVX2-only AMD EPYC (emulated bfloat16).
+    Emulated bfloat16 is much slower than float32, native bfloat16 faster (the measured step times:
+    docs/usage.md, "Training configuration", and docs/benchmarks.md, ``train_precision.py``).
     """
     if precision != "auto":
         return precision
@@ -137,18 +137,17 @@ def training_jit_compile(policy=None, volumetric: bool = False):
     ``"auto"``; ``volumetric`` for the 3-D networks.
 
     Keras' ``"auto"`` compiles with XLA everywhere except TensorFlow on a machine
-    without accelerators. Measured on a 2-core AVX512-BF16/AMX CPU
-    (``benchmarks/xla.py``, FusionNet 64/4, README "XLA"): there XLA makes the
-    float32 training step 1.4-2.2x faster, and the bfloat16 step 2.8x slower
-    (XLA's CPU convolutions do not use the bf16 matrix units oneDNN uses); the
-    forward pass alone gains nothing in float32 and is 7x slower in bfloat16.
-    So: ``True`` for TensorFlow on CPUs in float32, Keras' choice otherwise
+    without accelerators. On CPUs (``benchmarks/xla.py``, FusionNet 64/4) XLA makes the
+    float32 training step faster and the bfloat16 step slower (XLA's CPU convolutions
+    do not use the bf16 matrix units oneDNN uses); the forward pass alone gains
+    nothing in float32 and is slower in bfloat16 (figures: docs/benchmarks.md,
+    ``xla.py``). So: ``True`` for TensorFlow on CPUs in float32, Keras' choice otherwise
     (JAX is always compiled; with GPUs XLA is Keras' default, not measured here).
 
-    The 3-D networks (``volumetric``) are the exception: on the same CPU XLA made the
-    training step of the affinity3d CPU preset's UNet3D and FusionNet3D 22-28x
-    *slower* (``benchmarks/xla3d.py``: XLA's CPU 3-D convolutions against oneDNN's),
-    so TensorFlow on CPUs trains them without XLA (``False``).
+    The 3-D networks (``volumetric``) are the exception: on CPUs XLA made the training
+    step of the affinity3d CPU preset's UNet3D and FusionNet3D much *slower*
+    (``benchmarks/xla3d.py``: XLA's CPU 3-D convolutions against oneDNN's; figures in
+    docs/experiments/affinity3d.md), so TensorFlow on CPUs trains them without XLA (``False``).
     """
     import keras
 

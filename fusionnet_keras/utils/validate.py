@@ -15,7 +15,7 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     Booleans are refused (``True`` is not a size); numpy integers are accepted.
     ``None`` is returned as is when ``allow_none``.
 
-    Example:
+    Examples:
         >>> check_int("tile", np.int64(64), minimum=16)
         64
     """
