@@ -21,10 +21,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# tensorflow-cpu (what earlier versions installed) and tensorflow provide the same module: keep one
 	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+	$(PY) -m pip install --quiet -e '.[test,docs,bioimageio]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the package with its test and docs tools (JAX included)
+install: $(VENV)/.installed ## Create .venv and install the package with its test and docs tools (JAX, bioimage.io included)
 
 test: $(VENV)/.installed ## Run the fast test suite (a few minutes on 2 cores), then build the docs
 	$(PY) -m pytest -q
@@ -41,7 +41,7 @@ JAX_TESTS = tests/test_layers.py tests/test_models.py tests/test_precision.py te
 test-jax: $(VENV)/.installed ## Run the model, predictor and augmentation tests under KERAS_BACKEND=jax
 	KERAS_BACKEND=jax $(PY) -m pytest -q $(JAX_TESTS)
 
-check-install: $(VENV)/.installed ## Check that the default install and the cuda/jax/jax-cuda extras resolve (no download)
+check-install: $(VENV)/.installed ## Check that the default install and the cuda/jax/jax-cuda/bioimageio extras resolve (no download)
 	$(PY) -m pytest -q -m slow tests/test_install.py
 
 test-slow: $(VENV)/.installed ## Run the slow end-to-end tests (the experiments with tiny presets, a few minutes)

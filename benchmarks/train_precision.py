@@ -4,7 +4,7 @@ Builds the same small conv net (6 x Conv2D 32 on 256 x 256, batch 4, Adam,
 BCE) under the ``float32`` and ``mixed_bfloat16`` dtype policies in one
 process and times ``train_on_batch`` (after one warm-up step) by CPU time and
 wall time. The ratio is what ``train.precision = "auto"``
-(:func:`fusionnet_keras.utils.hardware.training_policy`) decides on: on a CPU
+(:func:`fusionnet_keras.models.precision.policy_name`) decides on: on a CPU
 with AVX512-BF16 / AMX-BF16 bf16 is faster, on an AVX2-only CPU it is emulated
 and several times slower. One line ``RESULT {json}`` at the end.
 
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     common.quiet_tensorflow()
     common.ensure_repo_on_path()
-    from fusionnet_keras.utils.hardware import cpu_low_precision, training_policy
+    from fusionnet_keras.models.precision import policy_name
+    from fusionnet_keras.utils.hardware import cpu_low_precision
 
     f32 = step_times("float32", args.steps, args.size)
     bf16 = step_times("mixed_bfloat16", args.steps, args.size)
@@ -58,9 +59,9 @@ def main(argv=None) -> int:
     common.print_table(rows, ["policy", "CPU s/step", "wall s/step"], title="training step, 6 x Conv2D 32")
     ratio = bf16[0] / f32[0]
     print(f"bf16 / float32 CPU time: {ratio:.2f}x; CPU bf16 instructions: {cpu_low_precision() or 'none'}; "
-          f"train.precision auto -> {training_policy('auto')}")
+          f"train.precision auto -> {policy_name('auto')}")
     common.emit_json({"float32": f32, "mixed_bfloat16": bf16, "bf16_over_fp32_cpu": ratio,
-                      "cpu_low_precision": cpu_low_precision(), "auto": training_policy("auto"),
+                      "cpu_low_precision": cpu_low_precision(), "auto": policy_name("auto"),
                       "machine": common.machine_info(), "load_average": common.load_average()})
     return 0
 

@@ -66,7 +66,7 @@ def train_worker(nb_filters, depth, size, batch_size, augment, warmup_steps, ste
     from fusionnet_keras.training import config as cfg
     from fusionnet_keras.models.fusionnet import FusionNet
     from fusionnet_keras.models.analysis import flops_per_pixel
-    from fusionnet_keras.training.trainer import _compile, build_training_model
+    from fusionnet_keras.training.membranes import build_training_model, compile_wrapper
 
     keras.utils.set_random_seed(seed)
     config = cfg.defaults()
@@ -80,7 +80,7 @@ def train_worker(nb_filters, depth, size, batch_size, augment, warmup_steps, ste
     net = FusionNet(nb_filters=nb_filters, depth=depth)
     model = build_training_model(net, size, config)
     total = warmup_steps + steps
-    _compile(model, config, steps_per_epoch=total)
+    compile_wrapper(model, config, steps_per_epoch=total)
     jit_used = common.apply_jit(model, jit)
 
     # a small in-memory data set, repeated: n_images random sections + membrane-like labels

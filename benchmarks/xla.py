@@ -54,7 +54,7 @@ def time_train(nb_filters, depth, size, batch, jit, steps, precision):
     from fusionnet_keras.models import FusionNet
     from fusionnet_keras.models.precision import policy_name
     from fusionnet_keras.training import config as cfg
-    from fusionnet_keras.training.trainer import _compile, build_training_model
+    from fusionnet_keras.training.membranes import build_training_model, compile_wrapper
 
     keras.utils.set_random_seed(0)
     config = cfg.validate(cfg.defaults())
@@ -63,7 +63,7 @@ def time_train(nb_filters, depth, size, batch, jit, steps, precision):
     try:
         net = FusionNet(nb_filters=nb_filters, depth=depth)
         model = build_training_model(net, size, config)
-        _compile(model, config, steps_per_epoch=10)
+        compile_wrapper(model, config, steps_per_epoch=10)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.jit_compile = jit

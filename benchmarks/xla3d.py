@@ -10,7 +10,7 @@ steps, in one process, so the ratio is measured side by side:
     python benchmarks/xla3d.py [--preset cpu] [--steps 8]
 
 The package's rule for the 3-D trainer (``utils.hardware.training_jit_compile``
-and ``training.affinity_trainer``) follows from these figures.
+and ``training.networks``) follows from these figures.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def time_step(config: dict, loss_name: str, jit: bool, steps: int) -> float:
     import keras
 
     from fusionnet_keras.data.affinities import AffinityTargets
-    from fusionnet_keras.training import affinity_config as acfg
+    from fusionnet_keras.training.config import output_shape
     from fusionnet_keras.training.affinity_losses import BalancedBCELoss, MalisLoss
-    from fusionnet_keras.training.affinity_trainer import build_network
+    from fusionnet_keras.training.networks import build_network
 
     keras.utils.set_random_seed(0)
     net = build_network(config)
@@ -46,7 +46,7 @@ def time_step(config: dict, loss_name: str, jit: bool, steps: int) -> float:
     r = np.random.default_rng(0)
     shape = tuple(config["train"]["input_shape"])
     x = r.random((1, *shape, 1), dtype=np.float32)
-    labels = r.integers(1, 20, acfg.output_shape(config))
+    labels = r.integers(1, 20, output_shape(config))
     y = AffinityTargets().y_true(labels)[None]
     times = []
     for i in range(steps + 2):

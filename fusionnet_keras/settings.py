@@ -8,6 +8,14 @@ DATA_DIR_ENV = "FUSIONNET_DATA_DIR"
 KERAS_PACKAGE = "fusionnet_keras"
 """Package name of every Keras class the package registers (``fusionnet_keras>ConvBlock`` in ``.keras`` files)."""
 
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+"""The number formats of the convolutions and their Keras dtype policies (:mod:`fusionnet_keras.models.precision`)."""
+
+PRECISION_WORDS = (*PRECISION_POLICIES, "auto", *(p for p in PRECISION_POLICIES.values() if p not in PRECISION_POLICIES))
+"""The words every precision setting accepts (``train.precision``, ``predict.precision``, ``--precision``):
+a number format, ``auto``, or a Keras policy name; one resolver turns them into a precision
+(:func:`fusionnet_keras.models.precision.check_precision`)."""
+
 
 def data_dir() -> Path:
     """Directory holding datasets: ``$FUSIONNET_DATA_DIR`` or ``data/`` (relative to the cwd)."""

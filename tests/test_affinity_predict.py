@@ -251,7 +251,7 @@ def test_two_workers_equal_the_single_process_result(net, tmp_path):
                   "--block", "5,12,16")
     assert result.exit_code == 0, result.output
     assert "4 blocks of 5,12,16, 4 computed now" in result.stdout
-    arr = zarr.open_array(str(tmp_path / "o.zarr"))
+    arr = zarr.open_array(str(tmp_path / "o.zarr"), path="0")
     assert arr.shape == (3, *SHAPE) and arr.chunks == (3, 5, 12, 16) and arr.dtype == np.float32
     np.testing.assert_allclose(arr[:], net["whole"], atol=1e-5, rtol=0)
     pids = {m["worker"]["pid"] for m in _markers(tmp_path / "o.zarr")}
@@ -261,7 +261,7 @@ def test_two_workers_equal_the_single_process_result(net, tmp_path):
 def _markers(out):
     import json
 
-    return [json.loads(p.read_text()) for p in (out / ".blocks").glob("[0-9]*.json")]
+    return [json.loads(p.read_text()) for p in (out / "0" / ".blocks").glob("[0-9]*.json")]
 
 
 def test_resume_after_a_partial_run(net, tmp_path):
@@ -269,16 +269,16 @@ def test_resume_after_a_partial_run(net, tmp_path):
     info = _blockwise(net, out)
     assert info["computed"] == info["blocks"] == 8
     # as a run killed part-way leaves it: blocks without a marker (one written, one not); rerun them only
-    arr = zarr.open_array(str(out), mode="r+")
+    arr = zarr.open_array(str(out), path="0", mode="r+")
     arr[:, 0:3, 0:12, 0:16] = 0.0
     arr[:, 3:5, 12:23, 16:29] = 0.5
     for block_id in (0, 7):
-        (out / ".blocks" / f"{block_id}.json").unlink()
+        (out / "0" / ".blocks" / f"{block_id}.json").unlink()
     refused = _run("affinities", net["root"] / "vol.tif", out, "-w", net["root"] / "aff.keras", "--workers", "1",
                    "--block", "3,12,16")
     assert refused.exit_code == 2 and "--resume" in refused.stderr
     assert _blockwise(net, out, resume=True)["computed"] == 2
-    np.testing.assert_allclose(zarr.open_array(str(out))[:], net["whole"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], net["whole"], atol=1e-5, rtol=0)
     assert _blockwise(net, out, resume=True)["computed"] == 0
     with pytest.raises(FusionNetError, match="chunked"):
         _blockwise(net, out, block=(3, 8, 8), resume=True)
@@ -302,16 +302,16 @@ def test_kill_9_of_the_run_then_resume(net, tmp_path):
     proc = subprocess.Popen(_cli(net, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     end = time.time() + 300
-    while len(list(out.glob(".blocks/[0-9]*.json"))) < 3:
+    while len(list(out.glob("0/.blocks/[0-9]*.json"))) < 3:
         assert proc.poll() is None and time.time() < end, "the run ended or made no progress"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker, at once
     proc.wait()
-    done = len(list((out / ".blocks").glob("[0-9]*.json")))
+    done = len(list((out / "0" / ".blocks").glob("[0-9]*.json")))
     total = 5 * 3 * 4
     assert 3 <= done < total
     result = subprocess.run(_cli(net, out), env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     computed = int(result.stdout.split(",")[-1].split()[0])
     assert computed <= total - done
-    np.testing.assert_allclose(zarr.open_array(str(out))[:], net["whole"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], net["whole"], atol=1e-5, rtol=0)

@@ -25,8 +25,8 @@ from fusionnet_keras.data import volumes3d
 from fusionnet_keras.data.affinities import affinities_from_labels
 from fusionnet_keras.data.augment3d import AffinityAugment, affinity_y_true, sample_sections
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.training import affinity_config as acfg
-from fusionnet_keras.training.config import load_any_config
+from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = REPO / "experiments" / "affinity3d"
@@ -266,7 +266,7 @@ def test_train_label_zero_option(tmp_path):
     from fusionnet_keras.cli import main
     from fusionnet_keras.cli.train import _checked_config
 
-    assert load_any_config([tiny_config(tmp_path)])["data"]["label_zero"] == "background"
+    assert load_config([tiny_config(tmp_path)])["data"]["label_zero"] == "background"
     config, _ = _checked_config([tiny_config(tmp_path)], (), None, lambda c: str(tmp_path / "run"), False, False,
                                 "unknown")
     assert config["data"]["label_zero"] == "unknown"
@@ -294,19 +294,19 @@ def test_presets_resolve_to_valid_3d_configs():
         for preset in ("cpu", "paper", "cpu-long"):
             files = [EXPERIMENT / f"{name}.toml"] + [p for p in (EXPERIMENT / f"{preset}.toml",
                                                                 EXPERIMENT / f"{name}.{preset}.toml") if p.exists()]
-            config = load_any_config(files)
+            config = load_config(files)
             assert config["model"]["architecture"] == name.split("_")[0]
             loss = {"constrained": "constrained_malis"}.get(name.split("_")[1], name.split("_")[1])
             if preset == "cpu" and loss == "malis":  # the CPU preset trains with the constrained variant
                 loss = "constrained_malis"
             assert config["train"]["loss"] == loss
             if preset == "paper" and name.startswith("unet3d"):
-                assert acfg.output_shape(config) == (3, 116, 116)  # the paper's sizes
+                assert cfg.output_shape(config) == (3, 116, 116)  # the paper's sizes
                 assert config["train"]["input_shape"] == [33, 204, 204]
     # cpu-long: UNet3D and FusionNet3D at (nearly) equal parameter counts, the MALIS networks paired with BCE
     from fusionnet_keras.experiments.affinity3d import MODELS_LONG
     from fusionnet_keras.experiments.common import model_config
-    from fusionnet_keras.training.affinity_trainer import build_network
+    from fusionnet_keras.training.networks import build_network
 
     long = {name: model_config(EXPERIMENT, "cpu-long", name) for name in MODELS_LONG}
     params = {name: build_network(long[name]).count_params() for name in ("unet3d_malis", "fusionnet3d_malis")}
@@ -341,26 +341,26 @@ def test_experiment_seed_option_reaches_every_network(tmp_path, monkeypatch, cap
 
 
 def test_config_dispatch_and_validation(tmp_path):
-    assert load_any_config([])["model"]["architecture"] == "fusionnet"  # 2-D default
-    config = load_any_config([tiny_config(tmp_path)])
-    assert acfg.output_shape(config) == (2, 12, 12)
+    assert load_config([])["model"]["architecture"] == "fusionnet"  # 2-D default
+    config = load_config([tiny_config(tmp_path)])
+    assert cfg.output_shape(config) == (2, 12, 12)
     with pytest.raises(FusionNetError, match="unknown config key 'train.crop'"):
-        load_any_config([tiny_config(tmp_path)], ["train.crop=64"])
+        load_config([tiny_config(tmp_path)], ["train.crop=64"])
     with pytest.raises(FusionNetError, match="'train.loss' must be one of malis, constrained_malis, bce"):
-        load_any_config([tiny_config(tmp_path)], ["train.loss=mae"])
+        load_config([tiny_config(tmp_path)], ["train.loss=mae"])
     with pytest.raises(FusionNetError, match="input_shape.*does not fit"):
-        load_any_config([tiny_config(tmp_path)], ["train.input_shape=[10,27,27]"])
+        load_config([tiny_config(tmp_path)], ["train.input_shape=[10,27,27]"])
     with pytest.raises(FusionNetError, match="y == x"):
-        load_any_config([tiny_config(tmp_path)], ["train.input_shape=[10,28,30]"])
+        load_config([tiny_config(tmp_path)], ["train.input_shape=[10,28,30]"])
     with pytest.raises(FusionNetError, match="z_kernels"):
-        load_any_config([tiny_config(tmp_path)], ["model.z_kernels=[3,1,1,1]"])
+        load_config([tiny_config(tmp_path)], ["model.z_kernels=[3,1,1,1]"])
     with pytest.raises(FusionNetError, match="odd"):
-        load_any_config([tiny_config(tmp_path)], ["model.z_kernels=[2,1]"])
+        load_config([tiny_config(tmp_path)], ["model.z_kernels=[2,1]"])
     # the override picks the schema too
-    assert load_any_config([], ["model.architecture=fusionnet3d", "train.input_shape=[33,334,334]"]
+    assert load_config([], ["model.architecture=fusionnet3d", "train.input_shape=[33,334,334]"]
                            )["model"]["n_residual"] == 3
     with pytest.raises(FusionNetError, match="nearest sizes that do: 222"):  # FusionNet3D needs more context
-        load_any_config([], ["model.architecture=fusionnet3d"])
+        load_config([], ["model.architecture=fusionnet3d"])
 
 
 # ---------------------------------------------------------------------------
@@ -372,15 +372,16 @@ def test_3d_training_step_is_not_xla_compiled_on_cpu(tmp_path):
     compiles without it on TensorFlow without accelerators, for BCE too; 2-D keeps XLA in float32."""
     import keras
 
-    from fusionnet_keras.training.affinity_trainer import _compile, build_network
+    from fusionnet_keras.training.affinities import compile_for_epoch
+    from fusionnet_keras.training.networks import build_network
     from fusionnet_keras.utils.hardware import accelerators, training_jit_compile
 
     if keras.backend.backend() != "tensorflow" or accelerators():
         pytest.skip("the rule is for TensorFlow on CPUs")
     for loss in ("bce", "malis"):
-        config = load_any_config([tiny_config(tmp_path, loss=loss)])
+        config = load_config([tiny_config(tmp_path, loss=loss)])
         net = build_network(config)
-        _compile(net, config)
+        compile_for_epoch(net, config)
         assert net.jit_compile is False
     assert training_jit_compile() is True and training_jit_compile(volumetric=True) is False
 
@@ -412,25 +413,44 @@ def test_two_epochs_of_a_tiny_3d_network(tmp_path, fake_data, monkeypatch, archi
     assert len(log) == 3 and "val_vi" in log[0] and "val_fscore" in log[0]
 
 
+def test_3d_trainer_accepts_precision_auto_and_resolves_it_as_prediction_does(tmp_path, fake_data, monkeypatch):
+    """``train.precision = "auto"`` (and the number-format words) for the 3-D networks too: the one trainer
+    resolves it with models.precision's resolver (float32 on a CPU without native bf16), and the saved
+    config keeps the word."""
+    from fusionnet_keras.utils import hardware
+
+    monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
+    monkeypatch.setattr(hardware, "accelerators", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
+    out = tmp_path / "run"
+    result = _run_train(tiny_config(tmp_path, loss="bce", epochs=1), out,
+                        ["--set", "train.precision=auto", "--set", "predict.precision=bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert "train.precision auto: float32" in result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["precision"] == "auto" and saved["predict"]["precision"] == "bfloat16"
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["epochs"] == 1 and summary["train_seconds"] > 0 and summary["val_seconds"] > 0
+
+
 def test_bce_pretraining_then_malis_keeps_the_optimizer(tmp_path, fake_data, monkeypatch):
     """``train.pretrain_bce_epochs``: BCE first, then MALIS, one optimizer (its step count and the learning-rate
     schedule go on across the switch; across a resume: test_resume_after_kill_9)."""
     import keras
 
-    from fusionnet_keras.training import affinity_trainer as at
-    from fusionnet_keras.training.affinity_config import load_affinity_config
+    from fusionnet_keras.training import affinities as at
 
-    config = load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=2"])
+    config = load_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=2"])
     assert [at.loss_name(config, e) for e in range(3)] == ["bce", "bce", "malis"]
     assert at._phases(config, 0) == [(0, 2), (2, 3)]
     assert at._phases(config, 1) == [(1, 2), (2, 3)]
     assert at._phases(config, 2) == [(2, 3)]
     assert at._phases(config, 3) == []
     assert at.first_candidate(config) == 2
-    assert at.first_candidate(load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=3"])) == 0
-    assert at.first_candidate(load_affinity_config([tiny_config(tmp_path, loss="bce", epochs=3)],
+    assert at.first_candidate(load_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=3"])) == 0
+    assert at.first_candidate(load_config([tiny_config(tmp_path, loss="bce", epochs=3)],
                                                    ["train.pretrain_bce_epochs=2"])) == 0
-    assert at._phases(load_affinity_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=5"]),
+    assert at._phases(load_config([tiny_config(tmp_path, epochs=3)], ["train.pretrain_bce_epochs=5"]),
                       0) == [(0, 3)]
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
     out = tmp_path / "run"
@@ -494,12 +514,12 @@ def test_resume_after_kill_9(tmp_path, fake_data):
 
 
 def test_samples_are_a_function_of_seed_epoch_and_step(tmp_path, fake_data, monkeypatch):
-    from fusionnet_keras.training import affinity_trainer as at
+    from fusionnet_keras.training import affinities as at
 
     monkeypatch.setenv("FUSIONNET_DATA_DIR", str(fake_data[0]))
-    config = load_any_config([tiny_config(tmp_path)])
+    config = load_config([tiny_config(tmp_path)])
     parts = volumes3d.load_parts("fib-medulla", ["train"])
-    aug = at.make_augment(config, acfg.output_shape(config))
+    aug = at.make_augment(config, cfg.output_shape(config))
     a, b = at.samples(config, aug, *parts["train"]), at.samples(config, aug, *parts["train"], epoch=1)
     assert not np.array_equal(a[0][0], b[0][0])
     a.epoch = 1
@@ -509,7 +529,7 @@ def test_samples_are_a_function_of_seed_epoch_and_step(tmp_path, fake_data, monk
 
 
 def test_validation_scores():
-    from fusionnet_keras.training.affinity_trainer import score_affinities
+    from fusionnet_keras.training.affinities import score_affinities
 
     labels = np.zeros((3, 12, 12), np.uint64)
     labels[:, :, :6], labels[:, :, 6:] = 1, 2

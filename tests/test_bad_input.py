@@ -58,7 +58,7 @@ IMAGE_KINDS = {"missing", "unreadable", "folder", "wrong-format", "corrupt", "di
                "pages-differ", "empty", "one-pixel", "aspect-ratio", "nan-inf", "value-range"}
 OUTPUT_KINDS = {"output-exists", "read-only-output", "full-disk"}
 COMMANDS = ("predict", "affinities", "evaluate", "evaluate-instances", "train", "cv", "morphology", "info", "segment",
-            "train-agglomeration", "models", "neurons")
+            "train-agglomeration", "models", "neurons", "export", "pyramid", "meshes", "view")
 APPLIES = {
     "predict": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container", "killed-write"},
     "affinities": IMAGE_KINDS | OUTPUT_KINDS | {"option-value", "contradictory", "output-in-container"},
@@ -75,10 +75,17 @@ APPLIES = {
                 "one-pixel", "aspect-ratio", "nan-inf", "value-range", "option-value", "contradictory",
                 "output-in-container"} | OUTPUT_KINDS,
     "models": {"missing"},
+    "export": {"missing", "unreadable", "folder", "wrong-format", "corrupt", "empty", "dimensions", "value-range",
+               "option-value", "output-exists", "read-only-output", "full-disk"},
     "neurons": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "channels", "empty", "nan-inf",
                 "value-range", "option-value", "contradictory", "output-exists", "output-in-container"},
     "train-agglomeration": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "value-range", "labels",
                             "option-value"} | OUTPUT_KINDS,
+    "meshes": {"missing", "folder", "wrong-format", "corrupt", "dimensions", "empty", "one-pixel", "nan-inf",
+               "value-range", "labels", "option-value", "output-exists", "read-only-output"},
+    "view": {"missing", "folder", "wrong-format", "dimensions", "empty", "option-value", "contradictory",
+             "output-exists"},
+    "pyramid": {"missing", "wrong-format", "corrupt", "dimensions", "option-value", "output-exists"},
 }
 PAD = ("--pad", "16")
 TTA1 = ("--tta", "1")
@@ -148,6 +155,8 @@ def inputs(tmp_path_factory):
     (d / "empty.keras").write_bytes(b"")
     f["weights_empty"] = d / "empty.keras"
     f["weights_h5"] = _write_h5(d / "weights.h5", x=np.zeros(3))
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(d / "foreign.keras")
+    f["foreign"] = d / "foreign.keras"  # a Keras model, not one of the package's image networks
 
     image, labels = synthetic_em(3, seed=5)
     f["image"] = write_tiff(d / "image.tif", image[0])
@@ -207,6 +216,13 @@ def inputs(tmp_path_factory):
     meta = next(p for p in (d / "corrupt.zarr" / "a").iterdir() if p.name in ("zarr.json", ".zarray"))
     meta.write_text("{ not json")
     f["zarr_corrupt"] = f"{d / 'corrupt.zarr'}:a"
+    # OME-Zarr images the package refuses: two multiscales, no level 0, a level 0 that is not a volume
+    f["ome_two"] = _ome_group(d / "two-multiscales.zarr", image, multiscales=2)
+    f["ome_no_level"] = _ome_group(d / "no-level-0.zarr", image, datasets=False)
+    f["ome_missing_level"] = _ome_group(d / "missing-level-0.zarr", image, level="9")
+    f["ome_1d"] = _ome_group(d / "one-d.zarr", image[0, 0])
+    f["zarr_plain"] = d / "plain.zarr"
+    zarr.create_array(store=str(f["zarr_plain"]), shape=image.shape, dtype="uint8")[...] = image
 
     # 3-D: affinities, boundary maps, fragments, ground truth, nuclei
     gt = bodies((4, 24, 24), 8, seed=3)
@@ -252,6 +268,20 @@ def inputs(tmp_path_factory):
     f["no_data"] = d / "no-data"
     f["no_data"].mkdir()
     return f
+
+
+def _ome_group(store, data, multiscales=1, datasets=True, level="0"):
+    """An OME-Zarr (NGFF 0.5) image group written with zarr itself: ``multiscales`` copies of the
+    multiscale, ``datasets`` False for none, level 0 listed as ``level`` (its array is always "0")."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype)[...] = data
+    axes = [{"name": n, "type": "space", "unit": "nanometer"} for n in "zyx"[3 - data.ndim:]]
+    ms = {"axes": axes, "datasets": [{"path": level, "coordinateTransformations": [
+        {"type": "scale", "scale": [4.0] * data.ndim}]}] if datasets else []}
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [ms] * multiscales}
+    return store
 
 
 def _checksums(folder: Path) -> dict:
@@ -382,8 +412,7 @@ def _train(*extra, command="train", config="toml", out="run"):
 def _morph(labels, *extra, out="t.csv"):
     """``labels``: an input's name, a dataset of the 3-D volume file, or a path (starting with /)."""
     def args(f, o):
-        spec = f[labels] if labels in f else labels if labels.startswith("/") else f"{f['vol']}:{labels}"
-        return ["morphology", spec, "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
+        return ["morphology", _spec(f, labels), "--voxel-size", "60,56.4,56.4", "--out", o / out, *extra]
     return args
 
 
@@ -396,7 +425,47 @@ def _agglo(affs="affinities", frags="frags", gt="gt", *extra, out="clf.npz"):
                          o / out, "--epochs", "1", "--trees", "2", *extra]
 
 
+def _export(model, *extra, out="pkg.zip"):
+    """``export`` of ``model`` (an input's name, a registry name or a path) to a bioimage.io package."""
+    return lambda f, o: ["export", f[model] if model in f else model, o / out, "--format", "bioimageio", *extra]
+
+
+def _existing_zip(f, o):
+    (o / "pkg.zip").write_bytes(b"an older package\n")
+
+
+def _spec(f, name):
+    """An input's path: a name of ``f``, a dataset of the 3-D volume file, or a path (starting with /)."""
+    return f[name] if name in f else name if name.startswith("/") else f"{f['vol']}:{name}"
+
+
+def _meshes(labels, *extra, out="m"):
+    return lambda f, o: ["meshes", _spec(f, labels), o / out, "--voxel-size", "40,8,8", *extra]
+
+
+def _view(em="raw_volume", *extra, labels=None):
+    """``view`` with --no-browser: every row is an error (a view that starts serves until Ctrl-C)."""
+    return lambda f, o: ["view", _spec(f, em), *(["--labels", _spec(f, labels)] if labels else []), "--no-browser",
+                         *extra]
+
+
 MISSING = "/nonexistent/missing.tif"
+
+
+def _label_volume_rows(command, build, *, nan, negative, done):
+    """The rows of a command that reads one 3-D label volume: ``build(labels)`` gives its arguments; ``nan``
+    and ``negative`` name the bad volumes it reads; a one-voxel volume prints ``done``."""
+    return [
+        Row(command, "missing", build(MISSING), "not found"),
+        Row(command, "folder", build("empty_folder"), "sections found"),
+        Row(command, "wrong-format", build("txt"), "'.txt'"),
+        Row(command, "corrupt", build("truncated_tif"), "truncated.tif"),
+        Row(command, "dimensions", build("labels2d"), "3-D"),
+        Row(command, "empty", build("ball_empty"), "empty"),
+        Row(command, "one-pixel", build("ball_voxel"), ok=_prints(done)),
+        Row(command, "nan-inf", build(nan), "NaN"),
+        Row(command, "value-range", build(negative), "negative"),
+    ]
 
 ROWS = [
     # --- predict ----------------------------------------------------------------------------------------
@@ -606,6 +675,10 @@ ROWS = [
         "unknown config key 'train.crop'", name="affinity-unknown-key"),
     Row("train", "option-value", _train("--set", "train.loss=mae", config="toml_affinity"),
         "'train.loss' must be one of malis", name="affinity-loss"),
+    Row("train", "option-value", _train("--set", "train.precision=float8", config="toml_affinity"),
+        "'train.precision' must be one of float32, bfloat16, float16, auto", name="affinity-precision"),
+    Row("train", "option-value", _train("--set", "model.architecture=fusionnet", config="toml_affinity"),
+        "asks for the 2-D network 'fusionnet'", name="affinity-to-2d"),
     Row("cv", "option-value", _train(command="cv", config="toml_affinity"), "use train", name="affinity"),
     Row("train", "contradictory", _train("--resume", "--overwrite"), "contradict", setup=lambda f, o: _finished_run(o)),
     Row("train", "output-exists", _train(), "exists", setup=lambda f, o: (o / "run").mkdir() or
@@ -623,16 +696,8 @@ ROWS = [
     Row("cv", "output-exists", _train(command="cv"), "exists", setup=lambda f, o: (o / "run").mkdir() or
         (o / "run" / "notes.txt").write_text("keep")),
     # --- morphology -----------------------------------------------------------------------------------------
-    Row("morphology", "missing", _morph(MISSING), "not found"),
+    *_label_volume_rows("morphology", _morph, nan="ball_nan", negative="ball_negative", done="1 nuclei"),
     Row("morphology", "unreadable", _morph("ball"), "permission denied", runner="unprivileged"),
-    Row("morphology", "folder", _morph("empty_folder"), "sections found"),
-    Row("morphology", "wrong-format", _morph("txt"), "'.txt'"),
-    Row("morphology", "corrupt", _morph("truncated_tif"), "truncated.tif"),
-    Row("morphology", "dimensions", _morph("labels2d"), "3-D"),
-    Row("morphology", "empty", _morph("ball_empty"), "empty"),
-    Row("morphology", "one-pixel", _morph("ball_voxel"), ok=_prints("1 nuclei")),
-    Row("morphology", "nan-inf", _morph("ball_nan"), "NaN"),
-    Row("morphology", "value-range", _morph("ball_negative"), "negative"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "0,1,1",
                                                     "--out", o / "t.csv"], "--voxel-size"),
     Row("morphology", "option-value", lambda f, o: ["morphology", f"{f['vol']}:ball", "--voxel-size", "nan,1,1",
@@ -664,8 +729,62 @@ ROWS = [
         setup=_other_work, name="blockwise-work"),
     Row("morphology", "read-only-output", _morph("ball", "--block", "4,8,8", out="ro/t.csv"), "permission denied",
         setup=_read_only, runner="unprivileged", name="blockwise"),
+    # --- meshes -----------------------------------------------------------------------------------------------
+    *_label_volume_rows("meshes", _meshes, nan="nan_labels", negative="negative", done="1 meshes"),
+    Row("meshes", "labels", _meshes("gt_zero"), "no labels (all zero)"),
+    Row("meshes", "labels", _meshes("gt_zero", "--block", "2,8,8"), "no labels (all zero)", name="blockwise"),
+    Row("meshes", "nan-inf", _meshes("nan_labels", "--workers", "1", "--block", "2,8,8"), "NaN", name="blockwise"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "0,1,1"), "zero", name="voxel-size-zero"),
+    Row("meshes", "option-value", _meshes("gt", "--voxel-size", "40,8"), "3 numbers", name="voxel-size-length"),
+    Row("meshes", "option-value", _meshes("gt", "--simplify", "-1"), "--simplify", name="simplify"),
+    Row("meshes", "option-value", _meshes("gt", "--block", "0,8,8"), "--block must be 3 positive", name="block"),
+    Row("meshes", "output-exists", _meshes("gt", out="m"), "output exists",
+        setup=lambda f, o: ((o / "m").mkdir(), (o / "m" / "info").write_text("keep\n"))),
+    Row("meshes", "read-only-output", _meshes("gt", out="ro/m"), "permission denied", setup=_read_only,
+        runner="unprivileged"),
+    # --- view (never serves here: every row fails before the server starts) -------------------------------------
+    Row("view", "missing", _view(MISSING), "not found"),
+    Row("view", "missing", _view(labels=MISSING), "not found", name="labels"),
+    Row("view", "folder", _view("empty_folder"), "sections found"),
+    Row("view", "wrong-format", _view("txt"), "'.txt'"),
+    Row("view", "wrong-format", lambda f, o: ["view", _spec(f, "raw_volume"), "--labels", _spec(f, "gt"), "--meshes",
+                                              f["dir"], "--no-browser"], "no info file", name="meshes"),
+    Row("view", "dimensions", _view("labels2d"), "3-D volumes"),
+    Row("view", "dimensions", _view(labels="gt_small"), "same voxels", name="labels-shape"),
+    Row("view", "dimensions", _view("raw_volume", "--affinities", f"{MISSING}"), "not found", name="affinities"),
+    Row("view", "empty", _view("ball_empty"), "empty"),
+    Row("view", "option-value", _view("raw_volume", "--port", "70000"), "--port", name="port"),
+    Row("view", "option-value", _view("raw_volume", "--voxel-size", "-4,4,4"), "negative", name="voxel-size"),
+    Row("view", "option-value", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png", "--size",
+                                              "10x10"], "--size", name="size"),
+    Row("view", "contradictory", _view("raw_volume", "--meshes", "/nonexistent/m"), "--meshes needs --labels"),
+    Row("view", "output-exists", lambda f, o: ["view", _spec(f, "raw_volume"), "--screenshot", o / "s.png"],
+        "output exists", setup=lambda f, o: (o / "s.png").write_bytes(b"keep")),
     # --- info -------------------------------------------------------------------------------------------------
     Row("models", "missing", lambda f, o: ["models", "no-such-model"], "unknown model 'no-such-model'"),
+    # --- export (bioimage.io): nothing is left behind but what was there (rows with a setup check that)
+    Row("export", "missing", _export("weights_missing"), "not found"),
+    Row("export", "missing", _export("no-such-model"), "unknown model 'no-such-model'", name="name"),
+    Row("export", "missing", _export("weights", "--sample", MISSING), "not found", name="sample"),
+    Row("export", "unreadable", _export("weights"), "permission denied", runner="unprivileged"),
+    Row("export", "folder", _export("empty_folder"), "directory"),
+    Row("export", "folder", _export("weights", out="dir.zip"), "directory", name="output",
+        setup=lambda f, o: (o / "dir.zip").mkdir()),
+    Row("export", "wrong-format", _export("txt"), "notes.txt"),
+    Row("export", "wrong-format", _export("weights_h5"), "weights.h5", name="h5"),
+    Row("export", "wrong-format", _export("weights", out="pkg.tar"), ".zip", name="output"),
+    Row("export", "corrupt", _export("weights_truncated"), "truncated"),
+    Row("export", "empty", _export("weights_empty"), "empty"),
+    Row("export", "dimensions", _export("foreign"), "incompatible weights", name="foreign-model"),
+    Row("export", "dimensions", _export("weights3d", "--sample", "{image}"), "expected a 3-D image", name="sample"),
+    Row("export", "value-range", _export("weights", "--sample", "{prob}"), "uint8"),
+    Row("export", "option-value", _export("weights", "--format", "onnx"), "--format"),
+    Row("export", "option-value", _export("weights", "--name", "n/a"), "model name 'n/a'", name="name"),
+    Row("export", "output-exists", _export("weights"), "output exists", setup=_existing_zip),
+    Row("export", "read-only-output", _export("weights", out="ro/pkg.zip"), "permission denied", setup=_read_only,
+        runner="unprivileged"),
+    Row("export", "full-disk", _export("weights", "--overwrite"), "No space left", setup=_existing_zip,
+        runner="full-disk"),
     Row("neurons", "missing", _neurons(MISSING), "not found"),
     Row("neurons", "missing", _neurons("stack", weights="weights_missing"), "weights not found", name="model"),
     Row("neurons", "folder", _neurons("empty_folder"), "sections found"),
@@ -764,7 +883,51 @@ ROWS = [
         runner="unprivileged"),
     Row("train-agglomeration", "full-disk", _agglo("affinities", "frags", "gt", "--overwrite", out="c.npz"),
         "No space left", setup=lambda f, o: (o / "c.npz").write_bytes(b"keep"), runner="full-disk"),
+    # --- voxel sizes and OME-Zarr inputs (every command that writes a volume takes --voxel-size) ----------------
+    Row("predict", "option-value", _predict("image", "--voxel-size", "4,4"), "3 numbers", name="voxel-size-length"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "0,4,4"), "Z is zero", name="voxel-size-zero"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "40,-4,4"), "Y is negative",
+        name="voxel-size-negative"),
+    Row("predict", "option-value", _predict("image", "--voxel-size", "40,4,nm"), "X is not a number",
+        name="voxel-size-text"),
+    Row("affinities", "option-value", _affinities("vol:raw_volume", "--voxel-size", "0,0,0"), "zero",
+        name="voxel-size"),
+    Row("segment", "option-value", _segment("affinities", "--voxel-size", "1,1,1,1"), "3 numbers", name="voxel-size"),
+    Row("neurons", "option-value", _neurons("stack", "--voxel-size", "-40,4,4"), "negative", name="voxel-size"),
+    Row("predict", "contradictory", _predict("image", "--pyramid"), "--pyramid needs a zarr output", name="pyramid"),
+    Row("predict", "corrupt", _predict("ome_two"), "holds 2 multiscales", name="ome-two-multiscales"),
+    Row("predict", "corrupt", _predict("ome_no_level"), "no level 0", name="ome-no-level-0"),
+    Row("predict", "corrupt", _predict("ome_missing_level"), "level 0 '9' is missing", name="ome-missing-level-0"),
+    Row("segment", "corrupt", lambda f, o: ["segment", f["ome_two"], o / "seg.zarr"], "holds 2 multiscales",
+        name="ome-two-multiscales"),
+    # --- pyramid ------------------------------------------------------------------------------------------------
+    Row("pyramid", "missing", lambda f, o: ["pyramid", "/nonexistent/x.zarr"], "not found"),
+    Row("pyramid", "wrong-format", lambda f, o: ["pyramid", f["stack"]], "must be a zarr"),
+    Row("pyramid", "wrong-format", lambda f, o: ["pyramid", f["zarr_plain"]], "not an OME-Zarr image",
+        name="plain-array"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["ome_two"]], "holds 2 multiscales"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["ome_no_level"]], "no level 0", name="no-level-0"),
+    Row("pyramid", "corrupt", lambda f, o: ["pyramid", f["zarr_corrupt"]], "corrupt.zarr", name="zarr"),
+    Row("pyramid", "dimensions", lambda f, o: ["pyramid", f["ome_1d"]], "not a 2-D or 3-D image"),
+    Row("pyramid", "option-value", lambda f, o: ["pyramid", o / "img.zarr", "--levels", "0"], "--levels",
+        setup=lambda f, o: _ome_image(o / "img.zarr")),
+    Row("pyramid", "option-value", lambda f, o: ["pyramid", o / "img.zarr", "--levels", "12"],
+        "cannot be downsampled further", setup=lambda f, o: _ome_image(o / "img.zarr"), name="too-many-levels"),
+    Row("pyramid", "output-exists", lambda f, o: ["pyramid", o / "img.zarr"], "output exists",
+        setup=lambda f, o: _ome_image(o / "img.zarr", pyramid=True)),
 ]
+
+
+def _ome_image(store, pyramid=False):
+    """A small OME-Zarr image written by the package (with its pyramid)."""
+    from fusionnet_keras.blockwise.pyramid import build_pyramid
+    from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
+
+    write_volume(store, np.arange(4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64) / (4 * 64 * 64),
+                 meta=ImageMeta(voxel_size=(40, 4, 4)))
+    if pyramid:
+        build_pyramid(store, levels=1, workers=0, progress=False)
 
 
 def _h5_names(path):
@@ -855,18 +1018,18 @@ def full_disk(monkeypatch):
         if getattr(module, "__name__", "").startswith("fusionnet_keras") and \
                 getattr(module, "atomic_path", None) is original:
             monkeypatch.setattr(module, "atomic_path", failing_atomic_path)
-    create, zarr_create = writers._h5_create, writers._zarr_create
+    create, zarr_create = writers._h5_create, writers._zarr_create_image
 
-    def failing_h5_create(h5, key, arr):
-        create(h5, key, arr[: max(1, len(arr) // 2)])
+    def failing_h5_create(h5, key, arr, meta=None):
+        create(h5, key, arr[: max(1, len(arr) // 2)], meta)
         raise enospc()
 
-    def failing_zarr_create(store, arr, zarr_format=None):
-        zarr_create(store, arr, zarr_format=zarr_format)
+    def failing_zarr_create(store, arr, meta=None, zarr_format=None):
+        zarr_create(store, arr, meta, zarr_format=zarr_format)
         raise enospc()
 
     monkeypatch.setattr(writers, "_h5_create", failing_h5_create)
-    monkeypatch.setattr(writers, "_zarr_create", failing_zarr_create)
+    monkeypatch.setattr(writers, "_zarr_create_image", failing_zarr_create)
 
 
 def _run_row(row, f, o, request):

@@ -17,6 +17,7 @@ from fusionnet_keras.blockwise.engine import BlockTask, run_blocks
 from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers
 from fusionnet_keras.cli import main
+from fusionnet_keras.data.io import write_volume
 from fusionnet_keras.errors import FusionNetError
 
 from tests.conftest import REPO
@@ -49,7 +50,7 @@ def test_blockwise_prediction_equals_single_process_for_any_block(stack, tmp_pat
     for block in blocks:
         out = tmp_path / f"o{block[0]}_{block[1]}.zarr"
         info = _predict(root, out, block=block, tta=tta)
-        arr = zarr.open_array(str(out))
+        arr = zarr.open_array(str(out), path="0")
         assert arr.chunks == tuple(min(b, s) for b, s in zip(block, (5, 70, 90)))  # chunked like the blocks
         np.testing.assert_allclose(arr[:], refs[tta], atol=1e-6, rtol=0)
         assert info["computed"] == info["blocks"] == len(BlockGrid((5, 70, 90), block))
@@ -59,18 +60,18 @@ def test_resume_computes_only_missing_blocks_and_refuses_tampered_markers(stack,
     root, refs = stack
     out = tmp_path / "o.zarr"
     info = _predict(root, out, block=(1, 32, 32), tta=1)
-    markers = sorted((out / ".blocks").glob("[0-9]*.json"))
+    markers = sorted((out / "0" / ".blocks").glob("[0-9]*.json"))
     assert len(markers) == info["blocks"] == 45
     # a run killed between writing data and marker, and a marker of another job: both redone
     markers[0].unlink()
     bad = json.loads(markers[1].read_text())
     bad["signature"] = "another-job"
     markers[1].write_text(json.dumps(bad))
-    arr = zarr.open_array(str(out), mode="r+")
+    arr = zarr.open_array(str(out), path="0", mode="r+")
     arr[0, 0:32, 0:32] = 0.0
     again = _predict(root, out, block=(1, 32, 32), tta=1)
     assert again["computed"] == 2
-    np.testing.assert_allclose(zarr.open_array(str(out))[:], refs[1], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], refs[1], atol=1e-6, rtol=0)
     assert _predict(root, out, block=(1, 32, 32), tta=1)["computed"] == 0
 
 
@@ -103,7 +104,7 @@ def test_zarr_v2_group_output_and_hdf5_input(stack, tmp_path):
 
     predict_volume(f"{tmp_path / 'in.h5'}:raw", f"{tmp_path / 'v2.zarr'}:pred/membranes", str(root / "tiny.keras"),
                    block=(2, 32, 48), workers=0, tta=1, dtype="uint8", progress=False)
-    arr = zarr.open_array(str(tmp_path / "v2.zarr"), path="pred/membranes")
+    arr = zarr.open_array(str(tmp_path / "v2.zarr"), path="pred/membranes/0")
     assert arr.metadata.zarr_format == 2 and arr.dtype == np.uint8
     np.testing.assert_array_equal(arr[:], np.round(refs[1].astype(np.float64) * 255).astype(np.uint8))
 
@@ -124,7 +125,7 @@ def test_bad_inputs_give_one_line_errors_and_keep_finished_blocks(stack, tmp_pat
     fails(["--block", "1,32,32", "--tile", "64"], "--tile")
     fails(["--scheduler", "tcp://127.0.0.1:9", "--block", "1,32,32"], "cannot reach the Dask scheduler")
     other = tmp_path / "other.zarr"
-    zarr.create_array(store=str(other), shape=(5, 70, 91), dtype="float32", chunks=(1, 32, 32))
+    write_volume(other, np.zeros((5, 70, 91), np.float32))  # another job's output
     result = runner.invoke(main, args[:2] + [str(other)] + args[3:] + ["--block", "1,32,32"])
     assert result.exit_code == 2 and "shape" in result.output
     fails_tif = runner.invoke(main, ["predict", str(root / "in.tif"), str(tmp_path / "x.h5"), "-w",
@@ -134,20 +135,20 @@ def test_bad_inputs_give_one_line_errors_and_keep_finished_blocks(stack, tmp_pat
     # a finished output: other settings, another dtype, read-only: refused, blocks left as they are
     out = tmp_path / "o.zarr"
     _predict(root, out, block=(1, 32, 32), tta=1)
-    before = zarr.open_array(str(out))[:]
+    before = zarr.open_array(str(out), path="0")[:]
     fails(["--block", "1,32,32", "--dtype", "uint8"], "dtype")
     fails(["--block", "1,64,64"], "chunked")
     fails(["--block", "1,32,32", "--pad", "32"], "output exists")
-    (out / ".blocks" / "0.json").unlink()
-    for path in [out, out / ".blocks"]:
+    (out / "0" / ".blocks" / "0.json").unlink()
+    for path in [out, out / "0" / ".blocks"]:
         path.chmod(0o555)
     try:
         fails(["--block", "1,32,32"], "read-only")
     finally:
-        for path in [out, out / ".blocks"]:
+        for path in [out, out / "0" / ".blocks"]:
             path.chmod(0o755)
-    np.testing.assert_array_equal(zarr.open_array(str(out))[:], before)
-    assert len(list((out / ".blocks").glob("[0-9]*.json"))) == 44
+    np.testing.assert_array_equal(zarr.open_array(str(out), path="0")[:], before)
+    assert len(list((out / "0" / ".blocks").glob("[0-9]*.json"))) == 44
 
 
 def test_parse_block():
@@ -176,7 +177,7 @@ def _env():
 def _wait_for_markers(out, n, proc, timeout=240):
     end = time.time() + timeout
     while time.time() < end:
-        if len(list((out / ".blocks").glob("[0-9]*.json"))) >= n:
+        if len(list((out / "0" / ".blocks").glob("[0-9]*.json"))) >= n:
             return
         if proc.poll() is not None:
             pytest.fail(f"the run ended before {n} blocks: {proc.stdout.read()}")
@@ -193,14 +194,14 @@ def test_kill_9_of_the_run_then_resume(stack, tmp_path):
     _wait_for_markers(out, 4, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and all its workers, at once
     proc.wait()
-    done = len(list((out / ".blocks").glob("[0-9]*.json")))
+    done = len(list((out / "0" / ".blocks").glob("[0-9]*.json")))
     total = len(BlockGrid((5, 70, 90), (1, 16, 16)))
     assert 4 <= done < total
     result = subprocess.run(_cli(root, out), env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     computed = int(result.stdout.split(",")[-1].split()[0])
     assert computed <= total - done
-    np.testing.assert_allclose(zarr.open_array(str(out))[:], refs[1], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], refs[1], atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
@@ -217,5 +218,5 @@ def test_kill_9_of_one_worker_the_run_finishes(stack, tmp_path):
     os.kill(workers[0].pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
-    assert len(list((out / ".blocks").glob("[0-9]*.json"))) == len(BlockGrid((5, 70, 90), (1, 16, 16)))
-    np.testing.assert_allclose(zarr.open_array(str(out))[:], refs[1], atol=1e-6, rtol=0)
+    assert len(list((out / "0" / ".blocks").glob("[0-9]*.json"))) == len(BlockGrid((5, 70, 90), (1, 16, 16)))
+    np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], refs[1], atol=1e-6, rtol=0)

@@ -119,7 +119,7 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(files
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.time() + 240
-        while not list((out / ".blocks").glob("[0-9]*.json")):  # the first run is computing blocks
+        while not list((out / "0" / ".blocks").glob("[0-9]*.json")):  # the first run is computing blocks
             assert first.poll() is None and time.time() < end, first.communicate()
             time.sleep(0.02)
         os.kill(first.pid, signal.SIGSTOP)  # it keeps the output, paused, until the second run has tried

@@ -98,14 +98,14 @@ def test_version():
     assert "fusionnet-keras" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["predict"], ["affinities"], ["evaluate"], ["info"], ["train"], ["cv"]])
+@pytest.mark.parametrize("command", [[], ["predict"], ["affinities"], ["evaluate"], ["info"], ["train"], ["cv"], ["export"]])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help(command, flag):
     result = run(*command, flag)
     assert_ok(result)
     assert "Usage:" in result.stdout
     if not command:
-        for name in ("predict", "affinities", "evaluate", "info", "train", "cv"):
+        for name in ("predict", "affinities", "evaluate", "info", "train", "cv", "export"):
             assert name in result.stdout
 
 

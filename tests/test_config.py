@@ -318,7 +318,7 @@ def test_settings_not_in_the_paper_are_labelled_in_the_paper_presets():
     label = cfg.NOT_IN_PAPER_LABEL
     for experiment in ("isbi2012", "zebrafish"):
         lines = (REPO / "experiments" / experiment / "paper.toml").read_text().splitlines()
-        for setting, _reason in cfg.NOT_IN_PAPER:
+        for setting, _reason in cfg.FAMILIES["membranes"].not_in_paper:
             # the line naming the setting (or a description of it) carries the label, with a reason after it
             named = [i for i, line in enumerate(lines) if setting in line]
             assert named, (experiment, setting)
@@ -332,14 +332,14 @@ def test_settings_not_in_the_paper_are_labelled_in_the_docs_and_reports():
     page = (REPO / "docs" / "experiments" / "index.md").read_text()
     table = page[page.index("## Settings not stated in the papers"):]
     table = table[: table.index("\n#")] if "\n#" in table else table
-    for setting, _reason in cfg.NOT_IN_PAPER:
+    for setting, _reason in cfg.FAMILIES["membranes"].not_in_paper:
         assert f"| `{setting}`" in table or f"| {setting}" in table, setting
     for doc in (REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))):
         text = doc.read_text()
         assert "the paper's protocol (GPU)" not in text and "which are the paper's protocol" not in text, doc
     note = "\n".join(preset_note("paper", "isbi2012", cfg.defaults()))
     assert f"**{cfg.NOT_IN_PAPER_LABEL}**" in note
-    for setting, reason in cfg.NOT_IN_PAPER:
+    for setting, reason in cfg.FAMILIES["membranes"].not_in_paper:
         assert setting in note and reason in note
     assert "train.lr_decay = 0.99" in note and "train.epochs = 500" in note and "augment.noise_sigma = 0.1" in note
 
@@ -352,3 +352,74 @@ def test_unit_schedule_default_is_the_papers():
         cfg.load_config([], ["train.unit_schedule=sequential"])
     with pytest.raises(FusionNetError, match="train.unit_epochs"):  # the earlier, non-paper schedule is gone
         cfg.load_config([], ["train.unit_epochs=2"])
+
+
+# ---------------------------------------------------------------------------
+# one schema, a section per architecture family
+
+
+def test_each_family_composes_the_common_keys_with_its_own_section():
+    from fusionnet_keras.training.schema import defaults as schema_defaults
+
+    def keys(schema, prefix=""):
+        out = set()
+        for key, spec in schema.items():
+            out |= keys(spec, f"{prefix}{key}.") if isinstance(spec, dict) else {prefix + key}
+        return out
+
+    def leaves(table):
+        for value in table.values():
+            yield from leaves(value) if type(value) is dict else [value]
+
+    common = keys(cfg.COMMON)
+    for fam in cfg.FAMILIES.values():
+        schema = fam.schema
+        assert common <= keys(schema), fam.name
+        assert keys(fam.section) <= keys(schema)
+        assert not any(isinstance(v, cfg.PerFamily) for v in leaves(schema_defaults(schema)))  # all chosen
+        for arch in fam.architectures:
+            assert cfg.family(arch) is fam and cfg.defaults(arch)["model"]["architecture"] == arch
+        first = fam.architectures[0]  # the family's default (fusionnet3d's sizes need another input shape)
+        assert cfg.validate(cfg.defaults(first)) == cfg.defaults(first) == schema_defaults(schema)
+    assert cfg.family(cfg.defaults()).name == "membranes" and cfg.family("unet3d").volumetric
+    # keys of one family are unknown to the other
+    with pytest.raises(FusionNetError, match="unknown config key 'train.input_shape'"):
+        cfg.load_config([], ["train.input_shape=[16,114,114]"])
+    with pytest.raises(FusionNetError, match="unknown config key 'train.crop'"):
+        cfg.load_config([], ["model.architecture=unet3d", "train.crop=64"])
+    with pytest.raises(FusionNetError, match="'model.architecture' must be one of fusionnet, fusionnet_w, unet, "
+                                             "unet3d, fusionnet3d, got 'vnet'"):
+        cfg.validate({**cfg.defaults(), "model": {**cfg.defaults()["model"], "architecture": "vnet"}})
+
+
+@pytest.mark.parametrize("name", ["fusionnet_w2", "fusionnet3d_malis"])
+def test_config_json_saved_by_0_1_0_reads_back_unchanged(name):
+    """config.json of runs trained by 0.1.0 (tests/fixtures/configs-0.1.0, written by the twin schemas),
+    2-D with ``train.precision = "mixed_bfloat16"`` and 3-D with ``predict.precision = "auto"``: read back
+    unchanged, so such runs resume; the experiment presets still give the same configuration."""
+    from conftest import REPO
+
+    path = REPO / "tests" / "fixtures" / "configs-0.1.0" / f"{name}.json"
+    saved = json.loads(path.read_text())
+    assert cfg.read_config_json(path) == saved
+    experiment = "affinity3d" if name.endswith("malis") else "isbi2012"
+    folder = REPO / "experiments" / experiment
+    preset = [folder / f"{name}.toml", folder / "cpu.toml", folder / f"{name}.cpu.toml"]
+    overrides = ["predict.precision=auto"] if experiment == "affinity3d" else ["train.precision=mixed_bfloat16"]
+    assert cfg.diff(cfg.load_config([p for p in preset if p.exists()], overrides), saved) == []
+
+
+@pytest.mark.parametrize("architecture", ["fusionnet", "unet3d"])
+def test_one_precision_vocabulary_for_training_and_prediction(architecture):
+    """train.precision and predict.precision accept the same words in every family, ``auto`` included
+    (the 3-D trainer too), as --precision does; anything else is refused naming the key."""
+    from fusionnet_keras.settings import PRECISION_WORDS
+
+    assert set(PRECISION_WORDS) == {"float32", "bfloat16", "float16", "auto", "mixed_bfloat16", "mixed_float16"}
+    for word in PRECISION_WORDS:
+        c = cfg.load_config([], [f"model.architecture={architecture}", f"train.precision={word}",
+                                 f"predict.precision={word}"])
+        assert c["train"]["precision"] == c["predict"]["precision"] == word
+    for key in ("train.precision", "predict.precision"):
+        with pytest.raises(FusionNetError, match=f"'{key}' must be one of float32, bfloat16"):
+            cfg.load_config([], [f"model.architecture={architecture}", f"{key}=float8"])

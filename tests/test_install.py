@@ -1,4 +1,5 @@
-"""The install resolves: the default (GPU-capable ``tensorflow``) and the ``cuda``, ``jax``, ``jax-cuda``, ``docs`` extras.
+"""The install resolves: the default (GPU-capable ``tensorflow``) and the ``cuda``, ``jax``, ``jax-cuda``, ``docs``,
+``bioimageio`` extras.
 
 ``pip install --dry-run --ignore-installed --report`` resolves the dependencies
 from the package index without installing; pip reads the wheels' metadata
@@ -22,6 +23,7 @@ EXPECTED = {  # extra -> distributions that must be in the resolved set
     "jax": {"jax", "jaxlib"},
     "jax-cuda": {"jax", "jaxlib", "jax-cuda12-plugin"},
     "docs": {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocstrings-python"},
+    "bioimageio": {"bioimageio.core", "bioimageio.spec"},
 }
 
 
@@ -43,3 +45,5 @@ def test_install_resolves(extra, tmp_path):
     names = _resolve(extra, tmp_path)
     assert EXPECTED[extra] <= names, EXPECTED[extra] - names
     assert "tensorflow-cpu" not in names  # the default install is the GPU-capable tensorflow
+    if extra == "bioimageio":  # the export runs TensorFlow SavedModel weights: no PyTorch (and no CUDA) for it
+        assert not {"torch", "onnxruntime"} & names, {"torch", "onnxruntime"} & names

@@ -271,7 +271,7 @@ def test_zarr_group_selection(tmp_path, vol8):
 def test_zarr_array_is_chunked_by_section(tmp_path, vol8):
     z = tmp_path / "a.zarr"
     io.write_volume(z, vol8)
-    arr = zarr.open(store=str(z), mode="r")
+    arr = zarr.open(store=str(z), mode="r", path="0")  # level 0 of the OME-Zarr image
     assert arr.chunks[0] == 1 and arr.shape == SHAPE
 
 
@@ -546,13 +546,13 @@ def test_failed_hdf5_write_keeps_old(tmp_path, vol8, monkeypatch):
 def test_failed_zarr_write_keeps_old(tmp_path, vol8, monkeypatch):
     out = tmp_path / "o.zarr"
     io.write_volume(out, vol8)
-    real = io_writers._zarr_create
+    real = io_writers._zarr_create_image
 
-    def create_then_fail(store, arr, zarr_format=None):
-        real(store, arr, zarr_format)  # data fully written to the temp dir...
+    def create_then_fail(store, arr, meta=None, zarr_format=None):
+        real(store, arr, meta, zarr_format)  # data fully written to the temp dir...
         raise RuntimeError("disk on fire")  # ...then the process dies
 
-    monkeypatch.setattr(io_writers, "_zarr_create", create_then_fail)
+    monkeypatch.setattr(io_writers, "_zarr_create_image", create_then_fail)
     with pytest.raises(FusionNetError):
         io.write_volume(out, vol8 // 2, overwrite=True)
     with pytest.raises(FusionNetError):

@@ -93,7 +93,7 @@ def test_blockwise_multicut_equals_the_in_memory_multicut(volume, tmp_path):
                               progress=False)
         assert info["blocks"] == 18
         for beta, path in zip((0.4, 0.6), out):
-            blockwise = zarr.open_array(f"{tmp_path}/{method}.zarr", path=path.split(":")[1])[:]
+            blockwise = zarr.open_array(f"{tmp_path}/{method}.zarr", path=path.split(":")[1] + "/0")[:]
             assert same_partition(blockwise, whole[beta])
         assert len(np.unique(whole[0.4])) < len(np.unique(whole[0.6]))
 

@@ -217,7 +217,7 @@ def test_blockwise_prediction_in_bfloat16(net, tmp_path):
         out = tmp_path / f"{precision}.zarr"
         predict_volume(str(tmp_path / "in.tif"), str(out), str(tmp_path / "net.keras"), block=(1, 32, 32), tta=1,
                        pad=8, workers=0, progress=False, precision=precision)
-        outs[precision] = zarr.open_array(str(out))[:]
+        outs[precision] = zarr.open_array(str(out), path="0")[:]
     ref = fk.predict(net, image / np.float32(255), tta=1, pad=8)
     np.testing.assert_allclose(outs[None], ref, atol=1e-5)
     assert 0 < np.abs(outs["bfloat16"] - ref).max() < 0.05
@@ -225,21 +225,22 @@ def test_blockwise_prediction_in_bfloat16(net, tmp_path):
 
 def test_auto_training_precision_is_bfloat16_only_where_native(monkeypatch):
     """``train.precision = "auto"``: mixed_bfloat16 with AVX512-BF16/AMX or an accelerator, float32 on a
-    CPU that would emulate bf16 (AVX2 only); explicit values pass through; the config accepts "auto"."""
+    CPU that would emulate bf16 (AVX2 only); explicit values pass through; the config accepts "auto"
+    (the trainer resolves it with policy_name, the resolver prediction uses)."""
     from fusionnet_keras.training import config as cfg
     from fusionnet_keras.utils import hardware
 
     monkeypatch.setattr(hardware, "accelerators", lambda: [])
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
-    assert hardware.training_policy("auto") == "float32"
-    assert hardware.training_policy("mixed_bfloat16") == "mixed_bfloat16"
+    assert policy_name("auto") == "float32"
+    assert policy_name("mixed_bfloat16") == "mixed_bfloat16"
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: ["AVX512-FP16"])
-    assert hardware.training_policy("auto") == "float32"
+    assert policy_name("auto") == "float32"
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: ["AVX512-BF16", "AMX-BF16"])
-    assert hardware.training_policy("auto") == "mixed_bfloat16"
+    assert policy_name("auto") == "mixed_bfloat16"
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
     monkeypatch.setattr(hardware, "accelerators", lambda: [("GPU", "GPU:0", "NVIDIA H200")])
-    assert hardware.training_policy("auto") == "mixed_bfloat16"
+    assert policy_name("auto") == "mixed_bfloat16"
     config = cfg.defaults()
     config["train"]["precision"] = "auto"
     assert cfg.validate(config)["train"]["precision"] == "auto"
@@ -248,7 +249,7 @@ def test_auto_training_precision_is_bfloat16_only_where_native(monkeypatch):
 def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatch):
     """``predict.precision = "auto"`` / ``--precision auto``: bfloat16 convolutions where bf16 is native,
     float32 where it would be emulated; the configs accept it."""
-    from fusionnet_keras.training import affinity_config, config as cfg
+    from fusionnet_keras.training import config as cfg
     from fusionnet_keras.utils import hardware
 
     monkeypatch.setattr(hardware, "accelerators", lambda: [])
@@ -259,4 +260,5 @@ def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatc
     config = cfg.defaults()
     config["predict"]["precision"] = "auto"
     assert cfg.validate(config)["predict"]["precision"] == "auto"
-    assert affinity_config.load_affinity_config(overrides=["predict.precision=auto"])["predict"]["precision"] == "auto"
+    assert cfg.load_config(overrides=["model.architecture=unet3d", "predict.precision=auto"])["predict"]["precision"] \
+        == "auto"

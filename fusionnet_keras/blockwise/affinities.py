@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
 from fusionnet_keras.inference.grid import BlockGrid
 from fusionnet_keras.blockwise.predict import _file_tag, start_worker
+from fusionnet_keras.blockwise.pyramid import output_pyramid
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
@@ -71,7 +72,8 @@ def open_affinity_input(input_path):
 
 
 def affinities_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
-                      orientations=1, precision=None, overwrite=False, resume=False, progress=True) -> dict:
+                      orientations=1, precision=None, overwrite=False, resume=False, progress=True,
+                      voxel_size=None, pyramid=False) -> dict:
     """Affinities of a (Z, Y, X) volume, block by block into a zarr array; resumable.
 
     Args:
@@ -90,6 +92,7 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         overwrite: replace an existing output (and its markers).
         resume: continue an interrupted run of the same job in ``output_path`` (only the blocks
             without a done marker are computed); without it an existing output is refused.
+        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
@@ -110,7 +113,11 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                      **({"precision": precision} if precision else {})})
     threads = None if client or scheduler else default_threads(workers)
     out_shape = (N_CHANNELS, *shape)
-    output = BlockOutput(output_path, out_shape, "float32", (N_CHANNELS, *grid.block), sig)
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, channels=True, command="affinities", model=str(weights),
+                       orientations=int(orientations), precision=precision, block=grid.block)
+    output = BlockOutput(output_path, out_shape, "float32", (N_CHANNELS, *grid.block), sig, meta=meta)
     try:
         output.check(overwrite, resume)  # before any worker starts
     except OutputExistsError:
@@ -126,4 +133,6 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
                                  precision=precision, threads=threads)
         before = sum(output.markers.is_done(b) for b in grid)
         run_blocks(task, grid, workers=workers, client=client, progress=progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": out_shape, "block": grid.block}
+        levels = output_pyramid(output_path, pyramid, client, progress)
+    return {"blocks": len(grid), "computed": len(grid) - before, "shape": out_shape, "block": grid.block,
+            "levels": levels}

@@ -69,20 +69,28 @@ def _as_ids(data, name) -> np.ndarray:
 
 
 @dataclass
-class ScanTask(BlockTask):
-    """Pass 1: check each block; its smallest and largest non-zero value."""
+class LabelTask(BlockTask):
+    """A pass over a label volume (``input``) whose markers are in ``work/<marker_dir>`` (a subclass's)."""
 
     input: str
     work: str
     sig: str
-    name = "scan"
+    marker_dir = ".blocks"
 
     @property
     def markers(self):
-        return DoneMarkers(Path(self.work) / "scan", self.sig)
+        return DoneMarkers(Path(self.work) / self.marker_dir, self.sig)
 
     def setup(self):
         return _open_labels(self.input)
+
+
+@dataclass
+class ScanTask(LabelTask):
+    """Pass 1: check each block; its smallest and largest non-zero value."""
+
+    name = "scan"
+    marker_dir = "scan"
 
     def process(self, volume, block):
         ids = _as_ids(volume.lazy[block.region], f"labels {volume.name}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
+from fusionnet_keras.blockwise.pyramid import output_pyramid
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.inference.grid import BlockGrid, check_multiple, normalize_block
@@ -109,7 +110,7 @@ def _file_tag(path) -> dict:
 
 def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
                    tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
-                   precision=None) -> dict:
+                   precision=None, voxel_size=None, pyramid=False) -> dict:
     """Predict a 2-D image or a (Z, H, W) stack block by block into a zarr array; resumable.
 
     Args:
@@ -130,6 +131,8 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
         dtype: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
         precision: as for :func:`fusionnet_keras.predict` and the ``predict`` command.
         overwrite: replace an existing output (and its markers).
+        voxel_size: (z, y, x) nm for the output's OME-Zarr metadata (default: the input's).
+        pyramid: add downsampled levels (:func:`~fusionnet_keras.blockwise.pyramid.build_pyramid`).
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": ...}``.
@@ -158,7 +161,11 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
                      "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block, **({"precision": precision} if precision else {})})
     threads = None if client or scheduler else default_threads(workers)
-    output = BlockOutput(output_path, shape, dtype, grid.block, sig)
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, command="predict", model=str(weights), tta=int(tta), pad=int(pad),
+                       dtype=dtype, precision=precision, block=grid.block)
+    output = BlockOutput(output_path, shape, dtype, grid.block, sig, meta=meta)
     output.check(overwrite)  # before any worker starts
     with session(workers, scheduler, client, threads, outputs=[output]) as client:
         output.open(overwrite=overwrite)
@@ -167,4 +174,7 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
                                 threads=threads, precision=precision)
         before = sum(output.markers.is_done(b) for b in grid)
         run_blocks(task, grid, workers=workers, client=client, progress=progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block}
+        levels = output_pyramid(output_path, pyramid, client, progress)
+    return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block,
+            "levels": levels}
+

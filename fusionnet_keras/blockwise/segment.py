@@ -45,6 +45,7 @@ import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
 from fusionnet_keras.inference.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.pyramid import output_pyramid
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
@@ -261,7 +262,8 @@ def _tag(path) -> dict:
 
 def segment_volume(input_path, outputs, *, method="mean", thresholds=None, classifier=None, classifier_path=None,
                    invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
-                   scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS) -> dict:
+                   scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS,
+                   voxel_size=None, pyramid=False, command="segment", model=None) -> dict:
     """Segment affinities (or a boundary map) larger than memory, block by block; resumable.
 
     Args:
@@ -284,6 +286,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         scheduler: address of a running Dask scheduler whose workers run the blocks.
         client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: replace existing outputs and work files.
+        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        command, model: the provenance written with the outputs.
 
     Returns:
         ``{"blocks": n, "fragments": f, "segments": [k per threshold]}``.
@@ -319,7 +323,12 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
                          "thresholds": thresholds, **({"hops": int(hops)} if method == "lifted-multicut" else {}),
                          "classifier": None if classifier_path is None else _tag(classifier_path)})
-    outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig) for p in outputs]
+    from fusionnet_keras.data.io.ome import output_meta
+
+    metas = [output_meta([input_path], voxel_size, labels=True, command=command, model=model, method=method,
+                         threshold=None if thresholds is None else thresholds[i], watershed=options,
+                         classifier=classifier_path, block=grid.block) for i in range(len(outputs))]
+    outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig, meta=m) for p, m in zip(outputs, metas)]
     for out in outs + [fragments]:  # every output checked before any worker starts
         out.check(overwrite)
     with session(workers, scheduler, client, outputs=[*outs, work]) as client:
@@ -339,7 +348,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
             with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
         run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)
+        levels = [output_pyramid(p, pyramid, client, progress) for p in outputs]
     with np.load(lut) as f:
         segments = [int(f[f"ids_{i}"].max(initial=0)) for i in range(len(outs))]
     return {"blocks": len(grid), "fragments": sum(c["fragments"] for c in counts.values()), "segments": segments,
-            "block": grid.block}
+            "block": grid.block, "levels": levels[0] if levels else 0}

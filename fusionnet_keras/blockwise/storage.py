@@ -1,7 +1,8 @@
 """Chunked outputs of blockwise jobs and their done markers.
 
-Outputs are zarr arrays (format 3, or 2 inside an existing format-2 group)
-created up front with one chunk per block (a block write touches whole chunks
+Outputs are OME-Zarr images (zarr format 3 and NGFF 0.5, or 2 and NGFF 0.4
+inside an existing format-2 group; see :mod:`fusionnet_keras.data.io.ome`):
+the array written is level 0 (``<output>/0``), created up front with one chunk per block (a block write touches whole chunks
 only, so no two workers ever write one chunk; zarr writes each chunk file
 atomically). Beside the chunks, in ``<array>/.blocks/``, every finished block
 gets a JSON marker, written atomically *after* its data: a block is done only
@@ -121,13 +122,21 @@ class BlockOutput:
     ``overwrite`` and nothing finished is touched.
     """
 
-    def __init__(self, path, shape, dtype, chunks, sig: str, fill_value=0):
-        self.file, self.key = zarr_target(path)
-        self.display = _display(self.file, self.key)
+    def __init__(self, path, shape, dtype, chunks, sig: str, fill_value=0, meta=None, array_options=None):
+        self.file, self.image = zarr_target(path)
+        self.display = _display(self.file, self.image)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.chunks = tuple(int(min(c, s)) for c, s in zip(chunks, self.shape))
         self.fill_value = fill_value
+        #: the :class:`~fusionnet_keras.data.io.ome.ImageMeta` of an OME-Zarr output; None: a plain array (work files)
+        self.meta = meta
+        #: more keywords of a plain array's ``create_array`` (e.g. the dimension names of a pyramid level)
+        self.array_options = dict(array_options or {})
+        #: the output's folder (the image group, or the plain array)
+        self.root = _array_dir(self.file, self.image)
+        #: the array written: level 0 of the image, or the plain array
+        self.key = self.image if meta is None else f"{self.image}/0" if self.image else "0"
         self.dir = _array_dir(self.file, self.key)
         self.markers = DoneMarkers(self.dir / MARKERS, sig)
 
@@ -139,7 +148,11 @@ class BlockOutput:
         import zarr
 
         with user_errors(f"cannot open the existing output {self.display}"):
-            node = zarr.open(store=str(self.file), mode="r", path=self.key or "")
+            node = zarr.open(store=str(self.file), mode="r", path=self.image or "")
+            if self.meta is not None and isinstance(node, zarr.Group) and "0" in node:
+                node = node["0"]
+            elif self.meta is not None and not isinstance(node, zarr.Group):  # a plain array (an older output)
+                raise OutputExistsError(f"output exists: {self.display} (use --overwrite)")
         if isinstance(node, zarr.Group):
             raise FusionNetError(f"output {self.display} is a zarr group, not an array")
         return node
@@ -170,8 +183,8 @@ class BlockOutput:
 
     def check(self, overwrite: bool = False, resume: bool = True) -> bool:
         """Refuse what :meth:`open` would refuse, creating nothing; returns whether the array exists."""
-        _writable(self.dir, self.display)
-        exists = self.dir.exists() and any(self.dir.iterdir())
+        _writable(self.root, self.display)
+        exists = self.root.exists() and any(self.root.iterdir())
         if exists and not overwrite:
             self._check_existing(self._existing())
             if not (resume and self._same_job()):
@@ -191,16 +204,37 @@ class BlockOutput:
         with user_errors(f"cannot create {self.display}"):
             if exists:
                 self.markers.clear()
-            if self.key is None:
+            if self.meta is not None:
+                self._create_image()
+            elif self.key is None:
                 zarr.create_array(store=str(self.file), shape=self.shape, dtype=self.dtype, chunks=self.chunks,
                                   fill_value=self.fill_value, overwrite=True)
             else:
                 fmt = _group_format(self.file) if self.file.exists() else 3
                 group = zarr.open_group(str(self.file), mode="a", zarr_format=fmt)
                 group.create_array(self.key, shape=self.shape, dtype=self.dtype, chunks=self.chunks,
-                                   fill_value=self.fill_value, overwrite=True)
+                                   fill_value=self.fill_value, overwrite=True, **self.array_options)
             atomic_write_text(self._job_file(), json.dumps({"signature": self.markers.signature}))
         return self
+
+    def _create_image(self) -> None:
+        """The OME-Zarr image group (replacing whatever was there: an older plain array, a pyramid) with
+        its metadata and an empty level 0."""
+        import zarr
+
+        from fusionnet_keras.data.io.ome import array_options, write_attributes
+
+        if self.image is None:
+            group = zarr.open_group(str(self.file), mode="w", zarr_format=3)
+        else:
+            fmt = _group_format(self.file) if self.file.exists() else 3
+            root = zarr.open_group(str(self.file), mode="a", zarr_format=fmt)
+            if self.root.exists():
+                shutil.rmtree(self.root)
+            group = root.create_group(self.image)
+        write_attributes(group, len(self.shape), self.meta)
+        group.create_array("0", shape=self.shape, dtype=self.dtype, chunks=self.chunks, fill_value=self.fill_value,
+                           overwrite=True, **array_options(group, len(self.shape), self.meta))
 
     # -- writing ---------------------------------------------------------------------
     @property

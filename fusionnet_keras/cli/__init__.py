@@ -15,14 +15,18 @@ from fusionnet_keras import __version__
 from fusionnet_keras.cli.affinities import affinities
 from fusionnet_keras.cli.agglomeration import train_agglomeration
 from fusionnet_keras.cli.evaluate import evaluate
+from fusionnet_keras.cli.export import export
 from fusionnet_keras.cli.info import info
+from fusionnet_keras.cli.meshes import meshes
 from fusionnet_keras.cli.models import models
 from fusionnet_keras.cli.morphology import morphology
 from fusionnet_keras.cli.neurons import neurons
 from fusionnet_keras.cli.options import OneLineGroup, global_options, quiet_start
 from fusionnet_keras.cli.predict import predict
+from fusionnet_keras.cli.pyramid import pyramid
 from fusionnet_keras.cli.segment import segment
 from fusionnet_keras.cli.train import cv, train
+from fusionnet_keras.cli.view import view
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +38,7 @@ def main():
 
 
 for _command in (predict, affinities, evaluate, info, train, cv, morphology, segment, train_agglomeration, models,
-                 neurons):
+                 neurons, export, pyramid, meshes, view):
     main.add_command(_command)
 
 def run():

@@ -8,6 +8,7 @@ from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
     handle_errors,
+    ome_options,
     overwrite_option,
     precision_option,
     quiet_backend,
@@ -33,9 +34,11 @@ from fusionnet_keras.errors import FusionNetError
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted blockwise run in OUTPUT (same settings): only the blocks not marked "
                    "done are computed.")
+@ome_options
 @overwrite_option
 @handle_errors
-def affinities(input_path, output_path, weights, tta, precision, workers, block, scheduler, resume, overwrite):
+def affinities(input_path, output_path, weights, tta, precision, workers, block, scheduler, resume, voxel_size,
+               pyramid, overwrite):
     """Predict the affinity graph of the 3-D volume INPUT, write it to OUTPUT.
 
     OUTPUT is float32 (3, Z, Y, X) in [0, 1], channel order (z, y, x): channel c
@@ -48,13 +51,18 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     With --workers, --scheduler or --resume the blocks run on Dask worker
     processes and OUTPUT (zarr) is written block by block; an interrupted run is
     finished with the same command and --resume.
+
+    A zarr OUTPUT is an OME-Zarr image with axes c, z, y, x (voxel size from
+    INPUT's metadata or --voxel-size, provenance in its attributes).
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
     weights = resolve_weights(weights, "affinities-3d")
     check_not_input(output_path, input_path, files=[weights])
+    check_pyramid_output(pyramid, output_path)
     if resume and overwrite:
         raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
                              "interrupted run left, --overwrite starts again; give one")
@@ -65,9 +73,9 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
 
         info = affinities_volume(input_path, output_path, weights, block=block, workers=workers or 1,
                                  scheduler=scheduler, orientations=int(tta), precision=precision,
-                                 overwrite=overwrite, resume=resume)
+                                 overwrite=overwrite, resume=resume, voxel_size=voxel_size, pyramid=pyramid)
         click.echo(f"wrote {output_path} {info['shape']} float32: {info['blocks']} blocks of "
-                   f"{','.join(map(str, info['block']))}, {info['computed']} computed now")
+                   f"{','.join(map(str, info['block']))}, {info['computed']} computed now{levels_note(info)}")
         return
     from fusionnet_keras.blockwise.affinities import open_affinity_input
     from fusionnet_keras.data.io import check_output, write_volume
@@ -83,5 +91,9 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
         model = load_model(weights, spatial_dims=3)
         out = predict_affinities(model, volume, block=block, precision=precision, orientations=int(tta),
                                  progress=True)
-    write_volume(output_path, out, overwrite=overwrite)
-    click.echo(f"wrote {output_path} {out.shape} float32")
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, channels=True, command="affinities", model=str(weights),
+                       orientations=int(tta), precision=precision, block=block)
+    write_volume(output_path, out, overwrite=overwrite, meta=meta)
+    click.echo(f"wrote {output_path} {out.shape} float32{pyramid_levels(output_path, pyramid)}")

@@ -9,30 +9,15 @@ from fusionnet_keras.cli.options import (
     blockwise_requested,
     handle_errors,
     overwrite_option,
+    voxel_size_option,
 )
 from fusionnet_keras.errors import FusionNetError
 
 
-def parse_voxel_size(text):
-    """``"Z,Y,X"`` (nm) -> a tuple of 3 positive finite floats; FusionNetError otherwise."""
-    import math
-
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise FusionNetError(
-            f"--voxel-size must be 3 positive numbers in nm as Z,Y,X (e.g. 60,56.4,56.4), got {text!r}"
-        )
-    return values
-
-
 @click.command()
 @click.argument("labels")
-@click.option("--voxel-size", required=True, metavar="Z,Y,X",
-              help="Voxel size in nm, (Z, Y, X) order, e.g. 60,56.4,56.4 (the paper's zebrafish data).")
+@voxel_size_option(help="Voxel size in nm, (Z, Y, X) order, e.g. 60,56.4,56.4 (the paper's zebrafish data). "
+                        "Default: LABELS' own (OME-Zarr scale, HDF5 resolution, ImageJ TIFF spacing).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="CSV table to write.")
 @click.option("--clusters", "-k", type=click.IntRange(1), default=3, show_default=True,
               help="K-means clusters of (volume, surface area, sphericity).")
@@ -75,7 +60,11 @@ def morphology(labels, voxel_size, out, clusters, figures, image, seed, exclude_
     from fusionnet_keras.segmentation.inputs import check_labels
     from fusionnet_keras.utils.atomic import check_overwrite
 
-    vs = parse_voxel_size(voxel_size)
+    from fusionnet_keras.data.io.ome import voxel_size_of
+
+    vs = voxel_size_of([labels], voxel_size)
+    if vs is None:
+        raise FusionNetError(f"{labels} carries no voxel size; give it as --voxel-size Z,Y,X (nm)")
     out_path = Path(out)
     targets = [out_path]
     fig_paths = []

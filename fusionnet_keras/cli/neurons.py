@@ -10,6 +10,7 @@ from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
     handle_errors,
+    ome_options,
     overwrite_option,
     precision_option,
     quiet_backend,
@@ -32,10 +33,11 @@ from fusionnet_keras.cli.options import (
               help="Test-time xy orientations of the affinity prediction.")
 @precision_option
 @blockwise_options(writes="the zarr OUT is written by block (the affinities kept beside it in OUT.affinities.zarr),")
+@ome_options
 @overwrite_option
 @handle_errors
 def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta, precision, workers, block,
-            scheduler, overwrite):
+            scheduler, voxel_size, pyramid, overwrite):
     """Neuron labels of the EM volume EM (Z, Y, X), written to OUT (uint64, 0 = background).
 
     Affinities by the 3-D network, z-watershed fragments, learned agglomeration:
@@ -43,7 +45,10 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     on validation data); --classifier, --threshold and --ws-size override them.
     With --workers, --block or --scheduler the volume runs block by block on Dask
     into a zarr OUT; running the same command again finishes an interrupted run.
+    A zarr OUT is an OME-Zarr label image (voxel size from EM's metadata or
+    --voxel-size, provenance in its attributes).
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
@@ -51,16 +56,17 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     from fusionnet_keras.segmentation.neurons import neurons as run
 
     check_not_input(output_path, input_path)
+    check_pyramid_output(pyramid, output_path)
     settings = neuron_settings(model, classifier, threshold, ws_size)
     start = time.perf_counter()
     if blockwise_requested(workers, block, scheduler):
         quiet_backend()
         info = neurons_volume(input_path, output_path, settings, block=None if block is None else parse_block(block),
                               workers=workers or 1, scheduler=scheduler, precision=precision,
-                              orientations=int(tta), overwrite=overwrite)
+                              orientations=int(tta), overwrite=overwrite, voxel_size=voxel_size, pyramid=pyramid)
         click.echo(f"{info['segments'][0]} neurons in {info['blocks']} blocks (threshold {settings.threshold:g}, "
-                   f"watershed size {settings.ws_size}, from {settings.source}); wrote {output_path} "
-                   f"({time.perf_counter() - start:.1f} s)")
+                   f"watershed size {settings.ws_size}, from {settings.source}); wrote {output_path}"
+                   f"{levels_note(info)} ({time.perf_counter() - start:.1f} s)")
         return
     from fusionnet_keras.blockwise.affinities import open_affinity_input
 
@@ -68,9 +74,15 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     quiet_backend()
     with open_affinity_input(input_path) as volume:
         labels = run(volume, settings, precision=precision, orientations=int(tta), progress=True)
-    write_volume(output_path, labels, overwrite=overwrite)
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, labels=True, command="neurons", model=str(settings.weights),
+                       classifier=settings.classifier, threshold=settings.threshold, ws_size=settings.ws_size,
+                       orientations=int(tta), precision=precision)
+    write_volume(output_path, labels, overwrite=overwrite, meta=meta)
     import numpy as np
 
     n = int(np.count_nonzero(np.unique(labels)))
     click.echo(f"{n} neurons (threshold {settings.threshold:g}, watershed size {settings.ws_size}, from "
-               f"{settings.source}); wrote {output_path} ({time.perf_counter() - start:.1f} s)")
+               f"{settings.source}); wrote {output_path}{pyramid_levels(output_path, pyramid)} "
+               f"({time.perf_counter() - start:.1f} s)")

@@ -167,10 +167,13 @@ def tta_option(func):
 
 
 def precision_option(func):
-    """``--precision float32|bfloat16|float16|auto`` (default: the precision saved with the model)."""
+    """``--precision float32|bfloat16|float16|auto`` (or a Keras policy name: the words of
+    ``train.precision`` and ``predict.precision``; default: the precision saved with the model)."""
+    from fusionnet_keras.settings import PRECISION_WORDS
+
     return click.option(
         "--precision",
-        type=click.Choice(["float32", "bfloat16", "float16", "auto"]),
+        type=click.Choice(PRECISION_WORDS),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
              "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'); auto: bfloat16 "
@@ -209,3 +212,66 @@ def blockwise_options(func=None, *, writes: str = "the output (zarr) is written 
 def blockwise_requested(workers, block, scheduler) -> bool:
     """Whether a command runs blockwise (any of the blockwise options given)."""
     return workers is not None or block is not None or scheduler is not None
+
+
+def _parse_voxel_size(_ctx, _param, value):
+    if value is None:
+        return None
+    from fusionnet_keras.data.io.ome import parse_voxel_size
+
+    try:
+        return parse_voxel_size(value)
+    except FusionNetError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def voxel_size_option(func=None, *, required: bool = False,
+                      help: str = "Voxel size in nm as Z,Y,X (e.g. 40,4,4): written to the outputs' metadata "
+                                  "(OME-Zarr scale, HDF5 resolution, TIFF spacing); overrides the input's. "
+                                  "Default: the input's (OME-Zarr scale, HDF5 resolution, ImageJ TIFF spacing)."):
+    """``--voxel-size Z,Y,X`` (nm), parsed to three positive floats (one-line errors: length, zero, negative,
+    not a number); ``None`` when not given."""
+    if func is None:
+        return functools.partial(voxel_size_option, required=required, help=help)
+    return click.option("--voxel-size", default=None, required=required, metavar="Z,Y,X",
+                        callback=_parse_voxel_size, help=help)(func)
+
+
+def pyramid_option(func):
+    """``--pyramid``: add downsampled levels to a zarr (OME-Zarr) output."""
+    return click.option("--pyramid", is_flag=True,
+                        help="Add a multiscale pyramid to the zarr OUTPUT (OME-Zarr levels 1, 2, ...: mean for "
+                             "images and probabilities, mode for labels; x and y first for anisotropic voxels), "
+                             "computed block by block like 'fusionnet-keras pyramid'.")(func)
+
+
+def check_pyramid_output(pyramid: bool, output) -> None:
+    """``--pyramid`` needs a zarr output (levels live in an OME-Zarr group)."""
+    if not pyramid:
+        return
+    from fusionnet_keras.data.io.paths import ZARR_EXTS, parse_path
+
+    file, _ = parse_path(output)
+    if file.suffix.lower() not in ZARR_EXTS:
+        raise FusionNetError(f"--pyramid needs a zarr output (x.zarr or x.zarr:group), got {output}")
+
+
+def levels_note(info: dict) -> str:
+    """``", N pyramid levels"`` for a job's result with levels, else nothing."""
+    n = info.get("levels") or 0
+    return f", {n} pyramid level{'s' if n != 1 else ''}" if n else ""
+
+
+def pyramid_levels(output, pyramid: bool) -> str:
+    """With ``pyramid``: the levels of an output written in memory, added in this process; the note to print."""
+    if not pyramid:
+        return ""
+    from fusionnet_keras.blockwise.pyramid import build_pyramid
+
+    info = build_pyramid(output, workers=0, overwrite=True, progress=False)
+    return levels_note({"levels": len(info["levels"])})
+
+
+def ome_options(func):
+    """``--voxel-size`` and ``--pyramid`` of a command that writes a volume (see docs/ome-zarr.md)."""
+    return voxel_size_option(pyramid_option(func))

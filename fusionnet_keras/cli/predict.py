@@ -9,6 +9,7 @@ from fusionnet_keras.cli.options import (
     blockwise_options,
     blockwise_requested,
     handle_errors,
+    ome_options,
     overwrite_option,
     precision_option,
     quiet_backend,
@@ -36,10 +37,11 @@ MAX_PAD = 4096  # px; more only repeats mirrored copies of the section (and can 
 @click.option("--dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
               help="Output type: float32 in [0, 1] or uint8 (0-255).")
 @blockwise_options
+@ome_options
 @overwrite_option
 @handle_errors
 def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers, block,
-            scheduler, overwrite):
+            scheduler, voxel_size, pyramid, overwrite):
     """Predict cell-interior probability (1 = cell, 0 = membrane) for INPUT, write OUTPUT.
 
     INPUT and OUTPUT: .tif/.tiff, .h5/.hdf5 (file.h5:dataset), .zarr, or (input
@@ -49,15 +51,21 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     (Z,Y,X blocks with the receptive field as context in y and x) into a zarr
     OUTPUT chunked like the blocks; the same command again resumes an
     interrupted run, computing only the blocks not marked done.
+
+    A zarr OUTPUT is an OME-Zarr image (voxel size from INPUT's metadata or
+    --voxel-size, provenance in its attributes); HDF5 and TIFF outputs carry
+    the voxel size as 'resolution' and the ImageJ spacing.
     """
+    from fusionnet_keras.cli.options import check_pyramid_output, pyramid_levels
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
     weights = resolve_weights(weights, "membranes-2d")
     check_not_input(output_path, input_path, files=[weights])
+    check_pyramid_output(pyramid, output_path)
     if blockwise_requested(workers, block, scheduler):
         return _predict_blockwise(input_path, output_path, weights, int(tta), tile, pad, batch_size, precision,
-                                  dtype, workers, block, scheduler, overwrite)
+                                  dtype, workers, block, scheduler, overwrite, voxel_size, pyramid)
     from fusionnet_keras.data.io import check_output, load_image, write_volume
     from fusionnet_keras.utils.validate import check_weights_path
 
@@ -78,19 +86,25 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     except Exception as e:  # e.g. a model with a fixed input size that the padded image does not fit
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FusionNetError(f"cannot run the model {weights} on {input_path}: {reason[:200]}") from None
-    write_volume(output_path, out, overwrite=overwrite, dtype=dtype)
-    click.echo(f"wrote {output_path} {out.shape} {dtype}")
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([input_path], voxel_size, command="predict", model=str(weights), tta=int(tta), tile=tile,
+                       pad=pad, dtype=dtype, precision=precision)
+    write_volume(output_path, out, overwrite=overwrite, dtype=dtype, meta=meta)
+    click.echo(f"wrote {output_path} {out.shape} {dtype}{pyramid_levels(output_path, pyramid)}")
 
 
 def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers,
-                       block, scheduler, overwrite):
+                       block, scheduler, overwrite, voxel_size, pyramid):
     from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.predict import predict_volume
+    from fusionnet_keras.cli.options import levels_note
 
     if tile is not None:
         raise FusionNetError("--tile is for whole-section prediction; blockwise, the --block is the tile")
     info = predict_volume(input_path, output_path, weights, block=None if block is None else parse_block(block),
                           workers=workers or 1, scheduler=scheduler, tta=tta, pad=pad, batch_size=batch_size,
-                          dtype=dtype, overwrite=overwrite, precision=precision)
+                          dtype=dtype, overwrite=overwrite, precision=precision, voxel_size=voxel_size,
+                          pyramid=pyramid)
     click.echo(f"wrote {output_path} {info['shape']} {dtype}: {info['blocks']} blocks of "
-               f"{','.join(map(str, info['block']))}, {info['computed']} computed now")
+               f"{','.join(map(str, info['block']))}, {info['computed']} computed now{levels_note(info)}")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import blockwise_options, blockwise_requested, handle_errors, overwrite_option
+from fusionnet_keras.cli.options import (
+    blockwise_options,
+    blockwise_requested,
+    handle_errors,
+    ome_options,
+    overwrite_option,
+)
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
 
@@ -92,11 +98,12 @@ def dataset_name(threshold: float) -> str:
 @click.option("--context", default=None, metavar="Z,Y,X",
               help="Blockwise: voxels around each block that its watershed sees [default: 8,48,48]; it must hold "
                    "the steepest-ascent paths of the block's basins (less gives blocks that disagree at faces).")
+@ome_options
 @overwrite_option
 @handle_errors
 def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
             fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
-            overwrite):
+            voxel_size, pyramid, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
@@ -111,11 +118,16 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     agglomeration (or multicut of the gathered graph), then relabelling by
     block into zarr OUT (work files in OUT.work/); the same command again
     resumes an interrupted run.
+
+    A zarr OUT is an OME-Zarr label image (one per threshold with --thresholds;
+    voxel size from AFFINITIES' metadata or --voxel-size, provenance in its
+    attributes); HDF5 and TIFF outputs carry 'resolution' and the ImageJ spacing.
     """
     import time
 
     import numpy as np
 
+    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.agglomeration import check_thresholds
@@ -123,6 +135,7 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     from fusionnet_keras.segmentation.pipeline import segment as run
 
     values = parse_thresholds(threshold, thresholds)
+    check_pyramid_output(pyramid, out)
     several = thresholds is not None
     for member in [_member(out, dataset_name(t)) for t in check_thresholds(values)] if several else [out]:
         check_not_input(member, affinities, fragments, files=[classifier])
@@ -173,9 +186,10 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
                               watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
                               block=None if block is None else parse_block(block), workers=workers or 1,
                               context=DEFAULT_CONTEXT if context is None else parse_block(context, name="--context"),
-                              scheduler=scheduler, overwrite=overwrite, hops=hops)
+                              scheduler=scheduler, overwrite=overwrite, hops=hops, voxel_size=voxel_size,
+                              pyramid=pyramid)
         click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
-                   + ", ".join(f"{n} segments" for n in info["segments"]))
+                   + ", ".join(f"{n} segments" for n in info["segments"]) + levels_note(info))
         click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
         return
     affs = _load_long_range(affinities, invert) if method == "mws" else load_affinities(affinities, invert=invert)
@@ -189,11 +203,18 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
         kind = "beta" if method in defaults.BETA_METHODS else "threshold"
         what = "fragments" if t is None else f"segments at {kind} {t:g}"
         click.echo(f"{n} {what}")
+    from fusionnet_keras.data.io.ome import output_meta
+
+    meta = output_meta([affinities], voxel_size, labels=True, command="segment", method=method, thresholds=values,
+                       classifier=classifier, fragments=fragments, invert=invert,
+                       watershed=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity))
     if several:
-        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite)
+        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite, meta=meta)
+        note = [pyramid_levels(_member(out, dataset_name(t)), pyramid) for t in results][0]  # each the same
     else:
-        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite)
-    click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s)")
+        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite, meta=meta)
+        note = pyramid_levels(out, pyramid)
+    click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s){note}")
 
 
 def _member(out, name):

@@ -30,16 +30,16 @@ def _checked_config(configs, overrides, out, default_out, resume, overwrite, lab
     ``data.label_zero`` of a 3-D affinity config."""
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.errors import FusionNetError
-    from fusionnet_keras.training.config import data_inputs, is_affinity_config, load_any_config
+    from fusionnet_keras.training.config import data_inputs, family, load_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)
-    config = load_any_config(configs, overrides)
+    config = load_config(configs, overrides)
     if label_zero is not None:
-        if not is_affinity_config(config):
+        if not family(config).volumetric:
             raise FusionNetError("--label-zero applies to the 3-D affinity networks (model.architecture unet3d "
                                  f"or fusionnet3d), not to {config['model']['architecture']}")
-        config = load_any_config(configs, (*overrides, f"data.label_zero={label_zero}"))
+        config = load_config(configs, (*overrides, f"data.label_zero={label_zero}"))
     out = out or default_out(config)
     check_not_input(out, *data_inputs(config), whole=True, files=configs)  # --overwrite deletes the folder
     quiet_backend()
@@ -64,12 +64,7 @@ def train(configs, overrides, out, resume, overwrite, label_zero):
     """
     config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"]), resume,
                                   overwrite, label_zero)
-    from fusionnet_keras.training.config import is_affinity_config
-
-    if is_affinity_config(config):
-        from fusionnet_keras.training.affinity_trainer import train as run_train
-    else:
-        from fusionnet_keras.training.trainer import train as run_train
+    from fusionnet_keras.training.trainer import train as run_train
 
     result = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(result, indent=2))
@@ -85,10 +80,10 @@ def cv(configs, folds, overrides, out, resume, overwrite):
     config, out = _checked_config(configs, overrides, out, lambda c: os.path.join("runs", c["name"] + "-cv"),
                                   resume, overwrite)
     from fusionnet_keras.errors import FusionNetError
-    from fusionnet_keras.training.config import is_affinity_config
+    from fusionnet_keras.training.config import family
     from fusionnet_keras.training.crossval import cross_validate
 
-    if is_affinity_config(config):
+    if family(config).volumetric:
         raise FusionNetError(f"cv cross-validates the 2-D networks over sections; "
                              f"{config['model']['architecture']} trains on fixed volume parts: use train")
 

@@ -153,7 +153,7 @@ def boundary_fscore(affs, labels) -> float:
     """F-score of the boundary edges (affinity < 0.5) against the labels' boundaries, every existing edge
     counted (label 0 as background: an edge into 0 is a boundary, whatever the training convention)."""
     from fusionnet_keras.data.affinities import affinities_from_labels
-    from fusionnet_keras.training.affinity_trainer import affinity_fscore
+    from fusionnet_keras.training.affinities import affinity_fscore
 
     target, mask = affinities_from_labels(labels, "background")
     return affinity_fscore(affs, target, mask)
@@ -300,7 +300,7 @@ def _partitioning(segs: dict) -> list[str]:
 def _training_table(configs: dict, trains: dict, predict_seconds: dict) -> list[str]:
     lines = ["| network | loss | parameters | input -> output | steps | train time (min) | validation (min) | "
              "best epoch | validation VI | test prediction (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    from fusionnet_keras.training.affinity_config import output_shape
+    from fusionnet_keras.training.config import output_shape
 
     for name, t in trains.items():
         c = configs[name]
@@ -326,12 +326,12 @@ def _data_text(shapes: dict) -> str:
 def report(preset: str, configs: dict, trains: dict, segs: dict, predict_seconds: dict, shapes: dict,
            total_seconds: float) -> list[str]:
     """The lines of ``report.md``."""
-    from fusionnet_keras.training import affinity_config as acfg
+    from fusionnet_keras.training.config import FAMILIES
 
     first = configs[next(iter(configs))]
     note = preset_note(preset, "affinity3d") if preset != "paper" else [
         "Preset: `paper`: the paper's network and sizes; values the paper does not state:", ""] + [
-        f"- {key}: {reason}." for key, reason in acfg.NOT_IN_PAPER] + [""]
+        f"- {key}: {reason}." for key, reason in FAMILIES["affinities"].not_in_paper] + [""]
     return [
         "# 3-D affinities on anisotropic EM: networks, z-watershed, agglomeration",
         "",

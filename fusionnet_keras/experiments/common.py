@@ -42,12 +42,12 @@ def load_best(out, name):
 
 def model_config(experiment_dir, preset: str, name: str, overrides=()) -> dict:
     """The configuration of model ``name``: ``<name>.toml``, then ``<preset>.toml`` and
-    ``<name>.<preset>.toml`` where they exist, then ``overrides`` (``key=value``); the 2-D or the 3-D
-    affinity schema by the architecture the files name (:func:`~fusionnet_keras.training.config.load_any_config`)."""
+    ``<name>.<preset>.toml`` where they exist, then ``overrides`` (``key=value``); the keys of the
+    architecture family the files name (:func:`~fusionnet_keras.training.config.load_config`)."""
     experiment_dir = Path(experiment_dir)
     files = [experiment_dir / f"{name}.toml"]
     files += [p for p in (experiment_dir / f"{preset}.toml", experiment_dir / f"{name}.{preset}.toml") if p.exists()]
-    return cfg.load_any_config(files, overrides)
+    return cfg.load_config(files, overrides)
 
 
 def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, overrides=()) -> tuple[dict, dict]:
@@ -56,7 +56,7 @@ def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, ov
     Each run lives in ``out/<name>`` and resumes if it was interrupted.
     Returns ``(configs, summaries)`` keyed by model name.
     """
-    from fusionnet_keras.training import affinity_trainer, trainer
+    from fusionnet_keras.training.trainer import train
 
     out = Path(out)
     overrides = [f"data.{key}={json.dumps(str(value))}" for key, value in data.items()] + list(overrides)
@@ -64,7 +64,6 @@ def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, ov
     for name in models:
         configs[name] = model_config(experiment_dir, preset, name, overrides)
         print(f"== training {LABELS.get(name, name)} ({preset} preset) ==", flush=True)
-        train = affinity_trainer.train if cfg.is_affinity_config(configs[name]) else trainer.train
         trains[name] = train(configs[name], out / name, resume=True)
         trains[name]["parameters"] = f"{load_best(out, name).count_params():,}"
     return configs, trains
@@ -119,7 +118,7 @@ def preset_note(preset: str, experiment: str, config: dict | None = None) -> lis
         return [f"Preset: `{preset}`.", ""]
     lines = ["Preset: `paper`: the papers' settings where they state them. These values are **not stated in the "
              "paper**; the reason for each:", ""]
-    for key, reason in cfg.NOT_IN_PAPER:
+    for key, reason in cfg.FAMILIES["membranes"].not_in_paper:
         value = setting_value(config, key) if config is not None else None
         lines.append(f"- {key}" + (f" = {value}" if value is not None else "") + f": {reason}.")
     return lines + [""]

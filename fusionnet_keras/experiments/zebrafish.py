@@ -45,15 +45,15 @@ from fusionnet_keras.experiments.common import (
     train_models,
 )
 from fusionnet_keras.segmentation.nuclei import nucleus_scores, nucleus_table3_scores, segment_nuclei
-from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import schema
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 
 def _voxel_size_rule(value):
-    return None if not value else cfg.list_of(float, length=3, positive=True)(value)
+    return None if not value else schema.list_of(float, length=3, positive=True)(value)
 
 
-EXPERIMENT_SCHEMA = {  # the training/config.py schema machinery: (type, default, rule)
+EXPERIMENT_SCHEMA = {  # the training/schema.py machinery: (type, default, rule)
     "source": (str, "synthetic", ("synthetic", "files")),
     # seed of the synthetic data
     "seed": (int, 0, (0, 2**31 - 1)),
@@ -75,20 +75,20 @@ EXPERIMENT_SCHEMA = {  # the training/config.py schema machinery: (type, default
     # separates touching nuclei) or "components" (plain 3-D connected components)
     "instances": (str, "watershed", ("components", "watershed")),
     # smallest nucleus radius (um): watershed seeds are at least this far apart
-    "min_radius_um": (float, 2.0, cfg.greater_than(0)),
+    "min_radius_um": (float, 2.0, schema.greater_than(0)),
     # source = "files": paths relative to $FUSIONNET_DATA_DIR (any reader of fusionnet_keras.data.io)
-    "train_images": (list, [], cfg.list_of(str)),
-    "train_labels": (list, [], cfg.list_of(str)),
+    "train_images": (list, [], schema.list_of(str)),
+    "train_labels": (list, [], schema.list_of(str)),
     "test_image": (str, "", None),
     "test_labels": (str, "", None),
     # fraction of each training volume used for validation (the last sections)
-    "val_fraction": (float, 0.25, cfg.strictly_between(0, 1)),
+    "val_fraction": (float, 0.25, schema.strictly_between(0, 1)),
 }
 
 
 def load_experiment(path) -> dict:
     """Read and validate ``experiment.toml`` (a missing file gives the defaults; unknown keys are refused)."""
-    exp = cfg.load_settings(EXPERIMENT_SCHEMA, [path] if path is not None and Path(path).exists() else [])
+    exp = schema.load_settings(EXPERIMENT_SCHEMA, [path] if path is not None and Path(path).exists() else [])
     if exp["source"] == "files":
         for key in ("train_images", "train_labels", "test_image", "test_labels"):
             if not exp[key]:

@@ -46,9 +46,9 @@ from __future__ import annotations
 import keras
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.settings import PRECISION_POLICIES as _POLICIES
 
-PRECISIONS = ("float32", "bfloat16", "float16")
-_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+PRECISIONS = tuple(_POLICIES)
 
 __all__ = ["PRECISIONS", "check_precision", "policy_name", "precision_of", "input_dtype", "with_precision"]
 

@@ -71,10 +71,11 @@ def affinities_path(output_path) -> str:
 
 
 def neurons_volume(input_path, output_path, settings: NeuronSettings, *, block=None, workers=1, scheduler=None,
-                   precision=None, orientations: int = 1, overwrite=False) -> dict:
+                   precision=None, orientations: int = 1, overwrite=False, voxel_size=None, pyramid=False) -> dict:
     """:func:`neurons` of a volume larger than memory, block by block into the zarr ``output_path``;
     running it again after an interruption finishes the work (the affinities are kept beside the output,
-    :func:`affinities_path`)."""
+    :func:`affinities_path`). ``voxel_size`` (default: the input's) goes to the outputs' OME-Zarr metadata;
+    ``pyramid`` adds downsampled levels to the labels."""
     from fusionnet_keras.blockwise.affinities import affinities_volume
     from fusionnet_keras.blockwise.segment import segment_volume
     from fusionnet_keras.segmentation.learned import BoundaryClassifier
@@ -83,9 +84,11 @@ def neurons_volume(input_path, output_path, settings: NeuronSettings, *, block=N
     affs = affinities_path(output_path)
     resume = Path(affs).exists() and not overwrite
     a = affinities_volume(input_path, affs, settings.weights, block=block, workers=workers, scheduler=scheduler,
-                          orientations=orientations, precision=precision, overwrite=overwrite, resume=resume)
+                          orientations=orientations, precision=precision, overwrite=overwrite, resume=resume,
+                          voxel_size=voxel_size)
     s = segment_volume(affs, [output_path], method="learned", thresholds=[settings.threshold],
                        classifier=BoundaryClassifier.load(settings.classifier), classifier_path=settings.classifier,
                        watershed_options=WatershedOptions(size=settings.ws_size), block=block, workers=workers,
-                       scheduler=scheduler, overwrite=overwrite)
+                       scheduler=scheduler, overwrite=overwrite, voxel_size=voxel_size,
+                       pyramid=pyramid, command="neurons", model=str(settings.weights))
     return {"affinities": affs, "blocks": a["blocks"], "computed": a["computed"], **s}

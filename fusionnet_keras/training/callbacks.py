@@ -1,12 +1,14 @@
-"""Training callbacks: validation with the predictor and ISBI scores, atomic checkpoints and logs.
+"""Training callbacks: training time, validation by the task's scores, atomic checkpoints and logs.
 
-Only the trainer imports this module (it imports Keras at the top).
+Only the trainer and its tasks import this module (it imports Keras at the top).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from typing import Callable
 
 import keras
 import numpy as np
@@ -23,44 +25,71 @@ def inference_model(run, net):
     return with_precision(net, run.config["predict"]["precision"])
 
 
-class Validate(keras.callbacks.Callback):
-    """V^Rand / V^Info of ``net`` on the validation sections every ``validate_every`` epochs; keeps best.keras.
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """How a task validates: ``score(net)`` the scores of the network in the prediction precision (logged
+    as ``val_<key>``; ``None``: no validation data, every epoch's network becomes best.keras),
+    ``better(scores, state)`` whether they beat the best so far, ``best(scores)`` the state's entries of a
+    new best, ``first_candidate`` the epochs before which no network becomes best.keras, ``report(scores)``
+    a line printed after each validation (or ``None``)."""
 
-    Without validation sections every epoch's network becomes best.keras.
-    Scores go into the epoch's logs (``val_vrand``, ``val_vinfo``,
-    ``val_pixel_error``) and the best ones into ``state``. Validation predicts
+    score: Callable | None
+    better: Callable[[dict, dict], bool]
+    best: Callable[[dict], dict]
+    first_candidate: int = 0
+    report: Callable[[dict], str] | None = None
+
+
+class Validate(keras.callbacks.Callback):
+    """Scores of ``net`` every ``train.validate_every`` epochs and after the last; keeps best.keras.
+
+    The scores go into the epoch's logs (``val_<key>``), the validation time into
+    ``state["val_seconds"]`` and a new best into ``state``. Validation predicts
     with the network in ``predict.precision`` and best.keras is saved in it, so
     the checkpoint is chosen by the score its file gives.
     """
 
-    def __init__(self, run, net, val_images, val_labels, state: dict, total_epochs: int):
+    def __init__(self, run, net, validation: Validation, state: dict, total_epochs: int):
         super().__init__()
-        self.run, self.net, self.state, self.total_epochs = run, net, state, total_epochs
-        self.val_images, self.val_labels = val_images, val_labels
+        self.run, self.net, self.validation, self.state, self.total_epochs = run, net, validation, state, total_epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        from fusionnet_keras.evaluation import isbi_scores, pixel_error
-        from fusionnet_keras.inference.predictor import predict
-
         logs = logs if logs is not None else {}
         done = epoch + 1
-        t = self.run.config["train"]
-        if not len(self.val_images):
+        v = self.validation
+        if v.score is None:
             atomic_save_model(inference_model(self.run, self.net), self.run.out / "best.keras")
             self.state["best_epoch"] = done
             return
-        if done % t["validate_every"] and done != self.total_epochs:
+        if done % self.run.config["train"]["validate_every"] and done != self.total_epochs:
             return
+        start = time.time()
         net = inference_model(self.run, self.net)
-        prob = predict(net, self.val_images, tta=t["val_tta"], pad=self.run.config["predict"]["pad"],
-                       batch_size=self.run.config["predict"]["batch_size"] or None)
-        scores = isbi_scores(prob, self.val_labels)
-        logs["val_vrand"] = scores["vrand"]
-        logs["val_vinfo"] = scores["vinfo"]
-        logs["val_pixel_error"] = pixel_error(prob, self.val_labels)
-        if scores["vrand"] > self.state["best_vrand"]:
-            self.state.update(best_vrand=float(scores["vrand"]), best_vinfo=float(scores["vinfo"]), best_epoch=done)
+        scores = v.score(net)
+        logs.update({f"val_{key}": float(value) for key, value in scores.items()})
+        seconds = time.time() - start
+        self.state["val_seconds"] = self.state.get("val_seconds", 0.0) + seconds
+        if v.report is not None:
+            print(f"[{self.run.name}] validation: {v.report(scores)} ({seconds:.0f} s)", flush=True)
+        if done > v.first_candidate and v.better(scores, self.state):
+            self.state.update(v.best(scores), best_epoch=done)
             atomic_save_model(net, self.run.out / "best.keras")
+
+
+class TrainTime(keras.callbacks.Callback):
+    """Adds each epoch's training time to ``state["train_seconds"]`` (first among the callbacks, so
+    validation and checkpoints are not counted; saved with the state, so a resumed run keeps it)."""
+
+    def __init__(self, state: dict):
+        super().__init__()
+        self.state = state
+        self.start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.time() - self.start
 
 
 def _commit(run, model, save_resume_point, state: dict) -> None:
@@ -145,14 +174,15 @@ class UnitCheckpoint(keras.callbacks.Callback):
               f"loss {loss:.4f}", flush=True)
 
 
-def make_callbacks(run, net, val_images, val_labels, state: dict, total_epochs: int, unit: int | None = None,
-                   save_resume_point=None) -> list:
-    """Validation (first: it adds its scores to the logs), checkpointing, and TensorBoard if configured.
+def make_callbacks(run, net, validation: Validation, state: dict, total_epochs: int, first=(),
+                   unit: int | None = None, save_resume_point=None) -> list:
+    """The training time, the task's ``first`` callbacks, validation (it adds its scores to the logs),
+    checkpointing, and TensorBoard if configured.
 
     ``unit``, ``save_resume_point``: the last FusionNetW unit and the resume point when the units are
     trained one by one (see :class:`Checkpoint`).
     """
-    callbacks = [Validate(run, net, val_images, val_labels, state, total_epochs),
+    callbacks = [TrainTime(state), *first, Validate(run, net, validation, state, total_epochs),
                  Checkpoint(run, net, state, total_epochs, unit=unit, save_resume_point=save_resume_point)]
     if run.config["train"]["tensorboard"] and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False))

@@ -67,19 +67,15 @@ class Run:
         return self.ckpt.exists() or self.units_ckpt.exists()
 
 
-def prepare_run_dir(config: dict, out, resume=False, overwrite=False, validate=None,
-                    initial_state=None) -> tuple[Run, dict]:
+def prepare_run_dir(config: dict, out, resume=False, overwrite=False, initial_state=None) -> tuple[Run, dict]:
     """Create / check the run directory; return the run and its state.
 
-    ``validate`` checks the saved ``config.json`` of a resumed run (default: the 2-D
-    :func:`~fusionnet_keras.training.config.validate`); ``initial_state`` is the state of a new run
-    (default: the 2-D trainer's).
+    ``initial_state`` is the state of a new run (the task's; default: completed epochs, best epoch and
+    history only). A resumed run's saved ``config.json`` is checked
+    (:func:`~fusionnet_keras.training.config.validate`) and compared with ``config``.
     """
     run = Run(config, out)
-    # epoch: completed epochs; unit: FusionNetW units completed in the current epoch (unit by unit)
-    state = {"epoch": 0, "unit": 0, "best_vrand": -1.0, "best_vinfo": -1.0, "best_epoch": 0, "history": []}
-    if initial_state is not None:
-        state = copy.deepcopy(initial_state)
+    state = copy.deepcopy(initial_state if initial_state is not None else {"epoch": 0, "best_epoch": 0, "history": []})
     if run.out.exists() and not run.out.is_dir():
         raise FusionNetError(f"output exists and is not a directory: {run.out}")
     exists = run.out.exists() and any(run.out.iterdir())
@@ -92,8 +88,7 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False, validate=N
     if exists and not resume:
         raise FusionNetError(f"output directory exists: {run.out} (use --resume to continue or --overwrite)")
     if exists:
-        saved = (cfg.read_config_json(run.out / "config.json", check=validate)
-                 if (run.out / "config.json").exists() else None)
+        saved = cfg.read_config_json(run.out / "config.json") if (run.out / "config.json").exists() else None
         if saved is not None:
             changed = cfg.diff(saved, config)
             if changed:
@@ -124,15 +119,16 @@ def read_state(path) -> dict:
     return state
 
 
-def summary(run: Run, state: dict) -> dict:
+def summary(run: Run, state: dict, best=()) -> dict:
+    """What a training run reports: its name, folder, epochs, best epoch, the state's ``best`` entries
+    (the task's best scores), the best model's path and the training and validation times."""
     return {
         "name": run.name,
         "out": str(run.out),
         "epochs": state["epoch"],
         "best_epoch": state["best_epoch"],
-        "best_vrand": state["best_vrand"],
-        "best_vinfo": state["best_vinfo"],
+        **{key: state.get(key) for key in best},
         "best_model": str(run.out / "best.keras"),
         "train_seconds": state.get("train_seconds"),
+        "val_seconds": state.get("val_seconds"),
     }
-

@@ -6,9 +6,10 @@ against the labels while the other units are frozen, then unit 2 on its loss
 with unit 1 frozen (weights and batch-norm statistics: a frozen unit runs in
 inference mode), and so on. Each unit has
 
-* its own training wrapper (:func:`unit_models`): the network from its input to
-  that unit's output, so the later units cost nothing while an earlier one
-  trains and no gradient reaches the frozen earlier units;
+* its own training wrapper (:func:`fusionnet_keras.training.membranes.unit_models`):
+  the network from its input to that unit's output, so the later units cost
+  nothing while an earlier one trains and no gradient reaches the frozen
+  earlier units;
 * its own Adam and learning-rate schedule (the paper: "the weights of each
   FusionNet unit are updated independently").
 
@@ -34,15 +35,6 @@ def unit_network(net, unit: int):
     import keras
 
     return keras.Model(net.inputs, net.outputs[unit - 1], name=f"{net.name}_to_unit{unit}")
-
-
-def unit_models(net, input_size: int, config: dict) -> list:
-    """One training wrapper per unit of ``net`` (:func:`unit_network`), all sharing one augmenter."""
-    from fusionnet_keras.training.trainer import build_training_model, make_augmenter
-
-    augmenter = make_augmenter(config)
-    return [build_training_model(unit_network(net, unit), input_size, config, augmenter=augmenter,
-                                 name=f"training_unit{unit}") for unit in range(1, net.units + 1)]
 
 
 def fit_units(models, net, ds, state: dict, total_epochs: int, phase_callbacks, fit_kwargs: dict) -> None:

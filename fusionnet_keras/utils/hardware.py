@@ -10,7 +10,7 @@ import os
 import platform
 
 __all__ = ["backend_name", "devices", "accelerators", "cpu_name", "cpu_low_precision", "free_memory_bytes",
-           "native_bfloat16", "training_policy", "training_jit_compile"]
+           "native_bfloat16", "training_jit_compile"]
 
 # /proc/cpuinfo flags that make bfloat16 / float16 convolutions fast on x86-64 CPUs (oneDNN, XLA)
 _CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "avx512_fp16": "AVX512-FP16",
@@ -96,18 +96,6 @@ def native_bfloat16() -> bool:
     """Whether bfloat16 arithmetic is native where the backend computes: an accelerator, or a CPU with
     AVX512-BF16 / AMX-BF16. Elsewhere (e.g. an AVX2-only CPU) bfloat16 is emulated and slow."""
     return bool(accelerators()) or any(label.endswith("BF16") for label in cpu_low_precision())
-
-
-def training_policy(precision: str) -> str:
-    """The Keras dtype policy of ``train.precision``: ``"auto"`` is ``mixed_bfloat16`` where bfloat16 is
-    native (:func:`native_bfloat16`), else ``float32``; other values are returned unchanged.
-
-    Emulated bfloat16 is much slower than float32, native bfloat16 faster (the measured step times:
-    docs/usage.md, "Training configuration", and docs/benchmarks.md, ``train_precision.py``).
-    """
-    if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if native_bfloat16() else "float32"
 
 
 def free_memory_bytes() -> int | None:

@@ -367,6 +367,7 @@ class _ZarrVolume(Volume):
 
         node = zarr.open(store=str(path), mode="r")
         if zarr_is_group(node):
+            key = _ome_level0(node, key, display)
             arrays = zarr_arrays(node)
             if key is None:
                 key = only_member(arrays, "arrays", path)
@@ -404,6 +405,21 @@ class _ZarrVolume(Volume):
 
     def close(self):
         self._arr = None
+
+
+def _ome_level0(root, key: str | None, display: str) -> str | None:
+    """``key``, or where ``key`` (None: the store) is an OME-Zarr image group, the key of its level 0 (the full
+    resolution; several multiscales or a missing level 0 are errors)."""
+    from fusionnet_keras.data.io.ome import is_ome_group, level_path
+
+    try:
+        node = root[key] if key else root
+    except KeyError:
+        return key
+    if not is_ome_group(node):
+        return key
+    level = level_path(node, display)
+    return f"{key}/{level}" if key else level
 
 
 def _read_section_file(path: Path) -> np.ndarray:

@@ -10,6 +10,12 @@ datasets, so none drops another's; each dataset appears whole or not at all:
   name (``.NAME.tmp-*``), then renamed to ``NAME`` (the other datasets are not
   rewritten). Temporaries left by a killed writer are removed by the next one.
 * zarr: each array is written beside its group's folder and renamed into it.
+
+A zarr output is an OME-Zarr image group (NGFF 0.5 in zarr 3, 0.4 inside a
+zarr 2 group): level 0 is its array ``0``, the attributes carry the axes,
+the voxel size as the level-0 scale and the provenance
+(:mod:`fusionnet_keras.data.io.ome`); a segmentation is a label image.
+HDF5 datasets carry ``resolution`` (z, y, x nm), TIFF files the ImageJ spacing.
 """
 
 from __future__ import annotations
@@ -95,6 +101,12 @@ def _zarr_output_exists(path: Path, key: str | None, display: str) -> bool:
     if _zarr_node_is_group(target, display):
         import zarr
 
+        from fusionnet_keras.data.io.ome import is_ome_group
+
+        with user_errors(f"cannot read existing output {display}"):
+            if is_ome_group(zarr.open_group(str(target), mode="r")):  # an image this package (or another) wrote
+                return True
+
         with user_errors(f"cannot read existing output {display}"):
             arrays = zarr_arrays(zarr.open_group(str(target), mode="r"))
         shown = ", ".join(arrays[:5]) + (", ..." if len(arrays) > 5 else "") if arrays else "none"
@@ -177,19 +189,26 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return lead + (min(shape[-2], _CHUNK_XY), min(shape[-1], _CHUNK_XY))
 
 
-def _write_tiff(path: Path, arr: np.ndarray) -> None:
+def _write_tiff(path: Path, arr: np.ndarray, meta=None) -> None:
     import tifffile
+
+    from fusionnet_keras.data.io.ome import tiff_options
 
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     kwargs = {"photometric": "minisblack"} if arr.ndim >= 2 else {}
+    kwargs.update(tiff_options(meta, arr))
     with atomic_path(path) as tmp:
         tifffile.imwrite(str(tmp), np.ascontiguousarray(arr), bigtiff=arr.nbytes > 2**31, **kwargs)
 
 
-def _h5_create(f, key: str, arr: np.ndarray):
-    return f.create_dataset(key, data=arr, chunks=_chunks(arr.shape), compression="gzip",
-                            compression_opts=4, shuffle=True)
+def _h5_create(f, key: str, arr: np.ndarray, meta=None):
+    from fusionnet_keras.data.io.ome import h5_attributes
+
+    ds = f.create_dataset(key, data=arr, chunks=_chunks(arr.shape), compression="gzip",
+                          compression_opts=4, shuffle=True)
+    ds.attrs.update(h5_attributes(meta))
+    return ds
 
 
 def _h5_remove_temporaries(f) -> None:
@@ -201,7 +220,7 @@ def _h5_remove_temporaries(f) -> None:
             del f[name]
 
 
-def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
+def _write_hdf5(path: Path, datasets: dict, overwrite: bool, meta=None) -> None:
     """Write ``{key: array}`` into the HDF5 file ``path`` under its lock (see the module docstring)."""
     import h5py
 
@@ -209,7 +228,7 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
         if not path.exists():
             with atomic_path(path) as tmp, h5py.File(str(tmp), "w") as f:
                 for key, arr in datasets.items():
-                    _h5_create(f, key, arr)
+                    _h5_create(f, key, arr, meta)
             return
         with open_h5(path, "r+") as f:
             _h5_remove_temporaries(f)
@@ -221,7 +240,7 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
                 for key, arr in datasets.items():
                     group, _, name = key.rpartition("/")
                     temporaries[key] = f"{group}/{temporary_name(name)}" if group else temporary_name(name)
-                    _h5_create(f, temporaries[key], arr)
+                    _h5_create(f, temporaries[key], arr, meta)
                 f.flush()
             except BaseException:  # e.g. a full disk: leave the file as it was (space is not reclaimed)
                 with contextlib.suppress(Exception):
@@ -231,6 +250,35 @@ def _write_hdf5(path: Path, datasets: dict, overwrite: bool) -> None:
                 if key in f:
                     del f[key]
                 f.move(tmp, key)
+
+
+def _image_meta(arr: np.ndarray, meta):
+    """The :class:`~fusionnet_keras.data.io.ome.ImageMeta` of a zarr output (default: an image, a 4-D array's
+    first axis its channels), or None for an array an OME-Zarr image cannot hold (then written plain)."""
+    from fusionnet_keras.data.io.ome import ImageMeta
+
+    if meta is None:
+        meta = ImageMeta(channels=arr.ndim == 4)
+        fits = 2 <= arr.ndim - meta.channels <= 3
+        return meta if fits else None
+    return meta
+
+
+def _zarr_create_image(store: Path, arr: np.ndarray, meta, zarr_format: int | None = None):
+    """An OME-Zarr image group at ``store`` (a new folder) with ``arr`` as level 0 (array ``0``)."""
+    import zarr
+
+    from fusionnet_keras.data.io.ome import array_options, write_attributes
+
+    meta = _image_meta(arr, meta)
+    if meta is None:
+        return _zarr_create(store, arr, zarr_format)
+    group = zarr.open_group(str(store), mode="w", zarr_format=zarr_format or 3)
+    z = group.create_array("0", shape=arr.shape, dtype=arr.dtype, chunks=_chunks(arr.shape),
+                           **array_options(group, arr.ndim, meta))
+    z[...] = arr
+    write_attributes(group, arr.ndim, meta)
+    return group
 
 
 def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
@@ -246,9 +294,9 @@ def _zarr_create(store: Path, arr: np.ndarray, zarr_format: int | None = None):
     return z
 
 
-def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
-    """Write ``{key: array}`` as zarr arrays: ``{None: array}`` is the store ``path`` itself,
-    other keys are arrays of the group ``path`` (created if needed), each written beside its
+def _write_zarr(path: Path, arrays: dict, overwrite: bool, meta=None) -> None:
+    """Write ``{key: array}`` as OME-Zarr images: ``{None: array}`` is the store ``path`` itself,
+    other keys are images in the group ``path`` (created if needed), each written beside its
     final folder and renamed into it, under the group's lock."""
     import zarr
 
@@ -259,7 +307,7 @@ def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
                 raise OutputExistsError(f"output exists: {display} (use --overwrite)")
             if key is None:
                 with atomic_dir(path) as tmp:
-                    _zarr_create(tmp, arr)
+                    _zarr_create_image(tmp, arr, meta)
                 continue
             root = zarr.open_group(str(path), mode="a")
             zarr_format = getattr(getattr(root, "metadata", None), "zarr_format", 2)
@@ -268,10 +316,10 @@ def _write_zarr(path: Path, arrays: dict, overwrite: bool) -> None:
                 root.require_group(parent_key)
             remove_stale_temporaries((path / key).parent)
             with atomic_dir(path / key) as tmp:
-                _zarr_create(tmp, arr, zarr_format=zarr_format)
+                _zarr_create_image(tmp, arr, meta, zarr_format=zarr_format)
 
 
-def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None) -> Path:
+def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=None, meta=None) -> Path:
     """Write ``array`` atomically as TIFF, HDF5 (``file.h5[:dataset]``) or zarr.
 
     ``dtype`` converts before writing: a float (or bool) array in [0, 1] becomes
@@ -281,6 +329,11 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     gzip compressed and zarr arrays are chunked by section. Parent directories
     are created. Raises :class:`OutputExistsError` if the output exists and
     ``overwrite`` is false. Returns the path of the written file/directory.
+
+    ``meta`` (:class:`~fusionnet_keras.data.io.ome.ImageMeta`): the voxel size,
+    label or channel axes and provenance written with the data (zarr: an
+    OME-Zarr image group, the array its level ``0``; HDF5: ``resolution``;
+    TIFF: ImageJ spacing). None: an image of unknown voxel size.
     """
     file, key = parse_path(path)
     display = _display(file, key)
@@ -295,11 +348,11 @@ def write_volume(path: str | os.PathLike, array, overwrite: bool = False, dtype=
     with user_errors(f"cannot write {display}"):
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "tiff":
-            _write_tiff(file, arr)
+            _write_tiff(file, arr, meta)
         elif fmt == "hdf5":
-            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite)
+            _write_hdf5(file, {key or DEFAULT_H5_DATASET: arr}, overwrite, meta)
         else:
-            _write_zarr(file, {key: arr}, overwrite)
+            _write_zarr(file, {key: arr}, overwrite, meta)
     return file
 
 
@@ -322,13 +375,14 @@ def check_outputs(path: str | os.PathLike, names, overwrite: bool = False) -> li
     return targets
 
 
-def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False) -> Path:
+def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False, meta=None) -> Path:
     """Write several arrays as the datasets of one HDF5 file or zarr group, each named by its key.
 
     ``path`` is ``file.h5``, ``file.h5:group``, ``x.zarr`` or ``x.zarr:group``.
     Every target dataset is checked first (none is overwritten without
     ``overwrite``; other datasets of the file are kept). Each dataset is
     written atomically under the container's lock (see the module docstring).
+    ``meta`` as for :func:`write_volume`, for every array.
     """
     file, key = parse_path(path)
     display = _display(file, key)
@@ -342,7 +396,7 @@ def write_volumes(path: str | os.PathLike, arrays: dict, overwrite: bool = False
     with user_errors(f"cannot write {display}"):
         file.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "hdf5":
-            _write_hdf5(file, names, overwrite)
+            _write_hdf5(file, names, overwrite, meta)
         else:
-            _write_zarr(file, names, overwrite)
+            _write_zarr(file, names, overwrite, meta)
     return file

@@ -1,13 +1,10 @@
-"""Training of the 3-D affinity networks (UNet3D, FusionNet3D) with MALIS or balanced BCE.
+"""The 3-D task of the trainer: nearest-neighbour affinities of UNet3D and FusionNet3D.
 
-The same run directory, resume and logs as the 2-D trainer
-(:mod:`fusionnet_keras.training.trainer`, :mod:`~fusionnet_keras.training.rundir`):
-``config.json``, ``state.json``, ``checkpoints/last.keras`` (network + optimizer,
-the resume point), ``best.keras``, ``last.keras``, ``log.csv``, ``tensorboard/``;
-``resume=True`` continues after an interruption (``kill -9`` included) from the
-last completed epoch.
+The run directory, resume, checkpoints and logs are the trainer's
+(:mod:`fusionnet_keras.training.trainer`); the resume point is the network with
+its optimizer (``checkpoints/last.keras``).
 
-Data: the training part of ``data.dataset``
+Targets: the training part of ``data.dataset``
 (:mod:`fusionnet_keras.data.volumes3d`); each step's samples come from
 :class:`~fusionnet_keras.data.augment3d.AffinityAugment` on the host (xy
 orientations, per-section elastic fields, optional misalignment, missing
@@ -21,6 +18,9 @@ mirrored at its borders) and scored: masked class-balanced BCE and the affinity
 F-score of boundary edges (affinity < 0.5) against the targets, and the VI of
 the z-watershed + mean agglomeration at the best of ``train.val_thresholds``
 against the ground truth (:func:`fusionnet_keras.evaluation.instance_scores`).
+
+Losses: MALIS (Turaga et al. 2009), constrained MALIS (Funke et al. 2018) or class-balanced BCE;
+``train.pretrain_bce_epochs`` first epochs with BCE, then ``train.loss`` (the optimizer goes on).
 ``best.keras`` is the network with the lowest validation VI (among the epochs trained with
 ``train.loss``, after the ``train.pretrain_bce_epochs`` of BCE pre-training, which are validated and
 logged but not kept).
@@ -28,16 +28,10 @@ logged but not kept).
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
-from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.training import affinity_config as acfg
-from fusionnet_keras.training.rundir import prepare_run_dir, run_training
-
-INITIAL_STATE = {"epoch": 0, "best_vi": None, "best_epoch": 0, "history": []}
+from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training.networks import build_network, compile_network, read_resume_point
 
 
 def make_augment(config: dict, output_shape):
@@ -69,27 +63,10 @@ def make_loss(config: dict, epoch: int = 10**9):
     return MalisLoss(kind=config["train"]["malis_error"], constrained=name == "constrained_malis")
 
 
-def build_network(config: dict):
-    from fusionnet_keras.models import build_model
-
-    return build_model(config["model"]["architecture"], **acfg.model_kwargs(config))
-
-
-def _compile(net, config: dict, epoch: int = 0, optimizer=None) -> None:
+def compile_for_epoch(net, config: dict, epoch: int = 0, optimizer=None) -> None:
     """Compile ``net`` with the loss of ``epoch``; ``optimizer`` (the network's own, when the loss changes
     or after a resume) keeps its moments and step count, so the learning-rate schedule goes on."""
-    import keras
-
-    from fusionnet_keras.utils.hardware import training_jit_compile
-
-    t = config["train"]
-    if optimizer is None:
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            t["learning_rate"], decay_steps=t["steps_per_epoch"], decay_rate=t["lr_decay"])
-        optimizer = keras.optimizers.Adam(learning_rate=schedule)
-    loss = make_loss(config, epoch)
-    jit = training_jit_compile(volumetric=True) if loss.xla_compatible else False
-    net.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
+    compile_network(net, config, make_loss(config, epoch), config["train"]["steps_per_epoch"], optimizer=optimizer)
 
 
 def samples(config: dict, augment, image, labels, epoch: int = 0):
@@ -168,55 +145,6 @@ def predict_block(net, config: dict, volume, progress: bool = False) -> np.ndarr
                               progress=progress)
 
 
-def _callbacks(run, net, config: dict, state: dict, val, data):
-    import keras
-
-    from fusionnet_keras.training.callbacks import Checkpoint, inference_model
-    from fusionnet_keras.utils.atomic import atomic_save_model
-
-    t = config["train"]
-
-    class ValidateAffinities(keras.callbacks.Callback):
-        """Scores of the validation part every ``validate_every`` epochs; best.keras = lowest VI (not counting
-        the BCE pre-training's epochs)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            done = epoch + 1
-            if done % t["validate_every"] and done != t["epochs"]:
-                return
-            start = time.time()
-            inference = inference_model(run, net)
-            scores = score_affinities(predict_block(inference, config, val[0]), val[1], t["val_thresholds"],
-                                      t["val_ws_size"], config["data"]["label_zero"])
-            logs.update({f"val_{k}": float(v) for k, v in scores.items()})
-            print(f"[{run.name}] validation: VI {scores['vi']:.3f} (split {scores['vi_split']:.3f}, merge "
-                  f"{scores['vi_merge']:.3f} at {scores['vi_threshold']:g}), affinity F-score {scores['fscore']:.3f}, "
-                  f"BCE {scores['bce']:.4f} ({time.time() - start:.0f} s)", flush=True)
-            state["val_seconds"] = state.get("val_seconds", 0.0) + time.time() - start
-            if done <= first_candidate(config):  # a pre-training epoch: logged, not a candidate
-                return
-            if state["best_vi"] is None or scores["vi"] < state["best_vi"]:
-                state.update(best_vi=float(scores["vi"]), best_epoch=done, best_scores=scores)
-                atomic_save_model(inference, run.out / "best.keras")
-
-    class NextEpoch(keras.callbacks.Callback):
-        """Keep the samples' epoch counter on the epoch ``fit`` runs (also after a resume); add the epoch's
-        training time (without validation) to ``state["train_seconds"]``."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            data.epoch = epoch
-            self.start = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            state["train_seconds"] = state.get("train_seconds", 0.0) + time.time() - self.start
-
-    callbacks = [NextEpoch(), ValidateAffinities(), Checkpoint(run, net, state, t["epochs"])]
-    if t["tensorboard"] and keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(str(run.out / "tensorboard"), write_graph=False))
-    return callbacks
-
-
 def first_candidate(config: dict) -> int:
     """Epochs before which no checkpoint becomes ``best.keras``: the BCE pre-training's (the best network is
     one trained with ``train.loss``, as the paper picks an iteration of the MALIS training), 0 without it."""
@@ -234,60 +162,64 @@ def _phases(config: dict, epoch: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def summary(run, state: dict) -> dict:
-    return {
-        "name": run.name,
-        "out": str(run.out),
-        "epochs": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "best_vi": state["best_vi"],
-        "best_scores": state.get("best_scores"),
-        "best_model": str(run.out / "best.keras"),
-        "train_seconds": state.get("train_seconds"),
-        "val_seconds": state.get("val_seconds"),
-    }
+class AffinityTask:
+    """The 3-D networks' data, losses, validation and epochs for :func:`fusionnet_keras.training.trainer.train`."""
 
+    initial_state = {"epoch": 0, "best_vi": None, "best_epoch": 0, "history": []}
+    best_keys = ("best_vi", "best_scores")
 
-def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
-    """Train the configured 3-D affinity network; return a summary (best validation scores, paths, time).
+    def __init__(self, config: dict):
+        """Read the training and validation parts and check the sizes (before anything is written)."""
+        from fusionnet_keras.data.volumes3d import load_parts
 
-    ``train.precision`` sets the Keras dtype policy for this run only.
-    """
-    return run_training(_train, config, out, resume=resume, overwrite=overwrite, verbose=verbose)
+        self.config = config
+        self.parts = load_parts(config["data"]["dataset"], ("train", "validation"))
+        self.augment = make_augment(config, cfg.output_shape(config))
+        self.augment.check_volume(self.parts["train"][0].shape)
 
+    def networks(self, run, state: dict):
+        """``([network], network)``: resumed from the checkpoint, or built (compiled per loss by :meth:`fit`)."""
+        net = read_resume_point(run, state) if state["epoch"] > 0 else build_network(self.config)
+        return [net], net
 
-def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
-    import keras
+    def data(self, state: dict):
+        return samples(self.config, self.augment, *self.parts["train"], epoch=state["epoch"])
 
-    from fusionnet_keras.data.volumes3d import load_parts
-    from fusionnet_keras.models.loading import read_keras, register_custom_objects
+    def validation(self):
+        """Scores of the whole validation part; best = lowest VI, not counting the BCE pre-training's epochs."""
+        from fusionnet_keras.training.callbacks import Validation
 
-    config = acfg.validate(config)
-    t = config["train"]
-    parts = load_parts(config["data"]["dataset"], ("train", "validation"))
-    augment = make_augment(config, acfg.output_shape(config))
-    augment.check_volume(parts["train"][0].shape)
-    run, state = prepare_run_dir(config, out, resume=resume, overwrite=overwrite, validate=acfg.validate,
-                                 initial_state=INITIAL_STATE)
-    if state["epoch"] >= t["epochs"]:
-        print(f"[{run.name}] already trained for {state['epoch']} epochs", flush=True)
-        return summary(run, state)
-    keras.utils.set_random_seed(t["seed"])
-    keras.mixed_precision.set_global_policy(t["precision"])
-    register_custom_objects()
-    if state["epoch"] > 0:
-        net = read_keras(run.ckpt, "checkpoint", compile=True)
-        print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
-    else:
-        net = build_network(config)
-    data = samples(config, augment, *parts["train"], epoch=state["epoch"])
-    callbacks = _callbacks(run, net, config, state, parts["validation"], data)
-    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
-    for first, last in _phases(config, state["epoch"]):
-        if t["pretrain_bce_epochs"]:
-            print(f"[{run.name}] epochs {first + 1}-{last}: {loss_name(config, first)} loss", flush=True)
-        _compile(net, config, first, optimizer=getattr(net, "optimizer", None))
-        net.fit(data, epochs=last, initial_epoch=first, callbacks=callbacks, verbose=verbose)
-    if not (run.out / "best.keras").exists():
-        raise FusionNetError(f"{run.out}: training ended without a validated checkpoint")
-    return summary(run, state)
+        config, (volume, labels) = self.config, self.parts["validation"]
+        t = config["train"]
+
+        def score(net):
+            return score_affinities(predict_block(net, config, volume), labels, t["val_thresholds"],
+                                    t["val_ws_size"], config["data"]["label_zero"])
+
+        def report(s):
+            return (f"VI {s['vi']:.3f} (split {s['vi_split']:.3f}, merge {s['vi_merge']:.3f} at "
+                    f"{s['vi_threshold']:g}), affinity F-score {s['fscore']:.3f}, BCE {s['bce']:.4f}")
+
+        return Validation(score, better=lambda s, state: state["best_vi"] is None or s["vi"] < state["best_vi"],
+                          best=lambda s: {"best_vi": float(s["vi"]), "best_scores": s},
+                          first_candidate=first_candidate(config), report=report)
+
+    def callbacks(self, run, net, state: dict, data) -> dict:
+        """Keyword arguments of :func:`~fusionnet_keras.training.callbacks.make_callbacks`: a first callback
+        that keeps the samples' epoch counter on the epoch ``fit`` runs (also after a resume)."""
+        import keras
+
+        class SampleEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                data.epoch = epoch
+
+        return {"first": [SampleEpoch()]}
+
+    def fit(self, run, models, net, data, callbacks, state: dict, fit_kwargs: dict) -> None:
+        """One ``fit`` per loss: the BCE pre-training, then ``train.loss``, the optimizer going on."""
+        t = self.config["train"]
+        for first, last in _phases(self.config, state["epoch"]):
+            if t["pretrain_bce_epochs"]:
+                print(f"[{run.name}] epochs {first + 1}-{last}: {loss_name(self.config, first)} loss", flush=True)
+            compile_for_epoch(net, self.config, first, optimizer=getattr(net, "optimizer", None))
+            net.fit(data, epochs=last, initial_epoch=first, callbacks=callbacks, **fit_kwargs)
