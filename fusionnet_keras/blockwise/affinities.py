@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.inference.grid import BlockGrid
 from fusionnet_keras.blockwise.predict import _file_tag, start_worker
 from fusionnet_keras.blockwise.pyramid import output_pyramid
 from fusionnet_keras.blockwise.storage import BlockOutput, signature

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusionnet_keras.blockwise.engine import run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.morphology import LabelTask, _as_ids, _open_labels, _work_dir
 from fusionnet_keras.blockwise.storage import signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError

@@ -56,7 +56,7 @@ def affinities(input_path, output_path, weights, tta, precision, workers, block,
     INPUT's metadata or --voxel-size, provenance in its attributes).
     """
     from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 

@@ -137,7 +137,7 @@ def _measure_blockwise(labels, vs, binary, image, workers, block, scheduler, out
 
     import numpy as np
 
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.morphology import measure_volume
     from fusionnet_keras.data.io import open_volume
 

@@ -49,7 +49,7 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     --voxel-size, provenance in its attributes).
     """
     from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.neurons import neuron_settings, neurons_volume

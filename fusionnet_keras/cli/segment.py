@@ -175,7 +175,7 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
         clf = BoundaryClassifier.load(classifier)
     start = time.perf_counter()
     if blockwise_requested(workers, block, scheduler):
-        from fusionnet_keras.blockwise.grid import parse_block
+        from fusionnet_keras.inference.grid import parse_block
         from fusionnet_keras.blockwise.segment import DEFAULT_CONTEXT, segment_volume
 
         if fragments:
@@ -237,7 +237,7 @@ def _mws_settings(method, offsets, stride, blockwise):
         raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
     if offsets is None:
         raise FusionNetError("--method mws needs long-range affinity channels and their --offsets")
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.segmentation.mws import parse_offsets
 
     return parse_offsets(offsets), (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride")

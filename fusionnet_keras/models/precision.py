@@ -126,16 +126,12 @@ def with_precision(model, precision):
         >>> with_precision(UNet(nb_filters=2, depth=1), "float16").dtype_policy.name
         'mixed_float16'
     """
-    from fusionnet_keras.models.base import SegmentationModel
-
     precision = check_precision(precision)
     if precision_of(model) == precision:
         return model
     policy = _POLICIES[precision]
-    if isinstance(model, SegmentationModel):
-        clone = type(model).from_config({**model.get_config(), "dtype": policy})
-    else:
-        clone = _clone_with_policy(model, policy)
+    rebuild = getattr(model, "with_policy", None)  # the package's networks (SegmentationModel)
+    clone = rebuild(policy) if rebuild is not None else _clone_with_policy(model, policy)
     clone.set_weights(model.get_weights())
     return clone
 
