@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 
 from fusionnet_keras.blockwise.engine import BlockTask, run_blocks
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers
 from fusionnet_keras.cli import main
 from fusionnet_keras.data.io import write_volume

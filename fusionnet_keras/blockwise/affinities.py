@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusionnet_keras.blockwise.engine import BlockTask
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.inference.grid import BlockGrid
 from fusionnet_keras.blockwise.job import file_tag, job_threads, run_job, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError

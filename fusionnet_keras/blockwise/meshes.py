@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.job import file_tag, open_job
 from fusionnet_keras.blockwise.morphology import LabelTask, _as_ids, _open_labels
 from fusionnet_keras.blockwise.storage import WorkDir, signature

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.job import file_tag, open_job
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, WorkDir, signature
@@ -177,7 +177,7 @@ class MeasureTask(BlockTask):
 
     def process(self, state, block):
         from fusionnet_keras.evaluation.mesh_parts import object_parts, part_regions, read_part
-        from fusionnet_keras.segmentation.agglomeration import relabel
+        from fusionnet_keras.segmentation.agglomeration import map_ids
 
         volume, lut = state
         shape = volume.shape
@@ -185,7 +185,7 @@ class MeasureTask(BlockTask):
         if lut is None:
             labels = _as_ids(read_part(volume.lazy, read, shape), f"labels {volume.name}")
         else:
-            labels = relabel(read_part(self.components.array, read, shape), *lut)
+            labels = map_ids(read_part(self.components.array, read, shape), *lut)
         local = lambda region: tuple(slice(r.start - o.start, r.stop - o.start)  # noqa: E731
                                      for r, o in zip(region, read))
         parts = object_parts(labels, [r.start for r in read], local(block.region), local(points), self.spacing,
@@ -300,11 +300,11 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
 
 def _section(labels_path, components, lut, shape, axis: int, index: int) -> np.ndarray:
     """One section (``axis`` 0: x-y at z, 1: x-z at y) of the measured labels, read lazily."""
-    from fusionnet_keras.segmentation.agglomeration import relabel
+    from fusionnet_keras.segmentation.agglomeration import map_ids
 
     region = tuple(slice(index, index + 1) if a == axis else slice(0, n) for a, n in enumerate(shape))
     if lut is None:
         with _open_labels(labels_path) as volume:
             return np.squeeze(_as_ids(volume.lazy[region], f"labels {volume.name}"), axis)
     with np.load(lut) as f:
-        return np.squeeze(relabel(components.array[region], f["nodes"], f["labels"]), axis)
+        return np.squeeze(map_ids(components.array[region], f["nodes"], f["labels"]), axis)

@@ -15,31 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask
-from fusionnet_keras.blockwise.grid import BlockGrid, check_multiple
 from fusionnet_keras.blockwise.job import file_tag, job_threads, run_job, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.inference.grid import BlockGrid, check_multiple, normalize_block
 
 #: Default block (z, y, x) of the 2-D predictor.
 DEFAULT_BLOCK = (4, 512, 512)
 
 
-def normalize_block(block, name="the input") -> np.ndarray:
-    """A block as float32 in [0, 1] by a rule that depends on the dtype only (the same for every block).
-
-    Unsigned integers (and non-negative signed ones) are divided by their dtype's
-    maximum, as :func:`fusionnet_keras.data.io.normalize` does; floats must
-    already lie in [0, 1] (min-max scaling needs the whole volume).
-    """
-    from fusionnet_keras.data.io import normalize
-
-    a = np.asarray(block)
-    if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
-        raise FusionNetError(f"{name} has float values outside [0, 1] (or NaN); blockwise prediction needs "
-                             "values in [0, 1] or an integer type")
-    if a.dtype.kind == "i" and a.size and a.min() < 0:
-        raise FusionNetError(f"{name} has negative values; blockwise prediction needs unsigned data")
-    return normalize(a)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.inference.grid import BlockGrid
 from fusionnet_keras.blockwise.job import open_job
 from fusionnet_keras.blockwise.storage import BlockOutput, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError, OutputExistsError

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionnet_keras.blockwise.engine import BlockTask
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.job import file_tag, open_job
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
@@ -169,12 +169,12 @@ class RelabelTask(BlockTask):
             return f["nodes"], [f[f"ids_{i}"] for i in range(len(self.outputs))]
 
     def process(self, state, block):
-        from fusionnet_keras.segmentation.agglomeration import relabel
+        from fusionnet_keras.segmentation.agglomeration import map_ids
 
         nodes, luts = state
         frags = np.asarray(self.fragments.array[block.region])
         for out, ids in zip(self.outputs[::-1], luts[::-1]):  # the first output (the marker's) last
-            out.write(block, relabel(frags, nodes, ids))
+            out.write(block, map_ids(frags, nodes, ids))
         return None
 
 

@@ -48,7 +48,7 @@ class DoneMarkers:
 
     Examples:
         >>> import tempfile
-        >>> from fusionnet_keras.blockwise.grid import BlockGrid
+        >>> from fusionnet_keras.inference.grid import BlockGrid
         >>> markers = DoneMarkers(Path(tempfile.mkdtemp()) / "m", "abc")
         >>> block = next(iter(BlockGrid((4, 4), (2, 2))))
         >>> markers.is_done(block), markers.mark(block, {"n": 3}), markers.is_done(block)

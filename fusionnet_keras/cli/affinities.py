@@ -57,7 +57,7 @@ def affinities(input_path, output_path, weights, tta, precision, tile, workers, 
     A zarr OUTPUT is an OME-Zarr image with axes c, z, y, x (voxel size from
     INPUT's metadata or --voxel-size, provenance in its attributes).
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.job import blockwise_requested
     from fusionnet_keras.blockwise.pyramid import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io.paths import check_not_input

@@ -47,7 +47,7 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     A zarr OUT is an OME-Zarr label image (voxel size from EM's metadata or
     --voxel-size, provenance in its attributes).
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.job import blockwise_requested
     from fusionnet_keras.blockwise.pyramid import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io import check_output, write_volume

@@ -176,8 +176,9 @@ def precision_option(func):
         type=click.Choice(PRECISION_WORDS),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
-             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'); auto: bfloat16 "
-             "where it is native (accelerators, AVX512-BF16/AMX CPUs), else float32. "
+             "bfloat16 is about 2x faster on CPUs with AVX512-BF16 or AMX-BF16 (see 'fusionnet-keras info'); auto: "
+             "bfloat16 where it is faster on this backend and device (accelerators; AVX512-BF16/AMX CPUs under "
+             "TensorFlow, not JAX), else float32 (docs/precision.md). "
              "Default: the precision saved with the model (float32 for models trained with the default settings).",
     )(func)
 

@@ -96,7 +96,7 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
 
 def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers,
                        block, scheduler, overwrite, voxel_size, pyramid):
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.predict import predict_volume
     from fusionnet_keras.blockwise.pyramid import levels_note
 

@@ -35,6 +35,7 @@ import sys
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.evaluation.postprocess import relabel
 from fusionnet_keras.segmentation import defaults
 
 
@@ -111,13 +112,6 @@ def size_merge(graph, size: int, merge_affinity: float, keys=None) -> np.ndarray
     return np.array([_find(parent, i) for i in range(n)])
 
 
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..K in order of their ids (0 stays 0), uint64."""
-    ids, inv = np.unique(labels, return_inverse=True)
-    new = np.arange(ids.size, dtype=np.uint64) + (0 if ids.size and ids[0] == 0 else 1)
-    return new[inv].reshape(labels.shape)
-
-
 def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.WATERSHED_HIGH,
               size: int = defaults.WATERSHED_SIZE,
               merge_affinity: float = defaults.WATERSHED_MERGE_AFFINITY) -> np.ndarray:
@@ -156,4 +150,4 @@ def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.
         lut = np.zeros(int(basins.max()) + 1, np.uint64)
         lut[graph.nodes.astype(np.int64)] = graph.nodes[roots]
         basins = lut[basins]
-    return relabel_sequential(basins)
+    return relabel(basins.astype(np.uint64, copy=False))[0]

@@ -105,7 +105,7 @@ def _mws_settings(method, offsets, stride, blockwise):
         raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
     if offsets is None:
         raise FusionNetError("--method mws needs long-range affinity channels and their --offsets")
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.segmentation.mws import parse_offsets
 
     offsets = parse_offsets(offsets) if isinstance(offsets, str) else offsets
