@@ -72,7 +72,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from benchmarks.blockwise_predict import peaks as worker_peaks
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.morphology import measure_volume
     from fusionnet_keras.evaluation.morphology import MEASURE_FIELDS, measure_nuclei
 

@@ -44,7 +44,7 @@ def main(argv=None):
 
     import zarr
 
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.segment import segment_volume
     from fusionnet_keras.evaluation import instance_scores
     from fusionnet_keras.segmentation.pipeline import WatershedOptions, segment

@@ -69,7 +69,7 @@ def boundary_map(image, sigma: float = 1.0) -> np.ndarray:
 def sweep(method, affs, frag, gt, classifier=None):
     """Scores of every threshold, and the time of the agglomeration (graph + merging) alone."""
     from fusionnet_keras.evaluation import instance_scores
-    from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate, relabel
+    from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate, map_ids
     from fusionnet_keras.segmentation.graph import region_graph
     from fusionnet_keras.segmentation.learned import LearnedScore
 
@@ -81,7 +81,7 @@ def sweep(method, affs, frag, gt, classifier=None):
     seconds, rows = 0.0, []
     for t, ids in agglomerate(graph, THRESHOLDS, scorer):
         seconds += time.perf_counter() - start
-        rows.append(dict(instance_scores(relabel(frag, graph.nodes, ids), gt), threshold=t))
+        rows.append(dict(instance_scores(map_ids(frag, graph.nodes, ids), gt), threshold=t))
         start = time.perf_counter()
     return rows, seconds
 

@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 
 from fusionnet_keras.blockwise.engine import BlockTask, run_blocks
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers
 from fusionnet_keras.cli import main
 from fusionnet_keras.data.io import write_volume
@@ -220,3 +220,78 @@ def test_kill_9_of_one_worker_the_run_finishes(stack, tmp_path):
     assert proc.returncode == 0, output
     assert len(list((out / "0" / ".blocks").glob("[0-9]*.json"))) == len(BlockGrid((5, 70, 90), (1, 16, 16)))
     np.testing.assert_allclose(zarr.open_array(str(out), path="0")[:], refs[1], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------- run_job: the set-up every job shares
+
+
+class _Fill(BlockTask):
+    """Writes each block's id + 1 into a BlockOutput (and remembers nothing else)."""
+
+    name = "fill"
+
+    def __init__(self, output, fail_on=None):
+        self.output, self.fail_on = output, fail_on
+
+    @property
+    def markers(self):
+        return self.output.markers
+
+    def process(self, state, block):
+        if block.id == self.fail_on:
+            raise FusionNetError(f"block {block.id} is bad")
+        self.output.write(block, np.full(block.shape, block.id + 1, np.uint16))
+        return {"id": block.id}
+
+
+def test_run_job_creates_resumes_and_refuses_another_job(tmp_path):
+    from fusionnet_keras.blockwise.job import run_job
+    from fusionnet_keras.errors import OutputExistsError
+
+    grid = BlockGrid((5, 7), (2, 3))
+    out = tmp_path / "o.zarr"
+    first = BlockOutput(out, grid.shape, "uint16", grid.block, "job-a")
+    with pytest.raises(FusionNetError, match="block 4 is bad"):  # an interrupted run: blocks 0..3 done
+        run_job(_Fill(first, fail_on=4), grid, first, workers=0, progress=False)
+    assert sorted(p.name for p in (out / ".blocks").glob("[0-9]*.json")) == [f"{i}.json" for i in range(4)]
+    again = run_job(_Fill(first), grid, first, workers=0, progress=False)  # the same job again: resumed
+    assert again == {"blocks": 9, "computed": 5, "shape": (5, 7), "block": (2, 3), "levels": 0}
+    expected = np.zeros((5, 7), np.uint16)
+    for block in grid:
+        expected[block.region] = block.id + 1
+    np.testing.assert_array_equal(zarr.open_array(str(out))[:], expected)
+    assert run_job(_Fill(first), grid, first, workers=0, progress=False)["computed"] == 0
+    other = BlockOutput(out, grid.shape, "uint16", grid.block, "job-b")
+    with pytest.raises(OutputExistsError, match="same settings"):
+        run_job(_Fill(other), grid, other, workers=0, progress=False)
+    assert run_job(_Fill(other), grid, other, workers=0, progress=False, overwrite=True)["computed"] == 9
+
+
+def test_open_job_checks_every_output_before_creating_any(tmp_path):
+    from fusionnet_keras.blockwise.job import open_job
+    from fusionnet_keras.blockwise.storage import WorkDir
+    from fusionnet_keras.errors import OutputExistsError
+
+    grid = BlockGrid((4, 4), (2, 2))
+    taken = WorkDir(tmp_path / "t.work", "job-a")
+    taken.open()
+    fresh = BlockOutput(tmp_path / "new.zarr", grid.shape, "uint8", grid.block, "job-b")
+    with pytest.raises(OutputExistsError, match="work files of another run"):
+        with open_job([fresh, WorkDir(tmp_path / "t.work", "job-b")], workers=0):
+            pass
+    assert not (tmp_path / "new.zarr").exists()  # nothing created: the second output was refused first
+    (tmp_path / "t.work" / "kept").write_text("x")
+    with open_job([fresh, WorkDir(tmp_path / "t.work", "job-a")], workers=0, progress=False) as job:
+        assert sorted(job.run(_Fill(fresh), grid)) == [0, 1, 2, 3]
+    assert (tmp_path / "t.work" / "kept").exists()  # the same job's work folder is kept to resume
+    with open_job([WorkDir(tmp_path / "t.work", "job-c")], workers=0, overwrite=True):
+        assert not (tmp_path / "t.work" / "kept").exists()  # another job's, replaced with overwrite
+
+
+def test_one_rule_for_blockwise():
+    from fusionnet_keras.blockwise.job import blockwise_requested, job_threads
+
+    assert not blockwise_requested(None, None, None)
+    assert blockwise_requested(block="4,8,8") and blockwise_requested(workers=1)
+    assert blockwise_requested(scheduler="tcp://h:8786")
+    assert job_threads(1, scheduler="tcp://h:8786") is None and job_threads(1) >= 1

@@ -119,3 +119,23 @@ def test_cli_blockwise_on_a_running_scheduler_writes_the_same_csv(volumes, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv", "figs", "whole.csv"]  # no work files left
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "output exists" in again.output
+
+
+def test_measure_path_in_memory_and_blockwise_write_the_same_table_and_summary(volumes, tmp_path):
+    """The morphology command's entry point: --block alone means blockwise, and the outputs are the same."""
+    from fusionnet_keras.workflows.morphology import measure_path
+
+    root, _, _ = volumes
+    lines = {}
+    for name, kw in (("whole", {}), ("blocks", {"block": "8,16,16", "workers": 0})):
+        lines[name] = []
+        records = measure_path(str(root / "mask.zarr"), "60,56.4,56.4", tmp_path / f"{name}.csv", clusters=2,
+                               figures=tmp_path / f"fig-{name}", progress=False, report=lines[name].append, **kw)
+        assert len(records) >= 5 and (tmp_path / f"fig-{name}" / "fig10_features.png").exists()
+    assert (tmp_path / "blocks.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert lines["blocks"][:-2] == lines["whole"][:-2] and lines["blocks"][0].endswith("60 x 56.4 x 56.4 nm")
+    assert not (tmp_path / "blocks.csv.work").exists()  # removed once the table and figures are written
+    with pytest.raises(OutputExistsError, match="output exists"):  # every output checked before any work
+        measure_path(str(root / "mask.zarr"), VS, tmp_path / "new.csv", figures=tmp_path / "fig-whole",
+                     block=(8, 16, 16), workers=0)
+    assert not (tmp_path / "new.csv").exists() and not (tmp_path / "new.csv.work").exists()

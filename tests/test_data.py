@@ -11,7 +11,7 @@ from fusionnet_keras.data.splits import kfold_splits, section_range
 
 from fusionnet_keras.data.pipeline import make_dataset, make_index_dataset, orient_tf
 
-from fusionnet_keras.data.orient import orient, orientations, unorient
+from fusionnet_keras.data.orient import XY_ORIENTATIONS, Orientation, orient, orientations, unorient
 from fusionnet_keras.errors import FusionNetError
 
 S, PAD = 64, 16
@@ -65,6 +65,29 @@ def test_eight_orientations_are_distinct():
 def test_tf_orientation_matches_numpy(k):
     x = asymmetric((5, 7))
     np.testing.assert_array_equal(orient_tf(x, tf.constant(k)).numpy(), orient(x, k))
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_orientation_region_is_where_the_part_goes(k):
+    """Both predictors' one type: a part of the section, oriented, is the oriented section at region();
+    unregion() maps it back, also for parts that reach past the section (mirrored context)."""
+    o = Orientation.of(k)
+    x = asymmetric((5, 7))
+    padded = np.pad(x, 3, mode="reflect")
+    for part in [(slice(1, 4), slice(2, 7)), (slice(-2, 3), slice(-3, 9))]:
+        shifted = tuple(slice(s.start + 3, s.stop + 3) for s in part)
+        region = o.region(x.shape, part)
+        oriented = o.apply(padded)[tuple(slice(r.start + 3, r.stop + 3) for r in region)]
+        np.testing.assert_array_equal(oriented, o.apply(padded[shifted]))
+        assert o.unregion(o.apply(x).shape, region) == part
+
+
+def test_xy_orientations_flips_first_then_transposes():
+    """The affinity predictor's order: the first 4 are the flips (no transpose), all 8 are D4, each once."""
+    assert [o.transpose for o in XY_ORIENTATIONS] == [False] * 4 + [True] * 4
+    assert set(XY_ORIENTATIONS) == {Orientation.of(k) for k in range(8)}
+    x = asymmetric((6, 6))
+    assert len({o.apply(x).tobytes() for o in XY_ORIENTATIONS}) == 8
 
 
 def test_bad_orientation_index():

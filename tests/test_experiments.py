@@ -108,6 +108,7 @@ def test_zebrafish_pipeline(tmp_path, monkeypatch):
     from fusionnet_keras.data import synthetic
     from fusionnet_keras.data.io.volumes import read_volume
     from fusionnet_keras.experiments import zebrafish
+    from fusionnet_keras.segmentation import nuclei
 
     small = {"train": [(24, 64, 64), (16, 64, 64)], "test": (24, 64, 64), "voxel_size": (120.0, 112.8, 112.8)}
     monkeypatch.setitem(synthetic.PRESETS, "tiny", small)
@@ -128,8 +129,8 @@ def test_zebrafish_pipeline(tmp_path, monkeypatch):
             folder = out / f"seed{seed}" / name
             assert json.loads((folder / "config.json").read_text())["train"]["seed"] == seed
             prob = read_volume(folder / "test-prediction.tif")
-            assert r[seed][name]["table3"] == pytest.approx(zebrafish.table3_scores(prob, gt))
-            assert r[seed][name]["instances"] == zebrafish.instance_scores(read_volume(folder / "test-instances.tif"), gt)
+            assert r[seed][name]["table3"] == pytest.approx(nuclei.nucleus_table3_scores(prob, gt))
+            assert r[seed][name]["instances"] == nuclei.nucleus_scores(read_volume(folder / "test-instances.tif"), gt)
     assert "## Table 3 (the paper's protocol), 2 training seeds" in report
     assert "**The project's own rows** (not the paper's)" in report and "larger than the spread" in report
     assert f"| 1 | U-Net | {r[1]['unet']['table3']['vrand']:.4f} |" in report

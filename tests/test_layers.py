@@ -12,6 +12,7 @@ R = np.random.default_rng(0)
 IMAGE = R.random((2, 16, 16, 1), dtype=np.float32)
 LABEL = (R.random((2, 16, 16, 1)) > 0.5).astype(np.float32)
 FEATURES = R.random((2, 8, 8, 4), dtype=np.float32)
+VOLUME = R.random((1, 5, 8, 8, 2), dtype=np.float32)
 RANDOM_CALL = {"training": True, "seed": 7}  # an explicit seed makes the random layers deterministic
 
 
@@ -28,6 +29,12 @@ RANDOM_CALL = {"training": True, "seed": 7}  # an explicit seed makes the random
         (UpConv, {"filters": 2}, FEATURES, (2, 16, 16, 2), 4, 2, {}),
         (UpConv, {"filters": 2, "kernel_initializer": "glorot_uniform", "bn_momentum": 0.9}, FEATURES,
          (2, 16, 16, 2), 4, 2, {}),
+        # the same blocks in 3-D and with valid padding (the 3-D networks' blocks), by their one class
+        (ConvBlock, {"filters": 3, "kernel_size": [3, 3, 3], "padding": "valid"}, VOLUME, (1, 3, 6, 6, 3), 4, 2, {}),
+        (ResidualBlock, {"filters": 4, "n_convs": 2, "padding": "valid"}, FEATURES, (2, 4, 4, 4), 8, 4, {}),
+        (ResidualBlock, {"filters": 2, "n_convs": 2, "kernel_size": [1, 3, 3], "padding": "valid"}, VOLUME,
+         (1, 5, 4, 4, 2), 8, 4, {}),
+        (UpConv, {"filters": 2, "scale": [1, 2, 2]}, VOLUME, (1, 5, 16, 16, 2), 4, 2, {}),
         (MirrorPad, {"pad": 3}, IMAGE, (2, 22, 22, 1), 0, 0, {}),
         (ElasticDeform, {"grid_size": 4, "amplitude": 2.0, "seed": 1}, (IMAGE, LABEL),
          ((2, 16, 16, 1), (2, 16, 16, 1)), 0, 0, RANDOM_CALL),
@@ -44,6 +51,20 @@ RANDOM_CALL = {"training": True, "seed": 7}  # an explicit seed makes the random
 def test_layer(tmp_path, cls, init_kwargs, input_data, output_shape, n_trainable, n_non_trainable, call_kwargs):
     run_layer_test(cls, init_kwargs, input_data, output_shape, n_trainable, n_non_trainable,
                    call_kwargs=call_kwargs, tmp_path=tmp_path, atol=1e-5)
+
+
+def test_valid_residual_block_adds_the_centre_of_its_input():
+    """With valid padding the identity is the input's centre: a zero-initialised branch gives exactly it."""
+    block = ResidualBlock(4, n_convs=2, padding="valid", zero_init=True)
+    out = np.asarray(block(FEATURES, training=False))
+    np.testing.assert_allclose(out, FEATURES[:, 2:-2, 2:-2], atol=1e-6)
+
+
+def test_bad_padding_is_one_line():
+    from fusionnet_keras.errors import FusionNetError
+
+    with pytest.raises(FusionNetError, match="padding must be one of same, valid"):
+        ConvBlock(2, padding="full")
 
 
 def test_random_layers_change_their_input():

@@ -37,3 +37,32 @@ def test_training_checkpoint_loads_with_its_loss_and_optimizer(expected):
     assert model.optimizer is not None and int(model.optimizer.iterations.numpy()) == 1
     net = model.get_layer("fusionnet")
     np.testing.assert_allclose(net.predict_on_batch(expected["x"]), expected["training_checkpoint_net"], atol=1e-5)
+
+
+BEFORE_ND = Path(__file__).parent / "fixtures" / "before-nd-core"
+
+
+@pytest.fixture(scope="module")
+def expected_nd():
+    with np.load(BEFORE_ND / "predictions.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("name, cls", [("unet3d", "UNet3D"), ("fusionnet3d", "FusionNet3D")])
+def test_3d_network_saved_before_the_nd_core_loads_and_predicts_the_same(name, cls, expected_nd):
+    for load in (lambda p: fk.load_model(p, spatial_dims=3), lambda p: keras.saving.load_model(p, compile=False)):
+        model = load(BEFORE_ND / f"{name}.keras")
+        assert type(model).__name__ == cls
+        y = model.predict_on_batch(expected_nd[f"{name}_input"] / np.float32(255))
+        np.testing.assert_allclose(np.asarray(y), expected_nd[name], atol=1e-5)
+
+
+def test_blocks_saved_under_their_2d_and_3d_names_load_and_compute_the_same(expected_nd):
+    """ConvBlock3D, ResidualBlock3D and UpConv3D (and the 2-D blocks) saved as bare layers still
+    deserialise, with their weights, into blocks that compute what they computed."""
+    register_custom_objects()
+    model = keras.saving.load_model(BEFORE_ND / "blocks.keras", compile=False)
+    ya, yb = model.predict_on_batch([expected_nd["x2_input"] / np.float32(255),
+                                     expected_nd["x3_input"] / np.float32(255)])
+    np.testing.assert_allclose(np.asarray(ya), expected_nd["blocks_2d"], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(yb), expected_nd["blocks_3d"], atol=1e-5)

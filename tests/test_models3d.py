@@ -12,7 +12,7 @@ from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.models import analysis
 from fusionnet_keras.models.fusionnet3d import FusionNet3D
 from fusionnet_keras.models.geometry import ValidGeometry
-from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D, UpConv3D
+from fusionnet_keras.models.layers import ConvBlock, ConvBlock3D, ResidualBlock, ResidualBlock3D, UpConv3D
 from fusionnet_keras.models.unet3d import UNet3D
 
 from conftest import randomize_batchnorm
@@ -31,7 +31,7 @@ def test_unet3d_paper_sizes():
     assert model.geometry.loss == (30, 88, 88) and model.geometry.multiple == (1, 8, 8)
     assert model.count_params() == 21_719_235
     # 2 convs per level, 7 levels, plus the (3, 1, 1) output convolution; pooling never in z
-    assert len([l for l in model.layers if isinstance(l, ConvBlock3D)]) == 14
+    assert len([l for l in model.layers if isinstance(l, ConvBlock)]) == 14
     assert model.get_layer("output").kernel_size == (3, 1, 1)
     pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling3D)]
     assert len(pools) == 3 and all(tuple(p.pool_size) == (1, 2, 2) for p in pools)
@@ -48,7 +48,7 @@ def test_fusionnet3d_paper_sizes():
     assert output_shape(model) == (3, 114, 114, 3)
     assert model.geometry.loss == (30, 220, 220)
     assert model.count_params() == 31_140_675
-    res = [l for l in model.layers if isinstance(l, ResidualBlock3D)]
+    res = [l for l in model.layers if isinstance(l, ResidualBlock)]
     assert len(res) == 7 and all(r.kernel_size == (1, 3, 3) and r.n_convs == 3 for r in res)
     merges = [l for l in model.layers if l.name.endswith("_merge")]
     assert len(merges) == 3 and all(isinstance(l, keras.layers.Add) for l in merges)

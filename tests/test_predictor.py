@@ -257,7 +257,7 @@ def test_schedule_matches_model_calls(model):
 
     img = _image((45, 70), seed=2)
     sp = SectionPredictor(model, tta=8, tile=24, pad=8, batch_size=3, multiple=4)
-    sp.model = Recorder(model)
+    sp.network = Recorder(sp.network)  # what runs: the folded inference graph
     sp.predict(img)
     assert calls == sp.schedule(img.shape)
     assert len(set(calls)) >= 2 and max(n for n, _, _ in calls) == 3
@@ -266,17 +266,16 @@ def test_schedule_matches_model_calls(model):
 def test_a_single_call_with_once_runs_eagerly_and_gives_the_same_numbers(model):
     """``predict(..., once=True)`` (the ``predict`` command): one model call, run without tracing a graph
     (the start-up of a small prediction); the numbers are those of the traced call."""
-    net = keras.models.clone_model(model)
-    net.set_weights(model.get_weights())
     img = _image((48, 48), seed=4)  # square: the 8 orientations share one window shape, one call of 8
-    eager = predict(net, img, tta=8, pad=8, batch_size=8, once=True)
-    assert net.predict_function is None  # no graph traced
-    np.testing.assert_allclose(eager, predict(net, img, tta=8, pad=8, batch_size=8), atol=1e-6, rtol=0)
-    assert net.predict_function is not None
-    several = keras.models.clone_model(model)
-    several.set_weights(model.get_weights())
-    predict(several, img, tta=8, pad=8, batch_size=3, once=True)  # three calls: traced as usual
-    assert several.predict_function is not None
+    sp = SectionPredictor(model, tta=8, pad=8, batch_size=8)  # eager: the model as built; traced: sp.network
+    eager = sp.predict(img, once=True)
+    assert sp.network.predict_function is None  # no graph traced
+    np.testing.assert_allclose(eager, sp.predict(img), atol=1e-5, rtol=0)  # the model as built / folded
+    assert sp.network.predict_function is not None
+    np.testing.assert_array_equal(eager, predict(model, img, tta=8, pad=8, batch_size=8, once=True))
+    several = SectionPredictor(model, tta=8, pad=8, batch_size=3)
+    several.predict(img, once=True)  # three calls: traced as usual
+    assert several.network.predict_function is not None
 
 
 # -- validation -----------------------------------------------------------------------

@@ -135,3 +135,31 @@ def test_several_thresholds_into_a_zarr_group(volumes, tmp_path):
     assert len(np.unique(low)) >= len(np.unique(high))
     _user_error(_run("segment", f"{data}:affinities", tmp_path / "s.zarr:sweep", "--thresholds", "0.4"),
                 "output exists")
+
+
+def test_block_alone_runs_blockwise_and_the_same_command_again_resumes(volumes, tmp_path):
+    """--block means blockwise for segment as for every command; running it again finishes only what is left."""
+    import zarr
+
+    data = f"{volumes / 'test.h5'}:affinities"
+    whole = tmp_path / "whole.h5"
+    r = _run("segment", data, whole, "--threshold", "0.5", "--ws-size", "10")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "seg.zarr"
+    args = ("segment", data, out, "--threshold", "0.5", "--ws-size", "10", "--block", "3,16,16")
+    r = _run(*args)
+    assert r.exit_code == 0 and "blockwise" in r.output and "in 18 blocks" in r.output, r.output
+    with h5py.File(whole) as f:
+        reference = f["data"][:]
+    first = zarr.open_array(str(out), path="0")[:]
+    assert first.shape == reference.shape and len(np.unique(first)) == len(np.unique(reference))
+    markers = out / "0" / ".blocks"
+    (markers / "4.json").unlink()  # as a run killed before its last block was marked leaves it
+    kept = {p.name: p.stat().st_mtime_ns for p in markers.glob("[0-9]*.json")}
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.stat().st_mtime_ns for p in markers.glob("[0-9]*.json") if p.name in kept} == kept
+    assert (markers / "4.json").exists()
+    np.testing.assert_array_equal(zarr.open_array(str(out), path="0")[:], first)
+    r = _run("segment", data, tmp_path / "x.h5", "--context", "2,8,8")
+    _user_error(r, "--context is for blockwise")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.segmentation.agglomeration import Agglomerator, MeanAffinity, agglomerate, relabel
+from fusionnet_keras.segmentation.agglomeration import Agglomerator, MeanAffinity, agglomerate, map_ids
 from fusionnet_keras.segmentation.graph import RegionGraph, merge_graphs, region_graph
 from fusionnet_keras.segmentation.inputs import as_affinities, boundary_to_affinities, check_labels
 from fusionnet_keras.segmentation.zwatershed import watershed
@@ -178,7 +178,7 @@ def test_mean_agglomeration_equals_waterz(seed):
     with quiet_stdout():
         ref = [s.copy() for s in waterz.agglomerate(affs, thresholds, fragments=frag.copy())]
     g = region_graph(affs, frag)
-    ours = [relabel(frag, g.nodes, ids) for _, ids in agglomerate(g, thresholds)]
+    ours = [map_ids(frag, g.nodes, ids) for _, ids in agglomerate(g, thresholds)]
     counts = [len(np.unique(s)) for s in ours]
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]  # a real hierarchy
     for a, b in zip(ref, ours):
@@ -270,7 +270,7 @@ def test_learned_agglomeration_matches_or_beats_mean(synthetic_pair, trained):
     best = {}
     for name, scorer, bins in (("mean", MeanAffinity(), 0), ("learned", LearnedScore(clf), clf.bins)):
         g = region_graph(affs, frag, bins=bins)
-        best[name] = min(instance_scores(relabel(frag, g.nodes, ids), gt)["vi"]
+        best[name] = min(instance_scores(map_ids(frag, g.nodes, ids), gt)["vi"]
                          for _, ids in agglomerate(g, thresholds, scorer))
     watershed_vi = instance_scores(frag, gt)["vi"]
     assert best["learned"] < 0.5 * watershed_vi  # it agglomerates, and well
@@ -383,7 +383,7 @@ def test_learned_beats_mean_on_gala_example():
     best = {}
     for name, scorer, bins in (("mean", MeanAffinity(), 0), ("learned", LearnedScore(clf), clf.bins)):
         g = region_graph(a_te, f_te, bins=bins)
-        best[name] = min(instance_scores(relabel(f_te, g.nodes, ids), g_te)["vi"]
+        best[name] = min(instance_scores(map_ids(f_te, g.nodes, ids), g_te)["vi"]
                          for _, ids in agglomerate(g, np.arange(0.05, 0.96, 0.05), scorer))
     assert best["learned"] < best["mean"] < 0.3 * instance_scores(f_te, g_te)["vi"], best
 

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 
 from fusionnet_keras.experiments import zebrafish as zf
+from fusionnet_keras.segmentation import nuclei
 from fusionnet_keras.errors import FusionNetError
 
 
@@ -115,18 +116,18 @@ def test_segment_components_and_min_voxels():
     prob[0, 18, 18] = 0.95  # 1 voxel
     prob[6:8, 2:4, 2:4] = 0.5  # exactly at the threshold: background
     prob[2, 2, 5] = 0.9  # diagonal neighbour of the first cube only: its own component (6-connectivity)
-    lab = zf.segment(prob, threshold=0.5)
+    lab = nuclei.segment_nuclei(prob, threshold=0.5)
     assert lab.dtype == np.int32 and lab.shape == prob.shape
     assert lab.max() == 4 and set(np.unique(lab)) == {0, 1, 2, 3, 4}
-    lab = zf.segment(prob, threshold=0.5, min_voxels=20)
+    lab = nuclei.segment_nuclei(prob, threshold=0.5, min_voxels=20)
     assert set(np.unique(lab)) == {0, 1, 2}  # renumbered 1..N
     sizes = sorted(int(np.sum(lab == i)) for i in (1, 2))
     assert sizes == [27, 100]
     assert np.all(lab[1:4, 1:4, 1:4] == lab[2, 2, 2]) and lab[0, 18, 18] == 0 and lab[2, 2, 5] == 0
     # a higher threshold drops the 0.8 cube; removing everything gives an all-zero volume
-    assert set(np.unique(zf.segment(prob, threshold=0.85, min_voxels=20))) == {0, 1}
-    assert not zf.segment(prob, threshold=0.5, min_voxels=1000).any()
-    assert not zf.segment(np.zeros((3, 4, 4)), min_voxels=5).any()
+    assert set(np.unique(nuclei.segment_nuclei(prob, threshold=0.85, min_voxels=20))) == {0, 1}
+    assert not nuclei.segment_nuclei(prob, threshold=0.5, min_voxels=1000).any()
+    assert not nuclei.segment_nuclei(np.zeros((3, 4, 4)), min_voxels=5).any()
 
 
 # ---------------------------------------------------------------------------
@@ -150,8 +151,8 @@ def test_segment_splits_touching_spheres_of_several_sizes():
     truth = np.where(closeness.min(0) <= 1, closeness.argmin(0) + 1, 0).astype(np.int32)
     assert all(np.any(truth == i + 1) for i in range(len(radii)))
     prob = (truth > 0).astype(np.float32)
-    assert zf.segment(prob, method="components").max() == 1  # one connected chain
-    split = zf.segment(prob, method="watershed", voxel_size=(100, 100, 100), min_radius_um=0.6)
+    assert nuclei.segment_nuclei(prob, method="components").max() == 1  # one connected chain
+    split = nuclei.segment_nuclei(prob, method="watershed", voxel_size=(100, 100, 100), min_radius_um=0.6)
     assert split.max() == len(radii)
     owners = [np.bincount(split[truth == i + 1]).argmax() for i in range(len(radii))]
     assert sorted(owners) == list(range(1, len(radii) + 1))  # each sphere its own instance
@@ -163,7 +164,7 @@ def test_segment_keeps_one_round_nucleus_whole():
     rng = np.random.default_rng(3)
     shape = (40, 48, 48)
     noisy = ball(shape, (20, 24, 24), 16) & (rng.random(shape) > 0.02)  # pitted surface and holes
-    split = zf.segment(noisy.astype(np.float32), method="watershed", voxel_size=(60, 56.4, 56.4), min_radius_um=0.5)
+    split = nuclei.segment_nuclei(noisy.astype(np.float32), method="watershed", voxel_size=(60, 56.4, 56.4), min_radius_um=0.5)
     assert split.max() == 1
 
 
@@ -182,12 +183,12 @@ def two_nuclei():
 
 def test_instance_scores(two_nuclei):
     # different ids for the same objects are still a perfect segmentation
-    s = zf.instance_scores(np.where(two_nuclei > 0, 10 - two_nuclei, 0), two_nuclei)
+    s = nuclei.nucleus_scores(np.where(two_nuclei > 0, 10 - two_nuclei, 0), two_nuclei)
     assert s["vrand"] == pytest.approx(1.0) and s["vinfo"] == pytest.approx(1.0)
     assert s["n_gt_nuclei"] == 2 and s["n_nuclei"] == 9
-    merged = zf.instance_scores((two_nuclei > 0).astype(np.int32), two_nuclei)
+    merged = nuclei.nucleus_scores((two_nuclei > 0).astype(np.int32), two_nuclei)
     assert merged["vrand"] < 0.9 and merged["vinfo"] < 1.0 and merged["n_nuclei"] == 1
-    empty = zf.instance_scores(np.zeros_like(two_nuclei), two_nuclei)
+    empty = nuclei.nucleus_scores(np.zeros_like(two_nuclei), two_nuclei)
     assert empty["n_nuclei"] == 0 and np.isfinite(empty["vrand"]) and empty["vrand"] < 0.1
     assert json.dumps(s)  # plain floats and ints
 
@@ -204,15 +205,15 @@ def test_table3_scores_hand_made_case():
     prob[0, 5:7, 3:5] = prob[0, 5:7, 9:11] = 0.9  # eroded by one pixel
     prob[1][gt[1] > 0] = 0.9
     prob[1, 5, 6:8] = 0.9  # 2-pixel bridge in the background between them
-    s = zf.table3_scores(prob, gt)
+    s = nuclei.nucleus_table3_scores(prob, gt)
     assert s["vrand"] == pytest.approx((1 + 2 / 3) / 2)
     assert s["vinfo"] == pytest.approx((1 + 0) / 2)
     assert s["vrand_threshold"] == 0.0
     assert s["dice"] == pytest.approx(2 * (8 + 32) / ((8 + 34) + 64))
     # the truth is the binary mask (the paper's labels were binary masks): its ids do not matter
-    assert zf.table3_scores(prob, (gt > 0).astype(np.uint8)) == s
+    assert nuclei.nucleus_table3_scores(prob, (gt > 0).astype(np.uint8)) == s
     # without the thinning, section 1's eroded rim would be 24 unassigned voxels: far from perfect
-    assert zf.instance_scores(zf.segment(prob[:1]), gt[:1])["vrand"] < 0.5
+    assert nuclei.nucleus_scores(nuclei.segment_nuclei(prob[:1]), gt[:1])["vrand"] < 0.5
 
 
 # ---------------------------------------------------------------------------

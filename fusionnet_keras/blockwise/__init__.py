@@ -11,8 +11,10 @@ dask-jobqueue on SLURM/PBS), or this process (``workers=0``). Dask schedules,
 reschedules the blocks of a killed worker and spawns the workers; each worker
 sets the task up once (e.g. loads the model) and then runs block after block.
 
-Modules: ``grid`` (blocks of a volume), ``storage`` (chunked outputs, done
-markers), ``engine`` (Dask), ``stitch`` (labels numbered per block and joined
+Modules: ``storage`` (chunked outputs, done markers; the blocks of a volume are
+:mod:`fusionnet_keras.inference.grid`), ``engine`` (Dask), ``job`` (what every job shares: when a command
+runs blockwise, :func:`~fusionnet_keras.blockwise.job.run_job`, the workers' start), ``stitch`` (labels
+numbered per block and joined
 across block faces), ``predict`` (2-D sections), ``affinities`` (3-D affinity
 networks), ``segment`` (basins, region
 graph, global size merging and agglomeration, relabelling), ``morphology``

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid
-from fusionnet_keras.blockwise.predict import _file_tag, start_worker
-from fusionnet_keras.blockwise.pyramid import output_pyramid
+from fusionnet_keras.blockwise.engine import BlockTask
+from fusionnet_keras.inference.grid import BlockGrid
+from fusionnet_keras.blockwise.job import file_tag, job_threads, run_job, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
-from fusionnet_keras.errors import FusionNetError, OutputExistsError
+from fusionnet_keras.errors import FusionNetError
 
 
 @dataclass
@@ -73,14 +72,15 @@ def open_affinity_input(input_path):
 
 
 def affinities_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
-                      orientations=1, precision=None, overwrite=False, resume=False, progress=True,
-                      voxel_size=None, pyramid=False) -> dict:
+                      orientations=1, precision=None, overwrite=False, progress=True, voxel_size=None,
+                      pyramid=False) -> dict:
     """Affinities of a (Z, Y, X) volume, block by block into a zarr array; resumable.
 
     Args:
         input_path: any readable volume (HDF5 and zarr are read block by block).
         output_path: a zarr array (``x.zarr`` or ``x.zarr:group/array``), created ``(3, Z, Y, X)``
-            float32, chunked ``(3, *block)``.
+            float32, chunked ``(3, *block)``; an existing output of the same job
+            is resumed (only the blocks without a done marker are computed).
         weights: the ``.keras`` 3-D affinity network (loaded once per worker).
         block: (z, y, x) block (any shape; default
             :data:`~fusionnet_keras.inference.affinities.DEFAULT_BLOCK` capped at the volume).
@@ -91,8 +91,6 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         orientations: as for :func:`fusionnet_keras.predict_affinities`.
         precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
-        resume: continue an interrupted run of the same job in ``output_path`` (only the blocks
-            without a done marker are computed); without it an existing output is refused.
         voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
@@ -103,39 +101,23 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
     from fusionnet_keras.models.loading import load_model
 
     check_not_input(output_path, input_path, files=[weights])
-    if resume and overwrite:
-        raise FusionNetError("--resume and --overwrite contradict each other: --resume finishes the blocks an "
-                             "interrupted run left, --overwrite starts again; give one")
     with open_affinity_input(input_path) as volume:
         shape, in_dtype = tuple(volume.shape), str(volume.dtype)
     grid = BlockGrid(shape, check_block(block, shape))
-    sig = signature({"job": "affinities-3d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
-                     "weights": _file_tag(weights), "orientations": int(orientations), "block": grid.block,
+    sig = signature({"job": "affinities-3d", "input": file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
+                     "weights": file_tag(weights), "orientations": int(orientations), "block": grid.block,
                      **({"precision": precision} if precision else {})})
-    threads = None if client or scheduler else default_threads(workers)
-    # a model of the other kind, bad settings: refused here, not by every worker
-    predictor = AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision,
-                                  orientations=orientations)
-    out_shape = (predictor.channels, *shape)  # one channel per offset of the network
     from fusionnet_keras.data.io.ome import output_meta
 
+    # a model of the other kind, bad settings: refused here, not by every worker
+    predictor = AffinityPredictor(load_model(weights, spatial_dims=3), precision=precision, orientations=orientations)
+    channels = predictor.channels  # one per offset of the network
     meta = output_meta([input_path], voxel_size, channels=True, command="affinities", model=str(weights),
                        attributes=offsets_attrs(predictor.offsets), orientations=int(orientations),
                        precision=precision, block=grid.block)
-    output = BlockOutput(output_path, out_shape, "float32", (predictor.channels, *grid.block), sig, meta=meta)
-    try:
-        output.check(overwrite, resume)  # before any worker starts
-    except OutputExistsError:
-        if resume:
-            raise
-        raise OutputExistsError(f"output exists: {output.display} (use --resume to finish an interrupted run "
-                                "with the same settings, or --overwrite)") from None
-    with session(workers, scheduler, client, threads, outputs=[output]) as client:
-        output.open(overwrite=overwrite, resume=resume)
-        task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),
-                                 precision=precision, threads=threads)
-        before = sum(output.markers.is_done(b) for b in grid)
-        run_blocks(task, grid, workers=workers, client=client, progress=progress)
-        levels = output_pyramid(output_path, pyramid, client, progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": out_shape, "block": grid.block,
-            "levels": levels}
+    output = BlockOutput(output_path, (channels, *shape), "float32", (channels, *grid.block), sig, meta=meta)
+    output.check(overwrite)  # an existing output of another job refused before any worker starts
+    task = AffinityBlockTask(str(input_path), str(weights), output, orientations=int(orientations),
+                             precision=precision, threads=job_threads(workers, scheduler, client))
+    return run_job(task, grid, output, workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                   progress=progress, pyramid=pyramid)

@@ -289,7 +289,7 @@ def run_blocks(task: BlockTask, blocks, *, workers: int = 1, scheduler: str | No
 
     Args:
         task: the :class:`BlockTask`.
-        blocks: the blocks (:class:`~fusionnet_keras.blockwise.grid.Block`).
+        blocks: the blocks (:class:`~fusionnet_keras.inference.grid.Block`).
         workers: local worker processes (Dask ``LocalCluster``); 0 runs the
             blocks in this process, one after the other.
         scheduler: address of a running Dask scheduler (``tcp://host:8786``)

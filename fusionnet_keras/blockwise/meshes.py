@@ -25,10 +25,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionnet_keras.blockwise.engine import run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
-from fusionnet_keras.blockwise.morphology import LabelTask, _as_ids, _open_labels, _work_dir
-from fusionnet_keras.blockwise.storage import signature
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.job import file_tag, open_job
+from fusionnet_keras.blockwise.morphology import LabelTask, _as_ids, _open_labels
+from fusionnet_keras.blockwise.storage import WorkDir, signature
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 from fusionnet_keras.utils.atomic import atomic_dir, atomic_path, atomic_write_text
 from fusionnet_keras.viewing import meshes as mesh_io
@@ -95,7 +95,6 @@ def mesh_volume(labels_path, out, voxel_size, *, fmt: str = "precomputed", simpl
     Returns:
         ``{"labels", "blocks", "fragments", "block", "voxel_size"}``.
     """
-    from fusionnet_keras.blockwise.predict import _file_tag
     from fusionnet_keras.evaluation.morphology import check_voxel_size
 
     vs = tuple(float(v) for v in check_voxel_size(voxel_size))
@@ -106,16 +105,15 @@ def mesh_volume(labels_path, out, voxel_size, *, fmt: str = "precomputed", simpl
         raise FusionNetError(f"--max-error must be a distance >= 0 in nm, got {max_error}")
     out = check_mesh_output(out, labels_path, fmt, overwrite)
     with _open_labels(labels_path) as volume:
-        shape, tag = volume.shape, {"input": _file_tag(labels_path), "shape": volume.shape,
+        shape, tag = volume.shape, {"input": file_tag(labels_path), "shape": volume.shape,
                                     "dtype": str(volume.dtype)}
     grid = BlockGrid(shape, shape if block is None else parse_block(block))
     sig = signature({"job": "meshes", **tag, "block": grid.block, "voxel_size": vs, "simplify": simplify,
                      "max_error": max_error})
-    _work_dir(out, sig, overwrite, create=False)  # before any worker starts
-    with session(workers, scheduler, client, outputs=[out]) as client:
-        work = _work_dir(out, sig, overwrite)
-        task = MeshTask(str(labels_path), str(work), sig, vs, simplify, max_error)
-        results = run_blocks(task, grid, workers=workers, client=client, progress=progress)
+    work = Path(f"{out}.work")
+    with open_job([WorkDir(work, sig)], workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                  progress=progress, claims=[out]) as job:
+        results = job.run(MeshTask(str(labels_path), str(work), sig, vs, simplify, max_error), grid)
         where = {}  # label -> the blocks that hold a fragment of it
         for block_id in sorted(results):
             for label in results[block_id]["labels"]:

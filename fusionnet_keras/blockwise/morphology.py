@@ -30,19 +30,19 @@ context; the gathered table grows with the objects, not the voxels.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.engine import BlockTask
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.job import file_tag, open_job
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
-from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, _writable, signature
-from fusionnet_keras.errors import FusionNetError, OutputExistsError
-from fusionnet_keras.utils.atomic import atomic_path, atomic_write_text
+from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, WorkDir, signature
+from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.utils.atomic import atomic_path
 
 #: Default block (z, y, x) of blockwise morphology.
 DEFAULT_BLOCK = (64, 256, 256)
@@ -177,7 +177,7 @@ class MeasureTask(BlockTask):
 
     def process(self, state, block):
         from fusionnet_keras.evaluation.mesh_parts import object_parts, part_regions, read_part
-        from fusionnet_keras.segmentation.agglomeration import relabel
+        from fusionnet_keras.segmentation.agglomeration import map_ids
 
         volume, lut = state
         shape = volume.shape
@@ -185,7 +185,7 @@ class MeasureTask(BlockTask):
         if lut is None:
             labels = _as_ids(read_part(volume.lazy, read, shape), f"labels {volume.name}")
         else:
-            labels = relabel(read_part(self.components.array, read, shape), *lut)
+            labels = map_ids(read_part(self.components.array, read, shape), *lut)
         local = lambda region: tuple(slice(r.start - o.start, r.stop - o.start)  # noqa: E731
                                      for r, o in zip(region, read))
         parts = object_parts(labels, [r.start for r in read], local(block.region), local(points), self.spacing,
@@ -213,26 +213,6 @@ def _component_lut(rims: Path, grid, path: Path) -> None:
 def _load(path) -> dict:
     with np.load(path) as f:
         return {key: f[key] for key in f.files}
-
-
-def _work_dir(out: Path, sig: str, overwrite: bool, create: bool = True) -> Path:
-    """``OUT.work/`` of this job: checked (writable; another job's only with ``overwrite``), then created or resumed."""
-    work = Path(str(out) + ".work")
-    _writable(work, str(work))
-    job = work / "job.json"
-    same = False
-    if work.exists():
-        try:
-            same = json.loads(job.read_text(encoding="utf-8")).get("signature") == sig
-        except (OSError, ValueError):
-            same = False
-        if not (same or overwrite):
-            raise OutputExistsError(f"work files of another run exist: {work} (use --overwrite, or remove them)")
-    if create and not (same and not overwrite):
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        atomic_write_text(job, json.dumps({"signature": sig}))
-    return work
 
 
 def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 26, smooth_sigma: float = 0.5,
@@ -265,7 +245,6 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
     """
     import tempfile
 
-    from fusionnet_keras.blockwise.predict import _file_tag
     from fusionnet_keras.evaluation.morphology import check_voxel_size, combine_parts, part_records
 
     vs_nm = check_voxel_size(voxel_size)
@@ -274,7 +253,7 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
     if not (np.isfinite(smooth_sigma) and smooth_sigma >= 0):
         raise FusionNetError(f"smooth_sigma must be >= 0, got {smooth_sigma}")
     with _open_labels(labels_path) as volume:
-        shape, tag = volume.shape, {"input": _file_tag(labels_path), "shape": volume.shape,
+        shape, tag = volume.shape, {"input": file_tag(labels_path), "shape": volume.shape,
                                     "dtype": str(volume.dtype)}
     grid = BlockGrid(shape, parse_block(block or DEFAULT_BLOCK))
     temporary = out is None
@@ -288,12 +267,10 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
     sig = signature({"job": "morphology", **tag, "block": grid.block, "binary": binary,
                      "connectivity": int(connectivity), "smooth_sigma": float(smooth_sigma),
                      "voxel_size": vs_nm.tolist()})
-    run = dict(workers=workers, progress=progress)
-    _work_dir(Path(out), sig, overwrite, create=False)  # before any worker starts
-    with session(workers, scheduler, client, outputs=[Path(out)]) as client:
-        work = _work_dir(Path(out), sig, overwrite)
-        run["client"] = client
-        scans = run_blocks(ScanTask(str(labels_path), str(work), sig), grid, **run)
+    work = Path(f"{out}.work")
+    with open_job([WorkDir(work, sig)], workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                  progress=progress, claims=[Path(out)]) as job:
+        scans = job.run(ScanTask(str(labels_path), str(work), sig), grid)
         if binary is None:
             lows = [r["low"] for r in scans.values() if r["low"] is not None]
             highs = [r["high"] for r in scans.values() if r["high"] is not None]
@@ -303,15 +280,14 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
             rims = work / "rims"
             components = BlockOutput(str(work / "components.zarr"), shape, "uint64", grid.block, sig)
             components.open()
-            run_blocks(ComponentTask(str(labels_path), components, str(rims), int(connectivity), grid.block_size),
-                       grid, **run)
-            run_blocks(StitchTask(components, str(rims), sig), grid, **run)
+            job.run(ComponentTask(str(labels_path), components, str(rims), int(connectivity), grid.block_size), grid)
+            job.run(StitchTask(components, str(rims), sig), grid)
             lut = work / "components-lut.npz"
             if not lut.exists():
                 _component_lut(rims, grid, lut)
         parts = work / "parts"
-        run_blocks(MeasureTask(str(labels_path), components, None if lut is None else str(lut), str(parts),
-                               tuple(vs_nm / 1000.0), float(smooth_sigma), sig), grid, **run)
+        job.run(MeasureTask(str(labels_path), components, None if lut is None else str(lut), str(parts),
+                            tuple(vs_nm / 1000.0), float(smooth_sigma), sig), grid)
     records = part_records(combine_parts(_load(parts / f"{b.id}.npz") for b in grid), shape, vs_nm, min_voxels)
     info = {"blocks": len(grid), "binary": bool(binary), "block": grid.block, "work": work,
             "section": lambda axis, index: _section(labels_path, components, lut, shape, axis, index)}
@@ -324,11 +300,11 @@ def measure_volume(labels_path, voxel_size, *, binary=None, connectivity: int = 
 
 def _section(labels_path, components, lut, shape, axis: int, index: int) -> np.ndarray:
     """One section (``axis`` 0: x-y at z, 1: x-z at y) of the measured labels, read lazily."""
-    from fusionnet_keras.segmentation.agglomeration import relabel
+    from fusionnet_keras.segmentation.agglomeration import map_ids
 
     region = tuple(slice(index, index + 1) if a == axis else slice(0, n) for a, n in enumerate(shape))
     if lut is None:
         with _open_labels(labels_path) as volume:
             return np.squeeze(_as_ids(volume.lazy[region], f"labels {volume.name}"), axis)
     with np.load(lut) as f:
-        return np.squeeze(relabel(components.array[region], f["nodes"], f["labels"]), axis)
+        return np.squeeze(map_ids(components.array[region], f["nodes"], f["labels"]), axis)

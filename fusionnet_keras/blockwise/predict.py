@@ -10,59 +10,20 @@ block shape and worker count. The model is loaded once per worker.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, default_threads, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid, check_multiple
-from fusionnet_keras.blockwise.pyramid import output_pyramid
+from fusionnet_keras.blockwise.engine import BlockTask
+from fusionnet_keras.blockwise.job import file_tag, job_threads, run_job, start_worker
 from fusionnet_keras.blockwise.storage import BlockOutput, signature
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.inference.grid import BlockGrid, check_multiple, normalize_block
 
 #: Default block (z, y, x) of the 2-D predictor.
 DEFAULT_BLOCK = (4, 512, 512)
 
 
-def normalize_block(block, name="the input") -> np.ndarray:
-    """A block as float32 in [0, 1] by a rule that depends on the dtype only (the same for every block).
-
-    Unsigned integers (and non-negative signed ones) are divided by their dtype's
-    maximum, as :func:`fusionnet_keras.data.io.normalize` does; floats must
-    already lie in [0, 1] (min-max scaling needs the whole volume).
-    """
-    from fusionnet_keras.data.io import normalize
-
-    a = np.asarray(block)
-    if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
-        raise FusionNetError(f"{name} has float values outside [0, 1] (or NaN); blockwise prediction needs "
-                             "values in [0, 1] or an integer type")
-    if a.dtype.kind == "i" and a.size and a.min() < 0:
-        raise FusionNetError(f"{name} has negative values; blockwise prediction needs unsigned data")
-    return normalize(a)
-
-
-def start_worker(threads) -> None:
-    """What every model-running worker does first: TensorFlow imported quietly, its thread pools sized."""
-    from fusionnet_keras.utils.quiet import import_backend
-
-    import_backend()
-    limit_threads(threads)
-
-
-def limit_threads(threads) -> None:
-    """Use ``threads`` CPU threads in TensorFlow's pools (before its first operation; else ignored)."""
-    if not threads:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
-    except RuntimeError:  # TensorFlow is already running in this process
-        pass
 
 
 @dataclass
@@ -114,18 +75,6 @@ class SectionBlockTask(BlockTask):
         return None
 
 
-def _file_tag(path) -> dict:
-    """What identifies a file's content cheaply: its resolved path, size and modification time."""
-    from fusionnet_keras.data.io import parse_path
-
-    p = Path(parse_path(path)[0]).resolve()
-    try:
-        st = os.stat(p)
-        return {"path": str(path), "resolved": str(p), "size": st.st_size, "mtime": st.st_mtime_ns}
-    except OSError:
-        return {"path": str(p)}
-
-
 def predict_volume(input_path, output_path, weights, *, block=None, workers=1, scheduler=None, client=None,
                    tta=8, pad=64, batch_size=None, dtype="float32", overwrite=False, progress=True,
                    precision=None, voxel_size=None, pyramid=False) -> dict:
@@ -175,24 +124,16 @@ def predict_volume(input_path, output_path, weights, *, block=None, workers=1, s
         raise FusionNetError(f"--block needs {len(shape)} values for an input of shape {shape}, got {block}")
     check_multiple(block[-2:], (multiple, multiple), "the network's size multiple")
     grid = BlockGrid(shape, block)
-    sig = signature({"job": "predict-2d", "input": _file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
-                     "weights": _file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
+    sig = signature({"job": "predict-2d", "input": file_tag(input_path), "shape": shape, "in_dtype": in_dtype,
+                     "weights": file_tag(weights), "tta": int(tta), "pad": int(pad), "dtype": dtype,
                      "block": grid.block, **({"precision": precision} if precision else {})})
-    threads = None if client or scheduler else default_threads(workers)
     from fusionnet_keras.data.io.ome import output_meta
 
     meta = output_meta([input_path], voxel_size, command="predict", model=str(weights), tta=int(tta), pad=int(pad),
                        dtype=dtype, precision=precision, block=grid.block)
     output = BlockOutput(output_path, shape, dtype, grid.block, sig, meta=meta)
-    output.check(overwrite)  # before any worker starts
-    with session(workers, scheduler, client, threads, outputs=[output]) as client:
-        output.open(overwrite=overwrite)
-        task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
-                                batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
-                                threads=threads, precision=precision)
-        before = sum(output.markers.is_done(b) for b in grid)
-        run_blocks(task, grid, workers=workers, client=client, progress=progress)
-        levels = output_pyramid(output_path, pyramid, client, progress)
-    return {"blocks": len(grid), "computed": len(grid) - before, "shape": shape, "block": grid.block,
-            "levels": levels}
-
+    task = SectionBlockTask(str(input_path), str(weights), output, tta=int(tta), pad=int(pad),
+                            batch_size=None if batch_size is None else int(batch_size), dtype=dtype,
+                            threads=job_threads(workers, scheduler, client), precision=precision)
+    return run_job(task, grid, output, workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                   progress=progress, pyramid=pyramid)

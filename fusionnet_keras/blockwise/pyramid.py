@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid
+from fusionnet_keras.blockwise.engine import BlockTask
+from fusionnet_keras.inference.grid import BlockGrid
+from fusionnet_keras.blockwise.job import open_job
 from fusionnet_keras.blockwise.storage import BlockOutput, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
@@ -210,15 +211,11 @@ def build_pyramid(path, *, levels: int | None = None, block=None, workers: int =
         stale = Path(file) / f"{base}{ms['datasets'][n]['path']}"
         if str(ms["datasets"][n]["path"]) not in {str(i) for i, _, _ in outputs} and stale.exists():
             shutil.rmtree(stale)
-    for _, _, out in outputs:
-        out.check(overwrite)
-    with session(workers, scheduler, client, outputs=[o for _, _, o in outputs]) as client:
+    with open_job([o for _, _, o in outputs], workers=workers, scheduler=scheduler, client=client,
+                  overwrite=overwrite, progress=progress) as job:
         for n, factors, out in outputs:
-            out.open(overwrite=overwrite)
             source = f"{base}{n - 1}" if n > 1 else f"{base}{ms['datasets'][0]['path']}"
-            grid = BlockGrid(shapes[n - 1], chunks)
-            task = DownsampleTask(str(file), source, out, factors, method, lead)
-            run_blocks(task, grid, workers=workers, client=client, progress=progress)
+            job.run(DownsampleTask(str(file), source, out, factors, method, lead), BlockGrid(shapes[n - 1], chunks))
     records, listed = [], [(ms["datasets"][0]["path"], None)]
     for (n, factors, _), shape in zip(outputs, shapes):
         total = [t * f for t, f in zip(total, factors)]
@@ -238,3 +235,28 @@ def output_pyramid(output_path, pyramid: bool, client, progress: bool = True) ->
     info = build_pyramid(output_path, client=client, workers=0 if client is None else 1, overwrite=True,
                          progress=progress)
     return len(info["levels"])
+
+
+def check_pyramid_output(pyramid: bool, output) -> None:
+    """``--pyramid`` needs a zarr output (levels live in an OME-Zarr group)."""
+    if not pyramid:
+        return
+    from fusionnet_keras.data.io.paths import ZARR_EXTS, parse_path
+
+    file, _ = parse_path(output)
+    if file.suffix.lower() not in ZARR_EXTS:
+        raise FusionNetError(f"--pyramid needs a zarr output (x.zarr or x.zarr:group), got {output}")
+
+
+def levels_note(info: dict) -> str:
+    """``", N pyramid levels"`` for a job's result with levels, else nothing."""
+    n = info.get("levels") or 0
+    return f", {n} pyramid level{'s' if n != 1 else ''}" if n else ""
+
+
+def pyramid_levels(output, pyramid: bool) -> str:
+    """With ``pyramid``: the levels of an output written in memory, added in this process; the note to print."""
+    if not pyramid:
+        return ""
+    info = build_pyramid(output, workers=0, overwrite=True, progress=False)
+    return levels_note({"levels": len(info["levels"])})

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionnet_keras.blockwise.engine import BlockTask, run_blocks, session
-from fusionnet_keras.blockwise.grid import BlockGrid, parse_block
-from fusionnet_keras.blockwise.pyramid import output_pyramid
+from fusionnet_keras.blockwise.engine import BlockTask
+from fusionnet_keras.inference.grid import BlockGrid, parse_block
+from fusionnet_keras.blockwise.job import file_tag, open_job
 from fusionnet_keras.blockwise.stitch import first_voxels_of, number_block, rim_stitches, union
 from fusionnet_keras.blockwise.storage import BlockOutput, DoneMarkers, signature, zarr_target
 from fusionnet_keras.errors import FusionNetError
@@ -169,12 +169,12 @@ class RelabelTask(BlockTask):
             return f["nodes"], [f[f"ids_{i}"] for i in range(len(self.outputs))]
 
     def process(self, state, block):
-        from fusionnet_keras.segmentation.agglomeration import relabel
+        from fusionnet_keras.segmentation.agglomeration import map_ids
 
         nodes, luts = state
         frags = np.asarray(self.fragments.array[block.region])
         for out, ids in zip(self.outputs[::-1], luts[::-1]):  # the first output (the marker's) last
-            out.write(block, relabel(frags, nodes, ids))
+            out.write(block, map_ids(frags, nodes, ids))
         return None
 
 
@@ -254,12 +254,6 @@ def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, 
     return graph.nodes, [_compact(ids[rows]) for _, ids in agglomerate(contracted, thresholds, scorer)]
 
 
-def _tag(path) -> dict:
-    from fusionnet_keras.blockwise.predict import _file_tag
-
-    return _file_tag(path)
-
-
 def segment_volume(input_path, outputs, *, method="mean", thresholds=None, classifier=None, classifier_path=None,
                    invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
                    scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS,
@@ -279,8 +273,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         watershed_options: as for :func:`fusionnet_keras.segmentation.segment`.
         hops: as for :func:`fusionnet_keras.segmentation.segment`.
         classifier_path: the classifier's file (part of the job's signature).
-        block: block shape (z, y, x).
-        context: watershed context (z, y, x) around each block.
+        block: block shape (z, y, x), a tuple or ``"Z,Y,X"``.
+        context: watershed context (z, y, x) around each block, a tuple or ``"Z,Y,X"``.
         workers: local worker processes (Dask ``LocalCluster``; see
             :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
         scheduler: address of a running Dask scheduler whose workers run the blocks.
@@ -309,10 +303,10 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     for path in outputs:
         check_not_input(path, input_path, files=[classifier_path])
     with _open_input(input_path) as volume:
-        shape, tag = tuple(volume.shape[-3:]), {"input": _tag(input_path), "shape": volume.shape,
+        shape, tag = tuple(volume.shape[-3:]), {"input": file_tag(input_path), "shape": volume.shape,
                                                  "dtype": str(volume.dtype), "invert": bool(invert)}
-    grid = BlockGrid(shape, tuple(block or DEFAULT_BLOCK))
-    context = parse_block(context, name="context")
+    grid = BlockGrid(shape, parse_block(block or DEFAULT_BLOCK))
+    context = parse_block(context, name="--context")
     file, _ = zarr_target(outputs[0])
     work = Path(str(file) + ".work")
     bins = classifier.bins if classifier is not None and method in ("learned", "multicut", "lifted-multicut") else 0
@@ -322,33 +316,29 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
     seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
                          "thresholds": thresholds, **({"hops": int(hops)} if method == "lifted-multicut" else {}),
-                         "classifier": None if classifier_path is None else _tag(classifier_path)})
+                         "classifier": None if classifier_path is None else file_tag(classifier_path)})
     from fusionnet_keras.data.io.ome import output_meta
 
     metas = [output_meta([input_path], voxel_size, labels=True, command=command, model=model, method=method,
                          threshold=None if thresholds is None else thresholds[i], watershed=options,
                          classifier=classifier_path, block=grid.block) for i in range(len(outputs))]
     outs = [BlockOutput(p, shape, "uint64", grid.block, seg_sig, meta=m) for p, m in zip(outputs, metas)]
-    for out in outs + [fragments]:  # every output checked before any worker starts
-        out.check(overwrite)
-    with session(workers, scheduler, client, outputs=[*outs, work]) as client:
-        for out in outs + [fragments]:
-            out.open(overwrite=overwrite)
+    with open_job([*outs, fragments], workers=workers, scheduler=scheduler, client=client, overwrite=overwrite,
+                  progress=progress, claims=[*outs, work]) as job:
         table, rims = work / "graph", work / "rims"
         graph_task = GraphTask(str(input_path), fragments, str(table), str(rims), bool(invert), bins, graph_sig)
         if overwrite:
             graph_task.markers.clear()
-        run = dict(workers=workers, client=client, progress=progress)
-        counts = run_blocks(FragmentTask(str(input_path), fragments, bool(invert), options, context,
-                                         grid.block_size, str(rims)), grid, **run)
-        run_blocks(graph_task, grid, **run)
+        counts = job.run(FragmentTask(str(input_path), fragments, bool(invert), options, context, grid.block_size,
+                                      str(rims)), grid)
+        job.run(graph_task, grid)
         lut = work / f"lut-{seg_sig}.npz"
         if not lut.exists():
             nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options, hops)
             with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
-        run_blocks(RelabelTask(fragments, outs, str(lut)), grid, **run)
-        levels = [output_pyramid(p, pyramid, client, progress) for p in outputs]
+        job.run(RelabelTask(fragments, outs, str(lut)), grid)
+        levels = [job.pyramid(p, pyramid) for p in outputs]
     with np.load(lut) as f:
         segments = [int(f[f"ids_{i}"].max(initial=0)) for i in range(len(outs))]
     return {"blocks": len(grid), "fragments": sum(c["fragments"] for c in counts.values()), "segments": segments,

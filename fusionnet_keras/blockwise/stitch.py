@@ -56,7 +56,7 @@ def number_block(view, grown, block, block_size: int, shape, rim_path, faces_onl
     Args:
         view: labels (0 = background) of the region ``grown`` (global slices,
             containing the block and one voxel around it where the volume has one).
-        block: the :class:`~fusionnet_keras.blockwise.grid.Block`.
+        block: the :class:`~fusionnet_keras.inference.grid.Block`.
         block_size: voxels of a whole block (ids of block ``i`` are
             ``i * block_size + 1, ...``, in the order of the view's ids).
         shape: the volume's shape.

@@ -34,12 +34,21 @@ def signature(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def same_job(job_file, sig: str) -> bool:
+    """Whether ``job_file`` (JSON written when a job's output was created) names the signature ``sig``."""
+    try:
+        job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(job, dict) and job.get("signature") == sig
+
+
 class DoneMarkers:
     """One JSON file per finished block in ``root``, tagged with the job's signature.
 
     Examples:
         >>> import tempfile
-        >>> from fusionnet_keras.blockwise.grid import BlockGrid
+        >>> from fusionnet_keras.inference.grid import BlockGrid
         >>> markers = DoneMarkers(Path(tempfile.mkdtemp()) / "m", "abc")
         >>> block = next(iter(BlockGrid((4, 4), (2, 2))))
         >>> markers.is_done(block), markers.mark(block, {"n": 3}), markers.is_done(block)
@@ -161,11 +170,7 @@ class BlockOutput:
         return self.markers.root / "job.json"
 
     def _same_job(self) -> bool:
-        try:
-            job = json.loads(self._job_file().read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        return job.get("signature") == self.markers.signature
+        return same_job(self._job_file(), self.markers.signature)
 
     def _check_existing(self, node) -> None:
         shape, dtype = tuple(node.shape), np.dtype(node.dtype)
@@ -181,24 +186,24 @@ class BlockOutput:
                 f"--block {','.join(map(str, chunks))} or use --overwrite"
             )
 
-    def check(self, overwrite: bool = False, resume: bool = True) -> bool:
+    def check(self, overwrite: bool = False) -> bool:
         """Refuse what :meth:`open` would refuse, creating nothing; returns whether the array exists."""
         _writable(self.root, self.display)
         exists = self.root.exists() and any(self.root.iterdir())
         if exists and not overwrite:
             self._check_existing(self._existing())
-            if not (resume and self._same_job()):
+            if not self._same_job():
                 raise OutputExistsError(
                     f"output exists: {self.display} (use --overwrite; a run is resumed only with the same settings)"
                 )
             _writable(self.markers.root, self.display)
         return exists
 
-    def open(self, overwrite: bool = False, resume: bool = True):
+    def open(self, overwrite: bool = False):
         """Create the array, or reopen it to resume (same job); anything else refused (:meth:`check`)."""
         import zarr
 
-        exists = self.check(overwrite, resume)
+        exists = self.check(overwrite)
         if exists and not overwrite:
             return self
         with user_errors(f"cannot create {self.display}"):
@@ -252,3 +257,34 @@ class BlockOutput:
         index = (slice(None),) * (len(self.shape) - len(block.region)) + tuple(block.region)
         with user_errors(f"cannot write {self.display}"):
             self.array[index] = data
+
+
+class WorkDir:
+    """A job's folder of work files (``OUT.work/``), tagged with the job's signature like a :class:`BlockOutput`.
+
+    :meth:`check` refuses another job's folder without ``overwrite``;
+    :meth:`open` creates the folder, or keeps it to resume the same job.
+    """
+
+    def __init__(self, path, sig: str):
+        self.path = Path(path)
+        self.signature = sig
+
+    def __fspath__(self) -> str:  # a path: claimed for a run like one (see blockwise.engine.session)
+        return str(self.path)
+
+    def check(self, overwrite: bool = False) -> bool:
+        """Refuse what :meth:`open` would refuse, creating nothing; returns whether the folder holds this job."""
+        _writable(self.path, str(self.path))
+        same = self.path.exists() and same_job(self.path / "job.json", self.signature)
+        if self.path.exists() and not (same or overwrite):
+            raise OutputExistsError(f"work files of another run exist: {self.path} (use --overwrite, or remove them)")
+        return same
+
+    def open(self, overwrite: bool = False) -> Path:
+        """The folder, created afresh unless it holds this job's work (kept to resume); its path."""
+        if not self.check(overwrite) or overwrite:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            atomic_write_text(self.path / "job.json", json.dumps({"signature": self.signature}))
+        return self.path

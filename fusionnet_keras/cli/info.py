@@ -106,3 +106,6 @@ def _describe_machine():
     click.echo(f"CPU low-precision instructions: {', '.join(low) if low else 'none found'}")
     click.echo(f"precision policy: {keras.mixed_precision.global_policy().name} (global; "
                "fusionnet-keras predict --precision float32|bfloat16|float16)")
+    from fusionnet_keras.models.precision import check_precision
+
+    click.echo(f"precision auto: {check_precision('auto')} on this backend and device (docs/precision.md)")

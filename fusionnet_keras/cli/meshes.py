@@ -8,7 +8,6 @@ import click
 
 from fusionnet_keras.cli.options import (
     blockwise_options,
-    blockwise_requested,
     handle_errors,
     overwrite_option,
     voxel_size_option,
@@ -57,7 +56,8 @@ def meshes(labels, out, fmt, simplify, max_error, voxel_size, workers, block, sc
     run block by block on Dask; running the same command again finishes an
     interrupted run.
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
+    from fusionnet_keras.blockwise.job import blockwise_requested
     from fusionnet_keras.blockwise.meshes import DEFAULT_BLOCK, check_mesh_output, mesh_volume
 
     start = time.perf_counter()

@@ -8,7 +8,6 @@ import click
 
 from fusionnet_keras.cli.options import (
     blockwise_options,
-    blockwise_requested,
     handle_errors,
     ome_options,
     overwrite_option,
@@ -48,8 +47,9 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     A zarr OUT is an OME-Zarr label image (voxel size from EM's metadata or
     --voxel-size, provenance in its attributes).
     """
-    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
+    from fusionnet_keras.blockwise.job import blockwise_requested
+    from fusionnet_keras.blockwise.pyramid import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.segmentation.neurons import neuron_settings, neurons_volume

@@ -176,8 +176,9 @@ def precision_option(func):
         type=click.Choice(PRECISION_WORDS),
         default=None,
         help="Number format of the convolutions (the input block, output and orientation average stay float32); "
-             "bfloat16 is several times faster on CPUs with AMX-BF16 (see 'fusionnet-keras info'); auto: bfloat16 "
-             "where it is native (accelerators, AVX512-BF16/AMX CPUs), else float32. "
+             "bfloat16 is about 2x faster on CPUs with AVX512-BF16 or AMX-BF16 (see 'fusionnet-keras info'); auto: "
+             "bfloat16 where it is faster on this backend and device (accelerators; AVX512-BF16/AMX CPUs under "
+             "TensorFlow, not JAX), else float32 (docs/precision.md). "
              "Default: the precision saved with the model (float32 for models trained with the default settings).",
     )(func)
 
@@ -209,11 +210,6 @@ def blockwise_options(func=None, *, writes: str = "the output (zarr) is written 
     return func
 
 
-def blockwise_requested(workers, block, scheduler) -> bool:
-    """Whether a command runs blockwise (any of the blockwise options given)."""
-    return workers is not None or block is not None or scheduler is not None
-
-
 def _parse_voxel_size(_ctx, _param, value):
     if value is None:
         return None
@@ -243,33 +239,6 @@ def pyramid_option(func):
                         help="Add a multiscale pyramid to the zarr OUTPUT (OME-Zarr levels 1, 2, ...: mean for "
                              "images and probabilities, mode for labels; x and y first for anisotropic voxels), "
                              "computed block by block like 'fusionnet-keras pyramid'.")(func)
-
-
-def check_pyramid_output(pyramid: bool, output) -> None:
-    """``--pyramid`` needs a zarr output (levels live in an OME-Zarr group)."""
-    if not pyramid:
-        return
-    from fusionnet_keras.data.io.paths import ZARR_EXTS, parse_path
-
-    file, _ = parse_path(output)
-    if file.suffix.lower() not in ZARR_EXTS:
-        raise FusionNetError(f"--pyramid needs a zarr output (x.zarr or x.zarr:group), got {output}")
-
-
-def levels_note(info: dict) -> str:
-    """``", N pyramid levels"`` for a job's result with levels, else nothing."""
-    n = info.get("levels") or 0
-    return f", {n} pyramid level{'s' if n != 1 else ''}" if n else ""
-
-
-def pyramid_levels(output, pyramid: bool) -> str:
-    """With ``pyramid``: the levels of an output written in memory, added in this process; the note to print."""
-    if not pyramid:
-        return ""
-    from fusionnet_keras.blockwise.pyramid import build_pyramid
-
-    info = build_pyramid(output, workers=0, overwrite=True, progress=False)
-    return levels_note({"levels": len(info["levels"])})
 
 
 def ome_options(func):

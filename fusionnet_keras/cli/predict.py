@@ -7,7 +7,6 @@ import click
 from fusionnet_keras.cli.options import (
     batch_size_option,
     blockwise_options,
-    blockwise_requested,
     handle_errors,
     ome_options,
     overwrite_option,
@@ -56,7 +55,8 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
     --voxel-size, provenance in its attributes); HDF5 and TIFF outputs carry
     the voxel size as 'resolution' and the ImageJ spacing.
     """
-    from fusionnet_keras.cli.options import check_pyramid_output, pyramid_levels
+    from fusionnet_keras.blockwise.job import blockwise_requested
+    from fusionnet_keras.blockwise.pyramid import check_pyramid_output, pyramid_levels
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.pretrained.resolve import resolve_weights
 
@@ -96,9 +96,9 @@ def predict(input_path, output_path, weights, tta, tile, pad, batch_size, precis
 
 def _predict_blockwise(input_path, output_path, weights, tta, tile, pad, batch_size, precision, dtype, workers,
                        block, scheduler, overwrite, voxel_size, pyramid):
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.predict import predict_volume
-    from fusionnet_keras.cli.options import levels_note
+    from fusionnet_keras.blockwise.pyramid import levels_note
 
     if tile is not None:
         raise FusionNetError("--tile is for whole-section prediction; blockwise, the --block is the tile")

@@ -26,7 +26,7 @@ def pyramid(input_path, levels, workers, block, scheduler, overwrite):
     scales are listed in the image's multiscales when all are done; the same
     command again resumes an interrupted run.
     """
-    from fusionnet_keras.blockwise.grid import parse_block
+    from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.blockwise.pyramid import build_pyramid
 
     info = build_pyramid(input_path, levels=levels, block=None if block is None else parse_block(block),

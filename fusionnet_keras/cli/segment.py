@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fusionnet_keras.cli.options import (
-    blockwise_options,
-    blockwise_requested,
-    handle_errors,
-    ome_options,
-    overwrite_option,
-)
-from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.cli.options import blockwise_options, handle_errors, ome_options, overwrite_option
 from fusionnet_keras.segmentation import defaults
 
 
@@ -41,26 +34,6 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     return WatershedOptions(low=ws_low, high=ws_high, size=ws_size, merge_affinity=ws_merge_affinity)
-
-
-def parse_thresholds(threshold, thresholds):
-    """``--threshold`` / ``--thresholds`` -> a list of floats, or None for the default."""
-    if threshold is not None and thresholds is not None:
-        raise FusionNetError("give either --threshold or --thresholds, not both")
-    if thresholds is None:
-        return None if threshold is None else [threshold]
-    try:
-        values = [float(t) for t in thresholds.split(",") if t.strip()]
-    except ValueError:
-        raise FusionNetError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from None
-    if not values:
-        raise FusionNetError("--thresholds is empty")
-    return values
-
-
-def dataset_name(threshold: float) -> str:
-    """Name of the volume of one threshold in the output container, e.g. ``threshold_0.5``."""
-    return f"threshold_{threshold:g}"
 
 
 @click.command()
@@ -106,15 +79,16 @@ def dataset_name(threshold: float) -> str:
 @ome_options
 @overwrite_option
 @handle_errors
-def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
-            mws_size, fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler,
-            context, voxel_size, pyramid, overwrite):
+def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride, mws_size,
+            fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
+            voxel_size, pyramid, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
     linking v and v - e_c, possibly followed by long-range channels (the
     agglomerations and multicuts read the first 3; --method mws all of them,
-    with the offsets stored in the file or given by --offsets); or a (Z, Y, X) boundary map, high = boundary
+    with the offsets stored in the file or given by --offsets); or a (Z, Y, X)
+    boundary map, high = boundary
     (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
     Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
     where the input says background (no affinity above --ws-low).
@@ -129,140 +103,11 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     voxel size from AFFINITIES' metadata or --voxel-size, provenance in its
     attributes); HDF5 and TIFF outputs carry 'resolution' and the ImageJ spacing.
     """
-    import time
+    from fusionnet_keras.workflows.segment import segment_path
 
-    import numpy as np
-
-    from fusionnet_keras.cli.options import check_pyramid_output, levels_note, pyramid_levels
-    from fusionnet_keras.data.io import check_output, check_outputs, write_volume, write_volumes
-    from fusionnet_keras.data.io.paths import check_not_input
-    from fusionnet_keras.segmentation.agglomeration import check_thresholds
-    from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
-    from fusionnet_keras.segmentation.pipeline import segment as run
-
-    values = parse_thresholds(threshold, thresholds)
-    check_pyramid_output(pyramid, out)
-    several = thresholds is not None
-    for member in [_member(out, dataset_name(t)) for t in check_thresholds(values)] if several else [out]:
-        check_not_input(member, affinities, fragments, files=[classifier])
-    if method is None:
-        method = "learned" if classifier else "mean"
-    if method == "watershed" and values is not None:
-        raise FusionNetError("--method watershed takes no --threshold/--thresholds")
-    if method not in defaults.CLASSIFIER_METHODS and classifier is not None:
-        raise FusionNetError(f"--classifier is for --method {', '.join(defaults.CLASSIFIER_METHODS)}; "
-                             f"--method {method} does not use it")
-
-    long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise_requested(workers, block, scheduler))
-    if mws_size is not None and method != "mws":
-        raise FusionNetError("--mws-size is for --method mws")
-    if lifted_hops is not None and method != "lifted-multicut":
-        raise FusionNetError("--lifted-hops is for --method lifted-multicut")
-    hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
-    if method in defaults.BETA_METHODS and values is not None:
-        from fusionnet_keras.segmentation.multicut import check_betas
-
-        check_betas(values)
-
-    if context is not None and not blockwise_requested(workers, block, scheduler):
-        raise FusionNetError("--context is for blockwise segmentation (with --workers, --block or --scheduler)")
-    if blockwise_requested(workers, block, scheduler):
-        pass  # the blockwise outputs are checked (and resumed) by segment_volume
-    elif several:
-        check_outputs(out, [dataset_name(t) for t in check_thresholds(values)], overwrite)
-    else:
-        check_output(out, overwrite)
-    clf = None
-    if method == "learned" or classifier is not None:
-        from fusionnet_keras.pretrained.resolve import resolve_classifier
-
-        classifier = resolve_classifier(classifier)
-    if classifier is not None:
-        from fusionnet_keras.segmentation.learned import BoundaryClassifier
-
-        clf = BoundaryClassifier.load(classifier)
-    start = time.perf_counter()
-    if blockwise_requested(workers, block, scheduler):
-        from fusionnet_keras.blockwise.grid import parse_block
-        from fusionnet_keras.blockwise.segment import DEFAULT_CONTEXT, segment_volume
-
-        if fragments:
-            raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
-        names = [dataset_name(t) for t in check_thresholds(values)] if several else [None]
-        info = segment_volume(affinities, [_member(out, n) for n in names], method=method, thresholds=values,
-                              classifier=clf, classifier_path=classifier, invert=invert,
-                              watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                              block=None if block is None else parse_block(block), workers=workers or 1,
-                              context=DEFAULT_CONTEXT if context is None else parse_block(context, name="--context"),
-                              scheduler=scheduler, overwrite=overwrite, hops=hops, voxel_size=voxel_size,
-                              pyramid=pyramid)
-        click.echo(f"{info['fragments']} fragments in {info['blocks']} blocks; "
-                   + ", ".join(f"{n} segments" for n in info["segments"]) + levels_note(info))
-        click.echo(f"wrote {out} ({method}, blockwise, {time.perf_counter() - start:.1f} s)")
-        return
-    if method == "mws":
-        affs, long_range = _load_long_range(affinities, invert, long_range)
-    else:
-        affs = load_affinities(affinities, invert=invert)
-    frags = load_labels(fragments, "fragments", shape=affs.shape[1:]) if fragments else None
-    results = {}
-    for t, labels in run(affs, method, values, fragments=frags, classifier=clf,
-                         watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                         hops=hops, offsets=long_range, stride=stride, mws_size=mws_size or 0):
-        results[t] = labels
-        n = int(np.count_nonzero(np.unique(labels)))
-        kind = "beta" if method in defaults.BETA_METHODS else "threshold"
-        what = "fragments" if t is None else f"segments at {kind} {t:g}"
-        click.echo(f"{n} {what}")
-    from fusionnet_keras.data.io.ome import output_meta
-
-    meta = output_meta([affinities], voxel_size, labels=True, command="segment", method=method, thresholds=values,
-                       classifier=classifier, fragments=fragments, invert=invert,
-                       watershed=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity),
-                       **({"offsets": long_range, "mws_stride": stride, "mws_size": mws_size or 0}
-                          if method == "mws" else {}))
-    if several:
-        write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite, meta=meta)
-        note = [pyramid_levels(_member(out, dataset_name(t)), pyramid) for t in results][0]  # each the same
-    else:
-        write_volume(out, next(iter(results.values())).astype(np.uint64), overwrite=overwrite, meta=meta)
-        note = pyramid_levels(out, pyramid)
-    click.echo(f"wrote {out} ({method}, {time.perf_counter() - start:.1f} s){note}")
-
-
-def _member(out, name):
-    """``OUT`` for one volume, else ``OUT[:group]/name``."""
-    if name is None:
-        return out
-    from fusionnet_keras.data.io import parse_path
-
-    file, key = parse_path(out)
-    return f"{file}:{key}/{name}" if key else f"{file}:{name}"
-
-
-def _mws_settings(method, offsets, stride, blockwise):
-    """``--offsets`` and ``--mws-stride`` checked: (long-range offsets or None, stride)."""
-    if method != "mws":
-        if offsets is not None or stride is not None:
-            raise FusionNetError("--offsets and --mws-stride are for --method mws")
-        return None, (1, 1, 1)
-    if blockwise:
-        raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
-    from fusionnet_keras.blockwise.grid import parse_block
-    from fusionnet_keras.segmentation.mws import parse_offsets
-
-    return (None if offsets is None else parse_offsets(offsets),
-            (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride"))
-
-
-def _load_long_range(path, invert, given):
-    """``(affinities (C, Z, Y, X) float32 in [0, 1] (1 - x with invert), long-range offsets)``: the offsets
-    are ``given`` (``--offsets``) or read from the file's metadata (:func:`~fusionnet_keras.segmentation.mws.stored_offsets`)."""
-    from fusionnet_keras.data.io import open_volume
-    from fusionnet_keras.data.io.images import as_probability
-    from fusionnet_keras.segmentation.mws import stored_offsets
-
-    with open_volume(path) as vol:
-        long_range = stored_offsets(vol, given)
-        a = as_probability(vol.read(), vol.name)
-    return (1.0 - a if invert else a), long_range
+    segment_path(affinities, out, method=method, threshold=threshold, thresholds=thresholds, classifier=classifier,
+                 lifted_hops=lifted_hops, offsets=offsets, mws_stride=mws_stride, mws_size=mws_size,
+                 fragments=fragments, invert=invert,
+                 watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity), workers=workers,
+                 block=block, scheduler=scheduler, context=context, voxel_size=voxel_size, pyramid=pyramid,
+                 overwrite=overwrite, report=click.echo)

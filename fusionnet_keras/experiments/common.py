@@ -169,9 +169,9 @@ def main(run, doc: str, default_out: str, argv=None, options=(), tta=TTA, preset
     for flags, kwargs in options:
         parser.add_argument(*flags, **kwargs)
     args = vars(parser.parse_args(argv))
-    from fusionnet_keras.cli.options import quiet_backend
+    from fusionnet_keras.utils.quiet import import_backend
 
-    quiet_backend(verbose=False)  # TensorFlow's start-up lines silenced, as in the command line
+    import_backend(verbose=False)  # TensorFlow's start-up lines silenced, as in the command line
     try:
         run(args.pop("preset"), args.pop("out"), Path(sys.argv[0]).resolve().parent, **args)
     except FusionNetError as e:

@@ -8,7 +8,7 @@ sections and the test volume is predicted section by section with
 8-orientation averaging. Every network is trained with ``seeds`` training
 seeds (same data), and Table 3 is their mean and spread.
 
-Table 3 the paper's way (:func:`table3_scores`): "foreground-restricted Rand
+Table 3 the paper's way (:func:`~fusionnet_keras.segmentation.nuclei.nucleus_table3_scores`): "foreground-restricted Rand
 scoring after border thinning" and its information-theoretic twin, the ISBI
 2012 challenge's scores (Arganda-Carreras et al. 2015, which the papers cite
 for them), computed as the challenge's Fiji script does on a stack: per
@@ -16,8 +16,9 @@ section, plain 4-connected components of the thresholded prediction, border
 thinning, foreground-restricted (the nucleus voxels of the binary test mask,
 the paper's area-lists exported as binary masks), maximised over thresholds
 0.0..1.0; and the Dice coefficient of the masks at threshold 0.5. The
-project's own rows (:func:`instance_scores`) score 3-D nucleus instances (by
-default split by a seeded watershed, :func:`segment`) against the test
+project's own rows (:func:`~fusionnet_keras.segmentation.nuclei.nucleus_scores`) score 3-D nucleus
+instances (by default split by a seeded watershed,
+:func:`~fusionnet_keras.segmentation.nuclei.segment_nuclei`) against the test
 volume's nucleus ids. Then the morphology of every nucleus of the first
 seed's FusionNet (volume, surface area, sphericity, K-means on all whole
 nuclei, the left-right symmetry check) and the figures.
@@ -43,6 +44,7 @@ from fusionnet_keras.experiments.common import (
     start,
     train_models,
 )
+from fusionnet_keras.segmentation.nuclei import nucleus_scores, nucleus_table3_scores, segment_nuclei
 from fusionnet_keras.training import schema
 from fusionnet_keras.utils.atomic import atomic_write_text
 
@@ -198,96 +200,15 @@ def prepare_data(exp: dict, preset: str, data_out: Path):
     return info
 
 
-def segment(prob: np.ndarray, threshold=0.5, min_voxels=0, method="components", voxel_size=None,
-            min_radius_um=2.0) -> np.ndarray:
-    """Nucleus instances from a probability volume: threshold, then label in 3-D.
-
-    ``method="components"``: 3-D connected components (6-connectivity).
-    ``method="watershed"`` (the project's split): the same mask split by a
-    watershed of its distance transform (with the anisotropic ``voxel_size``,
-    nm), seeded at the distance maxima that are at least ``min_radius_um`` (the
-    smallest nucleus radius) apart -- so a round nucleus, whose distance
-    transform has one maximum at its centre and none within its radius, gives
-    one seed, and each of two touching nuclei (centres farther apart than
-    either radius) gets its own. Holes enclosed by the mask are filled for the
-    distance transform. Every component keeps at least one seed.
-    Objects smaller than ``min_voxels`` are removed; labels are 1..N.
-
-    Examples:
-        >>> z, y, x = np.mgrid[:24, :24, :48]
-        >>> two = ((z - 12) ** 2 + (y - 12) ** 2 + (x - 13) ** 2 <= 100) | ((z - 12) ** 2 + (y - 12) ** 2 + (x - 32) ** 2 <= 100)
-        >>> int(segment(two.astype("float32"), method="watershed", voxel_size=(100, 100, 100), min_radius_um=0.8).max())
-        2
-    """
-    from scipy import ndimage
-
-    from fusionnet_keras.evaluation.postprocess import relabel
-
-    mask = np.asarray(prob) > threshold
-    labels, n = ndimage.label(mask)
-    if method == "watershed" and n:
-        labels = _split_touching(mask, labels, voxel_size, min_radius_um)
-    elif method not in ("components", "watershed"):
-        raise FusionNetError(f"unknown instance method {method!r}; use components or watershed")
-    if labels.max() and min_voxels:
-        labels, _ = relabel(labels, min_size=min_voxels)
-    return labels.astype(np.int32)
-
-
-def _split_touching(mask, components, voxel_size, min_radius_um: float) -> np.ndarray:
-    from scipy import ndimage
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    vs_um = (np.full(3, 1000.0) if voxel_size is None else np.asarray(voxel_size, float)) / 1000.0
-    # enclosed holes (a nucleolus predicted as background) would put distance maxima around them
-    dist = ndimage.distance_transform_edt(ndimage.binary_fill_holes(mask), sampling=vs_um)
-    min_distance = max(1, int(round(min_radius_um / vs_um.min())))  # in voxels of the finest axis
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    missing = np.setdiff1d(np.arange(1, components.max() + 1), components[tuple(peaks.T)])
-    for i, c in enumerate(missing, start=len(peaks) + 1):  # a component without a maximum keeps one seed
-        markers[np.unravel_index(np.argmax(np.where(components == c, dist, -1)), mask.shape)] = i
-    return watershed(-dist, markers, mask=mask).astype(np.int32)
-
-
-def table3_scores(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict:
-    """Table 3 the paper's way: V^Rand / V^Info of the ISBI 2012 challenge per section, and Dice.
-
-    ``isbi_scores`` of the probability volume against the binary nucleus mask
-    of ``gt`` (the Fiji script on a stack: per section, the 4-connected
-    components of the thresholded prediction, border thinning,
-    foreground-restricted, averaged over sections, maximised over thresholds
-    0.0..1.0); Dice of ``prob > threshold`` against the mask.
-    """
-    from fusionnet_keras.evaluation import dice, isbi_scores
-
-    mask = np.asarray(gt) > 0
-    s = isbi_scores(np.asarray(prob, np.float32), mask.astype(np.uint8))
-    return {"vrand": s["vrand"], "vinfo": s["vinfo"], "vrand_threshold": s["vrand_threshold"],
-            "vinfo_threshold": s["vinfo_threshold"], "dice": float(dice(np.asarray(prob) > threshold, mask))}
-
-
-def instance_scores(instances: np.ndarray, gt: np.ndarray) -> dict:
-    """The project's 3-D scores: V^Rand / V^Info of the instances against the nucleus ids of ``gt``
-    (restricted to nucleus voxels, no thinning), and the numbers of nuclei."""
-    from fusionnet_keras.evaluation import vrand_vinfo_3d
-
-    s = vrand_vinfo_3d(instances, gt)
-    return {"vrand": float(s["vrand"]), "vinfo": float(s["vinfo"]), "n_nuclei": int(instances.max()),
-            "n_gt_nuclei": int(len(np.unique(gt[gt > 0])))}
-
-
 def _score_model(exp: dict, config: dict, prob: np.ndarray, gt: np.ndarray, voxel_size, folder: Path) -> dict:
     """Table 3 and the project's 3-D scores of one test prediction; writes ``test-instances.tif``."""
     from fusionnet_keras.data.io import write_volume
 
     threshold = config["predict"]["threshold"]
     min_voxels = int(np.ceil(exp["min_volume_um3"] / (np.prod(voxel_size) * 1e-9)))
-    inst = segment(prob, threshold, min_voxels, exp["instances"], voxel_size, exp["min_radius_um"])
+    inst = segment_nuclei(prob, threshold, min_voxels, exp["instances"], voxel_size, exp["min_radius_um"])
     write_volume(folder / "test-instances.tif", inst, overwrite=True)
-    return {"table3": table3_scores(prob, gt, threshold), "instances": instance_scores(inst, gt)}
+    return {"table3": nucleus_table3_scores(prob, gt, threshold), "instances": nucleus_scores(inst, gt)}
 
 
 def _train_seed(exp, experiment_dir, preset: str, out: Path, seed: int, info: dict, test_image, test_gt, tta):

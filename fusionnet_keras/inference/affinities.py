@@ -30,7 +30,7 @@ affinities in [0, 1] of the same spatial shape, in the convention of
   its neighbour). The average is exactly equivariant under the orientations
   used: an x-flipped volume gives the x-flipped affinity graph.
 * **Input values** are normalised by dtype, block by block (the rule of the
-  blockwise 2-D predictor, :func:`fusionnet_keras.blockwise.predict.normalize_block`):
+  blockwise 2-D predictor, :func:`fusionnet_keras.inference.grid.normalize_block`):
   unsigned integers divided by their dtype's maximum, floats taken as they
   are and refused outside [0, 1] or when not finite.
 
@@ -43,26 +43,25 @@ may not predict): ``orientations`` must be 1.
 
 ``precision`` (``float32``, ``bfloat16``, ``float16``) runs the convolutions in
 that format (:func:`fusionnet_keras.models.precision.with_precision`); the
-output and the orientation average stay float32.
+output and the orientation average stay float32. The network runs with its
+batch norms folded into its convolutions
+(:func:`fusionnet_keras.models.inference_graph.inference_model`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from fusionnet_keras.data.orient import XY_ORIENTATIONS
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.inference.grid import BlockGrid, normalize_block, parse_block
 
-__all__ = ["predict_affinities", "AffinityPredictor", "ORIENTATIONS", "DEFAULT_BLOCK", "check_affinity_model",
+__all__ = ["predict_affinities", "AffinityPredictor", "DEFAULT_BLOCK", "check_affinity_model",
            "check_volume", "check_block"]
 
 #: Default block (z, y, x) of the affinity predictor (capped at the volume).
 DEFAULT_BLOCK = (16, 128, 128)
 
-#: The xy orientations ``(transpose, flip_y, flip_x)``: the first 1, 4 or 8 are used.
-ORIENTATIONS = (
-    (False, False, False), (False, False, True), (False, True, False), (False, True, True),
-    (True, False, False), (True, False, True), (True, True, False), (True, True, True),
-)
 N_CHANNELS = 3
 #: The attribute of a written affinity array (HDF5 dataset, OME-Zarr group) holding the offset of each channel.
 OFFSETS_ATTR = "affinity_offsets"
@@ -119,8 +118,6 @@ def check_volume(volume):
 
 def check_block(block, shape):
     """The block ``(z, y, x)`` (``None``: :data:`DEFAULT_BLOCK`; one int: all axes) capped at ``shape``."""
-    from fusionnet_keras.blockwise.grid import parse_block
-
     block = DEFAULT_BLOCK if block is None else parse_block(block, 3, "block")
     return tuple(min(b, s) for b, s in zip(block, shape))
 
@@ -134,30 +131,15 @@ class _Oriented:
 
     def __init__(self, array, orientation, name="the input"):
         self.array = array
-        self.transpose, self.flip_y, self.flip_x = orientation
-        self.source_shape = tuple(int(s) for s in array.shape)
-        z, y, x = self.source_shape
-        self.shape = (z, x, y) if self.transpose else (z, y, x)
+        self.orientation = orientation
+        z, y, x = (int(s) for s in array.shape)
+        self.shape = (z, x, y) if orientation.transpose else (z, y, x)
         self.name = name
 
     def __getitem__(self, key):
-        from fusionnet_keras.blockwise.predict import normalize_block
-
-        key = [slice(*s.indices(n)[:2]) for s, n in zip(key, self.shape)]
-        if self.transpose:
-            key = [key[0], key[2], key[1]]
-        for axis, flip in ((1, self.flip_y), (2, self.flip_x)):
-            if flip:
-                n, s = self.source_shape[axis], key[axis]
-                key[axis] = slice(n - s.stop, n - s.start)
-        block = normalize_block(self.array[tuple(key)], self.name)
-        if self.flip_y:
-            block = block[:, ::-1]
-        if self.flip_x:
-            block = block[:, :, ::-1]
-        if self.transpose:
-            block = block.transpose(0, 2, 1)
-        return np.ascontiguousarray(block, dtype=np.float32)
+        zs, *yx = (slice(*s.indices(n)[:2]) for s, n in zip(key, self.shape))
+        block = normalize_block(self.array[(zs, *self.orientation.unregion(self.shape[1:], yx))], self.name)
+        return np.ascontiguousarray(self.orientation.apply(block), dtype=np.float32)
 
 
 class _Window:
@@ -198,15 +180,19 @@ class AffinityPredictor:
 
             model = with_precision(model, precision)
         self.model = model
+        from fusionnet_keras.models.inference_graph import for_inference
+
+        #: what runs: ``model`` with its batch norms folded into the convolutions
+        self.network = for_inference(model)
         self.offsets = model_offsets(model)
         self.channels = len(self.offsets)
-        self.orientations = ORIENTATIONS[:_check_orientations(orientations)]
+        self.orientations = XY_ORIENTATIONS[:_check_orientations(orientations)]
         if self.channels > N_CHANNELS and len(self.orientations) > 1:
             raise FusionNetError(f"test-time orientations are for nearest-neighbour networks; this one predicts "
                                  f"{self.channels - N_CHANNELS} long-range offsets: use 1 orientation")
 
     def _network(self, window):
-        y = self.model.predict_on_batch(np.asarray(window, np.float32)[None, ..., None])
+        y = self.network.predict_on_batch(np.asarray(window, np.float32)[None, ..., None])
         if isinstance(y, (list, tuple)):
             y = y[-1]
         y = np.asarray(y, dtype=np.float32)
@@ -237,7 +223,7 @@ class AffinityPredictor:
         region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, shape))
         total = np.zeros((self.channels, *(r.stop - r.start for r in region)), np.float32)
         for orientation in self.orientations:
-            transpose, *flips = orientation
+            transpose, *flips = orientation  # an Orientation: (transpose, flip_y, flip_x)
             # the region in the flipped frame; a flipped axis needs one more voxel before it (the shift back)
             lows = [r.start for r in region]
             frame = list(region)
@@ -321,7 +307,6 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
         out = np.zeros(out_shape, np.float32)
     elif tuple(out.shape) != out_shape:
         raise FusionNetError(f"out has shape {tuple(out.shape)}, expected {out_shape}")
-    from fusionnet_keras.blockwise.grid import BlockGrid
 
     blocks = BlockGrid(shape, block)
     steps = iter(blocks)

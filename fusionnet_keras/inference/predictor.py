@@ -5,8 +5,8 @@ images in ``[0, 1]`` into a float32 probability map of the same shape:
 
 1. **Orientations (TTA).** With ``tta=8`` (the paper's section 2.2) each section
    is presented in all 8 orientations of the dihedral group D4
-   (:func:`fusionnet_keras.data.orient.orient`); every prediction is turned back
-   with :func:`~fusionnet_keras.data.orient.unorient` and the 8 maps are
+   (:class:`fusionnet_keras.data.orient.Orientation`); every prediction is turned back
+   (:meth:`~fusionnet_keras.data.orient.Orientation.undo`) and the 8 maps are
    averaged. Each orientation is padded and tiled *after* it has been oriented,
    so the result is exactly D4-equivariant:
    ``predict(orient(x, k)) == orient(predict(x), k)`` up to float round-off.
@@ -27,8 +27,9 @@ images in ``[0, 1]`` into a float32 probability map of the same shape:
    trades exactness for speed; then neighbouring windows cross-fade with
    linear ramps over at least ``min(overlap, tile / 2)`` pixels so no seams show.
 
-Inference runs in inference mode (batch norm uses its moving statistics) via
-``model.predict_on_batch``, which compiles the forward pass once per input
+Inference runs in inference mode (batch norm uses its moving statistics,
+folded into the convolutions: :func:`fusionnet_keras.models.inference_graph.inference_model`) via
+``predict_on_batch``, which compiles the forward pass once per input
 shape; windows of the same shape (all orientations of a square window, all
 tiles) are batched together up to ``batch_size``; a ``once`` prediction of a
 single small call (the ``predict`` command on a small image) calls the model
@@ -47,18 +48,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusionnet_keras.data.orient import N_ORIENTATIONS, orient, unorient
+from fusionnet_keras.data.orient import N_ORIENTATIONS, Orientation
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.inference.tiling import Tile, TilePlan, frame_widths, pad_for_model
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
+from fusionnet_keras.models.inference_graph import for_inference
 from fusionnet_keras.models.precision import with_precision
 from fusionnet_keras.utils.validate import check_int
 
-__all__ = ["predict", "predict_section", "SectionPredictor", "orient_region", "unorient_region"]
+__all__ = ["predict", "predict_section", "SectionPredictor"]
 
-# Orientations grouped by output shape (even k keep (H, W), odd k swap it), so
+# Orientations grouped by output shape (even k keep (H, W), odd k transpose it), so
 # that windows of equal shape follow each other and batch together.
-_TTA_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+_TTA_ORDER = tuple(Orientation.of(k) for k in (0, 2, 4, 6, 1, 3, 5, 7))
 
 
 def _check_tta(tta):
@@ -73,10 +75,10 @@ def _check_finite(array, where=""):
 
 
 @dataclass(eq=False)
-class _Orientation:
+class _Accumulator:
     """The accumulator of one orientation of one section."""
 
-    k: int
+    orientation: Orientation
     offsets: tuple
     acc: np.ndarray
     left: int
@@ -89,7 +91,7 @@ class _Job:
 
     window: np.ndarray
     tile: Tile
-    state: _Orientation = field(repr=False)
+    state: _Accumulator = field(repr=False)
 
 
 # Memory model of one network window (calibrated on the paper model, TensorFlow CPU, float32:
@@ -104,36 +106,6 @@ def window_bytes(model, window) -> int:
     if filters is None:  # any other Keras model: the widest layer of the first level is unknown; assume 64
         filters = 64
     return int(np.prod(window)) * filters * BYTES_PER_PIXEL_AND_FILTER
-
-
-def orient_region(shape, region, k):
-    """Where the part ``region`` (y, x slices) of a section of ``shape`` lies after :func:`orient` by ``k``.
-
-    Regions may reach past the section (mirrored context): orientations are
-    flips and transposes, which commute with mirror reflection.
-
-    Examples:
-        >>> x = np.arange(12).reshape(3, 4)
-        >>> r = orient_region(x.shape, (slice(0, 2), slice(1, 4)), 1)
-        >>> bool(np.array_equal(orient(x, 1)[r], orient(x[0:2, 1:4], 1)))
-        True
-    """
-    (h, w), (ys, xs) = shape, region
-    if k >= 4:  # mirror the last axis first
-        xs = slice(w - xs.stop, w - xs.start)
-    for _ in range(k % 4):  # a quarter turn: new[i, j] = old[j, w - 1 - i], new shape (w, h)
-        ys, xs, h, w = slice(w - xs.stop, w - xs.start), ys, w, h
-    return ys, xs
-
-
-def unorient_region(shape, region, k):
-    """Inverse of :func:`orient_region`: ``shape`` is the oriented section's, the result is in the original."""
-    (h, w), (ys, xs) = shape, region
-    for _ in range(k % 4):  # undo a quarter turn of an array of (original) shape (w, h)
-        ys, xs, h, w = xs, slice(h - ys.stop, h - ys.start), w, h
-    if k >= 4:
-        xs = slice(w - xs.stop, w - xs.start)
-    return ys, xs
 
 
 def _snap(start, stop, context, multiple, size):
@@ -177,6 +149,7 @@ class SectionPredictor:
     def __init__(self, model, tta=8, tile=None, pad=64, batch_size=None, overlap=None, multiple=None,
                  precision=None):
         self.model = model if precision is None else with_precision(model, precision)
+        self._network = None
         self.tta = _check_tta(tta)
         self.pad = check_int("pad", pad, 0)
         #: windows per model call; None: :meth:`windows_per_call` decides from the free memory
@@ -203,8 +176,20 @@ class SectionPredictor:
                 self.blend = max(self.multiple, min(self.context, self.tile // 2))
 
     @property
+    def network(self):
+        """What runs: :attr:`model` with its batch norms folded into its convolutions
+        (:func:`~fusionnet_keras.models.inference_graph.inference_model`), built on first use."""
+        if self._network is None:
+            self._network = for_inference(self.model)
+        return self._network
+
+    @network.setter
+    def network(self, value):
+        self._network = value
+
+    @property
     def orientations(self):
-        return _TTA_ORDER if self.tta == N_ORIENTATIONS else (0,)
+        return _TTA_ORDER if self.tta == N_ORIENTATIONS else (Orientation(),)
 
     def plan(self, shape):
         """The :class:`TilePlan` of one (oriented) section of ``shape`` over its padded frame."""
@@ -230,17 +215,17 @@ class SectionPredictor:
     def schedule(self, shape):
         """The model calls :meth:`predict` makes for a section of ``shape``: a list of ``(n, h, w)``."""
         shapes = []
-        for k in self.orientations:
-            plan = self.plan(tuple(shape)[::-1] if k % 2 else tuple(shape))  # odd k swap H and W
+        for o in self.orientations:
+            plan = self.plan(tuple(shape)[::-1] if o.transpose else tuple(shape))
             shapes += [plan.window] * len(plan)
         return [(len(b),) + b[0] for b in _batches(shapes, lambda s: s, self.windows_per_call(shape))]
 
     def _jobs(self, section, states):
-        for k in self.orientations:
-            y = orient(section, k)
+        for o in self.orientations:
+            y = o.apply(section)
             frame, offsets = pad_for_model(y, self.pad, self.multiple)
             plan = self.plan(y.shape)
-            state = _Orientation(k, offsets, np.zeros(y.shape, np.float32), len(plan))
+            state = _Accumulator(o, offsets, np.zeros(y.shape, np.float32), len(plan))
             states.append(state)
             for tile in plan:
                 yield _Job(np.ascontiguousarray(frame[tile.read], dtype=np.float32), tile, state)
@@ -259,23 +244,23 @@ class SectionPredictor:
         """
         context = self.margin()
         plans = []
-        for k in self.orientations:
-            oshape = tuple(shape)[::-1] if k % 2 else tuple(shape)
+        for i, o in enumerate(self.orientations):
+            oshape = tuple(shape)[::-1] if o.transpose else tuple(shape)
             widths = frame_widths(oshape, self.pad, self.multiple)
             frame = [s + lo + hi for s, (lo, hi) in zip(oshape, widths)]
-            core = [slice(r.start + lo, r.stop + lo) for r, (lo, _) in zip(orient_region(shape, region, k), widths)]
+            core = [slice(r.start + lo, r.stop + lo) for r, (lo, _) in zip(o.region(shape, region), widths)]
             window = tuple(_snap(c.start, c.stop, context, self.multiple, f) for c, f in zip(core, frame))
-            source = unorient_region(oshape, [slice(w.start - lo, w.stop - lo) for w, (lo, _) in zip(window, widths)], k)
-            tile = Tile(index=(k,), read=window, write=tuple(core),
+            source = o.unregion(oshape, [slice(w.start - lo, w.stop - lo) for w, (lo, _) in zip(window, widths)])
+            tile = Tile(index=(i,), read=window, write=tuple(core),
                         crop=tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window)))
-            plans.append((k, tile, source))
+            plans.append((o, tile, source))
         box = tuple(slice(min(p[2][a].start for p in plans), max(p[2][a].stop for p in plans)) for a in range(2))
         stack = read(box)  # (depth, ...) the sections' union of all windows, mirrored past the edges
-        for k, tile, source in plans:
+        for o, tile, source in plans:
             part = stack[(slice(None),) + tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(source, box))]
-            windows = orient(part, k)
+            windows = o.apply(part)
             for z in range(depth):
-                state = _Orientation(k, tuple(c.start for c in tile.write),
+                state = _Accumulator(o, tuple(c.start for c in tile.write),
                                      np.zeros(tile.write_shape, np.float32), 1, z)
                 states.append(state)
                 yield _Job(np.ascontiguousarray(windows[z], dtype=np.float32), tile, state)
@@ -302,7 +287,7 @@ class SectionPredictor:
         total = np.zeros((depth,) + tuple(r.stop - r.start for r in region), np.float32)
 
         def finish(state):
-            total[state.z] += unorient(state.acc, state.k)
+            total[state.z] += state.orientation.undo(state.acc)
             state.acc = None
 
         states = []
@@ -319,7 +304,8 @@ class SectionPredictor:
     def _run(self, batch, finish, eager=False):
         x = np.stack([job.window for job in batch])[..., None]
         # one small call in all: eagerly, as tracing the graph would cost more than it saves (EAGER_MAX_PIXELS)
-        y = self.model(x, training=False) if eager else self.model.predict_on_batch(x)
+        # (the eager call runs the model as built: folding it would cost more than the call, e.g. 1-3 s for 16/4)
+        y = self.model(x, training=False) if eager else self.network.predict_on_batch(x)
         if isinstance(y, (list, tuple)):  # FusionNetW^k: the last unit's output is the prediction
             y = y[-1]
         y = np.asarray(y, dtype=np.float32)
@@ -353,7 +339,7 @@ class SectionPredictor:
         total = np.zeros(section.shape, np.float32)
 
         def finish(state):
-            total[...] += unorient(state.acc, state.k)
+            total[...] += state.orientation.undo(state.acc)
             state.acc = None
 
         states = []

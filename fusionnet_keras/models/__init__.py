@@ -16,8 +16,14 @@ from fusionnet_keras.models.analysis import (  # noqa: F401
 )
 from fusionnet_keras.models.fusionnet import FusionNet, FusionNetW  # noqa: F401
 from fusionnet_keras.models.fusionnet3d import FusionNet3D  # noqa: F401
-from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv  # noqa: F401
-from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D, UpConv3D  # noqa: F401
+from fusionnet_keras.models.layers import (  # noqa: F401  (the 3-D names load files saved before)
+    ConvBlock,
+    ConvBlock3D,
+    ResidualBlock,
+    ResidualBlock3D,
+    UpConv,
+    UpConv3D,
+)
 from fusionnet_keras.models.unet import UNet  # noqa: F401
 from fusionnet_keras.models.unet3d import UNet3D  # noqa: F401
 

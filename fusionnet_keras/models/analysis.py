@@ -8,6 +8,7 @@ import numpy as np
 from keras import layers
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv
 
 
 def _conv_macs(layer, input_shape):
@@ -45,10 +46,7 @@ def level_shapes(model, height=640, width=640, spatial_shape=None):
     ``spatial_shape`` (e.g. ``(z, y, x)`` for the 3-D networks)
     replaces ``height`` and ``width``.
     """
-    from fusionnet_keras.models.layers import ConvBlock, ResidualBlock, UpConv
-    from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D, UpConv3D
-
-    blocks = (ConvBlock, ResidualBlock, UpConv, ConvBlock3D, ResidualBlock3D, UpConv3D,
+    blocks = (ConvBlock, ResidualBlock, UpConv,
               layers.Conv2D, layers.Conv3D, layers.MaxPooling2D, layers.MaxPooling3D)
     probe = _probe(model, spatial_shape or (height, width))
     return [(layer.name, tuple(layer.output.shape[1:])) for layer in probe.layers if isinstance(layer, blocks)]

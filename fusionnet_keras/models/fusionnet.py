@@ -35,27 +35,37 @@ Choices where the paper is silent (documented in ``docs/models.md``):
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+import functools
 
-from fusionnet_keras.models.base import SegmentationModel, u_shaped_graph
-from fusionnet_keras.models.layers import PACKAGE, ConvBlock, ResidualBlock
+import keras
+
+from fusionnet_keras.models.base import SegmentationModel, same_kernels, u_graph
+from fusionnet_keras.models.layers import PACKAGE, blocks
 from fusionnet_keras.utils.validate import check_int
+
+#: the kernel sizes of a 2-D FusionNet level: conv, the residual block's three convs, conv
+LEVEL_KERNELS = [3] * 5
+
+
+def fusionnet_level(x, name, filters, kernels, first_dtype, *, padding, zero_init, dtype, **kw):
+    """One FusionNet level on ``x`` (2-D or 3-D): conv + residual block + conv, with the kernel sizes
+    ``kernels`` (the first conv's, the residual block's ``len(kernels) - 2`` convs' (all
+    ``kernels[1]``), the last conv's); the first conv in ``first_dtype``. ``kw``: ``kernel_initializer``
+    and ``bn_momentum``."""
+    block = blocks(len(x.shape) - 2)
+    x = block.conv(filters, kernels[0], padding=padding, **kw, dtype=first_dtype, name=f"{name}_conv_in")(x)
+    x = block.residual(filters, n_convs=len(kernels) - 2, kernel_size=kernels[1], padding=padding,
+                       zero_init=zero_init, **kw, dtype=dtype, name=f"{name}_res")(x)
+    return block.conv(filters, kernels[-1], padding=padding, **kw, dtype=dtype, name=f"{name}_conv_out")(x)
 
 
 def _fusionnet_graph(x, prefix, nb_filters, depth, kernel_initializer, bn_momentum, zero_init_residual, dtype):
     """Build one FusionNet unit on tensor ``x``; return its sigmoid output tensor."""
     kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
-
-    def level(x, name, filters, first_dtype):
-        x = ConvBlock(filters, **{**kw, "dtype": first_dtype}, name=f"{name}_conv_in")(x)
-        x = ResidualBlock(filters, **kw, zero_init=zero_init_residual, name=f"{name}_res")(x)
-        return ConvBlock(filters, **kw, name=f"{name}_conv_out")(x)
-
-    def merge(skip, up, name):  # the long skip is a summation
-        return layers.Add(dtype=dtype, name=name)([up, skip])
-
-    return u_shaped_graph(x, prefix, nb_filters, depth, level, merge, **kw)
+    level = functools.partial(fusionnet_level, padding="same", zero_init=zero_init_residual, **kw)
+    # the long skip is a summation
+    return u_graph(x, same_kernels(LEVEL_KERNELS, depth), level, "add", nb_filters, pool=2, head=(1, 1),
+                   prefix=prefix, **kw)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

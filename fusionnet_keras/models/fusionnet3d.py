@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
-from fusionnet_keras.models.base3d import _AffinityModel, check_odd
+from fusionnet_keras.models.base import _AffinityModel, check_odd
+from fusionnet_keras.models.fusionnet import fusionnet_level
 from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
-from fusionnet_keras.models.layers3d import ConvBlock3D, ResidualBlock3D
 from fusionnet_keras.utils.validate import check_int
-
-
-def _fusionnet_level(x, name, filters, kernels, kw, zero_init, first_dtype):
-    x = ConvBlock3D(filters, kernels[0], **{**kw, "dtype": first_dtype}, name=f"{name}_conv_in")(x)
-    x = ResidualBlock3D(
-        filters, n_convs=len(kernels) - 2, kernel_size=kernels[1], zero_init=zero_init, **kw, name=f"{name}_res"
-    )(x)
-    return ConvBlock3D(filters, kernels[-1], **kw, name=f"{name}_conv_out")(x)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -82,19 +76,20 @@ class FusionNet3D(_AffinityModel):
         zero_init_residual=False,
         dtype=None,
         name="fusionnet3d",
+        offsets=None,
         **kwargs,
     ):
         residual_z_kernel = check_odd("residual_z_kernel", residual_z_kernel)
         n_residual = check_int("n_residual", n_residual, minimum=1)
         zero_init_residual = bool(zero_init_residual)
 
-        def level(x, name, filters, kernels, kw, first_dtype):
-            return _fusionnet_level(x, name, filters, kernels, kw, zero_init_residual, first_dtype)
+        level = functools.partial(fusionnet_level, padding="valid", zero_init=zero_init_residual,
+                                  kernel_initializer=kernel_initializer, bn_momentum=bn_momentum, dtype=dtype)
 
         self._build(
             nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
             bn_momentum, dtype, level, "add", name, {"residual_z_kernel": residual_z_kernel, "n_residual": n_residual},
-            **kwargs,
+            offsets=offsets, **kwargs,
         )
         self.residual_z_kernel = residual_z_kernel
         self.n_residual = n_residual

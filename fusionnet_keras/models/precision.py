@@ -21,8 +21,12 @@ see ``docs/benchmarks.md``):
   takes differences of neighbouring pixels on top of a large mean that its
   batch norm then subtracts: the largest error of the whole network. It costs
   nothing measurable (one input channel);
-* **batch normalisation** computes in float32 (Keras casts its input up; its
-  output is stored in the compute dtype like every activation);
+* **batch normalisation** computes in float32 when the network runs as built
+  (training; Keras casts its input up, its output is stored in the compute
+  dtype like every activation). At prediction the predictors run the folded
+  inference graph (:mod:`fusionnet_keras.models.inference_graph`): batch norm
+  folded into the convolutions, the whole network between its input block and
+  its output in the low precision;
 * the **output** 1x1 convolution and the sigmoid;
 * the **test-time average** of the orientations (numpy float32 in the predictor).
 
@@ -57,15 +61,16 @@ def check_precision(precision) -> str:
     """The precision name (``float32``, ``bfloat16``, ``float16``) of ``precision``.
 
     Keras policy names (``mixed_bfloat16``) are accepted too, and ``"auto"``:
-    ``bfloat16`` where it is native (an accelerator, or a CPU with AVX512-BF16 /
-    AMX-BF16: :func:`fusionnet_keras.utils.hardware.native_bfloat16`), else
-    ``float32`` (emulated bfloat16 is several times slower). Anything else is a
-    :class:`FusionNetError`.
+    ``bfloat16`` where it is faster than float32 on this backend and device
+    (an accelerator; a CPU with AVX512-BF16 / AMX-BF16 under TensorFlow:
+    :func:`fusionnet_keras.utils.hardware.fast_bfloat16`), else ``float32``
+    (emulated bfloat16, and XLA's CPU bfloat16 under JAX, are several times
+    slower). Anything else is a :class:`FusionNetError`.
     """
     if precision == "auto":
-        from fusionnet_keras.utils.hardware import native_bfloat16
+        from fusionnet_keras.utils.hardware import fast_bfloat16
 
-        return "bfloat16" if native_bfloat16() else "float32"
+        return "bfloat16" if fast_bfloat16() else "float32"
     for name, policy in _POLICIES.items():
         if precision in (name, policy):
             return name
@@ -121,16 +126,12 @@ def with_precision(model, precision):
         >>> with_precision(UNet(nb_filters=2, depth=1), "float16").dtype_policy.name
         'mixed_float16'
     """
-    from fusionnet_keras.models.base import SegmentationModel
-
     precision = check_precision(precision)
     if precision_of(model) == precision:
         return model
     policy = _POLICIES[precision]
-    if isinstance(model, SegmentationModel):
-        clone = type(model).from_config({**model.get_config(), "dtype": policy})
-    else:
-        clone = _clone_with_policy(model, policy)
+    rebuild = getattr(model, "with_policy", None)  # the package's networks (SegmentationModel)
+    clone = rebuild(policy) if rebuild is not None else _clone_with_policy(model, policy)
     clone.set_weights(model.get_weights())
     return clone
 

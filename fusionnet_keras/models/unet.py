@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+import functools
 
-from fusionnet_keras.models.base import SegmentationModel, u_shaped_graph
-from fusionnet_keras.models.layers import PACKAGE, ConvBlock
+import keras
+
+from fusionnet_keras.models.base import SegmentationModel, same_kernels, u_graph
+from fusionnet_keras.models.layers import PACKAGE, blocks
+
+
+def unet_level(x, name, filters, kernels, first_dtype, *, padding, dtype, **kw):
+    """One U-Net level on ``x`` (2-D or 3-D): a conv block per kernel size in ``kernels``, the first in
+    ``first_dtype``. ``kw``: ``kernel_initializer`` and ``bn_momentum``."""
+    conv = blocks(len(x.shape) - 2).conv
+    for j, kernel in enumerate(kernels):
+        x = conv(filters, kernel, padding=padding, **kw, dtype=first_dtype if j == 0 else dtype,
+                 name=f"{name}_conv{j + 1}")(x)
+    return x
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -50,14 +61,9 @@ class UNet(SegmentationModel):
     ):
         nb_filters, depth, image_shape, inputs = self._checked_input(nb_filters, depth, image_shape, kwargs)
         kw = {"kernel_initializer": kernel_initializer, "bn_momentum": bn_momentum, "dtype": dtype}
-
-        def level(x, name, filters, first_dtype):
-            x = ConvBlock(filters, **{**kw, "dtype": first_dtype}, name=f"{name}_conv1")(x)
-            return ConvBlock(filters, **kw, name=f"{name}_conv2")(x)
-
-        def merge(skip, up, name):  # the long skip is a concatenation
-            return layers.Concatenate(dtype=dtype, name=name)([skip, up])
-
-        outputs = u_shaped_graph(inputs, "", nb_filters, depth, level, merge, **kw)
+        level = functools.partial(unet_level, padding="same", **kw)
+        # the long skip is a concatenation
+        outputs = u_graph(inputs, same_kernels([3, 3], depth), level, "concat", nb_filters, pool=2, head=(1, 1),
+                          **kw)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         self._set_hyperparameters(nb_filters, depth, image_shape, kernel_initializer, bn_momentum, dtype)

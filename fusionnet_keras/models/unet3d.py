@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
-from fusionnet_keras.models.base3d import _AffinityModel
+from fusionnet_keras.models.base import _AffinityModel
+from fusionnet_keras.models.unet import unet_level
 from fusionnet_keras.settings import KERAS_PACKAGE as PACKAGE
-from fusionnet_keras.models.layers3d import ConvBlock3D
-
-
-def _unet_level(x, name, filters, kernels, kw, first_dtype):
-    for j, kernel in enumerate(kernels):
-        x = ConvBlock3D(filters, kernel, **{**kw, "dtype": first_dtype if j == 0 else kw["dtype"]},
-                        name=f"{name}_conv{j + 1}")(x)
-    return x
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -73,11 +68,14 @@ class UNet3D(_AffinityModel):
         bn_momentum=0.99,
         dtype=None,
         name="unet3d",
+        offsets=None,
         **kwargs,
     ):
+        level = functools.partial(unet_level, padding="valid", kernel_initializer=kernel_initializer,
+                                  bn_momentum=bn_momentum, dtype=dtype)
         self._build(
             nb_filters, depth, image_shape, xy_kernel, z_kernels, head_z_kernel, kernel_initializer,
-            bn_momentum, dtype, _unet_level, "concat", name, {}, **kwargs,
+            bn_momentum, dtype, level, "concat", name, {}, offsets=offsets, **kwargs,
         )
 
     @classmethod

@@ -15,6 +15,7 @@ Modules: ``inputs`` (reading, conventions, checks), ``zwatershed``, ``graph``
 ``features`` and ``learned`` (the classifier, its training, its file),
 ``forest`` (fast forest evaluation), ``multicut`` (multicut and lifted
 multicut of the region graph), ``mws`` (mutex watershed), ``pipeline`` (:func:`segment`),
+``nuclei`` (nucleus instances of a probability volume and their scores),
 ``defaults``. Names are imported lazily (the command line's ``--help`` stays fast).
 """
 
@@ -22,12 +23,13 @@ import importlib
 
 _LAZY = {
     "Agglomerator": "agglomeration", "MeanAffinity": "agglomeration", "agglomerate": "agglomeration",
-    "relabel": "agglomeration", "RegionGraph": "graph", "merge_graphs": "graph", "region_graph": "graph",
+    "map_ids": "agglomeration", "RegionGraph": "graph", "merge_graphs": "graph", "region_graph": "graph",
     "as_affinities": "inputs", "boundary_to_affinities": "inputs", "load_affinities": "inputs",
     "load_labels": "inputs", "segment": "pipeline", "WatershedOptions": "pipeline", "watershed": "zwatershed",
     "train_classifier": "learned", "BoundaryClassifier": "learned", "LearnedScore": "learned",
     "multicut_graph": "multicut", "solve_multicut": "multicut", "lifted_edges": "multicut",
-    "mutex_watershed": "mws",
+    "mutex_watershed": "mws", "segment_nuclei": "nuclei", "nucleus_scores": "nuclei",
+    "nucleus_table3_scores": "nuclei",
 }
 
 __all__ = sorted(_LAZY)

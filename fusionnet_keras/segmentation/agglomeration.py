@@ -16,7 +16,7 @@ learned classifier (:mod:`fusionnet_keras.segmentation.learned`) scores the
 probability that the boundary is real.
 
 Segment ids are the smallest fragment id of each segment, so a segmentation
-is a lookup table from fragment ids (:func:`relabel`), e.g. block by block.
+is a lookup table from fragment ids (:func:`map_ids`), e.g. block by block.
 """
 
 from __future__ import annotations
@@ -187,11 +187,11 @@ class Agglomerator:
         return self.graph.nodes[first[roots]]
 
 
-def relabel(fragments, ids, new_ids) -> np.ndarray:
+def map_ids(fragments, ids, new_ids) -> np.ndarray:
     """Replace every fragment id in ``ids`` by ``new_ids`` (others, e.g. 0, unchanged); uint64.
 
     Examples:
-        >>> relabel(np.array([0, 1, 2, 3]), np.array([1, 2, 3]), np.array([1, 1, 3])).tolist()
+        >>> map_ids(np.array([0, 1, 2, 3]), np.array([1, 2, 3]), np.array([1, 1, 3])).tolist()
         [0, 1, 1, 3]
     """
     frag = np.asarray(fragments).astype(np.uint64, copy=False)
@@ -238,13 +238,13 @@ def agglomerate(graph, thresholds, scorer=None):
         scorer: default :class:`MeanAffinity`.
 
     The segment ids map the fragment ids ``graph.nodes``: apply them with
-    :func:`relabel`.
+    :func:`map_ids`.
 
     Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph
         >>> affs = np.full((3, 1, 1, 3), 0.9, np.float32); affs[2, 0, 0, 2] = 0.4
         >>> frag = np.array([[[1, 2, 3]]], np.uint64)
-        >>> [(t, relabel(frag, g.nodes, ids).ravel().tolist())
+        >>> [(t, map_ids(frag, g.nodes, ids).ravel().tolist())
         ...  for g in [region_graph(affs, frag)] for t, ids in agglomerate(g, [0.5, 0.7])]
         [(0.5, [1, 1, 3]), (0.7, [1, 1, 1])]
     """

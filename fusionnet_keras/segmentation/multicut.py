@@ -202,7 +202,7 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
 
     Segment ids are the smallest fragment id of each segment, as
     :func:`~fusionnet_keras.segmentation.agglomeration.agglomerate` gives
-    them (apply with :func:`~fusionnet_keras.segmentation.agglomeration.relabel`).
+    them (apply with :func:`~fusionnet_keras.segmentation.agglomeration.map_ids`).
 
     Examples:
         >>> from fusionnet_keras.segmentation.graph import region_graph

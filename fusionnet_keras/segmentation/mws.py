@@ -68,18 +68,13 @@ def merge_small(affs, labels, size: int) -> np.ndarray:
         >>> merge_small(affs, np.array([[[1, 1, 2, 2, 3]]], np.uint64), 2).ravel().tolist()  # 3 joins 2
         [1, 1, 2, 2, 2]
     """
-    from fusionnet_keras.segmentation.graph import region_graph
-    from fusionnet_keras.segmentation.zwatershed import first_voxels, relabel_sequential, size_merge
+    from fusionnet_keras.segmentation.zwatershed import merge_small_regions
     from fusionnet_keras.utils.validate import check_int
 
     size = check_int("mws size", size, minimum=0)
     if size == 0:
         return labels
-    graph = region_graph(np.asarray(affs)[:3], labels)
-    roots = size_merge(graph, size, 0.0, first_voxels(labels, graph.nodes))
-    lut = np.zeros(int(labels.max()) + 1, np.uint64)
-    lut[graph.nodes.astype(np.int64)] = graph.nodes[roots]
-    return relabel_sequential(lut[labels])
+    return merge_small_regions(np.asarray(affs)[:3], labels, size)
 
 
 def stored_offsets(volume, given=None) -> list[tuple[int, int, int]]:

@@ -11,7 +11,6 @@ segmentation; both resume after an interruption).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
@@ -82,9 +81,8 @@ def neurons_volume(input_path, output_path, settings: NeuronSettings, *, block=N
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     affs = affinities_path(output_path)
-    resume = Path(affs).exists() and not overwrite
     a = affinities_volume(input_path, affs, settings.weights, block=block, workers=workers, scheduler=scheduler,
-                          orientations=orientations, precision=precision, overwrite=overwrite, resume=resume,
+                          orientations=orientations, precision=precision, overwrite=overwrite,
                           voxel_size=voxel_size)
     s = segment_volume(affs, [output_path], method="learned", thresholds=[settings.threshold],
                        classifier=BoundaryClassifier.load(settings.classifier), classifier_path=settings.classifier,

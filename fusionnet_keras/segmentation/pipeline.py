@@ -8,7 +8,7 @@ import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.segmentation import defaults
-from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate, check_thresholds, relabel
+from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate, check_thresholds, map_ids
 from fusionnet_keras.segmentation.zwatershed import watershed
 
 
@@ -107,7 +107,7 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
         graph = region_graph(affs, fragments, bins=0 if classifier is None else classifier.bins)
         lifted_hops = hops if method == "lifted-multicut" else 0
         for beta, ids in multicut_graph(graph, thresholds, classifier, hops=lifted_hops):
-            yield beta, relabel(fragments, graph.nodes, ids)
+            yield beta, map_ids(fragments, graph.nodes, ids)
         return
     if method == "learned":
         from fusionnet_keras.segmentation.learned import LearnedScore
@@ -116,7 +116,7 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     else:
         graph, scorer = region_graph(affs, fragments), MeanAffinity()
     for t, ids in agglomerate(graph, thresholds, scorer):
-        yield t, relabel(fragments, graph.nodes, ids)
+        yield t, map_ids(fragments, graph.nodes, ids)
 
 
 def _mutex_watershed(affs, betas, fragments, classifier, offsets, stride, size=0):

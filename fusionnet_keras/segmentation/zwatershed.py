@@ -35,6 +35,7 @@ import sys
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.evaluation.postprocess import relabel
 from fusionnet_keras.segmentation import defaults
 
 
@@ -111,13 +112,6 @@ def size_merge(graph, size: int, merge_affinity: float, keys=None) -> np.ndarray
     return np.array([_find(parent, i) for i in range(n)])
 
 
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..K in order of their ids (0 stays 0), uint64."""
-    ids, inv = np.unique(labels, return_inverse=True)
-    new = np.arange(ids.size, dtype=np.uint64) + (0 if ids.size and ids[0] == 0 else 1)
-    return new[inv].reshape(labels.shape)
-
-
 def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.WATERSHED_HIGH,
               size: int = defaults.WATERSHED_SIZE,
               merge_affinity: float = defaults.WATERSHED_MERGE_AFFINITY) -> np.ndarray:
@@ -138,7 +132,6 @@ def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.
         >>> np.unique(watershed(affs, size=0)).tolist()
         [1, 2]
     """
-    from fusionnet_keras.segmentation.graph import region_graph
     from fusionnet_keras.utils.validate import check_int
 
     affs = np.asarray(affs)
@@ -149,11 +142,19 @@ def watershed(affs, low: float = defaults.WATERSHED_LOW, high: float = defaults.
         raise FusionNetError(f"watershed thresholds need 0 <= low < high <= 1, got low {low:g}, high {high:g}")
     if not 0.0 <= merge_affinity <= 1.0:
         raise FusionNetError(f"watershed merge affinity must lie in [0, 1], got {merge_affinity:g}")
-    basins = _basins(affs, low, high)
+    return merge_small_regions(affs, _basins(affs, low, high), size, merge_affinity)
+
+
+def merge_small_regions(affs, labels, size: int, merge_affinity: float = 0.0) -> np.ndarray:
+    """``labels`` with every region under ``size`` voxels merged into its strongest neighbour across a
+    boundary of at least ``merge_affinity`` (:func:`size_merge` on their region graph of the
+    ``(3, Z, Y, X)`` ``affs``), renumbered ``1..K`` (uint64; 0 stays background)."""
     if size > 0:
-        graph = region_graph(affs, basins)
-        roots = size_merge(graph, size, merge_affinity, first_voxels(basins, graph.nodes))
-        lut = np.zeros(int(basins.max()) + 1, np.uint64)
+        from fusionnet_keras.segmentation.graph import region_graph
+
+        graph = region_graph(affs, labels)
+        roots = size_merge(graph, size, merge_affinity, first_voxels(labels, graph.nodes))
+        lut = np.zeros(int(labels.max()) + 1, np.uint64)
         lut[graph.nodes.astype(np.int64)] = graph.nodes[roots]
-        basins = lut[basins]
-    return relabel_sequential(basins)
+        labels = lut[labels]
+    return relabel(labels.astype(np.uint64, copy=False))[0]

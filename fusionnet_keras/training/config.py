@@ -383,7 +383,7 @@ def _affinity_model_kwargs(config: dict) -> dict:
 def geometry(config: dict):
     """The :class:`~fusionnet_keras.models.geometry.ValidGeometry` of a configured 3-D network (no model
     is built)."""
-    from fusionnet_keras.models.base3d import level_z_kernels
+    from fusionnet_keras.models.base import level_z_kernels
     from fusionnet_keras.models.fusionnet3d import FusionNet3D
     from fusionnet_keras.models.unet3d import UNet3D
 

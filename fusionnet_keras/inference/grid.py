@@ -1,4 +1,10 @@
-"""Blocks of a volume: a regular grid of cores from the origin, the last ones cut at the volume's end."""
+"""Blocks of a volume: a regular grid of cores from the origin, the last ones cut at the volume's end.
+
+The tiling core of blockwise work (:mod:`fusionnet_keras.blockwise`) and of the
+predictors that read a volume block by block (:mod:`fusionnet_keras.inference`):
+the grid, the ``--block`` argument, and the one rule that turns a block of any
+dtype into the network's float32 input (:func:`normalize_block`).
+"""
 
 from __future__ import annotations
 
@@ -98,3 +104,21 @@ class BlockGrid:
     def block_size(self) -> int:
         """Voxels of a whole block (an upper bound of the ids one block can number)."""
         return int(np.prod(self.block, dtype=np.int64))
+
+
+def normalize_block(block, name="the input") -> np.ndarray:
+    """A block as float32 in [0, 1] by a rule that depends on the dtype only (the same for every block).
+
+    Unsigned integers (and non-negative signed ones) are divided by their dtype's
+    maximum, as :func:`fusionnet_keras.data.io.normalize` does; floats must
+    already lie in [0, 1] (min-max scaling needs the whole volume).
+    """
+    from fusionnet_keras.data.io import normalize
+
+    a = np.asarray(block)
+    if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+        raise FusionNetError(f"{name} has float values outside [0, 1] (or NaN); blockwise prediction needs "
+                             "values in [0, 1] or an integer type")
+    if a.dtype.kind == "i" and a.size and a.min() < 0:
+        raise FusionNetError(f"{name} has negative values; blockwise prediction needs unsigned data")
+    return normalize(a)
