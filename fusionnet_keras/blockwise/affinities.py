@@ -78,8 +78,8 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
 
     Args:
         input_path: any readable volume (HDF5 and zarr are read block by block).
-        output_path: a zarr array (``x.zarr`` or ``x.zarr:group/array``), created ``(3, Z, Y, X)``
-            float32, chunked ``(3, *block)``; an existing output of the same job
+        output_path: a zarr array (``x.zarr`` or ``x.zarr:group/array``), created ``(C, Z, Y, X)``
+            float32, chunked ``(C, *block)``; an existing output of the same job
             is resumed (only the blocks without a done marker are computed).
         weights: the ``.keras`` 3-D affinity network (loaded once per worker).
         block: (z, y, x) block (any shape; default
@@ -91,10 +91,12 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         orientations: as for :func:`fusionnet_keras.predict_affinities`.
         precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
-        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        voxel_size: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
-        ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.
+        ``{"blocks": n, "computed": k, "shape": (C, Z, Y, X), "block": ...}`` (C: one channel per offset of
+        the network, 3 for the nearest neighbours).
     """
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.inference.affinities import AffinityPredictor, check_block, offsets_attrs

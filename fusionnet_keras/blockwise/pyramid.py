@@ -169,7 +169,9 @@ def build_pyramid(path, *, levels: int | None = None, block=None, workers: int =
     Args:
         levels: levels above level 0 (None: see :func:`level_factors`).
         block: (z, y, x) blocks of the levels (also their chunks); default level 0's chunks.
-        workers, scheduler, client: where the blocks run (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        workers: local worker processes (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        scheduler: a Dask scheduler's address (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        client: an existing ``distributed.Client`` (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
         overwrite: replace the levels of an earlier pyramid.
 
     Returns:
