@@ -15,7 +15,9 @@ line's ``--help`` stay fast)::
 
 ``fk.load_model`` (or importing :mod:`fusionnet_keras.models`) registers the
 package's layers and models with Keras; after that plain
-``keras.saving.load_model`` works too.
+``keras.saving.load_model`` works too. A compiled training checkpoint also names
+its loss: :func:`fusionnet_keras.training.networks.register_custom_objects`
+registers the losses as well.
 
 Layout: ``models/`` networks and blocks, ``data/`` readers, writers,
 orientations, targets, the tf.data pipeline and augmentation, ``training/``

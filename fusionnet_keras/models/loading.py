@@ -7,12 +7,12 @@ from fusionnet_keras.utils.validate import check_weights_path
 
 
 def register_custom_objects() -> None:
-    """Register every class a ``.keras`` file of this package refers to (networks, blocks,
-    augmentation layers, losses), so that plain ``keras.saving.load_model`` can rebuild it."""
+    """Register every class a network's ``.keras`` file refers to (networks, blocks, augmentation layers),
+    so that plain ``keras.saving.load_model(path, compile=False)`` can rebuild it. A compiled training
+    checkpoint also names its loss: :func:`fusionnet_keras.training.networks.register_custom_objects`
+    adds the losses (training sits above this package, so it is not imported here)."""
     import fusionnet_keras.data.augment  # noqa: F401  (the classes register themselves on import)
     import fusionnet_keras.models  # noqa: F401
-    import fusionnet_keras.training.affinity_losses  # noqa: F401
-    import fusionnet_keras.training.losses  # noqa: F401
 
 
 def read_keras(path, what: str = "weights", compile: bool = False):
