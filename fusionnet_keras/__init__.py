@@ -7,8 +7,9 @@ line's ``--help`` stay fast)::
     fk.FusionNet, fk.FusionNetW, fk.UNet, fk.build_model   # fusionnet_keras.models
     fk.UNet3D, fk.FusionNet3D                               # 3-D affinity networks
     fk.malis_weights                                        # fusionnet_keras.training.malis
-    fk.predict                                              # fusionnet_keras.inference
-    fk.predict_affinities                                   # 3-D affinities (inference.affinities)
+    fk.predict                                              # fusionnet_keras.inference (model: a network,
+                                                            # registry name, path, URL or none: pretrained.resolve)
+    fk.predict_affinities                                   # 3-D affinities (inference.affinities), the same
     fk.load_model                                           # any .keras file of this package
     fk.pretrained.load                                      # a shipped model by name (or a URL)
     fk.metrics                                              # fusionnet_keras.evaluation
@@ -48,8 +49,8 @@ _LAZY = {
     "malis_weights": ("fusionnet_keras.training.malis", "malis_weights"),
     "build_model": ("fusionnet_keras.models", "build_model"),
     "load_model": ("fusionnet_keras.models.loading", "load_model"),
-    "predict": ("fusionnet_keras.inference.predictor", "predict"),
-    "predict_affinities": ("fusionnet_keras.inference.affinities", "predict_affinities"),
+    "predict": ("fusionnet_keras.pretrained.resolve", "predict"),
+    "predict_affinities": ("fusionnet_keras.pretrained.resolve", "predict_affinities"),
     "metrics": ("fusionnet_keras.evaluation", None),
     "io": ("fusionnet_keras.data.io", None),
     "pretrained": ("fusionnet_keras.pretrained", None),

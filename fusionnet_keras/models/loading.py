@@ -46,6 +46,15 @@ def read_keras(path, what: str = "weights", compile: bool = False):
         raise FusionNetError(f"cannot load {what} {path}: {reason[:200]}") from None
 
 
+def check_network(model, resolver: str) -> None:
+    """A one-line error unless ``model`` is a Keras network; ``resolver`` (e.g. ``fusionnet_keras.predict``)
+    is the function named for a registry name, a ``.keras`` path, a URL or no model."""
+    if not hasattr(model, "inputs"):
+        given = "no model" if model is None else f"{type(model).__name__} {str(model)[:80]!r}"
+        raise FusionNetError(f"expected a Keras network, got {given}: {resolver} also takes a registry name, "
+                             "a .keras path, a URL or no model (the shipped default)")
+
+
 #: The command that runs a model of each kind (named when a model of the other kind is given).
 COMMANDS = {2: "fusionnet-keras predict", 3: "fusionnet-keras affinities"}
 
