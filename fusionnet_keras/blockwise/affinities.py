@@ -90,7 +90,8 @@ def affinities_volume(input_path, output_path, weights, *, block=None, workers=1
         orientations: as for :func:`fusionnet_keras.predict_affinities`.
         precision: as for :func:`fusionnet_keras.predict_affinities`.
         overwrite: replace an existing output (and its markers).
-        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        voxel_size: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
 
     Returns:
         ``{"blocks": n, "computed": k, "shape": (3, Z, Y, X), "block": ...}``.

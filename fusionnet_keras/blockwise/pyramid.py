@@ -169,7 +169,9 @@ def build_pyramid(path, *, levels: int | None = None, block=None, workers: int =
     Args:
         levels: levels above level 0 (None: see :func:`level_factors`).
         block: (z, y, x) blocks of the levels (also their chunks); default level 0's chunks.
-        workers, scheduler, client: where the blocks run (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        workers: local worker processes (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: replace the levels of an earlier pyramid.
 
     Returns:

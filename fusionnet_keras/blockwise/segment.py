@@ -280,8 +280,10 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         scheduler: address of a running Dask scheduler whose workers run the blocks.
         client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: replace existing outputs and work files.
-        voxel_size, pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
-        command, model: the provenance written with the outputs.
+        voxel_size: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
+        command: the command recorded in the outputs' provenance.
+        model: the model recorded in the outputs' provenance.
 
     Returns:
         ``{"blocks": n, "fragments": f, "segments": [k per threshold]}``.
