@@ -7,15 +7,18 @@ line's ``--help`` stay fast)::
     fk.FusionNet, fk.FusionNetW, fk.UNet, fk.build_model   # fusionnet_keras.models
     fk.UNet3D, fk.FusionNet3D                               # 3-D affinity networks
     fk.malis_weights                                        # fusionnet_keras.training.malis
-    fk.predict                                              # fusionnet_keras.inference
-    fk.predict_affinities                                   # 3-D affinities (inference.affinities)
+    fk.predict                                              # fusionnet_keras.inference (model: a network,
+                                                            # registry name, path, URL or none: pretrained.resolve)
+    fk.predict_affinities                                   # 3-D affinities (inference.affinities), the same
     fk.load_model                                           # any .keras file of this package
     fk.pretrained.load                                      # a shipped model by name (or a URL)
     fk.metrics                                              # fusionnet_keras.evaluation
 
 ``fk.load_model`` (or importing :mod:`fusionnet_keras.models`) registers the
 package's layers and models with Keras; after that plain
-``keras.saving.load_model`` works too.
+``keras.saving.load_model`` works too. A compiled training checkpoint also names
+its loss: :func:`fusionnet_keras.training.networks.register_custom_objects`
+registers the losses as well.
 
 Layout: ``models/`` networks and blocks, ``data/`` readers, writers,
 orientations, targets, the tf.data pipeline and augmentation, ``training/``
@@ -46,8 +49,8 @@ _LAZY = {
     "malis_weights": ("fusionnet_keras.training.malis", "malis_weights"),
     "build_model": ("fusionnet_keras.models", "build_model"),
     "load_model": ("fusionnet_keras.models.loading", "load_model"),
-    "predict": ("fusionnet_keras.inference.predictor", "predict"),
-    "predict_affinities": ("fusionnet_keras.inference.affinities", "predict_affinities"),
+    "predict": ("fusionnet_keras.pretrained.resolve", "predict"),
+    "predict_affinities": ("fusionnet_keras.pretrained.resolve", "predict_affinities"),
     "metrics": ("fusionnet_keras.evaluation", None),
     "io": ("fusionnet_keras.data.io", None),
     "pretrained": ("fusionnet_keras.pretrained", None),

@@ -208,7 +208,7 @@ def test_isbi2012_multicut_row_on_tiny_synthetic_sections(monkeypatch):
     scored sections segmented once at them and scored like the plain map; the report shows the row with its
     settings."""
     from fusionnet_keras.evaluation import isbi_scores
-    from fusionnet_keras.evaluation.postprocess import multicut_map
+    from fusionnet_keras.segmentation.multicut import multicut_map
     from fusionnet_keras.experiments import isbi2012 as isbi
 
     monkeypatch.setattr(isbi, "MULTICUT_BETAS", (0.3, 0.6))

@@ -8,6 +8,7 @@ import pytest
 
 import fusionnet_keras as fk
 from fusionnet_keras.models.loading import register_custom_objects
+from fusionnet_keras.training.networks import register_custom_objects as register_training_objects
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy-0.1.0"
 
@@ -30,7 +31,7 @@ def test_saved_network_loads_and_predicts_the_same(name, cls, expected):
 
 
 def test_training_checkpoint_loads_with_its_loss_and_optimizer(expected):
-    register_custom_objects()
+    register_training_objects()
     model = keras.saving.load_model(FIXTURES / "training_checkpoint.keras")
     loss = model.loss
     assert type(loss).__name__ == "PairLoss" and loss.kind == "bce" and loss.membrane_weight == 2.0

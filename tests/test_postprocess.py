@@ -118,7 +118,7 @@ def test_multicut_map_closes_a_membrane_gap(variant):
     borders, or the cut drawn into the map) separates them."""
     from scipy import ndimage
 
-    from fusionnet_keras.evaluation.postprocess import multicut_map
+    from fusionnet_keras.segmentation.multicut import multicut_map
 
     prob = np.full((24, 32), 0.95, np.float32)
     prob[:, 15:17] = 0.05  # the membrane between two cells

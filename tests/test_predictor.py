@@ -306,3 +306,13 @@ def test_errors(model):
         predict(model, img, tta=1, pad=-1)
     with pytest.raises(FusionNetError):
         predict(model, img, tta=1, batch_size=0)
+
+
+def test_the_inference_predictors_take_a_network_and_name_the_api_that_resolves_names():
+    """Names, paths and the default model are resolved above inference/ (fk.predict, fk.predict_affinities)."""
+    from fusionnet_keras.inference.affinities import predict_affinities
+
+    with pytest.raises(FusionNetError, match="got str 'isbi2012-fusionnet': fusionnet_keras.predict also takes"):
+        predict("isbi2012-fusionnet", np.zeros((8, 8), np.float32))
+    with pytest.raises(FusionNetError, match="got no model: fusionnet_keras.predict_affinities also takes"):
+        predict_affinities(None, np.zeros((4, 8, 8), np.uint8))

@@ -170,8 +170,8 @@ def build_pyramid(path, *, levels: int | None = None, block=None, workers: int =
         levels: levels above level 0 (None: see :func:`level_factors`).
         block: (z, y, x) blocks of the levels (also their chunks); default level 0's chunks.
         workers: local worker processes (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        scheduler: a Dask scheduler's address (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
-        client: an existing ``distributed.Client`` (see :func:`~fusionnet_keras.blockwise.engine.run_blocks`).
+        scheduler: address of a running Dask scheduler whose workers run the blocks.
+        client: an existing ``distributed.Client`` (overrides ``workers`` and ``scheduler``).
         overwrite: replace the levels of an earlier pyramid.
 
     Returns:

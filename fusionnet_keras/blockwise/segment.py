@@ -282,8 +282,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         overwrite: replace existing outputs and work files.
         voxel_size: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
         pyramid: as for :func:`~fusionnet_keras.blockwise.predict.predict_volume`.
-        command: the provenance written with the outputs: the command.
-        model: the provenance written with the outputs: the model.
+        command: the command recorded in the outputs' provenance.
+        model: the model recorded in the outputs' provenance.
 
     Returns:
         ``{"blocks": n, "fragments": f, "segments": [k per threshold]}``.

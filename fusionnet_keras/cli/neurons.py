@@ -52,8 +52,8 @@ def neurons(input_path, output_path, model, classifier, threshold, ws_size, tta,
     from fusionnet_keras.blockwise.pyramid import check_pyramid_output, levels_note, pyramid_levels
     from fusionnet_keras.data.io import check_output, write_volume
     from fusionnet_keras.data.io.paths import check_not_input
-    from fusionnet_keras.segmentation.neurons import neuron_settings, neurons_volume
-    from fusionnet_keras.segmentation.neurons import neurons as run
+    from fusionnet_keras.workflows.neurons import neuron_settings, neurons_volume
+    from fusionnet_keras.workflows.neurons import neurons as run
 
     check_not_input(output_path, input_path)
     check_pyramid_output(pyramid, output_path)

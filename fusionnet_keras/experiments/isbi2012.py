@@ -41,7 +41,7 @@ TRAINING = slice(0, 20)  # sections 1-20: the training sections, which choose th
 MULTICUT_BETAS = (0.05, 0.1, 0.2, 0.3, 0.5)
 MULTICUT_WS_SIZES = (0, 50)
 """The per-section multicut's settings (boundary bias, watershed size in px) swept on sections 1-20, with both
-map variants of :func:`fusionnet_keras.evaluation.postprocess.multicut_map`."""
+map variants of :func:`fusionnet_keras.segmentation.multicut.multicut_map`."""
 
 
 def _plot_curves(runs: dict, path: Path, val_tta: int = 1) -> None:
@@ -104,7 +104,7 @@ def score_prediction(prob, labels) -> dict:
 
 def multicut_row(train_prob, train_labels, prob, labels, log=print) -> dict:
     """The multicut post-processing row: per-section multicut of the map's watershed fragments, turned back
-    into a map (:func:`~fusionnet_keras.evaluation.postprocess.multicut_map`); beta, the watershed size and
+    into a map (:func:`~fusionnet_keras.segmentation.multicut.multicut_map`); beta, the watershed size and
     the map variant chosen by V^Rand on the **training** sections (``train_prob``, ``train_labels``:
     sections 1-20), then ``prob`` (sections 21-30) scored once at them.
 
@@ -114,7 +114,7 @@ def multicut_row(train_prob, train_labels, prob, labels, log=print) -> dict:
     import time
 
     from fusionnet_keras.evaluation import isbi_scores, pixel_error
-    from fusionnet_keras.evaluation.postprocess import MULTICUT_VARIANTS, multicut_map
+    from fusionnet_keras.segmentation.multicut import MULTICUT_VARIANTS, multicut_map
 
     def scores(m, truth):
         s = isbi_scores(m, truth)

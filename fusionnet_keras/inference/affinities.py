@@ -264,8 +264,9 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
 
     Args:
         model: a 3-D affinity network (:class:`~fusionnet_keras.models.unet3d.UNet3D`,
-            :class:`~fusionnet_keras.models.fusionnet3d.FusionNet3D`), the path of one (``.keras``),
-            a registry name or URL (:func:`fusionnet_keras.pretrained.load`), or None: the default.
+            :class:`~fusionnet_keras.models.fusionnet3d.FusionNet3D`). ``fk.predict_affinities``
+            (:func:`fusionnet_keras.pretrained.resolve.predict_affinities`) also takes the path of one
+            (``.keras``), a registry name or URL, or None (the shipped default), and calls this.
         volume: ``(Z, Y, X)`` array-like (numpy, h5py, zarr, :class:`fusionnet_keras.io.Volume`),
             uint8/uint16 (divided by the dtype's maximum) or float in [0, 1]; read block by block.
         block: block shape ``(z, y, x)`` (or one int for all axes); any shape gives the same
@@ -292,9 +293,9 @@ def predict_affinities(model, volume, *, block=None, precision=None, orientation
         >>> aff.shape, aff.dtype.name, bool(np.allclose(aff, fk.predict_affinities(net, volume), atol=1e-5))
         ((3, 6, 21, 19), 'float32', True)
     """
-    from fusionnet_keras.pretrained.resolve import model_for
+    from fusionnet_keras.models.loading import check_network
 
-    model = model_for(model, "affinities-3d")  # a name, path or URL is loaded; None: the default
+    check_network(model, "fusionnet_keras.predict_affinities")
     predictor = AffinityPredictor(model, precision=precision, orientations=orientations)
     volume, shape = check_volume(volume)
     block = check_block(block, shape)

@@ -53,6 +53,7 @@ from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.inference.tiling import Tile, TilePlan, frame_widths, pad_for_model
 from fusionnet_keras.models.analysis import receptive_field_margin, size_multiple
 from fusionnet_keras.models.inference_graph import for_inference
+from fusionnet_keras.models.loading import check_network
 from fusionnet_keras.models.precision import with_precision
 from fusionnet_keras.utils.validate import check_int
 
@@ -380,8 +381,8 @@ def predict_section(model, section, tta=8, tile=None, pad=64, batch_size=None, o
 
 
 def predict(
-    model=None,
-    image=None,
+    model,
+    image,
     tta=8,
     tile=None,
     pad=64,
@@ -398,14 +399,13 @@ def predict(
     FusionNet (Quan, Hildebrand, Jeong 2016, sec. 2.2): 8-orientation averaging
     over mirror-padded sections.
 
-    ``predict(image)`` (one argument, or ``model=None``) uses the shipped default
-    2-D model (:func:`fusionnet_keras.pretrained.default_for`).
+    ``fk.predict`` (:func:`fusionnet_keras.pretrained.resolve.predict`) takes
+    ``model`` also as a registry name, a ``.keras`` path or a URL, or not at
+    all (``fk.predict(image)``: the shipped default 2-D model), and calls this.
 
     Args:
         model: a Keras model mapping ``(N, H, W, 1)`` float32 in [0, 1] to
-            ``(N, H, W, 1)`` probabilities (H, W divisible by ``multiple``);
-            or a registry name, a ``.keras`` path or a ``https://...#sha256=``
-            URL (:func:`fusionnet_keras.pretrained.load`); ``None``: the default.
+            ``(N, H, W, 1)`` probabilities (H, W divisible by ``multiple``).
         image: 2-D section or 3-D stack (any array-like with ``shape`` and
             indexing, e.g. a memmap), floats in [0, 1]; stacks are processed
             section by section. Any size >= 1x1.
@@ -447,13 +447,7 @@ def predict(
         >>> fk.predict(net, np.full((40, 50), 0.5, np.float32), tta=1, tile=16).shape
         (40, 50)
     """
-    if image is None:  # predict(image): the default model
-        if hasattr(model, "inputs"):
-            raise FusionNetError("no image given: predict(model, image), or predict(image) for the default model")
-        model, image = None, model
-    from fusionnet_keras.pretrained.resolve import model_for
-
-    model = model_for(model, "membranes-2d")
+    check_network(model, "fusionnet_keras.predict")
     image, shape = _check_image(image)
     predictor = SectionPredictor(model, tta, tile, pad, batch_size, overlap, multiple, precision)
     if out is not None and tuple(out.shape) != shape:

@@ -7,12 +7,12 @@ from fusionnet_keras.utils.validate import check_weights_path
 
 
 def register_custom_objects() -> None:
-    """Register every class a ``.keras`` file of this package refers to (networks, blocks,
-    augmentation layers, losses), so that plain ``keras.saving.load_model`` can rebuild it."""
+    """Register every class a network's ``.keras`` file refers to (networks, blocks, augmentation layers),
+    so that plain ``keras.saving.load_model(path, compile=False)`` can rebuild it. A compiled training
+    checkpoint also names its loss: :func:`fusionnet_keras.training.networks.register_custom_objects`
+    adds the losses (training sits above this package, so it is not imported here)."""
     import fusionnet_keras.data.augment  # noqa: F401  (the classes register themselves on import)
     import fusionnet_keras.models  # noqa: F401
-    import fusionnet_keras.training.affinity_losses  # noqa: F401
-    import fusionnet_keras.training.losses  # noqa: F401
 
 
 def read_keras(path, what: str = "weights", compile: bool = False):
@@ -44,6 +44,15 @@ def read_keras(path, what: str = "weights", compile: bool = False):
     except Exception as e:  # a damaged member, a foreign model, missing classes
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FusionNetError(f"cannot load {what} {path}: {reason[:200]}") from None
+
+
+def check_network(model, resolver: str) -> None:
+    """A one-line error unless ``model`` is a Keras network; ``resolver`` (e.g. ``fusionnet_keras.predict``)
+    is the function named for a registry name, a ``.keras`` path, a URL or no model."""
+    if not hasattr(model, "inputs"):
+        given = "no model" if model is None else f"{type(model).__name__} {str(model)[:80]!r}"
+        raise FusionNetError(f"expected a Keras network, got {given}: {resolver} also takes a registry name, "
+                             "a .keras path, a URL or no model (the shipped default)")
 
 
 #: The command that runs a model of each kind (named when a model of the other kind is given).

@@ -94,3 +94,25 @@ def model_for(model, task: str, registry=None):
     if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         return load(os.fsdecode(model) if isinstance(model, bytes) else model, task, registry)
     return model
+
+
+def predict(model=None, image=None, **options):
+    """``fk.predict``: :func:`fusionnet_keras.inference.predictor.predict` (same options) of ``model``, a
+    network, a registry name, a ``.keras`` path or a URL; ``predict(image)`` (or ``model=None``): the
+    shipped default 2-D model (:func:`fusionnet_keras.pretrained.default_for`)."""
+    from fusionnet_keras.inference.predictor import predict as run
+
+    if image is None:  # predict(image): the default model
+        if hasattr(model, "inputs"):
+            raise FusionNetError("no image given: predict(model, image), or predict(image) for the default model")
+        model, image = None, model
+    return run(model_for(model, "membranes-2d"), image, **options)
+
+
+def predict_affinities(model, volume, **options):
+    """``fk.predict_affinities``: :func:`fusionnet_keras.inference.affinities.predict_affinities` (same
+    options) of ``model``, a 3-D network, a registry name, a ``.keras`` path, a URL or None (the shipped
+    default 3-D model)."""
+    from fusionnet_keras.inference.affinities import predict_affinities as run
+
+    return run(model_for(model, "affinities-3d"), volume, **options)

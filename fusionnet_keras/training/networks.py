@@ -43,10 +43,22 @@ def compile_network(model, config: dict, loss, steps_per_epoch: int, optimizer=N
     model.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
 
 
+def register_custom_objects() -> None:
+    """Register every class a compiled training checkpoint refers to: the network's
+    (:func:`fusionnet_keras.models.loading.register_custom_objects`) and the losses, so that plain
+    ``keras.saving.load_model`` rebuilds the checkpoint with its loss and optimizer."""
+    import fusionnet_keras.training.affinity_losses  # noqa: F401  (the losses register themselves on import)
+    import fusionnet_keras.training.losses  # noqa: F401
+    from fusionnet_keras.models.loading import register_custom_objects as register_network_objects
+
+    register_network_objects()
+
+
 def read_resume_point(run, state: dict):
     """The model of ``checkpoints/last.keras`` with its optimizer state (the resume point)."""
     from fusionnet_keras.models.loading import read_keras
 
+    register_custom_objects()
     model = read_keras(run.ckpt, "checkpoint", compile=True)
     print(f"[{run.name}] resuming after epoch {state['epoch']} from {run.ckpt}", flush=True)
     return model

@@ -68,9 +68,9 @@ def train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dic
 def _train(config: dict, out, resume=False, overwrite=False, verbose=None) -> dict:
     import keras
 
-    from fusionnet_keras.models.loading import register_custom_objects
     from fusionnet_keras.models.precision import policy_name
     from fusionnet_keras.training.callbacks import make_callbacks
+    from fusionnet_keras.training.networks import register_custom_objects
 
     config = cfg.validate(config)
     task = task_for(config)

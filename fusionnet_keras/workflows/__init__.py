@@ -8,7 +8,9 @@ for every command; a blockwise job resumes when it is run again. The command
 line's commands only turn their options into one such call.
 
 Modules: ``segment`` (:func:`~fusionnet_keras.workflows.segment.segment_path`),
-``morphology`` (:func:`~fusionnet_keras.workflows.morphology.measure_path`).
+``morphology`` (:func:`~fusionnet_keras.workflows.morphology.measure_path`),
+``neurons`` (raw EM to neuron labels: :func:`~fusionnet_keras.workflows.neurons.neurons`,
+:func:`~fusionnet_keras.workflows.neurons.neurons_volume`).
 This package sits above ``blockwise`` and the packages it uses, so none of
 them imports it.
 """
