@@ -110,7 +110,7 @@ def test_view_serves_the_client_until_interrupted(volumes):
             assert page.status == 200 and b"neuroglancer" in page.read().lower()
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
 

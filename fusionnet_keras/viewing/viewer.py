@@ -259,11 +259,27 @@ def serve(layers, voxel_size, *, port: int = 0, meshes=None, shown: int = SHOWN_
             meshes_url = files.url
         yield build_viewer(layers, voxel_size, meshes_url, mesh_info, shown)
     finally:
-        if files is not None:
-            with contextlib.suppress(Exception):
-                files.stop()
-        with contextlib.suppress(Exception):
-            neuroglancer.server.stop()
+        _stop_servers(files, neuroglancer.server, timeout=STOP_TIMEOUT)
+
+
+#: seconds ``serve`` waits for the servers to stop (a request still being answered can hold them up; the
+#: command exits anyway, its threads with it)
+STOP_TIMEOUT = 10.0
+
+
+def _stop_servers(files, server, timeout: float) -> None:
+    """Stop the meshes' file server and the viewer's server in a daemon thread, waiting at most ``timeout`` s."""
+    import threading
+
+    def stop():
+        for thing in (files, server):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.stop()
+
+    thread = threading.Thread(target=stop, name="stop-viewer", daemon=True)
+    thread.start()
+    thread.join(timeout)
 
 
 def find_browser() -> str:
