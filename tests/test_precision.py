@@ -230,6 +230,7 @@ def test_auto_training_precision_is_bfloat16_only_where_native(monkeypatch):
     from fusionnet_keras.training import config as cfg
     from fusionnet_keras.utils import hardware
 
+    monkeypatch.setattr(hardware, "backend_name", lambda: "tensorflow")  # the CPU rule; JAX: test_inference_graph
     monkeypatch.setattr(hardware, "accelerators", lambda: [])
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
     assert policy_name("auto") == "float32"
@@ -252,6 +253,7 @@ def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatc
     from fusionnet_keras.training import config as cfg
     from fusionnet_keras.utils import hardware
 
+    monkeypatch.setattr(hardware, "backend_name", lambda: "tensorflow")  # the CPU rule; JAX: test_inference_graph
     monkeypatch.setattr(hardware, "accelerators", lambda: [])
     monkeypatch.setattr(hardware, "cpu_low_precision", lambda: [])
     assert check_precision("auto") == "float32" and with_precision(net, "auto") is net
