@@ -8,7 +8,8 @@ import zarr
 
 from fusionnet_keras.blockwise.pyramid import build_pyramid, downsample, level_factors
 from fusionnet_keras.data.io import open_volume, read_volume, write_volume, write_volumes
-from fusionnet_keras.data.io.ome import ImageMeta, parse_voxel_size, read_voxel_size
+from fusionnet_keras.data.io.ome import ImageMeta, parse_voxel_size
+from fusionnet_keras.data.io.voxel_sizes import read_voxel_size
 from fusionnet_keras.errors import FusionNetError, OutputExistsError
 
 from segmentation_helpers import bodies, degrade, gt_affinities, run_cli, same_partition, user_error

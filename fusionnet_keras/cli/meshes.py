@@ -20,7 +20,7 @@ UNKNOWN_VOXEL_SIZE = (1.0, 1.0, 1.0)
 def voxel_size_or_unit(inputs, given) -> tuple[tuple, str]:
     """The voxel size of ``inputs`` (``given`` first, then their metadata; 1 nm where none is known) and its
     description for the command's summary line (which says where none was known)."""
-    from fusionnet_keras.data.io.ome import voxel_size_of
+    from fusionnet_keras.data.io.voxel_sizes import voxel_size_of
 
     vs = voxel_size_of(inputs, given)
     known = vs is not None

@@ -66,7 +66,7 @@ def measure_path(labels, voxel_size, out, *, clusters: int = 3, figures=None, im
     from fusionnet_keras.evaluation import morphology as morph
 
     report = report or (lambda line: None)
-    from fusionnet_keras.data.io.ome import voxel_size_of
+    from fusionnet_keras.data.io.voxel_sizes import voxel_size_of
 
     vs = voxel_size_of([labels], voxel_size)
     if vs is None:
