@@ -77,6 +77,11 @@ def view(em, labels, meshes, predictions, affinities, voxel_size, show, port, no
                 import webbrowser
 
                 webbrowser.open(str(viewer))
+            import signal
+
+            # Ctrl-C stops the server even where SIGINT was inherited as ignored (a job started with `&`
+            # by a non-interactive shell): Python only raises KeyboardInterrupt where the handler is its own
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 while True:
                     time.sleep(3600)
