@@ -865,7 +865,7 @@ ROWS = [
         "2 long-range channels after the 3 nearest neighbours, but 1", name="offsets-channels"),
     Row("segment", "channels", _segment("long", "--method", "mws"), "stores no affinity offsets",
         name="offsets-missing"),
-    Row("segment", "channels", _segment("affinities", "--method", "mws"), "needs long-range", name="mws-nearest"),
+    Row("segment", "channels", _segment("affinities", "--method", "mws"), "need long-range", name="mws-nearest"),
     Row("segment", "contradictory", _segment("affinities", "--threshold", "0.5", "--thresholds", "0.3"), "either"),
     Row("segment", "contradictory", _segment("affinities", "--method", "watershed", "--threshold", "0.5"),
         "no --threshold", name="watershed"),

@@ -287,3 +287,87 @@ def test_the_solvers_are_exported_beside_the_other_methods():
     assert sg.lifted_edges is mc.lifted_edges
     assert sg.mutex_watershed is mutex_watershed
     assert {"multicut_graph", "solve_multicut", "lifted_edges", "mutex_watershed"} <= set(sg.__all__)
+
+
+def grid_fragments(shape=(3, 8, 8), cell=2, seed=0):
+    """Fragments on a grid of ``cell`` x ``cell`` squares through every section (many pairs that do not
+    touch), a few voxels set to background 0."""
+    z, y, x = np.indices(shape)
+    frag = (1 + (y // cell) * (shape[2] // cell) + x // cell).astype(np.uint64)
+    frag[np.random.default_rng(seed).random(shape) < 0.05] = 0
+    return frag
+
+
+def test_affinity_lifted_edges_are_the_non_touching_pairs_with_their_mean_long_range_affinity():
+    from fusionnet_keras.segmentation.graph import region_graph
+
+    frag = grid_fragments()
+    offsets = [(-2, 0, 0), (0, -3, 0), (0, 0, -4), (0, 2, -3)]
+    rng = np.random.default_rng(1)
+    affs = rng.random((len(offsets), *frag.shape)).astype(np.float32)
+    g = region_graph(np.ones((3, *frag.shape), np.float32), frag)
+    touching = set(zip(g.u.tolist(), g.v.tolist()))
+    sums = {}
+    for c, off in enumerate(offsets):  # a direct loop over the voxels
+        for z, y, x in np.ndindex(frag.shape):
+            there = (z + off[0], y + off[1], x + off[2])
+            if not all(0 <= t < s for t, s in zip(there, frag.shape)):
+                continue
+            a, b = int(frag[z, y, x]), int(frag[there])
+            key = (min(a, b), max(a, b))
+            if a == 0 or b == 0 or a == b or key in touching:
+                continue
+            s = sums.setdefault(key, [0.0, 0])
+            s[0] += float(affs[c, z, y, x])
+            s[1] += 1
+    lu, lv, q, n = mc.affinity_lifted_edges(g, frag, affs, offsets)
+    got = {(int(g.nodes[a]), int(g.nodes[b])): (float(m), int(k)) for a, b, m, k in zip(lu, lv, q, n)}
+    assert len(sums) > 20 and set(got) == set(sums)
+    for key, (total, count) in sums.items():
+        assert got[key][1] == count and got[key][0] == pytest.approx(total / count, abs=1e-6)
+
+
+def test_size_weighting_multiplies_each_cost_by_the_contact_area_over_the_mean():
+    from fusionnet_keras.segmentation.graph import region_graph
+
+    frag = grid_fragments((2, 12, 12), cell=3)
+    frag[:, :, 6:] += 100  # wider fragments on the right: contact areas differ
+    frag[frag == 100] = 0
+    affs = np.random.default_rng(2).random((3, *frag.shape)).astype(np.float32)
+    g = region_graph(affs, frag)
+    p = mc.boundary_probabilities(g)
+    area = g.count.sum(axis=1)
+    u, v = g.node_index(g.u), g.node_index(g.v)
+    assert area.min() < area.max()
+    differ = False
+    for beta in (0.3, 0.5, 0.7):
+        (_, plain), = mc.multicut_graph(g, [beta])
+        (_, sized), = mc.multicut_graph(g, [beta], weighting="size")
+        expected = mc.solve(g.num_nodes, u, v, mc.costs(p, beta) * area / area.mean())
+        assert np.array_equal(sized == sized[:, None], expected == expected[:, None])
+        differ |= not np.array_equal(plain == plain[:, None], sized == sized[:, None])
+    assert differ
+    with pytest.raises(FusionNetError, match="weighting must be one of none, size"):
+        next(mc.multicut_graph(g, [0.5], weighting="area"))
+
+
+def test_lifted_multicut_from_long_range_affinities_keeps_apart_what_they_repel():
+    """Fragments 1 | 2 | 3 along x whose boundaries look weak (nearest affinity 0.8): the multicut and the
+    hop-lifted multicut join all three; a long-range channel linking 3 to 1 with affinity 0.02 keeps them
+    apart."""
+    from fusionnet_keras.segmentation.pipeline import segment
+
+    frag = np.broadcast_to(np.arange(12) // 4 + 1, (1, 4, 12)).astype(np.uint64)
+    nearest = np.full((3, 1, 4, 12), 0.95, np.float32)
+    nearest[2, :, :, [4, 8]] = 0.8
+    long = np.full((1, 1, 4, 12), 0.5, np.float32)
+    long[0, :, :, 8:] = 0.02  # offset (0, 0, -8): x links x - 8, fragment 3 to fragment 1
+    affs = np.concatenate([nearest, long])
+    (_, hop), = segment(nearest, "lifted-multicut", [0.5], fragments=frag)
+    (_, lifted), = segment(affs, "lifted-multicut", [0.5], fragments=frag, offsets=[(0, 0, -8)])
+    assert len(np.unique(hop)) == 1
+    assert lifted[0, 0, 0] != lifted[0, 0, 11] and len(np.unique(lifted)) == 2
+    with pytest.raises(FusionNetError, match="3 nearest-neighbour channels and 2 long-range"):
+        next(segment(affs, "lifted-multicut", [0.5], fragments=frag, offsets=[(0, 0, -8), (0, -2, 0)]))
+    with pytest.raises(FusionNetError, match="used by the mws and lifted-multicut"):
+        next(segment(affs, "multicut", [0.5], fragments=frag, offsets=[(0, 0, -8)]))

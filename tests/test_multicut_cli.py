@@ -81,17 +81,18 @@ def test_mutex_watershed_from_the_command_line(volume, tmp_path):
 def test_blockwise_multicut_equals_the_in_memory_multicut(volume, tmp_path):
     d, gt, affs = volume
     options = WatershedOptions(size=20)
-    for method in ("multicut", "lifted-multicut"):
-        whole = dict(segment(affs, method, [0.4, 0.6], watershed_options=options))
-        out = [f"{tmp_path}/{method}.zarr:b4", f"{tmp_path}/{method}.zarr:b6"]
+    for method, weighting in (("multicut", "none"), ("lifted-multicut", "none"), ("multicut", "size")):
+        whole = dict(segment(affs, method, [0.4, 0.6], watershed_options=options, weighting=weighting))
+        name = f"{method}-{weighting}.zarr"
+        out = [f"{tmp_path}/{name}:b4", f"{tmp_path}/{name}:b6"]
         from fusionnet_keras.blockwise.segment import segment_volume
 
         info = segment_volume(str(d / "affs.zarr"), out, method=method, thresholds=[0.6, 0.4],
                               watershed_options=options, block=(3, 16, 16), context=(2, 8, 8), workers=0,
-                              progress=False)
+                              progress=False, weighting=weighting)
         assert info["blocks"] == 18
         for beta, path in zip((0.4, 0.6), out):
-            blockwise = zarr.open_array(f"{tmp_path}/{method}.zarr", path=path.split(":")[1] + "/0")[:]
+            blockwise = zarr.open_array(f"{tmp_path}/{name}", path=path.split(":")[1] + "/0")[:]
             assert same_partition(blockwise, whole[beta])
         assert len(np.unique(whole[0.4])) < len(np.unique(whole[0.6]))
 
@@ -109,8 +110,8 @@ def test_bad_multicut_inputs_are_one_line_errors(volume, tmp_path):
                 "beta must lie in (0, 1)")
     _user_error(_run("segment", data, out, "--method", "multicut", "--fragments", f"{d}/v.h5:one"),
                 "no edges")
-    _user_error(_run("segment", data, out, "--method", "mws"), "needs long-range")
-    _user_error(_run("segment", data, out, "--method", "mws", "--offsets", offsets), "needs long-range")
+    _user_error(_run("segment", data, out, "--method", "mws"), "need long-range")
+    _user_error(_run("segment", data, out, "--method", "mws", "--offsets", offsets), "need long-range")
     _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws"), "stores no affinity offsets")
     _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "mws", "--offsets", "0,-6,0"),
                 "4 long-range channels after the 3 nearest neighbours, but 1 long-range offsets")
@@ -183,3 +184,39 @@ def test_mws_reads_the_offsets_stored_with_the_affinities(volume, tmp_path):
             assert group.attrs[OFFSETS_ATTR] == net_offsets and "ome" in group.attrs
         r = _run("segment", out, tmp_path / f"{out.name}-mws.h5", "--method", "mws")
         assert r.exit_code == 0 and "segments at beta 0.5" in r.output, r.output
+
+
+def test_lifted_multicut_takes_its_lifted_edges_from_the_stored_long_range_channels(volume, tmp_path):
+    from fusionnet_keras.data.affinities import OFFSETS
+    from fusionnet_keras.data.io import read_volume, write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
+    from fusionnet_keras.inference.affinities import offsets_attrs
+
+    d, gt, affs = volume
+    long = read_volume(f"{d}/v.h5:long")
+    stored = tmp_path / "stored.h5"
+    write_volume(f"{stored}:long", long, meta=ImageMeta(channels=True, attributes=offsets_attrs(
+        list(OFFSETS) + LONG_RANGE)))
+    ws = WatershedOptions(size=10)
+    for weighting in ("none", "size"):
+        out = tmp_path / f"lmc-{weighting}.h5"
+        r = _run("segment", f"{stored}:long", out, "--method", "lifted-multicut", "--threshold", "0.5",
+                 "--ws-size", "10", "--multicut-weighting", weighting)
+        assert r.exit_code == 0, r.output
+        expected = dict(segment(long, "lifted-multicut", [0.5], watershed_options=ws, offsets=LONG_RANGE,
+                                weighting=weighting))[0.5]
+        assert np.array_equal(read_volume(out), expected)
+    r = _run("segment", f"{d}/v.h5:affinities", tmp_path / "mc.h5", "--method", "multicut", "--threshold", "0.5",
+             "--ws-size", "10", "--multicut-weighting", "size")
+    assert r.exit_code == 0, r.output
+    expected = dict(segment(affs, "multicut", [0.5], watershed_options=ws, weighting="size"))[0.5]
+    assert np.array_equal(read_volume(tmp_path / "mc.h5"), expected)
+    out = tmp_path / "x.h5"
+    _user_error(_run("segment", f"{stored}:long", out, "--method", "mean", "--multicut-weighting", "size"),
+                "--multicut-weighting is for --method multicut and lifted-multicut")
+    _user_error(_run("segment", f"{stored}:long", out, "--method", "lifted-multicut", "--lifted-hops", "3",
+                     "--offsets", "-2,0,0;0,-6,0;0,0,-6;0,-4,-4"), "not both")
+    _user_error(_run("segment", f"{stored}:long", tmp_path / "x.zarr", "--method", "lifted-multicut", "--offsets",
+                     "-2,0,0;0,-6,0;0,0,-6;0,-4,-4", "--workers", "1"), "not supported blockwise")
+    _user_error(_run("segment", f"{d}/v.h5:long", out, "--method", "lifted-multicut"), "stores no affinity offsets")
+    assert not out.exists()

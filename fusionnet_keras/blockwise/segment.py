@@ -222,7 +222,7 @@ def contract(graph, pairs):
     return reps, merge_graphs([mapped])
 
 
-def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options, hops):
+def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, options, hops, weighting):
     """The lookup tables basin -> segment (ids 1..K) of every threshold, from the block graphs."""
     from fusionnet_keras.segmentation.agglomeration import MeanAffinity, agglomerate
     from fusionnet_keras.segmentation.graph import RegionGraph, merge_graphs
@@ -243,7 +243,7 @@ def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, 
         from fusionnet_keras.segmentation.multicut import multicut_graph
 
         lifted_hops = hops if method == "lifted-multicut" else 0
-        solutions = multicut_graph(contracted, thresholds, classifier, hops=lifted_hops)
+        solutions = multicut_graph(contracted, thresholds, classifier, hops=lifted_hops, weighting=weighting)
         return graph.nodes, [_compact(ids[rows]) for _, ids in solutions]
     if method == "learned":
         from fusionnet_keras.segmentation.learned import LearnedScore
@@ -257,7 +257,8 @@ def _agglomerate(table: Path, rims: Path, grid, method, thresholds, classifier, 
 def segment_volume(input_path, outputs, *, method="mean", thresholds=None, classifier=None, classifier_path=None,
                    invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
                    scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS,
-                   voxel_size=None, pyramid=False, command="segment", model=None) -> dict:
+                   voxel_size=None, pyramid=False, command="segment", model=None,
+                   weighting=defaults.MULTICUT_WEIGHTING) -> dict:
     """Segment affinities (or a boundary map) larger than memory, block by block; resumable.
 
     Args:
@@ -271,7 +272,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
             :func:`fusionnet_keras.segmentation.segment`.
         invert: as for :func:`fusionnet_keras.segmentation.segment`.
         watershed_options: as for :func:`fusionnet_keras.segmentation.segment`.
-        hops: as for :func:`fusionnet_keras.segmentation.segment`.
+        hops: as for :func:`fusionnet_keras.segmentation.segment` (the lifted edges blockwise come from hops).
+        weighting: as for :func:`fusionnet_keras.segmentation.segment`.
         classifier_path: the classifier's file (part of the job's signature).
         block: block shape (z, y, x), a tuple or ``"Z,Y,X"``.
         context: watershed context (z, y, x) around each block, a tuple or ``"Z,Y,X"``.
@@ -318,6 +320,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
     seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
                          "thresholds": thresholds, **({"hops": int(hops)} if method == "lifted-multicut" else {}),
+                         **({"weighting": weighting} if weighting != defaults.MULTICUT_WEIGHTING else {}),
                          "classifier": None if classifier_path is None else file_tag(classifier_path)})
     from fusionnet_keras.data.io.ome import output_meta
 
@@ -336,7 +339,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         job.run(graph_task, grid)
         lut = work / f"lut-{seg_sig}.npz"
         if not lut.exists():
-            nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options, hops)
+            nodes, luts = _agglomerate(table, rims, grid, method, thresholds, classifier, options, hops, weighting)
             with atomic_path(lut) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, nodes=nodes, **{f"ids_{i}": ids for i, ids in enumerate(luts)})
         job.run(RelabelTask(fragments, outs, str(lut)), grid)

@@ -60,10 +60,15 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
 @click.option("--lifted-hops", type=click.IntRange(2), default=None,
               help=f"lifted-multicut: lifted edges join fragments up to this many boundaries apart "
                    f"[default: {defaults.LIFTED_HOPS}].")
+@click.option("--multicut-weighting", type=click.Choice(defaults.MULTICUT_WEIGHTINGS), default=None,
+              help="multicut, lifted-multicut: none: every boundary counts once; size: each cost times the "
+                   f"boundary's contact area (over the mean) [default: {defaults.MULTICUT_WEIGHTING}].")
 @click.option("--offsets", default=None, metavar="DZ,DY,DX;...",
-              help="mws: offsets of the long-range (repulsive) channels that follow the 3 nearest-neighbour "
+              help="mws, lifted-multicut: offsets of the long-range channels that follow the 3 nearest-neighbour "
                    "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'. "
-                   "Default: the offsets stored in AFFINITIES by 'fusionnet-keras affinities' (HDF5, zarr).")
+                   "Default: the offsets stored in AFFINITIES by 'fusionnet-keras affinities' (HDF5, zarr). "
+                   "The lifted multicut takes its lifted edges from these channels when AFFINITIES has them "
+                   "(in memory), else from --lifted-hops.")
 @click.option("--mws-stride", default=None, metavar="Z,Y,X",
               help="mws: only voxels on this grid keep their repulsive edges (faster, less memory) [default: 1,1,1].")
 @click.option("--mws-size", type=click.IntRange(0), default=None,
@@ -79,15 +84,16 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
 @ome_options
 @overwrite_option
 @handle_errors
-def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride, mws_size,
+def segment(affinities, out, method, threshold, thresholds, classifier, lifted_hops, multicut_weighting, offsets,
+            mws_stride, mws_size,
             fragments, invert, ws_low, ws_high, ws_size, ws_merge_affinity, workers, block, scheduler, context,
             voxel_size, pyramid, overwrite):
     """Segment AFFINITIES into neurons; write uint64 labels to OUT.
 
     AFFINITIES: (3, Z, Y, X) in [0, 1], channels (z, y, x), channel c at voxel v
     linking v and v - e_c, possibly followed by long-range channels (the
-    agglomerations and multicuts read the first 3; --method mws all of them,
-    with the offsets stored in the file or given by --offsets); or a (Z, Y, X)
+    agglomerations and multicut read the first 3; mws and lifted-multicut all
+    of them, with the offsets stored in the file or given by --offsets); or a (Z, Y, X)
     boundary map, high = boundary
     (--invert when high = interior), turned into affinities 1 - max(b(v), b(v - e_c)).
     Fragments come from the z-watershed (Zlateski & Seung 2015); label 0 only
@@ -106,7 +112,8 @@ def segment(affinities, out, method, threshold, thresholds, classifier, lifted_h
     from fusionnet_keras.workflows.segment import segment_path
 
     segment_path(affinities, out, method=method, threshold=threshold, thresholds=thresholds, classifier=classifier,
-                 lifted_hops=lifted_hops, offsets=offsets, mws_stride=mws_stride, mws_size=mws_size,
+                 lifted_hops=lifted_hops, weighting=multicut_weighting, offsets=offsets, mws_stride=mws_stride,
+                 mws_size=mws_size,
                  fragments=fragments, invert=invert,
                  watershed_options=watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity), workers=workers,
                  block=block, scheduler=scheduler, context=context, voxel_size=voxel_size, pyramid=pyramid,

@@ -128,16 +128,25 @@ def edge_mask(shape, offsets=OFFSETS):
     """Boolean ``(C, Z, Y, X)``: True where the edge of channel ``c`` exists (``v + offsets[c]`` lies in the
     volume; for :data:`OFFSETS`: the voxel has a predecessor on that axis)."""
     mask = np.zeros((len(offsets), *shape), bool)
-    for c, (here, _) in enumerate(_pairs(shape, offsets)):
+    for c, (here, _) in enumerate(offset_pairs(shape, offsets)):
         mask[(c, *here)] = True
     return mask
 
 
-def _pairs(shape, offsets):
-    """Per offset ``o``: the slices of the voxels ``v`` whose ``v + o`` lies in ``shape``, and of those ``v + o``."""
+def offset_pairs(shape, offsets, step=(1, 1, 1)):
+    """Per offset ``o``: the slices ``(here, there)`` of the voxels ``v`` whose ``v + o`` lies in ``shape``
+    (every ``step`` voxels along each axis), and of those ``v + o``: ``array[here]`` and ``array[there]``
+    are the two ends of the offset's edges.
+
+    Example:
+        >>> here, there = next(offset_pairs((1, 1, 5), [(0, 0, -3)]))
+        >>> np.arange(5)[here[2]].tolist(), np.arange(5)[there[2]].tolist()
+        ([3, 4], [0, 1])
+    """
     for offset in offsets:
-        here = tuple(slice(max(0, -o), max(max(0, -o), n - max(0, o))) for o, n in zip(offset, shape))
-        there = tuple(slice(h.start + o, h.stop + o) for h, o in zip(here, offset))
+        here = tuple(slice(max(0, -o), max(max(0, -o), n - max(0, o)), int(s))
+                     for o, n, s in zip(offset, shape, step))
+        there = tuple(slice(h.start + o, h.stop + o, h.step) for h, o in zip(here, offset))
         yield here, there
 
 
@@ -160,7 +169,7 @@ def affinities_from_labels(labels, label_zero: str = "background", offsets=OFFSE
     labels = _check_labels(labels)
     affinities = np.zeros((len(offsets), *labels.shape), np.float32)
     mask = np.zeros_like(affinities)
-    for c, (here, there) in enumerate(_pairs(labels.shape, offsets)):
+    for c, (here, there) in enumerate(offset_pairs(labels.shape, offsets)):
         a, b = labels[here], labels[there]
         affinities[(c, *here)] = (a != 0) & (a == b)
         mask[(c, *here)] = True if label_zero == "background" else (a != 0) & (b != 0)

@@ -20,3 +20,8 @@ BINS = 32
 BETA = 0.5
 #: Lifted edges of the lifted multicut join fragments up to this many boundaries apart.
 LIFTED_HOPS = 2
+#: Edge weightings of the multicuts: "none" (every boundary counts once) or "size" (each cost times the
+#: boundary's contact area over the mean contact area; lifted edges from long-range affinities likewise by
+#: their voxel pairs).
+MULTICUT_WEIGHTINGS = ("none", "size")
+MULTICUT_WEIGHTING = "none"

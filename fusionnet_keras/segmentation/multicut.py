@@ -18,7 +18,17 @@ edges join the fragments 2..``hops`` boundaries apart in the region graph
 (breadth-first search); the merge probability of a lifted pair is that of its
 most likely joining path of at most ``hops`` boundaries, the product of the
 ``1 - p`` along it (the boundaries taken as independent), and its cost the
-same formula.
+same formula. A network that predicts long-range affinities (``model.offsets``)
+gives the lifted edges directly instead (:func:`affinity_lifted_edges`): every
+pair of fragments that do not touch but are linked by a long-range offset, with
+the merge probability the mean long-range affinity over their linked voxel
+pairs.
+
+``weighting="size"`` multiplies each local cost by the boundary's contact
+area (voxel links, over the graph's mean), so that a tiny contact weighs
+little against a large face, the multicut of the voxel graph restricted to the
+fragments (lifted edges from affinities: by their voxel pairs over the mean;
+lifted edges by hops: weight 1). ``"none"``: every boundary counts once.
 
 Solver (both problems): greedy additive edge contraction (GAEC, Keuper et al.
 2015: contract the local edge of largest positive cost, parallel edges add
@@ -187,7 +197,62 @@ def boundary_probabilities(graph, classifier=None) -> np.ndarray:
     return LearnedScore(classifier)(agg, edges)
 
 
-def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True):
+def check_weighting(weighting: str) -> str:
+    """``weighting`` if it is one of :data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTINGS`."""
+    from fusionnet_keras.segmentation.defaults import MULTICUT_WEIGHTINGS
+
+    if weighting not in MULTICUT_WEIGHTINGS:
+        raise FusionNetError(f"multicut weighting must be one of {', '.join(MULTICUT_WEIGHTINGS)}, got {weighting!r}")
+    return weighting
+
+
+def _weights(counts, weighting: str) -> np.ndarray:
+    """1 per edge (``"none"``), or ``counts`` over their mean (``"size"``)."""
+    counts = np.asarray(counts, np.float64)
+    if check_weighting(weighting) == "none" or counts.size == 0:
+        return np.ones(counts.size)
+    return counts / max(counts.mean(), 1e-12)
+
+
+def affinity_lifted_edges(graph, fragments, affs, offsets):
+    """Lifted edges from long-range affinities: ``(lu, lv, q, n)`` node rows of ``graph``, the mean affinity
+    ``q`` (the merge probability) and the number ``n`` of voxel pairs, for every pair of fragments that are
+    linked by one of ``offsets`` (channel ``c`` of ``affs`` links ``v`` and ``v + offsets[c]``) and are not
+    neighbours in ``graph``; pairs touching background (0) are left out.
+
+    Example:
+        >>> from fusionnet_keras.segmentation.graph import region_graph
+        >>> frag = np.array([[[1, 1, 1, 2, 3, 3, 3]]], np.uint64)      # 1 and 3 do not touch
+        >>> g = region_graph(np.ones((3, 1, 1, 7), np.float32), frag)
+        >>> long = np.array([[[[0, 0, 0, 0, 0.1, 0.3, 0.2]]]], np.float32)  # offset (0, 0, -4): x links x - 4
+        >>> [np.round(a, 3).tolist() for a in affinity_lifted_edges(g, frag, long, [(0, 0, -4)])]
+        [[0], [2], [0.2], [3]]
+    """
+    from fusionnet_keras.data.affinities import offset_pairs
+
+    affs, fragments = np.asarray(affs), np.asarray(fragments)
+    if affs.ndim != 4 or affs.shape[0] != len(offsets) or affs.shape[1:] != fragments.shape:
+        raise FusionNetError(f"long-range affinities of shape {tuple(affs.shape)} do not match {len(offsets)} "
+                             f"offsets and fragments of shape {tuple(fragments.shape)}")
+    n = graph.num_nodes
+    keys, values = [], []
+    for c, (here, there) in enumerate(offset_pairs(fragments.shape, offsets)):
+        a, b = fragments[here].ravel(), fragments[there].ravel()
+        keep = (a != b) & (a != 0) & (b != 0)
+        a, b = graph.node_index(a[keep]), graph.node_index(b[keep])
+        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
+        values.append(affs[c][here].ravel()[keep].astype(np.float64))
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    count, total = np.bincount(inverse, minlength=pairs.size), np.bincount(inverse, values, minlength=pairs.size)
+    u, v = graph.node_index(graph.u), graph.node_index(graph.v)
+    lifted = ~np.isin(pairs, np.minimum(u, v) * n + np.maximum(u, v))
+    pairs, count, total = pairs[lifted], count[lifted], total[lifted]
+    return pairs // n, pairs % n, total / np.maximum(count, 1), count
+
+
+def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True, weighting: str = "none",
+                   lifted=None):
     """(Lifted) multicut of a region graph for each beta; yields ``(beta, segment id of every node)``.
 
     Args:
@@ -199,6 +264,9 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
         hops: 0 for the multicut, >= 2 for the lifted multicut with lifted
             edges up to this many boundaries apart.
         refine: Kernighan-Lin after GAEC.
+        weighting: ``"none"`` or ``"size"`` (costs times contact area; see the module docstring).
+        lifted: ``(lu, lv, q, n)`` of :func:`affinity_lifted_edges`: the lifted multicut with these lifted
+            edges (instead of ``hops``).
 
     Segment ids are the smallest fragment id of each segment, as
     :func:`~fusionnet_keras.segmentation.agglomeration.agglomerate` gives
@@ -215,13 +283,21 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
     hops = int(hops)
     if hops == 1 or hops < 0:
         raise FusionNetError(f"lifted multicut hops must be >= 2 (0: no lifted edges), got {hops}")
+    if hops and lifted is not None:
+        raise FusionNetError("lifted edges come either from hops or from long-range affinities, not both")
     p = boundary_probabilities(graph, classifier)
+    weights = _weights(graph.count.sum(axis=1), weighting)
     u, v = graph.node_index(graph.u), graph.node_index(graph.v)
     n = graph.num_nodes
-    lu, lv, q = lifted_edges(n, u, v, p, hops) if hops else (None, None, None)
+    if hops:
+        lu, lv, q = lifted_edges(n, u, v, p, hops)
+        lifted_weights = np.ones(lu.size)
+    elif lifted is not None:
+        lu, lv, q, count = lifted
+        lifted_weights = _weights(count, weighting)
     for beta in betas:
-        lifted = None if lu is None else (lu, lv, costs(1.0 - q, beta))
-        labels = solve(n, u, v, costs(p, beta), lifted=lifted, refine=refine)
+        lifted_costs = None if not hops and lifted is None else (lu, lv, lifted_weights * costs(1.0 - q, beta))
+        labels = solve(n, u, v, weights * costs(p, beta), lifted=lifted_costs, refine=refine)
         first = np.full(labels.max(initial=-1) + 1, n, np.int64)
         np.minimum.at(first, labels, np.arange(n))
         yield beta, graph.nodes[first[labels]]

@@ -88,8 +88,9 @@ def stored_offsets(volume, given=None) -> list[tuple[int, int, int]]:
 
     channels = volume.shape[0] if len(volume.shape) == 4 else 0
     if channels <= N_AFFINITIES:
-        raise FusionNetError(f"{volume.name} has shape {tuple(volume.shape)}: the mws method needs long-range "
-                             "channels after the 3 nearest-neighbour ones (a network trained with model.offsets)")
+        raise FusionNetError(f"{volume.name} has shape {tuple(volume.shape)}: mws and lifted edges from affinities "
+                             "need long-range channels after the 3 nearest-neighbour ones (a network trained with "
+                             "model.offsets)")
     stored = volume.attributes.get(OFFSETS_ATTR)
     if stored is not None:
         try:
@@ -114,12 +115,12 @@ def _text(offsets) -> str:
 
 
 def _edges(shape, offsets, stride, attractive):
-    """Per channel: flat index of v, of v + offset, and the voxels v (as a slice of the affinities)."""
+    """Per channel: the voxels v (as a slice of the affinities), flat index of v and of v + offset."""
+    from fusionnet_keras.data.affinities import offset_pairs
+
     index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    for c, off in enumerate(offsets):
-        step = (1, 1, 1) if c < attractive else stride
-        here = tuple(slice(max(0, -o), s - max(0, o), st) for o, s, st in zip(off, shape, step))
-        there = tuple(slice(h.start + o, h.stop + o, h.step) for h, o in zip(here, off))
+    for c, offset in enumerate(offsets):
+        (here, there), = offset_pairs(shape, [offset], (1, 1, 1) if c < attractive else stride)
         yield c, here, index[here].ravel(), index[there].ravel()
 
 

@@ -28,7 +28,7 @@ class WatershedOptions:
 
 def segment(affs, method: str = "mean", thresholds=None, fragments=None, classifier=None,
             watershed_options: WatershedOptions | None = None, hops: int = defaults.LIFTED_HOPS,
-            offsets=None, stride=(1, 1, 1), mws_size: int = 0):
+            offsets=None, stride=(1, 1, 1), mws_size: int = 0, weighting: str = defaults.MULTICUT_WEIGHTING):
     """Segment ``affs``; yields ``(threshold, labels)`` per threshold (uint64, 0 = background).
 
     Args:
@@ -52,13 +52,18 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
             z-watershed's (same shape as the affinities).
         classifier: the classifier of ``"learned"`` (optional for the multicuts).
         watershed_options: :class:`WatershedOptions` of the fragments.
-        hops: ``"lifted-multicut"``: lifted edges up to this many boundaries apart.
-        offsets: ``"mws"``: the offsets ``(dz, dy, dx)`` of the long-range
-            (repulsive) channels that follow the three nearest-neighbour ones in
-            ``affs`` (``(3 + len(offsets), Z, Y, X)``).
+        hops: ``"lifted-multicut"`` without long-range channels: lifted edges up to this many boundaries
+            apart.
+        offsets: ``"mws"`` and ``"lifted-multicut"``: the offsets ``(dz, dy, dx)`` of the long-range
+            channels that follow the three nearest-neighbour ones in ``affs``
+            (``(3 + len(offsets), Z, Y, X)``): the mutex watershed's repulsive edges, or the lifted
+            multicut's lifted edges (:func:`~fusionnet_keras.segmentation.multicut.affinity_lifted_edges`,
+            instead of ``hops``).
         stride: ``"mws"``: the voxel grid that keeps repulsive edges.
         mws_size: ``"mws"``: segments smaller than this (voxels) merge into their strongest neighbour
             (:func:`~fusionnet_keras.segmentation.mws.merge_small`; 0: off).
+        weighting: the multicuts' edge weighting, ``"none"`` or ``"size"`` (costs times contact area;
+            :mod:`~fusionnet_keras.segmentation.multicut`).
 
     Examples:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0.3
@@ -74,9 +79,20 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     if method == "mws":
         yield from _mutex_watershed(affs, thresholds, fragments, classifier, offsets, stride, mws_size)
         return
-    if offsets is not None or mws_size:
-        raise FusionNetError("offsets (long-range affinity channels) and the mws size are only used by the mws "
-                             "method")
+    if (offsets is not None and method != "lifted-multicut") or mws_size:
+        raise FusionNetError("offsets (long-range affinity channels) are used by the mws and lifted-multicut "
+                             "methods, the mws size by mws only")
+    if weighting != defaults.MULTICUT_WEIGHTING and method not in ("multicut", "lifted-multicut"):
+        raise FusionNetError("the edge weighting is for the multicut and lifted-multicut methods")
+    long_range = None
+    if offsets is not None:
+        from fusionnet_keras.segmentation.mws import check_offsets
+
+        offsets, affs = check_offsets(offsets), np.asarray(affs)
+        if affs.ndim != 4 or affs.shape[0] != 3 + len(offsets):
+            raise FusionNetError(f"affinities of shape {tuple(affs.shape)} do not hold 3 nearest-neighbour "
+                                 f"channels and {len(offsets)} long-range ones")
+        affs, long_range = affs[:3], affs[3:]
     affs = as_affinities(affs)
     options = watershed_options or WatershedOptions()
     if method == "watershed":
@@ -102,11 +118,16 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     else:
         fragments = check_labels(fragments, "fragments", shape=affs.shape[1:])
     if method in ("multicut", "lifted-multicut"):
-        from fusionnet_keras.segmentation.multicut import multicut_graph
+        from fusionnet_keras.data.io.images import as_probability
+        from fusionnet_keras.segmentation.multicut import affinity_lifted_edges, multicut_graph
 
         graph = region_graph(affs, fragments, bins=0 if classifier is None else classifier.bins)
-        lifted_hops = hops if method == "lifted-multicut" else 0
-        for beta, ids in multicut_graph(graph, thresholds, classifier, hops=lifted_hops):
+        lifted = None
+        if long_range is not None:
+            lifted = affinity_lifted_edges(graph, fragments, as_probability(long_range, "affinities"), offsets)
+        lifted_hops = hops if method == "lifted-multicut" and lifted is None else 0
+        for beta, ids in multicut_graph(graph, thresholds, classifier, hops=lifted_hops, weighting=weighting,
+                                        lifted=lifted):
             yield beta, map_ids(fragments, graph.nodes, ids)
         return
     if method == "learned":

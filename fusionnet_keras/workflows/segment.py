@@ -64,10 +64,11 @@ class SegmentJob:
     offsets: list | None
     stride: tuple
     mws_size: int = 0
+    weighting: str = defaults.MULTICUT_WEIGHTING
 
 
 def _check_job(input_path, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
-               fragments, blockwise, context, mws_size=None) -> SegmentJob:
+               fragments, blockwise, context, mws_size=None, weighting=None) -> SegmentJob:
     """The options of :func:`segment_path` checked against each other, before any work."""
     from fusionnet_keras.data.io.paths import check_not_input
 
@@ -82,11 +83,16 @@ def _check_job(input_path, out, method, threshold, thresholds, classifier, lifte
     if method not in defaults.CLASSIFIER_METHODS and classifier is not None:
         raise FusionNetError(f"--classifier is for --method {', '.join(defaults.CLASSIFIER_METHODS)}; "
                              f"--method {method} does not use it")
-    long_range, stride = _mws_settings(method, offsets, mws_stride, blockwise)
+    long_range, stride = _long_range_settings(method, offsets, mws_stride, blockwise)
     if mws_size is not None and method != "mws":
         raise FusionNetError("--mws-size is for --method mws")
     if lifted_hops is not None and method != "lifted-multicut":
         raise FusionNetError("--lifted-hops is for --method lifted-multicut")
+    if lifted_hops is not None and offsets is not None:
+        raise FusionNetError("the lifted edges come from the long-range channels (--offsets) or from --lifted-hops, "
+                             "not both")
+    if weighting is not None and method not in ("multicut", "lifted-multicut"):
+        raise FusionNetError("--multicut-weighting is for --method multicut and lifted-multicut")
     if method in defaults.BETA_METHODS and values is not None:
         from fusionnet_keras.segmentation.multicut import check_betas
 
@@ -96,22 +102,34 @@ def _check_job(input_path, out, method, threshold, thresholds, classifier, lifte
     if fragments and blockwise:
         raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
     hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
-    return SegmentJob(method, values, names, classifier, hops, long_range, stride, mws_size or 0)
+    return SegmentJob(method, values, names, classifier, hops, long_range, stride, mws_size or 0,
+                      weighting or defaults.MULTICUT_WEIGHTING)
 
 
-def _mws_settings(method, offsets, stride, blockwise):
-    """``offsets`` and ``stride`` of the mutex watershed checked: (long-range offsets or None, stride)."""
-    if method != "mws":
-        if offsets is not None or stride is not None:
-            raise FusionNetError("--offsets and --mws-stride are for --method mws")
+def _long_range_settings(method, offsets, stride, blockwise):
+    """``offsets`` (mws, lifted-multicut) and ``stride`` (mws) checked: (long-range offsets or None, stride)."""
+    if stride is not None and method != "mws":
+        raise FusionNetError("--mws-stride is for --method mws")
+    if method not in ("mws", "lifted-multicut"):
+        if offsets is not None:
+            raise FusionNetError("--offsets is for --method mws and lifted-multicut")
         return None, (1, 1, 1)
-    if blockwise:
-        raise FusionNetError("--method mws is not supported blockwise (it partitions the voxels of the whole volume)")
+    if blockwise and (method == "mws" or offsets is not None):
+        raise FusionNetError(f"--method {method} with long-range channels is not supported blockwise (it needs the "
+                             "long-range edges of the whole volume)")
     from fusionnet_keras.inference.grid import parse_block
     from fusionnet_keras.segmentation.mws import parse_offsets
 
     offsets = parse_offsets(offsets) if isinstance(offsets, str) else offsets  # None: those stored in the input
     return offsets, (1, 1, 1) if stride is None else parse_block(stride, name="--mws-stride")
+
+
+def _long_range_channels(path) -> bool:
+    """Whether the affinity file ``path`` has channels after the 3 nearest-neighbour ones."""
+    from fusionnet_keras.data.io import open_volume
+
+    with open_volume(path) as vol:
+        return len(vol.shape) == 4 and vol.shape[0] > 3
 
 
 def _load_long_range(path, invert, given):
@@ -129,7 +147,8 @@ def _load_long_range(path, invert, given):
 
 
 def segment_path(input_path, out, *, method=None, threshold=None, thresholds=None, classifier=None,
-                 lifted_hops=None, offsets=None, mws_stride=None, mws_size=None, fragments=None, invert=False,
+                 lifted_hops=None, offsets=None, mws_stride=None, mws_size=None, weighting=None, fragments=None,
+                 invert=False,
                  watershed_options: WatershedOptions | None = None, workers=None, block=None, scheduler=None,
                  context=None, voxel_size=None, pyramid=False, overwrite=False, progress=True, report=None) -> dict:
     """Segment the affinities (or boundary map) in the file ``input_path`` into ``out``: the ``segment`` command.
@@ -152,10 +171,13 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
             ``"learned"`` when None).
         lifted_hops: ``"lifted-multicut"``: as ``hops`` of
             :func:`~fusionnet_keras.segmentation.pipeline.segment`.
-        offsets: ``"mws"``: the long-range offsets, ``"dz,dy,dx;..."`` or a list; default those stored in
-            the input by ``fusionnet-keras affinities`` (given, they must agree).
+        offsets: ``"mws"``, ``"lifted-multicut"``: the long-range offsets, ``"dz,dy,dx;..."`` or a list;
+            default those stored in the input by ``fusionnet-keras affinities`` (given, they must agree).
+            The lifted multicut (in memory) takes its lifted edges from the long-range channels when the
+            input has them, else from ``lifted_hops``.
         mws_stride: ``"mws"``: ``"z,y,x"`` (default 1,1,1).
         mws_size: ``"mws"``: segments under this many voxels merge into their strongest neighbour (default 0).
+        weighting: the multicuts' edge weighting, ``"none"`` (default) or ``"size"``.
         fragments: a file of fragments to agglomerate (in memory only).
         invert: the input is high on cell interiors.
         watershed_options: :class:`WatershedOptions`.
@@ -183,7 +205,7 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
     blockwise = blockwise_requested(workers, block, scheduler)
     check_pyramid_output(pyramid, out)
     job = _check_job(input_path, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
-                     fragments, blockwise, context, mws_size)
+                     fragments, blockwise, context, mws_size, weighting)
     if not blockwise:
         from fusionnet_keras.data.io import check_output, check_outputs
 
@@ -228,7 +250,8 @@ def _segment_blockwise(input_path, out, job, clf, classifier_path, *, invert, fr
                           watershed_options=watershed_options, block=block,
                           workers=1 if workers is None else workers,
                           context=DEFAULT_CONTEXT if context is None else context, scheduler=scheduler,
-                          overwrite=overwrite, hops=job.hops, progress=progress, voxel_size=voxel_size,
+                          overwrite=overwrite, hops=job.hops, weighting=job.weighting, progress=progress,
+                          voxel_size=voxel_size,
                           pyramid=pyramid)
     report(f"{info['fragments']} fragments in {info['blocks']} blocks; "
            + ", ".join(f"{n} segments" for n in info["segments"]) + levels_note(info))
@@ -242,7 +265,8 @@ def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fr
     from fusionnet_keras.data.io.ome import output_meta
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
 
-    if job.method == "mws":
+    if job.method == "mws" or (job.method == "lifted-multicut" and (job.offsets is not None
+                                                                     or _long_range_channels(input_path))):
         affs, long_range = _load_long_range(input_path, invert, job.offsets)
         job = dataclasses.replace(job, offsets=long_range)
     else:
@@ -252,7 +276,7 @@ def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fr
     kind = "beta" if job.method in defaults.BETA_METHODS else "threshold"
     for t, labels in segment(affs, job.method, job.thresholds, fragments=frags, classifier=clf,
                              watershed_options=watershed_options, hops=job.hops, offsets=job.offsets,
-                             stride=job.stride, mws_size=job.mws_size):
+                             stride=job.stride, mws_size=job.mws_size, weighting=job.weighting):
         results[t] = labels
         n = int(np.count_nonzero(np.unique(labels)))
         counts.append(n)
@@ -261,7 +285,9 @@ def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fr
                        thresholds=job.thresholds, classifier=classifier_path, fragments=fragments, invert=invert,
                        watershed=watershed_options,
                        **({"offsets": job.offsets, "mws_stride": job.stride, "mws_size": job.mws_size}
-                          if job.method == "mws" else {}))
+                          if job.method == "mws" else {}),
+                       **({"offsets": job.offsets, "weighting": job.weighting}
+                          if job.method in ("multicut", "lifted-multicut") else {}))
     if job.names != [None]:
         write_volumes(out, {dataset_name(t): v for t, v in results.items()}, overwrite=overwrite, meta=meta)
         note = [pyramid_levels(member(out, dataset_name(t)), pyramid) for t in results][0]  # each the same
