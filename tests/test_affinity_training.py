@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fusionnet_keras.data import volumes3d
-from fusionnet_keras.data.affinities import affinities_from_labels
+from fusionnet_keras.data.affinities import OFFSETS, affinities_from_labels
 from fusionnet_keras.data.augment3d import AffinityAugment, affinity_y_true, sample_sections
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
@@ -573,18 +573,30 @@ def test_experiment_chooses_thresholds_on_the_validation_part(monkeypatch):
     parts, affs = {}, {}
     for i, part in enumerate(("train", "validation", "test")):
         labels = blobs((4, 24, 24), 12, seed=i).astype(np.uint64)
-        target = affinities_from_labels(labels)[0]
+        target = affinities_from_labels(labels, offsets=list(OFFSETS) + [(0, -4, 0)])[0]  # + one long-range
         affs[part] = np.clip(target * 0.7 + 0.15 + r.normal(0, 0.2, target.shape), 0, 1).astype(np.float32)
         parts[part] = (None, labels)
-    result = affinity3d.segment_parts(affs, parts, ws_size=10, log=lambda line: None)
+    from fusionnet_keras.segmentation import multicut
+
+    calls, lifted_edges = [], multicut.affinity_lifted_edges
+    monkeypatch.setattr(multicut, "affinity_lifted_edges",
+                        lambda g, f, a, offsets: calls.append(list(offsets)) or lifted_edges(g, f, a, offsets))
+    result = affinity3d.segment_parts(affs, parts, ws_size=10, log=lambda line: None, offsets=[(0, -4, 0)])
     assert set(result["ws_sizes"]) == {"10", "50"} and 0 <= result["fscore"]["test"] <= 1
+    assert result["lifted_edges"] == "affinities"
     for method in affinity3d.SWEPT:
         validation = result[method]["validation"]
-        assert result["chosen"][method] == min(validation, key=lambda row: row["vi"])["threshold"]
+        best = min(validation, key=lambda row: row["vi"])
+        assert result["chosen"][method] == best["threshold"]
         row, oracle = affinity3d.chosen_row(result, method), affinity3d.oracle_row(result, method)
         assert row["threshold"] == result["chosen"][method] and oracle["vi"] <= row["vi"]
         assert row in result[method]["test"]
+        if method in ("multicut", "lifted-multicut"):  # beta and the weighting chosen together on validation
+            assert {r["weighting"] for r in validation} == set(affinity3d.WEIGHTINGS)
+            assert len(validation) == len(affinity3d.THRESHOLDS) * len(affinity3d.WEIGHTINGS)
+            assert result["weighting"][method] == best["weighting"] == row["weighting"]
     assert set(result["segmentation"]) == set(affinity3d.METHODS)
+    assert calls and all(offsets == [(0, -4, 0)] for offsets in calls)  # lifted edges from the long-range channel
 
 
 @pytest.mark.slow

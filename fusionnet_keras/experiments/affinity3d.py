@@ -49,6 +49,8 @@ WS_SIZE = 300  # default z-watershed size threshold (voxels); a run uses its net
 WS_SIZES = (30, 100, 300, 1000, 3000)
 """Watershed sizes scored on the validation part (mean agglomeration), to document ``train.val_ws_size``."""
 CLASSIFIER = {"epochs": 3, "trees": 100}
+WEIGHTINGS = defaults.MULTICUT_WEIGHTINGS
+"""The multicuts' edge weightings swept with beta (the pair chosen on the validation part)."""
 MWS_BETAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 MWS_STRIDES = ((1, 1, 1), (1, 3, 3))
 MWS_SIZES = (0, 100, 300, 1000)
@@ -92,25 +94,40 @@ def predict_parts(out: Path, name: str, config: dict, parts: dict, orientations:
     return affs, seconds
 
 
-def _sweep(affs, frag, gt, method, clf):
-    """``[(scores, labels)]`` of ``method`` over :data:`THRESHOLDS` on one part."""
+def _sweep(affs, frag, gt, method, clf, offsets=None):
+    """``[(scores, labels)]`` of ``method`` over :data:`THRESHOLDS` on one part; the multicuts once per
+    weighting (rows with ``weighting``), the lifted multicut with its lifted edges from the long-range channels
+    of ``affs`` when ``offsets`` are given (else hops; the other methods read the first 3 channels)."""
     from fusionnet_keras.evaluation import instance_scores
     from fusionnet_keras.segmentation.pipeline import segment
 
-    return [(dict(instance_scores(seg, gt), threshold=t), seg)
-            for t, seg in segment(affs, method, THRESHOLDS, fragments=frag,
-                                  classifier=clf if method in CLASSIFIED else None)]
+    classifier = clf if method in CLASSIFIED else None
+    if method not in ("multicut", "lifted-multicut"):
+        return [(dict(instance_scores(seg, gt), threshold=t), seg)
+                for t, seg in segment(affs[:3], method, THRESHOLDS, fragments=frag, classifier=classifier)]
+    long_range = dict(offsets=offsets) if offsets and method == "lifted-multicut" else {}
+    return [(dict(instance_scores(seg, gt), threshold=t, weighting=w), seg) for w in WEIGHTINGS
+            for t, seg in segment(affs if long_range else affs[:3], method, THRESHOLDS, fragments=frag,
+                                  classifier=classifier, weighting=w, **long_range)]
 
 
-def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_path=None, log=print) -> dict:
+def _matches(row: dict, setting: dict) -> bool:
+    return all(row.get(k) == v for k, v in setting.items())
+
+
+def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_path=None, log=print,
+                  offsets=None) -> dict:
     """Fragments, mean and learned sweeps of the validation and test parts (classifier trained on the train
     part and saved to ``classifier_path``); each method's threshold is the one of lowest VI on the
     **validation** part, and the test part is scored there (the oracle, the best threshold on the test
-    part, is kept apart).
+    part, is kept apart). The multicuts sweep beta and the edge weighting (:data:`WEIGHTINGS`), both chosen
+    on the validation part; with ``offsets`` (a long-range network's, ``affs`` holding its channels) the
+    lifted multicut takes its lifted edges from the long-range affinities.
 
     Returns ``{"watershed": {part: scores}, "mean": {part: [scores per threshold]}, "learned": {...},
-    "chosen": {method: threshold}, "ws_size": ws_size, "classifier": info, "seconds": {...},
-    "segmentation": {method: test labels at the chosen threshold}}``.
+    "chosen": {method: threshold}, "weighting": {multicut method: weighting}, "lifted_edges": "hops" or
+    "affinities", "ws_size": ws_size, "classifier": info, "seconds": {...},
+    "segmentation": {method: test labels at the chosen setting}}``.
     """
     from fusionnet_keras.evaluation import instance_scores
     from fusionnet_keras.segmentation.learned import train_classifier
@@ -119,19 +136,20 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
     ws = WatershedOptions(size=ws_size)
     seconds = {}
     t = time.time()
-    clf = train_classifier(affs["train"], ws.run(affs["train"]), parts["train"][1],
+    clf = train_classifier(affs["train"][:3], ws.run(affs["train"][:3]), parts["train"][1],
                            log=lambda line: log("  " + line), **CLASSIFIER)
     seconds["classifier"] = time.time() - t
     if classifier_path is not None:
         clf.save(classifier_path, overwrite=True)
-    result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "segmentation": {}, "fscore": {},
-              **{method: {} for method in METHODS}}
+    result = {"ws_size": ws_size, "classifier": clf.info, "chosen": {}, "weighting": {}, "segmentation": {},
+              "fscore": {}, "lifted_edges": "affinities" if offsets else "hops", **{method: {} for method in METHODS}}
     result["ws_sizes"] = {str(size): min(r["vi"] for r, _ in _sweep(affs["validation"], WatershedOptions(size=size).run(
-        affs["validation"]), parts["validation"][1], "mean", None)) for size in WS_SIZES}
+        affs["validation"][:3]), parts["validation"][1], "mean", None)) for size in WS_SIZES}
     for part in ("validation", "test"):
-        result["fscore"][part] = boundary_fscore(affs[part], parts[part][1])
+        nearest = affs[part][:3]
+        result["fscore"][part] = boundary_fscore(nearest, parts[part][1])
         t = time.time()
-        frag = ws.run(affs[part])
+        frag = ws.run(nearest)
         seconds[f"watershed_{part}"] = time.time() - t
         gt = parts[part][1]
         result["watershed"][part] = dict(instance_scores(frag, gt), threshold=None, fragments=int(frag.max()))
@@ -139,16 +157,25 @@ def segment_parts(affs: dict, parts: dict, ws_size: int = WS_SIZE, classifier_pa
             result["segmentation"]["watershed"] = frag
         for method in SWEPT:
             t = time.time()
-            sweep = _sweep(affs[part], frag, gt, method, clf)
+            sweep = _sweep(affs[part], frag, gt, method, clf, offsets)
             seconds[f"{method}_{part}"] = time.time() - t
             result[method][part] = [row for row, _ in sweep]
             if part == "validation":
-                result["chosen"][method] = min(result[method][part], key=lambda r: r["vi"])["threshold"]
+                best = min(result[method][part], key=lambda r: r["vi"])
+                result["chosen"][method] = best["threshold"]
+                if "weighting" in best:
+                    result["weighting"][method] = best["weighting"]
             else:
-                result["segmentation"][method] = next(seg for row, seg in sweep
-                                                      if row["threshold"] == result["chosen"][method])
+                setting = {"threshold": result["chosen"][method], **_weighting(result, method)}
+                result["segmentation"][method] = next(seg for row, seg in sweep if _matches(row, setting))
     result["seconds"] = seconds
     return result
+
+
+def _weighting(result: dict, method: str) -> dict:
+    """``{"weighting": w}`` of a multicut method's chosen setting (``{}`` for the others and older results)."""
+    w = result.get("weighting", {}).get(method)
+    return {} if w is None else {"weighting": w}
 
 
 def mws_parts(affs: dict, parts: dict, offsets, log=print) -> dict:
@@ -211,7 +238,7 @@ def boundary_fscore(affs, labels) -> float:
     return affinity_fscore(affs, target, mask)
 
 
-def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[dict, dict]:
+def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int, offsets=None) -> tuple[dict, dict]:
     """:func:`segment_parts` of one network, written to ``folder`` (``segmentation.json``,
     ``test-segmentation.h5``, ``classifier.npz``), or read back when newer than its test affinities and
     made with the same watershed size."""
@@ -223,10 +250,11 @@ def _segmentation(folder: Path, affs: dict, parts: dict, ws_size: int) -> tuple[
     scores, volumes = folder / "segmentation.json", folder / "test-segmentation.h5"
     if scores.exists() and volumes.exists() and scores.stat().st_mtime > (folder / "test-affinities.h5").stat().st_mtime:
         result = json.loads(scores.read_text())
-        if all(key in result for key in (*METHODS, "chosen", "fscore", "ws_sizes")) and result.get("ws_size") == ws_size:
+        if (all(key in result for key in (*METHODS, "chosen", "fscore", "ws_sizes", "weighting"))
+                and result.get("ws_size") == ws_size):
             return result, {m: read_volume(f"{volumes}:{m}") for m in METHODS}
     print(f"== segmenting the validation and test parts with {_label(folder.name)}'s affinities ==", flush=True)
-    result = segment_parts(affs, parts, ws_size, folder / "classifier.npz")
+    result = segment_parts(affs, parts, ws_size, folder / "classifier.npz", offsets=offsets)
     best = result.pop("segmentation")
     write_volumes(volumes, best, overwrite=True)
     atomic_write_text(scores, json.dumps(result, indent=1) + "\n")
@@ -238,7 +266,8 @@ def chosen_row(result: dict, method: str, part: str = "test") -> dict:
     the watershed has one."""
     if method == "watershed":
         return result["watershed"][part]
-    return next(r for r in result[method][part] if r["threshold"] == result["chosen"][method])
+    setting = {"threshold": result["chosen"][method], **_weighting(result, method)}
+    return next(r for r in result[method][part] if _matches(r, setting))
 
 
 def oracle_row(result: dict, method: str) -> dict:
@@ -287,8 +316,8 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
     for name in models:
         long_range = len(network_offsets(configs[name])) > 3  # predicted in 1 orientation (no test-time ones)
         affs, predict_seconds[name] = predict_parts(out, name, configs[name], parts, 1 if long_range else orientations)
-        nearest = {part: a[:3] for part, a in affs.items()}  # what the agglomerations and multicuts read
-        segs[name], chosen = _segmentation(out / name, nearest, parts, ws_size)
+        long_offsets = network_offsets(configs[name])[3:]  # the lifted multicut's lifted edges, the mws
+        segs[name], chosen = _segmentation(out / name, affs, parts, ws_size, long_offsets or None)
         mws = _mws(out / name, affs, parts, network_offsets(configs[name]))
         if mws is not None:
             segs[name]["mws"] = mws
@@ -299,7 +328,8 @@ def run(preset: str, out, experiment_dir, tta=None, models=None, seed=None, data
         for method in METHODS:
             r = chosen_row(segs[name], method)
             print(f"   {method}: test VI {r['vi']:.3f} (split {r['vi_split']:.3f}, merge {r['vi_merge']:.3f}) "
-                  f"ARAND {r['arand']:.3f} at {r['threshold']} (chosen on validation)", flush=True)
+                  f"ARAND {r['arand']:.3f} at {r['threshold']}{', ' + r['weighting'] if 'weighting' in r else ''} "
+                  "(chosen on validation)", flush=True)
         segs[name]["test_segmentation"] = chosen
     curves = {}
     plotted = ("mean", "learned") if len(segs) <= 3 else ("learned",)  # a readable plot (multicuts: the tables)

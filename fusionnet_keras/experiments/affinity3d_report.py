@@ -48,7 +48,10 @@ def _plot_section(image, gt, segs: dict, path: Path, z: int) -> None:
 
 
 def _threshold(row: dict) -> str:
-    return "-" if row["threshold"] is None else f"{row['threshold']:g}"
+    """The row's threshold (or beta), and a multicut's edge weighting when it is not the plain one."""
+    if row["threshold"] is None:
+        return "-"
+    return f"{row['threshold']:g}" + (f", {row['weighting']}-weighted" if row.get("weighting", "none") != "none" else "")
 
 
 def _scores_table(segs: dict) -> list[str]:
@@ -110,8 +113,11 @@ def _partitioning(segs: dict) -> list[str]:
     agglomeration, each at its validation-chosen setting."""
     lines = ["### Multicut, lifted multicut and mutex watershed vs the learned agglomeration", "",
              "Costs from the learned classifier's boundary probability p: log((1 - p) / p) + log((1 - beta) / beta), "
-             "beta chosen on the validation part like the thresholds (GAEC + Kernighan-Lin; lifted edges up to 2 "
-             "boundaries apart). Time: the whole sweep of the test part (all betas or thresholds, one solve each).",
+             "beta and the edge weighting (none, or each cost times the boundary's contact area: `size-weighted`) "
+             "chosen together on the validation part like the thresholds (GAEC + Kernighan-Lin; lifted edges up to 2 "
+             "boundaries apart, or, for a long-range network, between the fragments its long-range offsets link, "
+             "with their mean long-range affinity). Time: the whole sweep of the test part (all betas, both "
+             "weightings, or all thresholds; one solve each).",
              "", "| network | method | threshold / beta | VI split | VI merge | VI | ARAND | time (s) | vs learned |",
              "|---|---|---|---|---|---|---|---|---|"]
     winners = []
