@@ -26,7 +26,7 @@ from fusionnet_keras.data.affinities import OFFSETS, affinities_from_labels
 from fusionnet_keras.data.augment3d import AffinityAugment, affinity_y_true, sample_sections
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
-from fusionnet_keras.training.config import load_config
+from fusionnet_keras.training.config_files import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = REPO / "experiments" / "affinity3d"

@@ -1205,13 +1205,13 @@ def test_killed_predict_leaves_the_container_intact(inputs, tmp_path):
 def test_resume_cleans_what_a_killed_writer_left(tmp_path):
     """A process killed inside the package's atomic writers leaves ``.NAME.tmp-*`` files and folders;
     resuming the run removes exactly those and keeps everything else."""
-    from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.training import config_files
     from fusionnet_keras.training.rundir import prepare_run_dir
 
-    config = cfg.load_config([], ["name='r'"])
+    config = config_files.load_config([], ["name='r'"])
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    cfg.save_config(config, run / "config.json")
+    config_files.save_config(config, run / "config.json")
     (run / "notes.tmp").write_text("mine")  # not a writer's temporary: kept
     code = (
         "import os, signal, sys\n"

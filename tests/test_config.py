@@ -1,10 +1,11 @@
-"""Tests of fusionnet_keras.training.config: defaults, TOML layering, --set overrides, validation."""
+"""Tests of fusionnet_keras.training.config and config_files: defaults, TOML layering, --set overrides, validation."""
 
 import json
 
 import pytest
 
 from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import config_files
 from fusionnet_keras.errors import FusionNetError
 
 
@@ -18,7 +19,7 @@ def _write(path, text):
 
 
 def test_defaults_are_the_papers_protocol():
-    c = cfg.load_config()
+    c = config_files.load_config()
     assert c["model"]["architecture"] == "fusionnet"
     assert c["model"]["nb_filters"] == 64
     assert c["model"]["depth"] == 4
@@ -47,41 +48,41 @@ def test_defaults_validate_and_are_fresh_copies():
 
 def test_toml_overrides_only_what_it_lists(tmp_path):
     f = _write(tmp_path / "exp.toml", 'name = "exp"\n[train]\nepochs = 5\nlearning_rate = 1e-3\n')
-    c = cfg.load_config([f])
+    c = config_files.load_config([f])
     assert c["name"] == "exp"
     assert c["train"]["epochs"] == 5
     assert c["train"]["learning_rate"] == pytest.approx(1e-3)
-    assert cfg.diff(cfg.defaults(), c) == ["name", "train.epochs", "train.learning_rate"]
+    assert config_files.diff(cfg.defaults(), c) == ["name", "train.epochs", "train.learning_rate"]
 
 
 def test_later_files_override_earlier(tmp_path):
     a = _write(tmp_path / "a.toml", "[train]\nepochs = 5\nbatch_size = 2\n[model]\ndepth = 3\n")
     b = _write(tmp_path / "b.toml", "[train]\nepochs = 7\n")
-    c = cfg.load_config([a, b])
+    c = config_files.load_config([a, b])
     assert c["train"]["epochs"] == 7  # b wins
     assert c["train"]["batch_size"] == 2  # only in a: kept
     assert c["model"]["depth"] == 3
-    assert cfg.load_config([b, a])["train"]["epochs"] == 5
+    assert config_files.load_config([b, a])["train"]["epochs"] == 5
     # --set comes after every file
-    assert cfg.load_config([a, b], ["train.epochs=9"])["train"]["epochs"] == 9
+    assert config_files.load_config([a, b], ["train.epochs=9"])["train"]["epochs"] == 9
 
 
 def test_integer_for_float_key_is_accepted(tmp_path):
     f = _write(tmp_path / "a.toml", "[train]\nlr_decay = 1\n")
-    c = cfg.load_config([f])
+    c = config_files.load_config([f])
     assert c["train"]["lr_decay"] == 1.0 and isinstance(c["train"]["lr_decay"], float)
 
 
 def test_invalid_toml_is_an_error(tmp_path):
     f = _write(tmp_path / "bad.toml", "[train\nepochs = = 5\n")
     with pytest.raises(FusionNetError, match="invalid TOML") as e:
-        cfg.load_config([f])
+        config_files.load_config([f])
     assert "bad.toml" in str(e.value)
 
 
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(FusionNetError, match="not found"):
-        cfg.load_config([tmp_path / "nope.toml"])
+        config_files.load_config([tmp_path / "nope.toml"])
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,7 @@ def test_missing_config_file_is_an_error(tmp_path):
 def test_unknown_keys_in_files_are_refused(tmp_path, text, key):
     f = _write(tmp_path / "x.toml", text)
     with pytest.raises(FusionNetError, match="unknown config key") as e:
-        cfg.load_config([f])
+        config_files.load_config([f])
     assert repr(key) in str(e.value)
     assert "x.toml" in str(e.value)
 
@@ -104,7 +105,7 @@ def test_unknown_keys_in_files_are_refused(tmp_path, text, key):
 def test_section_given_as_a_value_is_refused(tmp_path):
     f = _write(tmp_path / "x.toml", "train = 5\n")
     with pytest.raises(FusionNetError, match="'train'"):
-        cfg.load_config([f])
+        config_files.load_config([f])
 
 
 # ---------------------------------------------------------------------------
@@ -137,21 +138,21 @@ def test_section_given_as_a_value_is_refused(tmp_path):
     ],
 )
 def test_set_parsing(text, section, key, value):
-    c = cfg.load_config([], [text])
+    c = config_files.load_config([], [text])
     got = c[section][key]
     assert got == value
     assert type(got) is type(value)
 
 
 def test_set_top_level_strings():
-    assert cfg.load_config([], ["name=my-run"])["name"] == "my-run"
-    assert cfg.load_config([], ['name="my run"'])["name"] == "my run"
-    assert cfg.load_config([], ["name=2024"])["name"] == "2024"
-    assert cfg.load_config([], ["name=2024-01-31"])["name"] == "2024-01-31"
+    assert config_files.load_config([], ["name=my-run"])["name"] == "my-run"
+    assert config_files.load_config([], ['name="my run"'])["name"] == "my run"
+    assert config_files.load_config([], ["name=2024"])["name"] == "2024"
+    assert config_files.load_config([], ["name=2024-01-31"])["name"] == "2024-01-31"
 
 
 def test_set_later_overrides_win():
-    c = cfg.load_config([], ["train.epochs=5", "train.epochs=6"])
+    c = config_files.load_config([], ["train.epochs=5", "train.epochs=6"])
     assert c["train"]["epochs"] == 6
 
 
@@ -162,7 +163,7 @@ def test_parse_override_nests_keys():
 
 def test_set_without_equals_is_an_error():
     with pytest.raises(FusionNetError, match="key=value"):
-        cfg.load_config([], ["train.epochs"])
+        config_files.load_config([], ["train.epochs"])
 
 
 @pytest.mark.parametrize(
@@ -178,7 +179,7 @@ def test_set_without_equals_is_an_error():
 )
 def test_set_unknown_key_is_refused(text, key):
     with pytest.raises(FusionNetError, match="unknown config key") as e:
-        cfg.load_config([], [text])
+        config_files.load_config([], [text])
     assert repr(key) in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -212,7 +213,7 @@ def test_set_unknown_key_is_refused(text, key):
 )
 def test_bad_values_name_the_key(text, key):
     with pytest.raises(FusionNetError) as e:
-        cfg.load_config([], [text])
+        config_files.load_config([], [text])
     msg = str(e.value)
     assert repr(key) in msg
     assert "\n" not in msg
@@ -221,21 +222,21 @@ def test_bad_values_name_the_key(text, key):
 def test_bad_value_in_file_names_the_key(tmp_path):
     f = _write(tmp_path / "x.toml", '[train]\nloss = "hinge"\n')
     with pytest.raises(FusionNetError, match="'train.loss'") as e:
-        cfg.load_config([f])
+        config_files.load_config([f])
     assert "mae" in str(e.value) and "mse" in str(e.value)
 
 
 def test_crop_plus_pad_must_be_divisible_by_two_to_the_depth():
     with pytest.raises(FusionNetError, match="train.crop"):
-        cfg.load_config([], ["model.depth=2", "train.crop=30", "train.pad=16"])
-    c = cfg.load_config([], ["model.depth=2", "train.crop=32", "train.pad=16"])
+        config_files.load_config([], ["model.depth=2", "train.crop=30", "train.pad=16"])
+    c = config_files.load_config([], ["model.depth=2", "train.crop=32", "train.pad=16"])
     assert c["train"]["crop"] == 32
 
 
 def test_units_only_for_fusionnet_w():
     with pytest.raises(FusionNetError, match="model.units"):
-        cfg.load_config([], ["model.units=2"])
-    c = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=3"])
+        config_files.load_config([], ["model.units=2"])
+    c = config_files.load_config([], ["model.architecture=fusionnet_w", "model.units=3"])
     kw = cfg.model_kwargs(c)
     assert (kw["nb_filters"], kw["depth"], kw["units"]) == (64, 4, 3)
     kw = cfg.model_kwargs(cfg.defaults())
@@ -243,14 +244,14 @@ def test_units_only_for_fusionnet_w():
 
 
 def test_zero_init_residual_reaches_fusionnets_only():
-    c = cfg.load_config([], ["model.zero_init_residual=true"])
+    c = config_files.load_config([], ["model.zero_init_residual=true"])
     assert cfg.model_kwargs(c)["zero_init_residual"] is True
     assert cfg.model_kwargs(cfg.defaults())["zero_init_residual"] is False
     # the shared CPU preset also builds the U-Net, which has no residual blocks
-    c = cfg.load_config([], ["model.architecture=unet", "model.zero_init_residual=true"])
+    c = config_files.load_config([], ["model.architecture=unet", "model.zero_init_residual=true"])
     assert "zero_init_residual" not in cfg.model_kwargs(c)
     with pytest.raises(FusionNetError, match="model.zero_init_residual"):
-        cfg.load_config([], ["model.zero_init_residual=3"])
+        config_files.load_config([], ["model.zero_init_residual=3"])
 
 
 # ---------------------------------------------------------------------------
@@ -258,14 +259,14 @@ def test_zero_init_residual_reaches_fusionnets_only():
 
 
 def test_save_and_read_round_trip(tmp_path):
-    c = cfg.load_config([], ["name=rt", "train.epochs=3", "model.depth=2", "data.val_sections="])
+    c = config_files.load_config([], ["name=rt", "train.epochs=3", "model.depth=2", "data.val_sections="])
     path = tmp_path / "sub" / "config.json"
     path.parent.mkdir()
-    cfg.save_config(c, path)
+    config_files.save_config(c, path)
     assert json.loads(path.read_text()) == c
-    back = cfg.read_config_json(path)
+    back = config_files.read_config_json(path)
     assert back == c
-    assert cfg.diff(back, c) == []
+    assert config_files.diff(back, c) == []
     assert isinstance(back["train"]["learning_rate"], float)
     # no temporary files left next to it
     assert sorted(p.name for p in path.parent.iterdir()) == ["config.json"]
@@ -273,20 +274,20 @@ def test_save_and_read_round_trip(tmp_path):
 
 def test_read_config_json_errors(tmp_path):
     with pytest.raises(FusionNetError, match="not found"):
-        cfg.read_config_json(tmp_path / "config.json")
+        config_files.read_config_json(tmp_path / "config.json")
     bad = _write(tmp_path / "bad.json", "{not json")
     with pytest.raises(FusionNetError, match="invalid JSON"):
-        cfg.read_config_json(bad)
+        config_files.read_config_json(bad)
     c = cfg.defaults()
     c["train"]["warmup"] = 3
     unknown = _write(tmp_path / "unknown.json", json.dumps(c))
     with pytest.raises(FusionNetError, match="'train.warmup'"):
-        cfg.read_config_json(unknown)
+        config_files.read_config_json(unknown)
     c = cfg.defaults()
     del c["augment"]
     partial = _write(tmp_path / "partial.json", json.dumps(c))
     with pytest.raises(FusionNetError, match="augment"):
-        cfg.read_config_json(partial)
+        config_files.read_config_json(partial)
 
 
 def test_validate_does_not_modify_its_argument():
@@ -299,13 +300,13 @@ def test_validate_does_not_modify_its_argument():
 
 def test_diff_lists_changed_keys():
     a = cfg.defaults()
-    b = cfg.load_config([], ["train.epochs=3", "model.depth=2", "name=other"])
-    assert cfg.diff(a, b) == ["model.depth", "name", "train.epochs"]
-    assert cfg.diff(b, a) == ["model.depth", "name", "train.epochs"]
-    assert cfg.diff(a, cfg.defaults()) == []
+    b = config_files.load_config([], ["train.epochs=3", "model.depth=2", "name=other"])
+    assert config_files.diff(a, b) == ["model.depth", "name", "train.epochs"]
+    assert config_files.diff(b, a) == ["model.depth", "name", "train.epochs"]
+    assert config_files.diff(a, cfg.defaults()) == []
     # keys present on one side only count as different
-    assert cfg.diff({"x": {"y": 1}}, {"x": {}}) == ["x.y"]
-    assert cfg.diff({"x": 1}, {"x": {"y": 1}}) == ["x"]
+    assert config_files.diff({"x": {"y": 1}}, {"x": {}}) == ["x.y"]
+    assert config_files.diff({"x": 1}, {"x": {"y": 1}}) == ["x"]
 
 
 # ---------------------------------------------------------------------------
@@ -345,13 +346,13 @@ def test_settings_not_in_the_paper_are_labelled_in_the_docs_and_reports():
 
 
 def test_unit_schedule_default_is_the_papers():
-    c = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
+    c = config_files.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
     assert c["train"]["unit_schedule"] == "units"
-    assert cfg.load_config([], ["train.unit_schedule=joint"])["train"]["unit_schedule"] == "joint"
+    assert config_files.load_config([], ["train.unit_schedule=joint"])["train"]["unit_schedule"] == "joint"
     with pytest.raises(FusionNetError, match="train.unit_schedule"):
-        cfg.load_config([], ["train.unit_schedule=sequential"])
+        config_files.load_config([], ["train.unit_schedule=sequential"])
     with pytest.raises(FusionNetError, match="train.unit_epochs"):  # the earlier, non-paper schedule is gone
-        cfg.load_config([], ["train.unit_epochs=2"])
+        config_files.load_config([], ["train.unit_epochs=2"])
 
 
 # ---------------------------------------------------------------------------
@@ -384,9 +385,9 @@ def test_each_family_composes_the_common_keys_with_its_own_section():
     assert cfg.family(cfg.defaults()).name == "membranes" and cfg.family("unet3d").volumetric
     # keys of one family are unknown to the other
     with pytest.raises(FusionNetError, match="unknown config key 'train.input_shape'"):
-        cfg.load_config([], ["train.input_shape=[16,114,114]"])
+        config_files.load_config([], ["train.input_shape=[16,114,114]"])
     with pytest.raises(FusionNetError, match="unknown config key 'train.crop'"):
-        cfg.load_config([], ["model.architecture=unet3d", "train.crop=64"])
+        config_files.load_config([], ["model.architecture=unet3d", "train.crop=64"])
     with pytest.raises(FusionNetError, match="'model.architecture' must be one of fusionnet, fusionnet_w, unet, "
                                              "unet3d, fusionnet3d, got 'vnet'"):
         cfg.validate({**cfg.defaults(), "model": {**cfg.defaults()["model"], "architecture": "vnet"}})
@@ -403,13 +404,13 @@ def test_config_json_saved_by_0_1_0_reads_back_unchanged(name):
     path = REPO / "tests" / "fixtures" / "configs-0.1.0" / f"{name}.json"
     saved = json.loads(path.read_text())
     added = {"offsets": []} if name.endswith("malis") else {}
-    assert cfg.read_config_json(path) == {**saved, "model": {**saved["model"], **added}}
-    saved = cfg.read_config_json(path)  # what a resume compares with
+    assert config_files.read_config_json(path) == {**saved, "model": {**saved["model"], **added}}
+    saved = config_files.read_config_json(path)  # what a resume compares with
     experiment = "affinity3d" if name.endswith("malis") else "isbi2012"
     folder = REPO / "experiments" / experiment
     preset = [folder / f"{name}.toml", folder / "cpu.toml", folder / f"{name}.cpu.toml"]
     overrides = ["predict.precision=auto"] if experiment == "affinity3d" else ["train.precision=mixed_bfloat16"]
-    assert cfg.diff(cfg.load_config([p for p in preset if p.exists()], overrides), saved) == []
+    assert config_files.diff(config_files.load_config([p for p in preset if p.exists()], overrides), saved) == []
 
 
 @pytest.mark.parametrize("architecture", ["fusionnet", "unet3d"])
@@ -420,9 +421,9 @@ def test_one_precision_vocabulary_for_training_and_prediction(architecture):
 
     assert set(PRECISION_WORDS) == {"float32", "bfloat16", "float16", "auto", "mixed_bfloat16", "mixed_float16"}
     for word in PRECISION_WORDS:
-        c = cfg.load_config([], [f"model.architecture={architecture}", f"train.precision={word}",
+        c = config_files.load_config([], [f"model.architecture={architecture}", f"train.precision={word}",
                                  f"predict.precision={word}"])
         assert c["train"]["precision"] == c["predict"]["precision"] == word
     for key in ("train.precision", "predict.precision"):
         with pytest.raises(FusionNetError, match=f"'{key}' must be one of float32, bfloat16"):
-            cfg.load_config([], [f"model.architecture={architecture}", f"{key}=float8"])
+            config_files.load_config([], [f"model.architecture={architecture}", f"{key}=float8"])

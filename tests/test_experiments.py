@@ -163,8 +163,9 @@ def test_isbi2012_report_chain_and_cross_validation():
     """The W^1 vs W^2 rows, the reference FusionNet trained alone, the 3-fold CV section, the labels."""
     from fusionnet_keras.experiments import isbi2012 as isbi
     from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.training import config_files
 
-    config = cfg.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
+    config = config_files.load_config([], ["model.architecture=fusionnet_w", "model.units=2"])
     results = {"fusionnet_w2": {**_scores(0.96), "unit1": _scores(0.95)}}
     trains = {"fusionnet_w2": {"epochs": 25, "best_epoch": 20, "train_seconds": 60.0, "parameters": "9"}}
     cv = {"fusionnet_w2": {"folds": [{"vrand": 0.9, "vinfo": 0.95}, {"vrand": 0.92, "vinfo": 0.96},
@@ -224,7 +225,7 @@ def test_isbi2012_multicut_row_on_tiny_synthetic_sections(monkeypatch):
     assert row["vrand"] == pytest.approx(isbi_scores(chosen, labels[2:])["vrand"])
     assert row["train_plain"]["vrand"] == pytest.approx(isbi_scores(prob[:2], labels[:2])["vrand"])
     results = {"fusionnet": {**_scores(0.96), "multicut": row}}
-    from fusionnet_keras.training.config import load_config
+    from fusionnet_keras.training.config_files import load_config
 
     config = load_config([])
     trains = {"fusionnet": {"epochs": 1, "best_epoch": 1, "train_seconds": 6.0, "parameters": "9"}}

@@ -187,13 +187,13 @@ def test_a_damaged_classifier_names_the_file_and_the_problem(d, tmp_path, case):
 
 
 def test_a_damaged_resume_state_is_named(tmp_path):
-    from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.training import config_files
     from fusionnet_keras.training.rundir import prepare_run_dir
 
-    config = cfg.load_config([], ["name='r'"])
+    config = config_files.load_config([], ["name='r'"])
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    cfg.save_config(config, run / "config.json")
+    config_files.save_config(config, run / "config.json")
     (run / "checkpoints" / "last.keras").write_bytes(b"x")
     for text in ('{"epoch": 3, "hist', "[1, 2]"):
         (run / "state.json").write_text(text)

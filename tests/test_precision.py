@@ -251,6 +251,7 @@ def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatc
     """``predict.precision = "auto"`` / ``--precision auto``: bfloat16 convolutions where bf16 is native,
     float32 where it would be emulated; the configs accept it."""
     from fusionnet_keras.training import config as cfg
+    from fusionnet_keras.training import config_files
     from fusionnet_keras.utils import hardware
 
     monkeypatch.setattr(hardware, "backend_name", lambda: "tensorflow")  # the CPU rule; JAX: test_inference_graph
@@ -262,5 +263,5 @@ def test_auto_prediction_precision_is_bfloat16_only_where_native(net, monkeypatc
     config = cfg.defaults()
     config["predict"]["precision"] = "auto"
     assert cfg.validate(config)["predict"]["precision"] == "auto"
-    assert cfg.load_config(overrides=["model.architecture=unet3d", "predict.precision=auto"])["predict"]["precision"] \
-        == "auto"
+    loaded = config_files.load_config(overrides=["model.architecture=unet3d", "predict.precision=auto"])
+    assert loaded["predict"]["precision"] == "auto"

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import config_files
 from fusionnet_keras.training import callbacks as train_callbacks
 from fusionnet_keras.training.losses import PairLoss
 from fusionnet_keras.errors import FusionNetError
@@ -79,7 +80,7 @@ def tiny_config(data_, tmp_path, name="tiny", **extra):
     """The validated configuration of :func:`tiny_toml`; keyword arguments: section={key: value}."""
     path = tmp_path / f"{name}.toml"
     path.write_text(tiny_toml(data_, name, extra))
-    return cfg.load_config([path])
+    return config_files.load_config([path])
 
 
 def read_log(path):
@@ -171,7 +172,7 @@ def resumed(interrupted):
     """Wait for the kill, then resume the run in this process with the same configuration."""
     before = _wait_for_kill(interrupted)
     out = interrupted["out"]
-    config = cfg.load_config([interrupted["toml"]])
+    config = config_files.load_config([interrupted["toml"]])
     summary = train(config, out, resume=True, verbose=0)
     return {**interrupted, "config": config, "summary": summary, "before": before}
 
@@ -313,7 +314,7 @@ def test_fusionnet_w_resumes_after_sigkill_in_the_middle_of_an_epoch(interrupted
     assert unit == 1 and (before["epoch"], before["unit"]) == (epoch, 1)
     out = interrupted_units["out"]
     capsys.readouterr()
-    summary = train(cfg.load_config([interrupted_units["toml"]]), out, resume=True, verbose=0)
+    summary = train(config_files.load_config([interrupted_units["toml"]]), out, resume=True, verbose=0)
     assert f"resuming unit by unit after unit 1 of epoch {epoch + 1}" in capsys.readouterr().out
     assert summary["epochs"] == 3
     state = json.loads((out / "state.json").read_text())
@@ -468,7 +469,7 @@ def test_run_directory_layout(resumed):
         assert (out / name).is_file(), name
     assert not (out / "tensorboard").exists()  # train.tensorboard = false
     assert temp_files(out) == []  # no temporary files, even from the killed process
-    assert cfg.read_config_json(out / "config.json") == resumed["config"]
+    assert config_files.read_config_json(out / "config.json") == resumed["config"]
     state = json.loads((out / "state.json").read_text())
     assert {"epoch", "best_vrand", "best_vinfo", "best_epoch", "history"} <= set(state)
     assert 1 <= state["best_epoch"] <= 3
@@ -555,4 +556,4 @@ def test_pair_loss_membrane_weight(kind):
 
 def test_membrane_weight_is_validated():
     with pytest.raises(FusionNetError, match="membrane_weight"):
-        cfg.load_config(overrides=["train.membrane_weight=0"])
+        config_files.load_config(overrides=["train.membrane_weight=0"])

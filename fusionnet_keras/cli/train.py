@@ -30,7 +30,8 @@ def _checked_config(configs, overrides, out, default_out, resume, overwrite, lab
     ``data.label_zero`` of a 3-D affinity config."""
     from fusionnet_keras.data.io.paths import check_not_input
     from fusionnet_keras.errors import FusionNetError
-    from fusionnet_keras.training.config import data_inputs, family, load_config
+    from fusionnet_keras.training.config import data_inputs, family
+    from fusionnet_keras.training.config_files import load_config
     from fusionnet_keras.training.rundir import check_resume_overwrite
 
     check_resume_overwrite(resume, overwrite)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import config_files
 from fusionnet_keras.utils.atomic import atomic_write_text
 
 MODELS = ("fusionnet", "unet")
@@ -43,11 +44,11 @@ def load_best(out, name):
 def model_config(experiment_dir, preset: str, name: str, overrides=()) -> dict:
     """The configuration of model ``name``: ``<name>.toml``, then ``<preset>.toml`` and
     ``<name>.<preset>.toml`` where they exist, then ``overrides`` (``key=value``); the keys of the
-    architecture family the files name (:func:`~fusionnet_keras.training.config.load_config`)."""
+    architecture family the files name (:func:`~fusionnet_keras.training.config_files.load_config`)."""
     experiment_dir = Path(experiment_dir)
     files = [experiment_dir / f"{name}.toml"]
     files += [p for p in (experiment_dir / f"{preset}.toml", experiment_dir / f"{name}.{preset}.toml") if p.exists()]
-    return cfg.load_config(files, overrides)
+    return config_files.load_config(files, overrides)
 
 
 def train_models(experiment_dir, preset: str, out, data: dict, models=MODELS, overrides=()) -> tuple[dict, dict]:

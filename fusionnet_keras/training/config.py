@@ -1,12 +1,9 @@
 """Validated training configuration: one schema, with a section per architecture family.
 
-A configuration is read from one or more TOML files (later files override
-earlier ones, so an experiment file holds only what differs from the defaults
-and a preset file holds only what the preset changes) plus ``--set key=value``
-overrides (:mod:`fusionnet_keras.training.schema`). Unknown keys and invalid
-values are refused with a one-line :class:`~fusionnet_keras.errors.FusionNetError`
-naming the key. The resolved configuration is saved as ``config.json`` next to
-the checkpoints.
+Unknown keys and invalid values are refused with a one-line
+:class:`~fusionnet_keras.errors.FusionNetError` naming the key. Reading, writing
+and diffing configuration files (TOML files, ``--set`` overrides,
+``config.json``) is :mod:`fusionnet_keras.training.config_files`.
 
 ``model.architecture`` chooses the family, and so the keys and defaults:
 
@@ -26,49 +23,22 @@ the checkpoints.
 :data:`COMMON` holds the keys of every family (a :class:`PerFamily` default
 gives each family's value); each :class:`Family` adds its own section of keys. The values the papers leave open are listed, each with the
 reason for the value chosen, in the family's ``not_in_paper``.
-
-Example TOML::
-
-    name = "isbi2012-fusionnet"
-
-    [model]
-    architecture = "fusionnet"
-
-    [data]
-    images = "isbi2012/train-volume.tif"
-    labels = "isbi2012/train-labels.tif"
-    train_sections = "1-20"
-    val_sections = "21-30"
-
-    [train]
-    epochs = 50
-
-or (``experiments/affinity3d/unet3d_malis.toml``)::
-
-    name = "affinity3d-unet3d-malis"
-
-    [model]
-    architecture = "unet3d"
-
-    [train]
-    loss = "malis"
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from typing import Callable
 
 from fusionnet_keras.errors import FusionNetError
 from fusionnet_keras.settings import PRECISION_WORDS
 from fusionnet_keras.training.schema import defaults as schema_defaults
-from fusionnet_keras.training.schema import load_settings, merge, parse_override, read_toml
+from fusionnet_keras.training.schema import merge, parse_override
 
 __all__ = ["AFFINITIES", "COMMON", "FAMILIES", "Family", "MEMBRANES", "NOT_IN_PAPER_LABEL", "PerFamily",
-           "affinity_offsets", "architecture_of", "data_inputs", "defaults", "diff", "family", "geometry", "load_config", "model_kwargs",
-           "output_shape", "parse_override", "read_config_json", "save_config", "validate"]
+           "affinity_offsets", "data_inputs", "defaults", "family", "geometry", "model_kwargs",
+           "output_shape", "parse_override", "validate"]
 
 
 class PerFamily(dict):
@@ -482,18 +452,6 @@ def defaults(architecture: str = DEFAULT_ARCHITECTURE) -> dict:
     return config
 
 
-def load_config(paths=(), overrides=()) -> dict:
-    """Defaults, updated by each TOML file in ``paths`` then each ``key=value`` override, validated.
-
-    The architecture the files and overrides name chooses the family (its keys
-    and defaults), so one of the other kind named earlier (a 3-D config file with
-    ``--set model.architecture=fusionnet``) is refused naming both, not judged by
-    the other family's keys.
-    """
-    schema = family(_checked_architecture(paths, overrides)).schema
-    return validate(load_settings(schema, paths, overrides))
-
-
 def validate(config: dict) -> dict:
     """Check a full configuration dict (e.g. read back from ``config.json``) by its family's schema."""
     fam = family(config)
@@ -510,80 +468,6 @@ def validate(config: dict) -> dict:
 def model_kwargs(config: dict) -> dict:
     """Keyword arguments for :func:`fusionnet_keras.models.build_model` of ``model.architecture``."""
     return family(config).model_kwargs(config)
-
-
-def save_config(config: dict, path) -> None:
-    """Write ``config`` as JSON atomically."""
-    from fusionnet_keras.utils.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def read_config_json(path) -> dict:
-    """The configuration saved at ``path`` (``config.json`` of a run), checked (:func:`validate`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return validate(json.load(f))
-    except FileNotFoundError:
-        raise FusionNetError(f"config file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FusionNetError(f"invalid JSON in {path}: {' '.join(str(e).split())}") from None
-    except OSError as e:
-        raise FusionNetError(f"cannot read config {path}: {e.strerror or e}") from None
-
-
-def diff(a: dict, b: dict, prefix="") -> list[str]:
-    """Keys whose values differ between two configurations (for resume checks)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def _architectures_named(paths=(), overrides=()) -> list[tuple[str, object]]:
-    """``(source, value)`` of every ``model.architecture`` the files and overrides set, in order."""
-    named = []
-    for path in paths:
-        model = read_toml(path).get("model")
-        if isinstance(model, dict) and "architecture" in model:
-            named.append((str(path), model["architecture"]))
-    for text in overrides:
-        if text.split("=", 1)[0].strip() == "model.architecture":
-            named.append((f"--set {text.strip()}", parse_override(text)["model"]["architecture"]))
-    return named
-
-
-def architecture_of(paths=(), overrides=()) -> str:
-    """The ``model.architecture`` that ``paths`` and ``overrides`` set (the last one wins; default
-    ``"fusionnet"``), read without validation."""
-    named = [value for _, value in _architectures_named(paths, overrides) if isinstance(value, str)]
-    return named[-1] if named else DEFAULT_ARCHITECTURE
-
-
-def _checked_architecture(paths=(), overrides=()) -> str:
-    """:func:`architecture_of`, refusing an unknown one and two of different families named together."""
-    known = _architectures()
-    kinds = {a: "3-D" if fam.volumetric else "2-D" for a, fam in known.items()}
-    named = _architectures_named(paths, overrides)
-    for source, value in named:
-        if not isinstance(value, str) or value not in kinds:
-            raise FusionNetError(f"config key 'model.architecture' must be one of {', '.join(kinds)}, got "
-                                 f"{value!r} in {source}")
-    if not named:
-        return DEFAULT_ARCHITECTURE
-    last_source, last = named[-1]
-    for source, value in named[:-1]:
-        if kinds[value] != kinds[last]:
-            same = ", ".join(a for a in kinds if kinds[a] == kinds[value])
-            raise FusionNetError(
-                f"{last_source} asks for the {kinds[last]} network {last!r}, but {source} configures the "
-                f"{kinds[value]} network {value!r} (its settings are for that kind); give a {kinds[last]} "
-                f"config with it, or one of the {kinds[value]} architectures ({same})")
-    return last
 
 
 def data_inputs(config: dict) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from fusionnet_keras.errors import FusionNetError
-from fusionnet_keras.training import config as cfg
+from fusionnet_keras.training import config_files
 from fusionnet_keras.utils.atomic import atomic_write_text, remove_stale_temporaries
 
 
@@ -88,9 +88,9 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False, initial_st
     if exists and not resume:
         raise FusionNetError(f"output directory exists: {run.out} (use --resume to continue or --overwrite)")
     if exists:
-        saved = cfg.read_config_json(run.out / "config.json") if (run.out / "config.json").exists() else None
+        saved = config_files.read_config_json(run.out / "config.json") if (run.out / "config.json").exists() else None
         if saved is not None:
-            changed = cfg.diff(saved, config)
+            changed = config_files.diff(saved, config)
             if changed:
                 raise FusionNetError(
                     f"cannot resume {run.out}: config differs from the saved one in {', '.join(changed)}"
@@ -101,7 +101,7 @@ def prepare_run_dir(config: dict, out, resume=False, overwrite=False, initial_st
         for folder in (run.out, run.ckpt.parent):  # temporaries of writes interrupted by a kill
             remove_stale_temporaries(folder)
     run.out.mkdir(parents=True, exist_ok=True)
-    cfg.save_config(config, run.out / "config.json")
+    config_files.save_config(config, run.out / "config.json")
     return run, state
 
 
