@@ -206,6 +206,12 @@ def test_lifted_multicut_takes_its_lifted_edges_from_the_stored_long_range_chann
         expected = dict(segment(long, "lifted-multicut", [0.5], watershed_options=ws, offsets=LONG_RANGE,
                                 weighting=weighting))[0.5]
         assert np.array_equal(read_volume(out), expected)
+    # an explicit --lifted-hops takes hop-lifted edges from the same file (its first 3 channels)
+    r = _run("segment", f"{stored}:long", tmp_path / "hops.h5", "--method", "lifted-multicut", "--threshold", "0.5",
+             "--ws-size", "10", "--lifted-hops", "3")
+    assert r.exit_code == 0, r.output
+    expected = dict(segment(long[:3], "lifted-multicut", [0.5], watershed_options=ws, hops=3))[0.5]
+    assert np.array_equal(read_volume(tmp_path / "hops.h5"), expected)
     r = _run("segment", f"{d}/v.h5:affinities", tmp_path / "mc.h5", "--method", "multicut", "--threshold", "0.5",
              "--ws-size", "10", "--multicut-weighting", "size")
     assert r.exit_code == 0, r.output

@@ -68,7 +68,7 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
                    "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'. "
                    "Default: the offsets stored in AFFINITIES by 'fusionnet-keras affinities' (HDF5, zarr). "
                    "The lifted multicut takes its lifted edges from these channels when AFFINITIES has them "
-                   "(in memory), else from --lifted-hops.")
+                   "(in memory) and --lifted-hops is not given, else from hops.")
 @click.option("--mws-stride", default=None, metavar="Z,Y,X",
               help="mws: only voxels on this grid keep their repulsive edges (faster, less memory) [default: 1,1,1].")
 @click.option("--mws-size", type=click.IntRange(0), default=None,

@@ -65,6 +65,7 @@ class SegmentJob:
     stride: tuple
     mws_size: int = 0
     weighting: str = defaults.MULTICUT_WEIGHTING
+    hops_given: bool = False
 
 
 def _check_job(input_path, out, method, threshold, thresholds, classifier, lifted_hops, offsets, mws_stride,
@@ -103,7 +104,7 @@ def _check_job(input_path, out, method, threshold, thresholds, classifier, lifte
         raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
     hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
     return SegmentJob(method, values, names, classifier, hops, long_range, stride, mws_size or 0,
-                      weighting or defaults.MULTICUT_WEIGHTING)
+                      weighting or defaults.MULTICUT_WEIGHTING, lifted_hops is not None)
 
 
 def _long_range_settings(method, offsets, stride, blockwise):
@@ -174,7 +175,7 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
         offsets: ``"mws"``, ``"lifted-multicut"``: the long-range offsets, ``"dz,dy,dx;..."`` or a list;
             default those stored in the input by ``fusionnet-keras affinities`` (given, they must agree).
             The lifted multicut (in memory) takes its lifted edges from the long-range channels when the
-            input has them, else from ``lifted_hops``.
+            input has them and ``lifted_hops`` is not given, else from hops.
         mws_stride: ``"mws"``: ``"z,y,x"`` (default 1,1,1).
         mws_size: ``"mws"``: segments under this many voxels merge into their strongest neighbour (default 0).
         weighting: the multicuts' edge weighting, ``"none"`` (default) or ``"size"``.
@@ -265,8 +266,9 @@ def _segment_in_memory(input_path, out, job, clf, classifier_path, *, invert, fr
     from fusionnet_keras.data.io.ome import output_meta
     from fusionnet_keras.segmentation.inputs import load_affinities, load_labels
 
-    if job.method == "mws" or (job.method == "lifted-multicut" and (job.offsets is not None
-                                                                     or _long_range_channels(input_path))):
+    lifted_from_affinities = job.method == "lifted-multicut" and not job.hops_given and (
+        job.offsets is not None or _long_range_channels(input_path))
+    if job.method == "mws" or lifted_from_affinities:
         affs, long_range = _load_long_range(input_path, invert, job.offsets)
         job = dataclasses.replace(job, offsets=long_range)
     else:
