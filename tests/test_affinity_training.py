@@ -599,6 +599,42 @@ def test_experiment_chooses_thresholds_on_the_validation_part(monkeypatch):
     assert calls and all(offsets == [(0, -4, 0)] for offsets in calls)  # lifted edges from the long-range channel
 
 
+def test_multicut_ablation_scores_every_variant_at_its_validation_beta(tmp_path, monkeypatch):
+    """``experiments/affinity3d/multicut_ablation.py``: multicut, hop-lifted and (long-range network)
+    affinity-lifted multicut, each unweighted and size-weighted, beta chosen on the validation part."""
+    import importlib.util
+
+    from fusionnet_keras.data.io import write_volume
+    from fusionnet_keras.data.io.ome import ImageMeta
+    from fusionnet_keras.experiments import affinity3d
+    from fusionnet_keras.inference.affinities import offsets_attrs
+    from fusionnet_keras.segmentation.learned import train_classifier
+    from fusionnet_keras.segmentation.pipeline import WatershedOptions
+
+    spec = importlib.util.spec_from_file_location("ablation", EXPERIMENT / "multicut_ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    monkeypatch.setattr(affinity3d, "THRESHOLDS", [0.3, 0.6])
+    offsets = list(OFFSETS) + [(0, -4, 0)]
+    r, parts = np.random.default_rng(0), {}
+    for i, part in enumerate(("validation", "test")):
+        labels = blobs((4, 24, 24), 12, seed=i).astype(np.uint64)
+        target = affinities_from_labels(labels, offsets=offsets)[0]
+        affs = np.clip(target * 0.7 + 0.15 + r.normal(0, 0.2, target.shape), 0, 1).astype(np.float32)
+        write_volume(f"{tmp_path / f'{part}-affinities.h5'}:affinities", affs,
+                     meta=ImageMeta(channels=True, attributes=offsets_attrs(offsets)))
+        parts[part] = (None, labels)
+        if part == "validation":
+            frag = WatershedOptions(size=10).run(affs[:3])
+            train_classifier(affs[:3], frag, labels, epochs=1, trees=5).save(tmp_path / "classifier.npz")
+    result = ablation.ablate(tmp_path, parts, 10, log=lambda line: None)
+    assert set(result) == {f"{kind}, {w}" for kind in ("multicut", "lifted (2 hops)", "lifted (long-range affinities)")
+                           for w in ("none", "size")}
+    for variant in result.values():
+        assert len(variant["validation"]) == len(variant["test"]) == 2
+        assert variant["chosen"] == min(variant["validation"], key=lambda row: row["vi"])["threshold"]
+
+
 @pytest.mark.slow
 def test_affinity3d_experiment_end_to_end(tmp_path, monkeypatch):
     from conftest import datasets_dir

@@ -46,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusionnet_keras.errors import FusionNetError
+from fusionnet_keras.segmentation.defaults import MULTICUT_WEIGHTING, MULTICUT_WEIGHTINGS
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the log-odds.
 EPS = 1e-3
@@ -199,8 +200,6 @@ def boundary_probabilities(graph, classifier=None) -> np.ndarray:
 
 def check_weighting(weighting: str) -> str:
     """``weighting`` if it is one of :data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTINGS`."""
-    from fusionnet_keras.segmentation.defaults import MULTICUT_WEIGHTINGS
-
     if weighting not in MULTICUT_WEIGHTINGS:
         raise FusionNetError(f"multicut weighting must be one of {', '.join(MULTICUT_WEIGHTINGS)}, got {weighting!r}")
     return weighting
@@ -251,8 +250,8 @@ def affinity_lifted_edges(graph, fragments, affs, offsets):
     return pairs // n, pairs % n, total / np.maximum(count, 1), count
 
 
-def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True, weighting: str = "none",
-                   lifted=None):
+def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True,
+                   weighting: str = MULTICUT_WEIGHTING, lifted=None):
     """(Lifted) multicut of a region graph for each beta; yields ``(beta, segment id of every node)``.
 
     Args:
@@ -264,7 +263,8 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
         hops: 0 for the multicut, >= 2 for the lifted multicut with lifted
             edges up to this many boundaries apart.
         refine: Kernighan-Lin after GAEC.
-        weighting: ``"none"`` or ``"size"`` (costs times contact area; see the module docstring).
+        weighting: ``"none"`` or ``"size"`` (costs times contact area; see the module docstring); default
+            :data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTING`.
         lifted: ``(lu, lv, q, n)`` of :func:`affinity_lifted_edges`: the lifted multicut with these lifted
             edges (instead of ``hops``).
 
