@@ -258,7 +258,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
                    invert=False, watershed_options=None, block=None, context=DEFAULT_CONTEXT, workers=1,
                    scheduler=None, client=None, overwrite=False, progress=True, hops=defaults.LIFTED_HOPS,
                    voxel_size=None, pyramid=False, command="segment", model=None,
-                   weighting=defaults.MULTICUT_WEIGHTING) -> dict:
+                   weighting=None) -> dict:
     """Segment affinities (or a boundary map) larger than memory, block by block; resumable.
 
     Args:
@@ -273,7 +273,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
         invert: as for :func:`fusionnet_keras.segmentation.segment`.
         watershed_options: as for :func:`fusionnet_keras.segmentation.segment`.
         hops: as for :func:`fusionnet_keras.segmentation.segment` (the lifted edges blockwise come from hops).
-        weighting: as for :func:`fusionnet_keras.segmentation.segment`.
+        weighting: as for :func:`fusionnet_keras.segmentation.segment` (None: the method's default).
         classifier_path: the classifier's file (part of the job's signature).
         block: block shape (z, y, x), a tuple or ``"Z,Y,X"``.
         context: watershed context (z, y, x) around each block, a tuple or ``"Z,Y,X"``.
@@ -298,6 +298,8 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     from fusionnet_keras.segmentation.pipeline import WatershedOptions
 
     options = watershed_options or WatershedOptions()
+    if weighting is None and method in defaults.MULTICUT_WEIGHTING:
+        weighting = defaults.MULTICUT_WEIGHTING[method]  # resolved here: part of the job's signature
     if method == "mws" or method not in defaults.METHODS:
         raise FusionNetError(f"method {method!r} is not supported blockwise")
     if method in defaults.BETA_METHODS:
@@ -320,7 +322,7 @@ def segment_volume(input_path, outputs, *, method="mean", thresholds=None, class
     graph_sig = signature({"job": "graph", "fragments": frag_sig, "bins": bins})
     seg_sig = signature({"job": "segment", "graph": graph_sig, "watershed": options, "method": method,
                          "thresholds": thresholds, **({"hops": int(hops)} if method == "lifted-multicut" else {}),
-                         **({"weighting": weighting} if weighting != defaults.MULTICUT_WEIGHTING else {}),
+                         **({"weighting": weighting} if weighting not in (None, "none") else {}),
                          "classifier": None if classifier_path is None else file_tag(classifier_path)})
     from fusionnet_keras.data.io.ome import output_meta
 

@@ -62,7 +62,8 @@ def watershed_settings(ws_low, ws_high, ws_size, ws_merge_affinity):
                    f"[default: {defaults.LIFTED_HOPS}].")
 @click.option("--multicut-weighting", type=click.Choice(defaults.MULTICUT_WEIGHTINGS), default=None,
               help="multicut, lifted-multicut: none: every boundary counts once; size: each cost times the "
-                   f"boundary's contact area (over the mean) [default: {defaults.MULTICUT_WEIGHTING}].")
+                   "boundary's contact area (over the mean) [default: "
+                   + ", ".join(f"{w} for {m}" for m, w in defaults.MULTICUT_WEIGHTING.items()) + "].")
 @click.option("--offsets", default=None, metavar="DZ,DY,DX;...",
               help="mws, lifted-multicut: offsets of the long-range channels that follow the 3 nearest-neighbour "
                    "ones in AFFINITIES (channel c at v links v and v + offset), e.g. '-3,0,0;0,-9,0;0,0,-9'. "

@@ -250,8 +250,8 @@ def affinity_lifted_edges(graph, fragments, affs, offsets):
     return pairs // n, pairs % n, total / np.maximum(count, 1), count
 
 
-def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True,
-                   weighting: str = MULTICUT_WEIGHTING, lifted=None):
+def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = True, weighting: str | None = None,
+                   lifted=None):
     """(Lifted) multicut of a region graph for each beta; yields ``(beta, segment id of every node)``.
 
     Args:
@@ -263,8 +263,9 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
         hops: 0 for the multicut, >= 2 for the lifted multicut with lifted
             edges up to this many boundaries apart.
         refine: Kernighan-Lin after GAEC.
-        weighting: ``"none"`` or ``"size"`` (costs times contact area; see the module docstring); default
-            :data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTING`.
+        weighting: ``"none"`` or ``"size"`` (costs times contact area; see the module docstring); None:
+            the method's default (:data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTING`: none
+            for the multicut, size for the lifted multicut).
         lifted: ``(lu, lv, q, n)`` of :func:`affinity_lifted_edges`: the lifted multicut with these lifted
             edges (instead of ``hops``).
 
@@ -285,6 +286,8 @@ def multicut_graph(graph, betas, classifier=None, hops: int = 0, refine: bool = 
         raise FusionNetError(f"lifted multicut hops must be >= 2 (0: no lifted edges), got {hops}")
     if hops and lifted is not None:
         raise FusionNetError("lifted edges come either from hops or from long-range affinities, not both")
+    if weighting is None:
+        weighting = MULTICUT_WEIGHTING["lifted-multicut" if hops or lifted is not None else "multicut"]
     p = boundary_probabilities(graph, classifier)
     weights = _weights(graph.count.sum(axis=1), weighting)
     u, v = graph.node_index(graph.u), graph.node_index(graph.v)

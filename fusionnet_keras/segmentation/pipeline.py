@@ -28,7 +28,7 @@ class WatershedOptions:
 
 def segment(affs, method: str = "mean", thresholds=None, fragments=None, classifier=None,
             watershed_options: WatershedOptions | None = None, hops: int = defaults.LIFTED_HOPS,
-            offsets=None, stride=(1, 1, 1), mws_size: int = 0, weighting: str = defaults.MULTICUT_WEIGHTING):
+            offsets=None, stride=(1, 1, 1), mws_size: int = 0, weighting: str | None = None):
     """Segment ``affs``; yields ``(threshold, labels)`` per threshold (uint64, 0 = background).
 
     Args:
@@ -63,7 +63,8 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
         mws_size: ``"mws"``: segments smaller than this (voxels) merge into their strongest neighbour
             (:func:`~fusionnet_keras.segmentation.mws.merge_small`; 0: off).
         weighting: the multicuts' edge weighting, ``"none"`` or ``"size"`` (costs times contact area;
-            :mod:`~fusionnet_keras.segmentation.multicut`).
+            :mod:`~fusionnet_keras.segmentation.multicut`); None: the method's default
+            (:data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTING`).
 
     Examples:
         >>> affs = np.ones((3, 2, 4, 8), np.float32); affs[2, :, :, 4] = 0.3
@@ -82,7 +83,7 @@ def segment(affs, method: str = "mean", thresholds=None, fragments=None, classif
     if (offsets is not None and method != "lifted-multicut") or mws_size:
         raise FusionNetError("offsets (long-range affinity channels) are used by the mws and lifted-multicut "
                              "methods, the mws size by mws only")
-    if weighting != defaults.MULTICUT_WEIGHTING and method not in ("multicut", "lifted-multicut"):
+    if weighting is not None and method not in ("multicut", "lifted-multicut"):
         raise FusionNetError("the edge weighting is for the multicut and lifted-multicut methods")
     long_range = None
     if offsets is not None:

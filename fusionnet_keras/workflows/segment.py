@@ -64,7 +64,7 @@ class SegmentJob:
     offsets: list | None
     stride: tuple
     mws_size: int = 0
-    weighting: str = defaults.MULTICUT_WEIGHTING
+    weighting: str | None = None
     hops_given: bool = False
 
 
@@ -104,7 +104,7 @@ def _check_job(input_path, out, method, threshold, thresholds, classifier, lifte
         raise FusionNetError("--fragments is not supported blockwise (the fragments are computed per block)")
     hops = defaults.LIFTED_HOPS if lifted_hops is None else lifted_hops
     return SegmentJob(method, values, names, classifier, hops, long_range, stride, mws_size or 0,
-                      weighting or defaults.MULTICUT_WEIGHTING, lifted_hops is not None)
+                      weighting or defaults.MULTICUT_WEIGHTING.get(method), lifted_hops is not None)
 
 
 def _long_range_settings(method, offsets, stride, blockwise):
@@ -178,7 +178,8 @@ def segment_path(input_path, out, *, method=None, threshold=None, thresholds=Non
             input has them and ``lifted_hops`` is not given, else from hops.
         mws_stride: ``"mws"``: ``"z,y,x"`` (default 1,1,1).
         mws_size: ``"mws"``: segments under this many voxels merge into their strongest neighbour (default 0).
-        weighting: the multicuts' edge weighting, ``"none"`` (default) or ``"size"``.
+        weighting: the multicuts' edge weighting, ``"none"`` or ``"size"``; default the method's
+            (:data:`~fusionnet_keras.segmentation.defaults.MULTICUT_WEIGHTING`).
         fragments: a file of fragments to agglomerate (in memory only).
         invert: the input is high on cell interiors.
         watershed_options: :class:`WatershedOptions`.
